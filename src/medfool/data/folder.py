@@ -1,0 +1,147 @@
+"""Plain image files: a folder with one sub-folder per class, or a CSV manifest (path,label).
+
+A folder may hold ``train/``, ``val/`` and ``test/`` sub-folders (each with class folders);
+otherwise its images are split with the documented stratified split. Images of different
+sizes are refused unless a target ``size`` is given, then they are resized (bilinear).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, make_split
+from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
+from medfool.errors import DataError
+from medfool.utils.progress import progress
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def _read_images(files: Sequence[Path], size: int | None) -> np.ndarray:
+    """Decode files into one (N, H, W, C) uint8 array; grey only if every file is grey."""
+    decoded: list[Image.Image] = []
+    for f in progress(files, desc="read images", unit="img"):
+        try:
+            with Image.open(f) as im:
+                im.load()
+                decoded.append(im.copy())
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"{f}: unreadable image ({exc})") from None
+    grey = all(im.mode in ("L", "I;16", "I", "1") for im in decoded)
+    mode = "L" if grey else "RGB"
+    target = (size, size) if size else decoded[0].size
+    arrays = []
+    for f, im in zip(files, decoded, strict=True):
+        im = im.convert(mode)
+        if im.size != target:
+            if size is None:
+                raise DataError(f"{f}: size {im.size[0]}x{im.size[1]} differs from {target[0]}x{target[1]} "
+                                "of the first image (pass an image size to resize)")
+            im = im.resize(target, Image.Resampling.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
+        arrays.append(arr[..., None] if arr.ndim == 2 else arr)
+    return np.stack(arrays)
+
+
+def _finish(name: str, source: Path, files: dict[str, list[Path]], labels: dict[str, list[int]],
+            classes: list[str], size: int | None, split_seed: int) -> Dataset:
+    if not any(files.values()):
+        raise DataError(f"{source}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    first = next(f for fs in files.values() for f in fs)
+    images = {s: _read_images(fs, size) for s, fs in files.items() if fs}
+    n_ch = next(iter(images.values())).shape[-1]
+    if any(a.shape[-1] != n_ch for a in images.values()):
+        images = {s: np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for s, a in images.items()}
+        n_ch = 3
+    h, w = next(iter(images.values())).shape[1:3]
+    info = DatasetInfo(name=name, task="binary" if len(classes) == 2 else "multi-class",
+                       class_names=tuple(classes), n_channels=n_ch, image_size=(h, w), source=str(source))
+    if len(classes) < 2:
+        raise DataError(f"{source}: needs at least 2 classes, found {len(classes)} ({first.parent.name})")
+    splits = {s: make_split(images[s], np.array(labels[s]), info, f"{source}[{s}]") for s in images}
+    if set(splits) == {"all"}:
+        whole = splits.pop("all")
+        parts = stratified_split(whole.labels.numpy(), DEFAULT_FRACTIONS, seed=split_seed)
+        for s, idx in parts.items():
+            if len(idx) == 0:
+                raise DataError(f"{source}: too few images to make a non-empty {s!r} split")
+            splits[s] = whole.subset(idx)
+        info = replace(info, notes=(f"{source.name} has no train/val/test split: medfool made a stratified "
+                                   f"split (train 70%, val 10%, test 20%, seed {split_seed})",))
+    elif "train" not in splits:
+        raise DataError(f"{source}: has split folders but no 'train' split")
+    return Dataset(info, {s: splits[s] for s in SPLITS if s in splits})
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_image_folder(root: Path, *, size: int | None = None, split_seed: int = 0) -> Dataset:
+    """``root/<class>/*.png`` or ``root/{train,val,test}/<class>/*.png``."""
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    subdirs = _class_dirs(root)
+    split_dirs = {_SPLIT_ALIASES[d.name.lower()]: d for d in subdirs if d.name.lower() in _SPLIT_ALIASES}
+    if split_dirs:
+        classes = sorted({c.name for d in split_dirs.values() for c in _class_dirs(d)})
+        layout = {s: d for s, d in split_dirs.items()}
+    else:
+        classes = [d.name for d in subdirs]
+        layout = {"all": root}
+    files: dict[str, list[Path]] = {}
+    labels: dict[str, list[int]] = {}
+    for split, folder in layout.items():
+        files[split], labels[split] = [], []
+        for ci, cls in enumerate(classes):
+            found = _images_in(folder / cls) if (folder / cls).is_dir() else []
+            files[split] += found
+            labels[split] += [ci] * len(found)
+    return _finish(root.name, root, files, labels, classes, size, split_seed)
+
+
+def load_manifest(path: Path, *, size: int | None = None, split_seed: int = 0) -> Dataset:
+    """A CSV with columns ``path,label`` (and optionally ``split``); paths relative to the CSV."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV manifest ({exc})") from None
+    if not rows:
+        raise DataError(f"{path}: the manifest has no rows")
+    if not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{path}: the manifest needs columns 'path' and 'label', got {', '.join(rows[0])}")
+    raw_labels = [r["label"].strip() for r in rows]
+    if all(lab.isdigit() for lab in raw_labels):
+        n = max(int(lab) for lab in raw_labels) + 1
+        classes = [f"class_{i}" for i in range(n)]
+        index = [int(lab) for lab in raw_labels]
+    else:
+        classes = sorted(set(raw_labels))
+        index = [classes.index(lab) for lab in raw_labels]
+    files: dict[str, list[Path]] = {}
+    labels: dict[str, list[int]] = {}
+    for line, (row, label) in enumerate(zip(rows, index, strict=True), start=2):
+        split = _SPLIT_ALIASES.get((row.get("split") or "all").strip().lower(), None)
+        if split is None and row.get("split"):
+            raise DataError(f"{path}:{line}: unknown split {row['split']!r} (use train, val or test)")
+        split = split or "all"
+        f = (path.parent / row["path"].strip()).resolve()
+        if not f.is_file():
+            raise DataError(f"{path}:{line}: image file not found: {row['path']}")
+        files.setdefault(split, []).append(f)
+        labels.setdefault(split, []).append(label)
+    if "all" in files and len(files) > 1:
+        raise DataError(f"{path}: some rows have a split and others do not")
+    return _finish(path.stem, path, files, labels, classes, size, split_seed)

@@ -1,0 +1,1 @@
+"""Evaluation: clean metrics now; robustness curves and perceptibility as attacks land."""

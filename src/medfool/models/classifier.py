@@ -1,0 +1,125 @@
+"""``Classifier``: a network plus everything needed to use it safely from pixel space.
+
+It owns normalisation, so callers (attacks above all) always pass images in [0, 1] and
+every epsilon is measured in the same units. It also knows the task (multi-class,
+binary with one or two logits, multi-label), the class names and which classes are
+clinically critical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from medfool.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything about a model that is not a weight; stored as JSON in every checkpoint."""
+
+    task: str
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_outputs: int
+    critical_classes: tuple[int, ...] = ()
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str = ""
+
+    def __post_init__(self) -> None:
+        c = self.input_shape[0]
+        if len(self.mean) != c or len(self.std) != c:
+            raise ConfigError(f"mean/std need {c} values (one per channel), got {len(self.mean)}/{len(self.std)}")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"std values must be > 0, got {self.std}")
+        expected = (1, 2) if self.task == "binary" else (len(self.class_names),)
+        if self.num_outputs not in expected:
+            raise ConfigError(f"a {self.task} model over {len(self.class_names)} classes must have "
+                              f"{' or '.join(map(str, expected))} outputs, got {self.num_outputs}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelMeta:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model metadata keys: {', '.join(sorted(unknown))}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kw)
+
+
+class Classifier(nn.Module):
+    """Wraps ``network`` (which expects normalised input) so that ``forward`` takes [0, 1] pixels.
+
+    Shape: x (N, C, H, W) float in [0, 1] -> logits (N, num_outputs).
+    """
+
+    def __init__(self, network: nn.Module, meta: ModelMeta) -> None:
+        super().__init__()
+        self.network = network
+        self.meta = meta
+        c = meta.input_shape[0]
+        self.register_buffer("mean", torch.tensor(meta.mean, dtype=torch.float32).view(1, c, 1, 1))
+        self.register_buffer("std", torch.tensor(meta.std, dtype=torch.float32).view(1, c, 1, 1))
+
+    # -- convenience views of the metadata --------------------------------------------------
+    @property
+    def task(self) -> str:
+        return self.meta.task
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.meta.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device  # type: ignore[no-any-return]
+
+    # -- computation ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network((x - self.mean) / self.std)  # type: ignore[no-any-return]
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K) class probabilities (independent per label for multi-label)."""
+        return logits_to_probs(self(x), self.meta.task)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) class indices, or (N, L) 0/1 for multi-label."""
+        return logits_to_labels(self(x), self.meta.task)
+
+
+def logits_to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "multi-label":
+        return torch.sigmoid(logits)
+    if logits.shape[1] == 1:  # binary with one logit: p(positive) = sigmoid(z)
+        p = torch.sigmoid(logits)
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+def logits_to_labels(logits: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "multi-label":
+        return (logits > 0).long()
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[Sequence[float], Sequence[float]]:
+    """Per-channel mean and std of a (N, C, H, W) batch, for the normalisation a model owns."""
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return mean.tolist(), std.tolist()

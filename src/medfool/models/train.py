@@ -1,0 +1,182 @@
+"""The one training loop in medfool (clean models, and later poisoned or adversarially trained ones).
+
+Seeded and reproducible: model initialisation, batch order, balanced sampling and
+augmentation all draw from generators seeded by ``TrainConfig.seed``. Early stopping keeps
+the weights of the epoch with the best validation accuracy (validation loss breaks ties).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfool.data.dataset import Dataset, Split
+from medfool.data.transforms import AUGMENTS, augment
+from medfool.errors import ConfigError
+from medfool.eval.metrics import evaluate, loss_fn
+from medfool.models.architectures import build
+from medfool.models.classifier import Classifier, ModelMeta, channel_stats
+from medfool.utils.progress import progress
+from medfool.utils.repro import environment, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training options; every field is recorded in the checkpoint."""
+
+    arch: str = "small_cnn"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    balanced: bool = False
+    patience: int = 4
+    augment: str = "auto"
+    seed: int = 0
+    time_limit_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (0 < self.lr < 10):
+            raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.patience < 1:
+            raise ConfigError(f"patience must be >= 1, got {self.patience}")
+        if self.augment not in (*AUGMENTS, "auto"):
+            raise ConfigError(f"augment must be one of auto, {', '.join(AUGMENTS)}, got {self.augment!r}")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ConfigError(f"time_limit_s must be > 0, got {self.time_limit_s}")
+
+
+@dataclass
+class TrainResult:
+    model: Classifier
+    history: list[dict[str, float]]
+    best_epoch: int
+    val: dict[str, Any]
+    test: dict[str, Any] | None
+    wall_s: float
+    record: dict[str, Any]
+
+
+def resolve_augment(kind: str, n_channels: int) -> str:
+    """'auto': all 8 flips/rotations for RGB tiles (histology, dermoscopy), none for grayscale,
+    where orientation can carry anatomy (a chest X-ray's heart is on one side)."""
+    if kind != "auto":
+        return kind
+    return "dihedral" if n_channels == 3 else "none"
+
+
+def _batches(labels: torch.Tensor, cfg: TrainConfig, task: str, gen: torch.Generator) -> list[torch.Tensor]:
+    n = labels.shape[0]
+    if cfg.balanced:
+        if task == "multi-label":
+            raise ConfigError("balanced sampling needs single-label classes; it is not defined for multi-label")
+        counts = torch.bincount(labels, minlength=int(labels.max()) + 1).double()
+        weights = (1.0 / counts.clamp_min(1))[labels]
+        order = torch.multinomial(weights, n, replacement=True, generator=gen)
+    else:
+        order = torch.randperm(n, generator=gen)
+    return list(order.split(cfg.batch_size))
+
+
+def build_classifier(dataset: Dataset, cfg: TrainConfig) -> Classifier:
+    """A fresh classifier for ``dataset`` with normalisation fitted on (a sample of) its train split."""
+    train = dataset.split("train")
+    sample = np.random.default_rng(cfg.seed).choice(len(train), size=min(len(train), 5000), replace=False)
+    x, _ = train.get(np.sort(sample))
+    mean, std = channel_stats(x)
+    info = dataset.info
+    meta = ModelMeta(task=info.task, class_names=info.class_names, input_shape=train.image_shape,
+                     mean=tuple(mean), std=tuple(std), num_outputs=info.num_classes,
+                     critical_classes=info.critical_classes, arch=cfg.arch, arch_kwargs=dict(cfg.arch_kwargs),
+                     dataset=info.name)
+    torch.manual_seed(cfg.seed)
+    network = build(cfg.arch, in_channels=meta.input_shape[0], num_outputs=meta.num_outputs, **cfg.arch_kwargs)
+    return Classifier(network, meta)
+
+
+def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+        train_split: Split | None = None) -> TrainResult:
+    """Train on ``train_split`` (default: the dataset's train split), select on ``val``, report ``test``.
+
+    ``train_split`` lets other threat code (poisoning, adversarial training) reuse this
+    loop on a modified training set.
+    """
+    start = time.perf_counter()
+    gen = seed_everything(cfg.seed)
+    train = train_split if train_split is not None else dataset.split("train")
+    val = dataset.split("val")
+    model = build_classifier(dataset, cfg).to(device)
+    aug = resolve_augment(cfg.augment, model.meta.input_shape[0])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = max(1, steps_per_epoch // 2)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    best: tuple[float, float] = (-1.0, math.inf)
+    best_state, best_epoch, stale = copy.deepcopy(model.state_dict()), 0, 0
+    history: list[dict[str, float]] = []
+    bar = progress(total=total_steps, desc=f"train {cfg.arch} on {dataset.info.name}", unit="step")
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        running, seen = 0.0, 0
+        for idx in _batches(train.labels, cfg, model.task, gen):
+            x, y = train.get(idx)
+            x, y = augment(x.to(device), aug, gen), y.to(device)
+            loss = loss_fn(model(x), y, model.task)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+            bar.update(1)
+        val_metrics = evaluate(model, val)
+        row = {"epoch": epoch, "train_loss": running / seen, "val_loss": val_metrics["loss"],
+               "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
+               "elapsed_s": time.perf_counter() - start}
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        key = (val_metrics["accuracy"], -val_metrics["loss"])
+        if key > (best[0], -best[1]):
+            best, best_state, best_epoch, stale = (key[0], -key[1]), copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            stale += 1
+        if stale >= cfg.patience:
+            log.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
+            break
+        if cfg.time_limit_s is not None and time.perf_counter() - start > cfg.time_limit_s:
+            log.info("time limit reached after epoch %d", epoch)
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    val_best = evaluate(model, val)
+    test = evaluate(model, dataset.split("test")) if "test" in dataset.splits else None
+    wall = time.perf_counter() - start
+    record = {
+        "dataset": dataset.info.name, "dataset_source": dataset.info.source, "dataset_notes": list(dataset.info.notes),
+        "train_config": asdict(cfg), "augment": aug, "best_epoch": best_epoch, "epochs_run": len(history),
+        "metrics": {"val": val_best, "test": test}, "history": history, "train_wall_s": wall,
+        "seed": cfg.seed, "environment": environment(),
+    }
+    return TrainResult(model, history, best_epoch, val_best, test, wall, record)
