@@ -29,17 +29,17 @@ def _read_images(files: Sequence[Path], size: int | None) -> np.ndarray:
     decoded: list[Image.Image] = []
     for f in progress(files, desc="read images", unit="img"):
         try:
-            with Image.open(f) as im:
-                im.load()
-                decoded.append(im.copy())
+            with Image.open(f) as opened:
+                opened.load()
+                decoded.append(opened.copy())
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise DataError(f"{f}: unreadable image ({exc})") from None
-    grey = all(im.mode in ("L", "I;16", "I", "1") for im in decoded)
+    grey = all(d.mode in ("L", "I;16", "I", "1") for d in decoded)
     mode = "L" if grey else "RGB"
     target = (size, size) if size else decoded[0].size
     arrays = []
-    for f, im in zip(files, decoded, strict=True):
-        im = im.convert(mode)
+    for f, original in zip(files, decoded, strict=True):
+        im = original.convert(mode)
         if im.size != target:
             if size is None:
                 raise DataError(f"{f}: size {im.size[0]}x{im.size[1]} differs from {target[0]}x{target[1]} "
@@ -133,7 +133,7 @@ def load_manifest(path: Path, *, size: int | None = None, split_seed: int = 0) -
     files: dict[str, list[Path]] = {}
     labels: dict[str, list[int]] = {}
     for line, (row, label) in enumerate(zip(rows, index, strict=True), start=2):
-        split = _SPLIT_ALIASES.get((row.get("split") or "all").strip().lower(), None)
+        split = _SPLIT_ALIASES.get((row.get("split") or "all").strip().lower())
         if split is None and row.get("split"):
             raise DataError(f"{path}:{line}: unknown split {row['split']!r} (use train, val or test)")
         split = split or "all"

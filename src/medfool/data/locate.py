@@ -29,7 +29,7 @@ def data_dirs(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
         key = d.expanduser().resolve()
         if key not in seen:
             seen.add(key)
-            unique.append(d.expanduser())
+            unique.append(key)
     return unique
 
 

@@ -31,6 +31,15 @@ _TASK_ALIASES = {
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of the file, decompressed now, so a damaged file fails here with its name."""
     try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+    if magic != b"PK\x03\x04":
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive: corrupt, or another format)")
+    try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except FileNotFoundError:

@@ -97,7 +97,9 @@ def load_dataset(spec: str, *, size: int | None = None, data_dir: str | os.PathL
     sidecars = _sidecar_datasets(dirs)
     if name in sidecars:
         sidecar, meta = sidecars[name]
-        files = {str(k): str(v) for k, v in meta["files"].items()}  # type: ignore[union-attr]
+        raw_files = meta["files"]
+        assert isinstance(raw_files, dict)  # guaranteed by _sidecar_datasets
+        files = {str(k): str(v) for k, v in raw_files.items()}
         key = str(wanted or min(files, key=lambda s: int(s) if s.isdigit() else 0))
         if key not in files:
             raise DataError(f"{sidecar}: {name} comes in sizes {', '.join(files)}, not {key}")

@@ -53,7 +53,7 @@ class ModelMeta:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown model metadata keys: {', '.join(sorted(unknown))}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**kw)
 
 
@@ -63,6 +63,9 @@ class Classifier(nn.Module):
     Shape: x (N, C, H, W) float in [0, 1] -> logits (N, num_outputs).
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, network: nn.Module, meta: ModelMeta) -> None:
         super().__init__()
         self.network = network
@@ -70,6 +73,11 @@ class Classifier(nn.Module):
         c = meta.input_shape[0]
         self.register_buffer("mean", torch.tensor(meta.mean, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(meta.std, dtype=torch.float32).view(1, c, 1, 1))
+        # channels_last runs convolutions about 20-25 % faster on CPUs (oneDNN); only for our own
+        # registry networks, whose layers we know accept it.
+        self.channels_last = meta.arch is not None
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     # -- convenience views of the metadata --------------------------------------------------
     @property
@@ -86,11 +94,14 @@ class Classifier(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.mean.device  # type: ignore[no-any-return]
+        return self.mean.device
 
     # -- computation ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network((x - self.mean) / self.std)  # type: ignore[no-any-return]
+        z = (x - self.mean) / self.std
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        return self.network(z)  # type: ignore[no-any-return]
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """(N, K) class probabilities (independent per label for multi-label)."""

@@ -36,18 +36,18 @@ class TrainConfig:
 
     arch: str = "small_cnn"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 15
+    epochs: int | None = None  # None: auto_epochs(len(train)), recorded in the result
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
     balanced: bool = False
-    patience: int = 4
+    patience: int = 10
     augment: str = "auto"
     seed: int = 0
     time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -72,6 +72,12 @@ class TrainResult:
     test: dict[str, Any] | None
     wall_s: float
     record: dict[str, Any]
+
+
+def auto_epochs(n_train: int) -> int:
+    """About 60,000 image presentations, between 10 and 30 epochs: small sets (the 700-tile
+    PathMNIST training part) need many passes, large ones converge in a few."""
+    return int(min(30, max(10, math.ceil(60_000 / max(1, n_train)))))
 
 
 def resolve_augment(kind: str, n_channels: int) -> str:
@@ -126,8 +132,9 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     model = build_classifier(dataset, cfg).to(device)
     aug = resolve_augment(cfg.augment, model.meta.input_shape[0])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    epochs = cfg.epochs or auto_epochs(len(train))
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = epochs * steps_per_epoch
     warmup = max(1, steps_per_epoch // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
@@ -135,7 +142,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     best_state, best_epoch, stale = copy.deepcopy(model.state_dict()), 0, 0
     history: list[dict[str, float]] = []
     bar = progress(total=total_steps, desc=f"train {cfg.arch} on {dataset.info.name}", unit="step")
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         running, seen = 0.0, 0
         for idx in _batches(train.labels, cfg, model.task, gen):
@@ -174,8 +181,10 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     test = evaluate(model, dataset.split("test")) if "test" in dataset.splits else None
     wall = time.perf_counter() - start
     record = {
-        "dataset": dataset.info.name, "dataset_source": dataset.info.source, "dataset_notes": list(dataset.info.notes),
-        "train_config": asdict(cfg), "augment": aug, "best_epoch": best_epoch, "epochs_run": len(history),
+        "dataset": dataset.info.name, "dataset_source": dataset.info.source,
+        "dataset_notes": list(dataset.info.notes),
+        "train_config": asdict(cfg), "epochs": epochs, "augment": aug, "best_epoch": best_epoch,
+        "epochs_run": len(history),
         "metrics": {"val": val_best, "test": test}, "history": history, "train_wall_s": wall,
         "seed": cfg.seed, "environment": environment(),
     }

@@ -1,0 +1,1 @@
+"""The ``medfool`` command: thin wrappers that parse, build from registries and call the library."""

@@ -1,0 +1,211 @@
+"""Subcommands: datasets, download, train, evaluate, info, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from medfool.cli.common import add_data_options, add_run_options, emit_json, fmt
+from medfool.data import list_datasets, load_dataset
+from medfool.data.catalog import MEDMNIST, SIZES
+from medfool.data.dataset import Dataset
+from medfool.data.download import download
+from medfool.data.locate import cache_dir, find_file
+from medfool.errors import ConfigError, DataError
+from medfool.models import architectures, load_classifier, read_header, save_checkpoint
+from medfool.models.classifier import Classifier
+from medfool.models.train import TrainConfig, fit
+from medfool.utils.device import resolve_device
+from medfool.utils.io import atomic_write_json
+
+log = logging.getLogger("medfool")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- datasets ---------------------------------------------------------------------------------
+def cmd_datasets(args: argparse.Namespace) -> int:
+    rows = list_datasets(args.data_dir)
+    if args.json:
+        emit_json([{"name": r.name, "kind": r.kind, "path": str(r.path) if r.path else None, "detail": r.detail}
+                   for r in rows])
+        return 0
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        where = str(r.path) if r.path else "-"
+        _say(f"{r.name:<{width}}  {r.kind:<20}  {r.detail:<45}  {where}")
+    return 0
+
+
+# -- download ---------------------------------------------------------------------------------
+def cmd_download(args: argparse.Namespace) -> int:
+    if args.name not in MEDMNIST:
+        raise DataError(f"unknown MedMNIST dataset {args.name!r} (known: {', '.join(MEDMNIST)})")
+    entry = MEDMNIST[args.name]
+    target = Path(args.data_dir or cache_dir()) / entry.filename(args.size)
+    existing = find_file(entry.filename(args.size), [target.parent])
+    if existing is not None and not args.force:
+        _say(f"{existing} already present")
+        return 0
+    download(entry.url(args.size), target, entry.md5[args.size])
+    _say(f"saved {target} (MD5 verified)")
+    return 0
+
+
+# -- train ------------------------------------------------------------------------------------
+def _load(args: argparse.Namespace) -> Dataset:
+    dataset = load_dataset(args.dataset, size=args.size, data_dir=args.data_dir,
+                           allow_download=not args.no_download, split_seed=args.split_seed)
+    for note in dataset.info.notes:
+        log.warning("note: %s", note)
+    return dataset
+
+
+def _print_epoch(row: dict[str, float]) -> None:
+    log.info("epoch %d  train loss %.4f  val loss %.4f  val acc %.4f  val AUC %.4f  (%.0f s)",
+             row["epoch"], row["train_loss"], row["val_loss"], row["val_accuracy"], row["val_auc"], row["elapsed_s"])
+
+
+def train_and_save(dataset: Dataset, cfg: TrainConfig, out: Path, device: str) -> tuple[Classifier, dict[str, Any]]:
+    result = fit(dataset, cfg, device=resolve_device(device), on_epoch=_print_epoch)
+    ckpt = save_checkpoint(result.model, out / "model.safetensors", result.record)
+    atomic_write_json(out / "metrics.json", result.record)
+    log.info("wrote %s and %s", ckpt, out / "metrics.json")
+    return result.model, result.record
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    arch_kwargs = {"width": args.width} if args.width else {}
+    cfg = TrainConfig(arch=args.arch, arch_kwargs=arch_kwargs, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, weight_decay=args.weight_decay, balanced=args.balanced, patience=args.patience,
+                      augment=args.augment, seed=args.seed)
+    if args.arch not in architectures():
+        raise ConfigError(f"unknown architecture {args.arch!r} (known: {', '.join(architectures())})")
+    dataset = _load(args)
+    out = Path(args.out or f"runs/{dataset.info.name}-{args.arch}-seed{args.seed}")
+    _check_writable(out)
+    _say(f"training {args.arch} on {dataset.summary()}")
+    _, record = train_and_save(dataset, cfg, out, args.device)
+    test = record["metrics"]["test"] or record["metrics"]["val"]
+    which = "test" if record["metrics"]["test"] else "val"
+    _say(f"{dataset.info.name}: {which} accuracy {fmt(test['accuracy'])}, AUC {fmt(test['auc'])} "
+         f"(best epoch {record['best_epoch']}/{record['epochs_run']}, {record['train_wall_s']:.0f} s) -> "
+         f"{out / 'model.safetensors'}")
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    probe_dir = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: output path exists and is not a folder")
+    import os
+
+    if not os.access(probe_dir, os.W_OK):
+        raise ConfigError(f"{out}: output folder is not writable")
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+def check_compatible(model: Classifier, dataset: Dataset, model_path: str) -> None:
+    """Refuse to evaluate or attack a model on data it was not built for."""
+    split = next(iter(dataset.splits.values()))
+    if tuple(split.image_shape) != tuple(model.meta.input_shape):
+        raise DataError(f"{model_path}: model expects images {model.meta.input_shape} (C, H, W) but "
+                        f"{dataset.info.name} has {split.image_shape}")
+    if model.task != dataset.info.task or len(model.class_names) != dataset.info.num_classes:
+        raise DataError(f"{model_path}: model is {model.task} over {len(model.class_names)} classes but "
+                        f"{dataset.info.name} is {dataset.info.task} over {dataset.info.num_classes}")
+    if [c.lower() for c in model.class_names] != [c.lower() for c in dataset.info.class_names] and not all(
+            c.startswith("class_") for c in dataset.info.class_names):
+        log.warning("class names differ: model %s, dataset %s", model.class_names, dataset.info.class_names)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medfool.eval.metrics import evaluate
+
+    model, _ = load_classifier(args.model, device=resolve_device(args.device))
+    dataset = _load(args)
+    check_compatible(model, dataset, args.model)
+    metrics = evaluate(model, dataset.split(args.split))
+    if args.json:
+        emit_json(metrics)
+    else:
+        _say(f"{dataset.info.name} [{args.split}] n={metrics['n']}: accuracy {fmt(metrics['accuracy'])}, "
+             f"AUC {fmt(metrics['auc'])}")
+    return 0
+
+
+# -- info -------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    model, record = load_classifier(args.model)
+    header = read_header(args.model) if args.model.endswith(".safetensors") else {}
+    if args.json:
+        emit_json({"model": model.meta.to_json(), "record": header.get("record", record)})
+        return 0
+    m = model.meta
+    n_params = sum(p.numel() for p in model.parameters())
+    _say(f"{args.model}: {m.arch or 'external'} ({n_params:,} parameters), {m.task}, input {m.input_shape}")
+    _say(f"classes: {', '.join(m.class_names)}")
+    if m.critical_classes:
+        _say(f"critical: {', '.join(m.class_names[i] for i in m.critical_classes)}")
+    test = (record.get("metrics") or {}).get("test")
+    if test:
+        _say(f"trained on {record.get('dataset')}, seed {record.get('seed')}: test accuracy "
+             f"{fmt(test['accuracy'])}, AUC {fmt(test['auc'])}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("datasets", help="list the datasets medfool can find or download",
+                       description="List datasets found in --data-dir, $MEDFOOL_DATA_DIR and the user cache, "
+                                   "then the MedMNIST sets that can be downloaded.")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("download", help="download an official MedMNIST file (MD5-verified)",
+                       description="Download an official MedMNIST .npz into --data-dir (default: the user cache), "
+                                   "verify its MD5 and write it atomically.")
+    p.add_argument("name", help=f"one of: {', '.join(MEDMNIST)}")
+    p.add_argument("--size", type=int, default=28, choices=SIZES)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--force", action="store_true", help="download again even if present")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("train", help="train a classifier and save a checkpoint",
+                       description="Train a model from the architecture registry on a dataset. Seeded and "
+                                   "reproducible; early stopping on validation accuracy. Writes "
+                                   "OUT/model.safetensors (weights + metadata) and OUT/metrics.json.")
+    add_data_options(p)
+    add_run_options(p)
+    p.add_argument("--arch", default="small_cnn", help=f"architecture (known: {', '.join(architectures())})")
+    p.add_argument("--width", type=int, default=None, help="channel width of the architecture")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default: about 60,000 images' worth, between 10 and 30)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--patience", type=int, default=10, help="epochs without validation gain before stopping")
+    p.add_argument("--balanced", action="store_true", help="sample classes equally often (imbalanced data)")
+    p.add_argument("--augment", default="auto", choices=("auto", "none", "flip", "dihedral"),
+                   help="auto: flips and 90-degree rotations for RGB tiles, none for grayscale")
+    p.add_argument("--out", default=None, help="output folder (default runs/DATASET-ARCH-seedN)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="clean accuracy and AUC of a model on a dataset split")
+    p.add_argument("--model", "-m", required=True, help="checkpoint (.safetensors, TorchScript or state dict)")
+    add_data_options(p)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("info", help="show a checkpoint's architecture, classes and training record")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+

@@ -1,0 +1,50 @@
+"""Entry point of the ``medfool`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from medfool import __version__
+from medfool.cli import commands, demo
+from medfool.errors import MedfoolError
+
+EPILOG = """\
+Pixel space is [0, 1]; epsilons are written as k/255. Data is looked up in --data-dir,
+then $MEDFOOL_DATA_DIR, then ~/.cache/medfool (official MedMNIST files are downloaded there).
+Run 'medfool COMMAND --help' for the options of a command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medfool", description="Red-team medical image classifiers.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"medfool {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    demo.register(sub)
+    commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    try:
+        return int(args.func(args))
+    except MedfoolError as exc:
+        print(f"medfool: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medfool: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

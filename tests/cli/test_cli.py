@@ -1,0 +1,133 @@
+"""The command line: help everywhere, one clear line and exit code 2 for every user error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from medfool.cli.main import build_parser, main
+
+SUBCOMMANDS = ["demo", "datasets", "download", "train", "evaluate", "info"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: medfool" in capsys.readouterr().out
+
+
+def test_every_subcommand_is_tested():
+    actions = [a for a in build_parser()._subparsers._group_actions]  # type: ignore[union-attr]
+    assert sorted(actions[0].choices) == sorted(SUBCOMMANDS)
+
+
+def _fails_cleanly(argv, capsys, pattern):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("medfool: error: ")
+    assert "Traceback" not in "\n".join(err)
+    import re
+
+    assert re.search(pattern, err[-1]), err[-1]
+
+
+def _train(tmp_path, dataset, *extra):
+    return ["train", "-d", str(dataset), "--epochs", "1", "--width", "4", "--out", str(tmp_path / "run"), *extra]
+
+
+@pytest.mark.parametrize(("builder", "pattern"), [
+    (lambda p, mk: (p.write_bytes(b"garbage"), p)[1], r"bad\.npz: not a readable \.npz file"),
+    (lambda p, mk: mk("bad.npz", test_labels=None), r"bad\.npz: has 'test_images' but is missing key 'test_labels'"),
+    (lambda p, mk: mk("bad.npz", train_images=np.full((40, 8, 8, 3), np.nan, np.float32)), "NaN"),
+    (lambda p, mk: mk("bad.npz", train_images=np.zeros((40, 8, 8, 5), np.uint8)), "images must have shape"),
+    (lambda p, mk: mk("bad.npz", val_images=np.zeros((0, 8, 8, 3), np.uint8), val_labels=np.zeros((0, 1))),
+     r"\[val\]: the split is empty"),
+], ids=["corrupt", "missing-key", "nan", "shape", "empty-split"])
+def test_train_bad_data(tmp_path, capsys, make_npz, builder, pattern):
+    path = builder(tmp_path / "bad.npz", make_npz)
+    _fails_cleanly(_train(tmp_path, path), capsys, pattern)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_labels_out_of_range(tmp_path, capsys, make_npz):
+    import json
+
+    path = make_npz("bad.npz", classes=3)
+    path.with_suffix(".json").write_text(json.dumps({"task": "binary", "label": ["a", "b"]}))
+    _fails_cleanly(_train(tmp_path, path), capsys, r"labels must be in \[0, 1\] for 2 classes")
+
+
+def test_train_unreadable_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    (tmp_path / "imgs" / "b" / "x.jpg").write_bytes(b"not a jpeg")
+    _fails_cleanly(_train(tmp_path, tmp_path / "imgs"), capsys, r"x\.jpg: unreadable image")
+
+
+def test_train_evaluate_info_round_trip(tmp_path, capsys):
+    assert main(_train(tmp_path, "synthetic")) == 0
+    out = capsys.readouterr().out
+    assert "synthetic: test accuracy" in out
+    ckpt = tmp_path / "run" / "model.safetensors"
+    assert ckpt.is_file() and (tmp_path / "run" / "metrics.json").is_file()
+    assert not list((tmp_path / "run").glob("*.part"))
+    assert main(["evaluate", "-m", str(ckpt), "-d", "synthetic"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["info", str(ckpt)]) == 0
+    assert "small_cnn" in capsys.readouterr().out
+
+
+def test_evaluate_on_mismatched_dataset(tmp_path, capsys, make_npz):
+    assert main(_train(tmp_path, "synthetic")) == 0
+    capsys.readouterr()
+    other = make_npz("gray.npz", channels=1, size=28)
+    _fails_cleanly(["evaluate", "-m", str(tmp_path / "run" / "model.safetensors"), "-d", str(other)], capsys,
+                   r"model expects images \(3, 28, 28\).*has \(1, 28, 28\)")
+
+
+def test_bad_checkpoints(tmp_path, capsys):
+    import torch
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(1), "o": os.getcwd}, evil)
+    (tmp_path / "evil.json").write_text('{"task": "binary", "class_names": ["a", "b"], "input_shape": [1, 8, 8], '
+                                        '"mean": [0], "std": [1], "num_outputs": 2, "arch": "small_cnn"}')
+    _fails_cleanly(["info", str(evil)], capsys, r"evil\.pt: refused: contains pickled objects")
+    trunc = tmp_path / "t.safetensors"
+    trunc.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    _fails_cleanly(["info", str(trunc)], capsys, r"t\.safetensors: not a readable safetensors file")
+
+
+def test_unwritable_output(tmp_path, capsys):
+    if os.geteuid() == 0:
+        (tmp_path / "file").write_text("x")
+        _fails_cleanly([*_train(tmp_path, "synthetic")[:-2], "--out", str(tmp_path / "file")], capsys,
+                       "exists and is not a folder")
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        _fails_cleanly([*_train(tmp_path, "synthetic")[:-2], "--out", str(ro / "x")], capsys, "not writable")
+
+
+def test_unknown_dataset_and_bad_option(capsys):
+    _fails_cleanly(["train", "-d", "pathmnst"], capsys, "did you mean 'pathmnist'")
+    _fails_cleanly(["train", "-d", "synthetic", "--epochs", "0"], capsys, "epochs must be >= 1")
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed entry point: no traceback, exit 2, one line on stderr."""
+    proc = subprocess.run([sys.executable, "-m", "medfool.cli.main", "evaluate", "-m", str(tmp_path / "no.pt"),
+                           "-d", "synthetic"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"medfool: error: {tmp_path / 'no.pt'}: no such model file"]

@@ -1,0 +1,62 @@
+"""Shared fixtures: small files written on the fly, and the real data when it is there."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _real_data_dir() -> Path | None:
+    for candidate in [os.environ.get("MEDFOOL_DATA_DIR", ""), str(Path(__file__).parents[2] / "shared" / "data")]:
+        for part in candidate.split(os.pathsep):
+            if part and (Path(part) / "medmnist" / "pathmnist.npz").is_file():
+                return Path(part)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    path = _real_data_dir()
+    if path is None:
+        pytest.skip("real data not found: set MEDFOOL_DATA_DIR to the folder with medmnist/ and lc25000/")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's real cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+NpzFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_npz(tmp_path: Path) -> NpzFactory:
+    """Write a MedMNIST-layout .npz; keyword arrays override the defaults (None drops a key)."""
+
+    def factory(name: str = "toy.npz", *, n: int = 40, channels: int = 3, size: int = 8, classes: int = 3,
+                splits: tuple[str, ...] = ("train", "val", "test"), **override: object) -> Path:
+        rng = np.random.default_rng(0)
+        arrays: dict[str, object] = {}
+        for s in splits:
+            shape = (n, size, size) if channels == 1 else (n, size, size, channels)
+            arrays[f"{s}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+            arrays[f"{s}_labels"] = (np.arange(n) % classes).astype(np.uint8).reshape(n, 1)
+        for key, value in override.items():
+            if value is None:
+                arrays.pop(key, None)
+            else:
+                arrays[key] = value
+        path = tmp_path / name
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+        return path
+
+    return factory
