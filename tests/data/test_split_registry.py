@@ -99,3 +99,11 @@ def test_real_datasets(real_data, monkeypatch):
     lung = load_dataset("lc25000_lung_64")
     assert lung.info.name == "lc25000_lung_64" and lung.split("val").image_shape == (3, 64, 64)
     assert lung.info.critical_classes == (0, 2)
+
+
+def test_chestmnist_is_multilabel_with_catalogue_names(make_npz, tmp_path):
+    labels = (np.random.default_rng(0).random((40, 14)) < 0.2).astype(np.uint8)
+    make_npz("chestmnist.npz", channels=1, train_labels=labels, val_labels=labels, test_labels=labels)
+    ds = load_dataset("chestmnist", data_dir=tmp_path, allow_download=False)
+    assert ds.info.task == "multi-label" and ds.info.class_names[0] == "atelectasis"
+    assert ds.split("train").labels.shape == (40, 14)
