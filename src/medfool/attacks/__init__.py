@@ -1,0 +1,14 @@
+"""Attacks: one interface (``Attack``, ``AttackResult``) and a registry of every method."""
+
+from medfool.attacks import evasion  # noqa: F401  (registers the white-box attacks)
+from medfool.attacks.base import (
+    Attack,
+    AttackConfig,
+    AttackResult,
+    attack_class,
+    attack_names,
+    get_attack,
+    register_attack,
+)
+
+__all__ = ["Attack", "AttackConfig", "AttackResult", "attack_class", "attack_names", "get_attack", "register_attack"]

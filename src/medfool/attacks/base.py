@@ -1,0 +1,340 @@
+"""The attack interface: one registry, one config style, one result type.
+
+Every attack is a class registered with :func:`register_attack`, holding a frozen,
+keyword-only config dataclass validated on construction. Calling it with a model, a batch in
+[0, 1], labels, an optional target and a generator returns an :class:`AttackResult`. The
+base class does the shared work once: input checks, target resolution, the task-aware goal,
+counting, timing, and the final success check recomputed from the model's predictions.
+Subclasses write one method, :meth:`Attack.run`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+
+from medfool.attacks.goal import Goal, two_logits
+from medfool.attacks.norms import l0, l2, linf
+from medfool.models.classifier import Classifier
+
+log = logging.getLogger(__name__)
+
+TargetSpec = None | int | str | torch.Tensor
+
+
+# -- configs ------------------------------------------------------------------------------------
+def check_range(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    """'eps must be in [0, 1], got 3.0' style validation for config fields."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    bad = value <= lo if lo_open else value < lo
+    if bad or value > hi:
+        raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value:g}")
+
+
+def check_int(name: str, value: int, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackConfig:
+    """Base for attack configs: frozen, keyword-only, validated in ``validate``."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError for any out-of-range field."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- results ------------------------------------------------------------------------------------
+@dataclass
+class AttackResult:
+    """What one attack call produced, per sample where it can be.
+
+    Shape: x_adv (N, C, H, W) in [0, 1]; success, clean_correct (N,) bool; norms, gradients,
+    queries (N,). ``success`` is recomputed from the model's predictions on ``x_adv``.
+    """
+
+    attack: str
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    clean_correct: torch.Tensor
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    l0: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    gradients: torch.Tensor
+    queries: torch.Tensor
+    wall_s: float
+    config: dict[str, Any]
+    target: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Attack success rate over the images the model classified correctly before."""
+        n = int(self.clean_correct.sum())
+        return float((self.success & self.clean_correct).sum()) / n if n else math.nan
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Fraction of *all* images still correctly classified after the attack."""
+        return float((self.clean_correct & ~self.success).float().mean())
+
+    def summary(self) -> dict[str, Any]:
+        ok = self.success & self.clean_correct
+
+        def med(t: torch.Tensor) -> float:  # median over images that were right and got fooled
+            return float(t[ok].float().median()) if bool(ok.any()) else math.nan
+
+        return {
+            "attack": self.attack, "n": int(self.x_adv.shape[0]), "clean_correct": int(self.clean_correct.sum()),
+            "success_rate": self.success_rate, "robust_accuracy": self.robust_accuracy,
+            "median_l2": med(self.l2), "median_linf": med(self.linf), "median_l0": med(self.l0),
+            "mean_gradients": float(self.gradients.float().mean()), "mean_queries": float(self.queries.float().mean()),
+            "wall_s": self.wall_s, "config": self.config,
+        }
+
+
+class Counter:
+    """Per-sample bookkeeping of gradient and forward evaluations."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.gradients = torch.zeros(n, dtype=torch.int64, device=device)
+        self.queries = torch.zeros(n, dtype=torch.int64, device=device)
+
+    def count(self, idx: torch.Tensor | None, *, gradients: int = 0, queries: int = 0) -> None:
+        if idx is None:
+            self.gradients += gradients
+            self.queries += queries
+        else:
+            self.gradients[idx] += gradients
+            self.queries[idx] += queries
+
+
+# -- registry -----------------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Attack]] = {}
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    if cls.name in _REGISTRY:
+        raise ValueError(f"attack {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def attack_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def attack_class(name: str) -> type[Attack]:
+    key = name.lower().replace("_", "-")
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, _REGISTRY, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown attack {name!r}{hint} (known: {', '.join(attack_names())})")
+    return _REGISTRY[key]
+
+
+def get_attack(name: str, **config: Any) -> Attack:
+    cls = attack_class(name)
+    known = {f.name for f in fields(cls.Config)}
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(f"{cls.name} has no option {', '.join(sorted(unknown))} (options: {', '.join(sorted(known))})")
+    return cls(cls.Config(**config))
+
+
+# -- the base class -----------------------------------------------------------------------------
+def loss_and_grad(model: Classifier, x: torch.Tensor, goal: Goal, idx: torch.Tensor | None,
+                  kind: str = "ce") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward+backward on a (sub)batch: logits, per-sample loss and its input gradient."""
+    xa = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xa)
+        loss = goal.loss(logits, idx, kind)
+        (grad,) = torch.autograd.grad(loss.sum(), xa)
+    return logits.detach(), loss.detach(), grad
+
+
+class Attack(ABC):
+    """Base class. Subclasses set ``name``, ``Config``, ``norm`` and implement ``run``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AttackConfig]]
+    norm: ClassVar[str | None] = None  # "linf", "l2", "l0", or None (budget not an Lp ball)
+    tasks: ClassVar[frozenset[str]] = frozenset({"multi-class", "binary", "multi-label"})
+    targeted_ok: ClassVar[bool] = True
+    paper: ClassVar[str] = ""
+
+    def __init__(self, config: AttackConfig | None = None, **kwargs: Any) -> None:
+        if config is not None and kwargs:
+            raise TypeError("pass either a config or keyword options, not both")
+        cfg = config if config is not None else self.Config(**kwargs)
+        if not isinstance(cfg, self.Config):
+            raise TypeError(f"{self.name} needs a {self.Config.__name__}, got {type(cfg).__name__}")
+        self.config = cfg
+
+    def budget(self) -> float | None:
+        """The norm budget the output must respect (checked by the contract test)."""
+        eps = getattr(self.config, "eps", None)
+        return float(eps) if eps is not None else None
+
+    @abstractmethod
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+            counter: Counter) -> torch.Tensor:
+        """Return the adversarial batch (N, C, H, W) in [0, 1]. Must not modify ``x``."""
+
+    # -------------------------------------------------------------------------------------------
+    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, *, target: TargetSpec = None,
+                 generator: torch.Generator | None = None, seed: int | None = None,
+                 attack_labels: list[int] | None = None) -> AttackResult:
+        check_inputs(model, x, y)
+        if model.task not in self.tasks:
+            raise ValueError(f"{self.name} does not support {model.task} models "
+                             f"(supported: {', '.join(sorted(self.tasks))})")
+        if generator is None:
+            generator = torch.Generator()
+            generator.manual_seed(0 if seed is None else seed)
+        was_training = model.training
+        model.eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            clean_logits = model(x)
+        tgt = resolve_target(model, clean_logits, y, target)
+        if tgt is not None and not self.targeted_ok:
+            raise ValueError(f"{self.name} is untargeted only")
+        labels_idx = _resolve_attack_labels(model, attack_labels)
+        goal = Goal(model.task, y, tgt, labels_idx)
+        counter = Counter(x.shape[0], x.device)
+        counter.count(None, queries=1)
+        try:
+            x_adv = self.run(model, x, goal, generator, counter).detach()
+        finally:
+            model.train(was_training)
+        x_adv = x_adv.clamp(0.0, 1.0)
+        with torch.no_grad():
+            adv_logits = model(x_adv)
+        wall = time.perf_counter() - start
+        truth = Goal(model.task, y, None, labels_idx)
+        delta = x_adv - x
+        return AttackResult(
+            attack=self.name, x_adv=x_adv, success=goal.success(adv_logits),
+            clean_correct=~truth.success(clean_logits), clean_pred=_pred(clean_logits, model.task),
+            adv_pred=_pred(adv_logits, model.task), l0=l0(delta), l2=l2(delta), linf=linf(delta),
+            gradients=counter.gradients, queries=counter.queries, wall_s=wall,
+            config={"attack": self.name, **self.config.to_json()}, target=tgt,
+        )
+
+
+def _pred(logits: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "multi-label":
+        return (logits > 0).long()
+    return two_logits(logits).argmax(dim=1)
+
+
+def _resolve_attack_labels(model: Classifier, attack_labels: list[int] | None) -> torch.Tensor | None:
+    if attack_labels is None:
+        return None
+    if model.task != "multi-label":
+        raise ValueError("attack_labels is for multi-label models; use target for single-label models")
+    bad = [i for i in attack_labels if not 0 <= i < model.num_classes]
+    if bad or not attack_labels:
+        raise ValueError(f"attack_labels must be label indices in [0, {model.num_classes - 1}], got {attack_labels}")
+    return torch.tensor(sorted(set(attack_labels)), device=model.device)
+
+
+# -- checks -------------------------------------------------------------------------------------
+def check_inputs(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One check at the public entry: rank, dtype, shape, finiteness, range, labels, device."""
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if tuple(x.shape[1:]) != tuple(model.meta.input_shape):
+        raise ValueError(f"x must have images of shape {tuple(model.meta.input_shape)}, got {tuple(x.shape[1:])}")
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one image, got an empty batch")
+    if x.device != model.device:
+        raise ValueError(f"x must be on the model's device {model.device}, got {x.device}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite, got NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"x must be in [0, 1] (pixel space; normalisation belongs in the model), "
+                         f"got values in [{lo:.3g}, {hi:.3g}]")
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"y must be integer labels, got dtype {y.dtype}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have one label per image ({x.shape[0]}), got {y.shape[0]}")
+    y = y.long()
+    if model.task == "multi-label":
+        if y.dim() != 2 or y.shape[1] != model.num_classes or not bool(((y == 0) | (y == 1)).all()):
+            raise ValueError(f"y must be (N, {model.num_classes}) of 0/1 for a multi-label model, got "
+                             f"shape {tuple(y.shape)}")
+    else:
+        if y.dim() != 1:
+            raise ValueError(f"y must have shape (N,), got {tuple(y.shape)}")
+        if bool((y < 0).any()) or bool((y >= model.num_classes).any()):
+            raise ValueError(f"y must be in [0, {model.num_classes - 1}], got values in "
+                             f"[{int(y.min())}, {int(y.max())}]")
+
+
+def resolve_target(model: Classifier, clean_logits: torch.Tensor, y: torch.Tensor,
+                   target: TargetSpec) -> torch.Tensor | None:
+    """None (untargeted); a class index or name; 'least-likely'; or a per-sample tensor."""
+    if target is None:
+        return None
+    n = y.shape[0]
+    if model.task == "multi-label":
+        if not isinstance(target, torch.Tensor) or target.shape != y.shape:
+            raise ValueError(f"target for a multi-label model must be a 0/1 tensor of shape {tuple(y.shape)}")
+        return target.long().to(y.device)
+    if isinstance(target, str):
+        if target in ("least-likely", "least_likely", "ll"):
+            # the least likely class other than the true one
+            t = two_logits(clean_logits).scatter(1, y.long()[:, None], float("inf")).argmin(dim=1)
+        else:
+            from medfool.data.dataset import DatasetInfo
+
+            info = DatasetInfo(name=model.meta.dataset or "model", task=model.task, class_names=model.class_names,
+                               n_channels=model.meta.input_shape[0], image_size=model.meta.input_shape[1:])
+            t = torch.full((n,), info.class_index(target), dtype=torch.long, device=y.device)
+    elif isinstance(target, int):
+        t = torch.full((n,), target, dtype=torch.long, device=y.device)
+    elif isinstance(target, torch.Tensor):
+        t = target.long().to(y.device).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(n).clone()
+        if t.shape[0] != n:
+            raise ValueError(f"target must have one class per image ({n}), got {t.shape[0]}")
+    else:
+        raise TypeError(f"target must be None, an int, a class name, 'least-likely' or a tensor, got {target!r}")
+    if bool((t < 0).any()) or bool((t >= model.num_classes).any()):
+        raise ValueError(f"target must be in [0, {model.num_classes - 1}], "
+                         f"got values in [{int(t.min())}, {int(t.max())}]")
+    same = int((t == y.long()).sum())
+    if same:
+        raise ValueError(f"target must differ from the true label, got target == label for {same} image(s); "
+                         "attack only images of other classes")
+    return t

@@ -1,0 +1,177 @@
+"""Auto-PGD: step-size-free PGD with momentum and checkpointed step halving.
+
+Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020. Step size starts at 2 eps; at checkpoints spaced 22 %,
+then 3 % less each time (at least 6 %) of the budget, a sample whose loss rose in at most
+75 % of the steps since the last checkpoint, or whose best loss did not improve since a
+checkpoint without halving, halves its step and restarts from its best point. Momentum 0.75.
+
+``apgd-dlr`` uses the scale-invariant Difference-of-Logits-Ratio loss, which needs at least
+three classes (four when targeted); with fewer (binary models) or for multi-label models it
+falls back to the margin loss and says so in a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from medfool.attacks.base import (
+    Attack,
+    AttackConfig,
+    Counter,
+    check_choice,
+    check_int,
+    check_range,
+    loss_and_grad,
+    register_attack,
+)
+from medfool.attacks.goal import Goal
+from medfool.attacks.norms import NORMS, ascent_direction, project, random_in_ball
+from medfool.models.classifier import Classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class APGDConfig(AttackConfig):
+    eps: float = 8 / 255
+    norm: str = "linf"
+    steps: int = 100
+    restarts: int = 1
+    loss: str = "ce"
+    rho: float = 0.75
+    early_stop: bool = True
+
+    def validate(self) -> None:
+        check_choice("norm", self.norm, NORMS)
+        check_range("eps", self.eps, 0.0, 1.0 if self.norm == "linf" else 1e4)
+        check_int("steps", self.steps, 1)
+        check_int("restarts", self.restarts, 1)
+        check_choice("loss", self.loss, ("ce", "dlr", "margin"))
+        check_range("rho", self.rho, 0.0, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class APGDDLRConfig(APGDConfig):
+    loss: str = "dlr"
+
+
+def _project(x0: torch.Tensor, x_new: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    return (x0 + project(x_new - x0, norm, eps)).clamp(0.0, 1.0)
+
+
+def effective_loss(kind: str, goal: Goal, n_outputs: int) -> str:
+    """DLR needs >= 3 classes (>= 4 targeted); otherwise fall back to the margin loss."""
+    if kind != "dlr":
+        return kind
+    need = 4 if goal.targeted else 3
+    if goal.task == "multi-label" or n_outputs < need:
+        log.warning("APGD-DLR needs at least %d classes for a %s attack; this %s model has %d: "
+                    "using the margin loss instead", need, "targeted" if goal.targeted else "untargeted",
+                    goal.task, n_outputs)
+        return "margin"
+    return kind
+
+
+@register_attack
+class APGD(Attack):
+    name = "apgd-ce"
+    Config = APGDConfig
+    paper = "Croce & Hein, ICML 2020"
+    config: APGDConfig
+
+    @property
+    def norm(self) -> str:  # type: ignore[override]
+        return self.config.norm
+
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+            counter: Counter) -> torch.Tensor:
+        cfg = self.config
+        kind = effective_loss(cfg.loss, goal, max(2, model.meta.num_outputs))
+        n = x.shape[0]
+        x_adv = x.clone()
+        done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        k_first = max(int(0.22 * cfg.steps), 1)
+        k_decr, k_min = max(int(0.03 * cfg.steps), 1), max(int(0.06 * cfg.steps), 1)
+        for _ in range(cfg.restarts):
+            act = (~done).nonzero().squeeze(1)
+            if act.numel() == 0:
+                break
+            x0 = x[act]
+            start = random_in_ball(x0, cfg.norm, cfg.eps, gen)
+            if cfg.norm == "linf":  # push the start to the surface of the box, as the reference does
+                start = start / start.flatten(1).abs().max(1).values.clamp_min(1e-12).view(-1, 1, 1, 1) * cfg.eps
+            cur = (x0 + start).clamp(0, 1)
+            logits, loss, grad = loss_and_grad(model, cur, goal, act, kind)
+            counter.count(act, gradients=1, queries=1)
+            # per-sample state, all indexed like `act`
+            state = {
+                "x0": x0, "cur": cur, "prev": cur.clone(), "grad": grad, "best": cur.clone(), "grad_best": grad.clone(),
+                "loss_prev": loss, "loss_best": loss.clone(), "loss_best_last": loss.clone(),
+                "step": torch.full((act.numel(),), 2 * cfg.eps, device=x.device),
+                "n_incr": torch.zeros(act.numel(), device=x.device),
+                "reduced_last": torch.ones(act.numel(), dtype=torch.bool, device=x.device),
+            }
+            act, state = self._drop_fooled(goal, logits, act, state, x_adv, done, cfg.early_stop)
+            since_check, k = 0, k_first
+            for i in range(cfg.steps):
+                if act.numel() == 0:
+                    break
+                s = state
+                a = 0.75 if i > 0 else 1.0
+                step = s["step"].view(-1, 1, 1, 1)
+                z = _project(s["x0"], s["cur"] + step * ascent_direction(s["grad"], cfg.norm), cfg.norm, cfg.eps)
+                new = _project(s["x0"], s["cur"] + a * (z - s["cur"]) + (1 - a) * (s["cur"] - s["prev"]),
+                               cfg.norm, cfg.eps)
+                s["prev"], s["cur"] = s["cur"], new
+                logits, loss, grad = loss_and_grad(model, new, goal, act, kind)
+                counter.count(act, gradients=1, queries=1)
+                s["grad"] = grad
+                s["n_incr"] += (loss > s["loss_prev"]).float()
+                s["loss_prev"] = loss
+                better = loss > s["loss_best"]
+                s["best"][better] = new[better]
+                s["grad_best"][better] = grad[better]
+                s["loss_best"][better] = loss[better]
+                act, state = self._drop_fooled(goal, logits, act, s, x_adv, done, cfg.early_stop)
+                s = state
+                since_check += 1
+                if since_check == k and act.numel():
+                    oscillating = s["n_incr"] <= k * cfg.rho
+                    stalled = (~s["reduced_last"]) & (s["loss_best_last"] >= s["loss_best"])
+                    reduce = oscillating | stalled
+                    s["reduced_last"], s["loss_best_last"] = reduce, s["loss_best"].clone()
+                    s["step"][reduce] /= 2.0
+                    s["cur"][reduce] = s["best"][reduce]
+                    s["grad"][reduce] = s["grad_best"][reduce]
+                    s["n_incr"].zero_()
+                    since_check, k = 0, max(k - k_decr, k_min)
+            if act.numel():
+                resisted = ~done[act]  # highest-loss point for samples that resisted
+                x_adv[act[resisted]] = state["best"][resisted]
+        return x_adv
+
+    @staticmethod
+    def _drop_fooled(goal: Goal, logits: torch.Tensor, act: torch.Tensor, state: dict[str, torch.Tensor],
+                     x_adv: torch.Tensor, done: torch.Tensor,
+                     early_stop: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        fooled = goal.success(logits, act)
+        if not bool(fooled.any()):
+            return act, state
+        x_adv[act[fooled]] = state["cur"][fooled]
+        done[act[fooled]] = True
+        if not early_stop:
+            return act, state
+        keep = ~fooled
+        return act[keep], {k: v[keep] for k, v in state.items()}
+
+
+@register_attack
+class APGDDLR(APGD):
+    name = "apgd-dlr"
+    Config = APGDDLRConfig
+
+

@@ -1,0 +1,55 @@
+"""Fast Gradient Sign Method.
+
+Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015.
+One step of size eps along the sign of the loss gradient (Linf), or along the normalised
+gradient (the L2 "fast gradient method").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from medfool.attacks.base import (
+    Attack,
+    AttackConfig,
+    Counter,
+    check_choice,
+    check_range,
+    loss_and_grad,
+    register_attack,
+)
+from medfool.attacks.goal import Goal
+from medfool.attacks.norms import NORMS, ascent_direction, clip_box
+from medfool.models.classifier import Classifier
+
+
+@dataclass(frozen=True, kw_only=True)
+class FGSMConfig(AttackConfig):
+    eps: float = 8 / 255
+    norm: str = "linf"
+    loss: str = "ce"
+
+    def validate(self) -> None:
+        check_choice("norm", self.norm, NORMS)
+        check_range("eps", self.eps, 0.0, 1.0 if self.norm == "linf" else 1e4)
+        check_choice("loss", self.loss, ("ce", "margin"))
+
+
+@register_attack
+class FGSM(Attack):
+    name = "fgsm"
+    Config = FGSMConfig
+    paper = "Goodfellow et al., ICLR 2015"
+    config: FGSMConfig
+
+    @property
+    def norm(self) -> str:  # type: ignore[override]
+        return self.config.norm
+
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+            counter: Counter) -> torch.Tensor:
+        _, _, grad = loss_and_grad(model, x, goal, None, self.config.loss)
+        counter.count(None, gradients=1, queries=1)
+        return x + clip_box(x, self.config.eps * ascent_direction(grad, self.config.norm))

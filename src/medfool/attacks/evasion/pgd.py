@@ -1,0 +1,126 @@
+"""Projected Gradient Descent (Madry et al.) and the Basic Iterative Method (Kurakin et al.).
+
+Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models Resistant to
+Adversarial Attacks", ICLR 2018. Kurakin, Goodfellow & Bengio, "Adversarial examples in the
+physical world", ICLR workshop 2017 (BIM: PGD without the random start).
+
+Each step is one forward+backward on the samples still resisting; the same forward tells
+which samples are already fooled, and those leave the batch (``early_stop``), so a batch
+whose images break early costs fewer steps than the fixed schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from medfool.attacks.base import (
+    Attack,
+    AttackConfig,
+    Counter,
+    check_choice,
+    check_int,
+    check_range,
+    loss_and_grad,
+    register_attack,
+)
+from medfool.attacks.goal import Goal
+from medfool.attacks.norms import NORMS, ascent_direction, clip_box, project, random_in_ball
+from medfool.models.classifier import Classifier
+
+
+@dataclass(frozen=True, kw_only=True)
+class PGDConfig(AttackConfig):
+    eps: float = 8 / 255
+    norm: str = "linf"
+    steps: int = 10
+    step_size: float | None = None  # default: 2.5 * eps / steps (Madry et al.)
+    random_start: bool = True
+    restarts: int = 1
+    early_stop: bool = True
+    loss: str = "ce"
+
+    def validate(self) -> None:
+        check_choice("norm", self.norm, NORMS)
+        check_range("eps", self.eps, 0.0, 1.0 if self.norm == "linf" else 1e4)
+        check_int("steps", self.steps, 1)
+        check_int("restarts", self.restarts, 1)
+        if self.step_size is not None:
+            check_range("step_size", self.step_size, 0.0, 1e4, lo_open=True)
+        check_choice("loss", self.loss, ("ce", "margin", "dlr"))
+
+    @property
+    def alpha(self) -> float:
+        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps
+
+
+@register_attack
+class PGD(Attack):
+    name = "pgd"
+    Config = PGDConfig
+    paper = "Madry et al., ICLR 2018"
+    config: PGDConfig
+
+    @property
+    def norm(self) -> str:  # type: ignore[override]
+        return self.config.norm
+
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+            counter: Counter) -> torch.Tensor:
+        return pgd_loop(model, x, goal, gen, counter, self.config)
+
+
+def pgd_loop(model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator, counter: Counter,
+             cfg: PGDConfig) -> torch.Tensor:
+    """The shared PGD iteration (also used by BIM, EOT-PGD and adversarial training)."""
+    n = x.shape[0]
+    x_adv = x.clone()
+    done = torch.zeros(n, dtype=torch.bool, device=x.device)
+    for _ in range(cfg.restarts):
+        active = (~done).nonzero().squeeze(1)
+        if active.numel() == 0:
+            break
+        x0 = x[active]
+        delta = random_in_ball(x0, cfg.norm, cfg.eps, gen) if cfg.random_start else torch.zeros_like(x0)
+        delta = clip_box(x0, delta)
+        for _step in range(cfg.steps):
+            logits, _, grad = loss_and_grad(model, x0 + delta, goal, active, cfg.loss)
+            counter.count(active, gradients=1, queries=1)
+            fooled = goal.success(logits, active)
+            if cfg.early_stop and bool(fooled.any()):
+                x_adv[active[fooled]] = (x0 + delta)[fooled]
+                done[active[fooled]] = True
+                keep = ~fooled
+                active, x0, delta, grad = active[keep], x0[keep], delta[keep], grad[keep]
+                if active.numel() == 0:
+                    break
+            delta = delta + cfg.alpha * ascent_direction(grad, cfg.norm)
+            delta = clip_box(x0, project(delta, cfg.norm, cfg.eps))
+        if active.numel() == 0:
+            continue
+        with torch.no_grad():
+            fooled = goal.success(model(x0 + delta), active)
+        counter.count(active, queries=1)
+        # fooled samples keep this restart's point; unfooled ones keep the last iterate
+        # (overwritten by a later restart only if that one fools them)
+        x_adv[active] = x0 + delta
+        done[active[fooled]] = True
+    return x_adv
+
+
+@dataclass(frozen=True, kw_only=True)
+class BIMConfig(PGDConfig):
+    random_start: bool = False
+    step_size: float | None = None  # default: eps / steps, so the budget is reachable exactly
+
+    @property
+    def alpha(self) -> float:
+        return self.step_size if self.step_size is not None else self.eps / self.steps
+
+
+@register_attack
+class BIM(PGD):
+    name = "bim"
+    Config = BIMConfig
+    paper = "Kurakin et al., ICLR workshop 2017"

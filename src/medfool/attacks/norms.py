@@ -1,0 +1,66 @@
+"""Norms, projections and steepest-ascent directions shared by every norm-bounded attack.
+
+All functions work per sample on (N, C, H, W) tensors and never modify their inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NORMS = ("linf", "l2")
+
+
+def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = t.view(-1, *([1] * (like.dim() - 1)))
+    return out
+
+
+def l2(delta: torch.Tensor) -> torch.Tensor:
+    return delta.flatten(1).norm(dim=1)
+
+
+def linf(delta: torch.Tensor) -> torch.Tensor:
+    return delta.flatten(1).abs().max(dim=1).values
+
+
+def l0(delta: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
+    """Changed *pixels* (spatial locations where any channel differs), the unit of pixel attacks."""
+    return (delta.abs() > tol).any(dim=1).flatten(1).sum(dim=1)
+
+
+def norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    return linf(delta) if norm == "linf" else l2(delta)
+
+
+def project(delta: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
+    """Nearest point of the eps-ball (per-sample eps allowed)."""
+    eps_t = eps if isinstance(eps, torch.Tensor) else torch.full((delta.shape[0],), float(eps), device=delta.device)
+    if norm == "linf":
+        e = _view(eps_t, delta)
+        return torch.maximum(torch.minimum(delta, e), -e)
+    n = l2(delta)
+    factor = torch.where(n > eps_t, eps_t / n.clamp_min(1e-12), torch.ones_like(n))
+    return delta * _view(factor, delta)
+
+
+def clip_box(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Shrink delta so that x + delta stays in [0, 1]."""
+    return (x + delta).clamp(0.0, 1.0) - x
+
+
+def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest ascent of unit norm: sign(g) for Linf, g / ||g|| for L2."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / _view(l2(grad).clamp_min(1e-12), grad)
+
+
+def random_in_ball(like: torch.Tensor, norm: str, eps: float, gen: torch.Generator) -> torch.Tensor:
+    """Uniform in the Linf box, or uniform in the L2 ball (direction ~ Gaussian, radius ~ U^(1/d))."""
+    if norm == "linf":
+        u = torch.rand(like.shape, generator=gen, device="cpu").to(like.device)
+        return (2 * u - 1) * eps
+    g = torch.randn(like.shape, generator=gen, device="cpu").to(like.device)
+    d = like[0].numel()
+    r = torch.rand(like.shape[0], generator=gen, device="cpu").to(like.device) ** (1.0 / d)
+    return g / _view(l2(g).clamp_min(1e-12), g) * _view(r * eps, g)
