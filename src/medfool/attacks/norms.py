@@ -11,8 +11,7 @@ NORMS = ("linf", "l2")
 
 
 def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    out: torch.Tensor = t.view(-1, *([1] * (like.dim() - 1)))
-    return out
+    return t.reshape([-1] + [1] * (like.dim() - 1))
 
 
 def l2(delta: torch.Tensor) -> torch.Tensor:
