@@ -15,7 +15,7 @@ def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def l2(delta: torch.Tensor) -> torch.Tensor:
-    return delta.flatten(1).norm(dim=1)
+    return torch.linalg.vector_norm(delta.flatten(1), dim=1)
 
 
 def linf(delta: torch.Tensor) -> torch.Tensor:
