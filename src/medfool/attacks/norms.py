@@ -15,7 +15,8 @@ def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def l2(delta: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(delta.flatten(1), dim=1)
+    out: torch.Tensor = torch.linalg.vector_norm(delta.flatten(1), dim=1)
+    return out
 
 
 def linf(delta: torch.Tensor) -> torch.Tensor:
