@@ -1,0 +1,62 @@
+"""Behaviour beyond the contract: goals per task, early stopping, the DLR fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from medfool.attacks import get_attack
+from medfool.attacks.goal import Goal
+
+
+def test_goal_margin_and_success_agree():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    g = Goal("multi-class", torch.tensor([0, 0]))
+    assert g.margin(logits).tolist() == [1.0, -3.0]
+    assert g.success(logits).tolist() == [False, True]
+    gt = Goal("multi-class", torch.tensor([0, 0]), target=torch.tensor([2, 2]))
+    assert gt.margin(logits).tolist() == [2.0, 2.0] and gt.success(logits).tolist() == [False, False]
+
+
+def test_one_logit_binary_equals_two_logits():
+    z = torch.tensor([[1.5], [-0.5]])
+    two = torch.cat([torch.zeros_like(z), z], 1)
+    y = torch.tensor([1, 1])
+    a, b = Goal("binary", y), Goal("binary", y)
+    assert torch.equal(a.margin(z), b.margin(two)) and torch.equal(a.loss(z), b.loss(two))
+    assert a.success(z).tolist() == [False, True]
+
+
+def test_multilabel_goal():
+    y = torch.tensor([[1, 0, 0]])
+    g = Goal("multi-label", y, attack_labels=torch.tensor([0, 1]))
+    assert g.success(torch.tensor([[2.0, -1.0, 5.0]])).tolist() == [False]  # nothing in {0,1} flipped
+    assert g.success(torch.tensor([[-2.0, -1.0, 5.0]])).tolist() == [True]  # label 0 flipped
+    tg = Goal("multi-label", y, target=torch.tensor([[0, 1, 0]]), attack_labels=torch.tensor([0, 1]))
+    assert tg.success(torch.tensor([[-2.0, -1.0, 0.0]])).tolist() == [False]  # label 1 not yet on
+    assert tg.success(torch.tensor([[-2.0, 1.0, 0.0]])).tolist() == [True]
+
+
+def test_early_stop_spends_fewer_steps(multiclass):
+    model, x, y = multiclass
+    eager = get_attack("pgd", eps=0.5, steps=20)(model, x, y)
+    fixed = get_attack("pgd", eps=0.5, steps=20, early_stop=False)(model, x, y)
+    assert eager.success_rate == 1.0 and fixed.success_rate == 1.0
+    assert float(eager.gradients.float().mean()) < 0.5 * float(fixed.gradients.float().mean())
+    assert int(fixed.gradients.min()) == 20
+
+
+def test_dlr_falls_back_for_two_classes(binary_one_logit, caplog):
+    model, x, y = binary_one_logit
+    with caplog.at_level(logging.WARNING):
+        r = get_attack("apgd-dlr", steps=5)(model, x, y)
+    assert "using the margin loss instead" in caplog.text
+    assert r.x_adv.shape == x.shape
+
+
+def test_stronger_budget_breaks_more(multiclass):
+    model, x, y = multiclass
+    small = get_attack("pgd", eps=1 / 255, steps=10)(model, x, y).success_rate
+    large = get_attack("pgd", eps=64 / 255, steps=10)(model, x, y).success_rate
+    assert large == 1.0 and small < large

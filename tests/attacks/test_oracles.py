@@ -1,0 +1,40 @@
+"""Oracles on real tiles that a do-nothing attack would fail."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medfool.attacks import get_attack
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+
+
+def _correct(model, ds, n=200):
+    x, y = ds.split("test").get(range(n))
+    with torch.no_grad():
+        keep = model.predict(x) == y
+    return x[keep], y[keep]
+
+
+@pytest.mark.parametrize("fixture", ["path_model", "lung_model"])
+def test_pgd_8_255_breaks_95_percent(fixture, request):
+    model, ds = request.getfixturevalue(fixture)
+    x, y = _correct(model, ds)
+    assert len(x) >= 100
+    r = get_attack("pgd", eps=8 / 255, steps=10)(model, x, y, seed=0)
+    assert r.success_rate >= 0.95, f"PGD 8/255 broke only {r.success_rate:.1%} of {len(x)} tiles"
+    assert float(r.linf.max()) <= 8 / 255 + 1e-6
+
+
+def test_minimal_attacks_beat_pgd_l2_at_equal_success(path_model):
+    model, ds = path_model
+    x, y = _correct(model, ds, 120)
+    pgd = get_attack("pgd", norm="l2", eps=3.0, steps=20)(model, x, y, seed=0)
+    deepfool = get_attack("deepfool")(model, x, y)
+    cw = get_attack("cw")(model, x, y)
+    both = pgd.success & deepfool.success & cw.success
+    assert float(both.float().mean()) >= 0.95  # equal (near-total) success for all three
+    med = {name: float(r.l2[both].median()) for name, r in (("pgd", pgd), ("deepfool", deepfool), ("cw", cw))}
+    assert med["deepfool"] < med["pgd"] and med["cw"] < med["pgd"], med
+    assert med["cw"] <= med["deepfool"] * 1.05, med  # C&W optimises the L2 distance directly
