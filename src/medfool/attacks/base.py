@@ -88,6 +88,20 @@ class AttackResult:
     target: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def concat(cls, parts: list[AttackResult]) -> AttackResult:
+        """Join the results of consecutive batches of one attack run."""
+        if not parts:
+            raise ValueError("concat needs at least one result")
+        first = parts[0]
+        per_sample: dict[str, Any] = {
+            f: torch.cat([getattr(p, f) for p in parts])
+            for f in ("x_adv", "success", "clean_correct", "clean_pred", "adv_pred", "l0", "l2", "linf",
+                      "gradients", "queries")}
+        target = torch.cat([p.target for p in parts if p.target is not None]) if first.target is not None else None
+        return cls(attack=first.attack, wall_s=sum(p.wall_s for p in parts), config=first.config, target=target,
+                   extras=first.extras, **per_sample)
+
     @property
     def success_rate(self) -> float:
         """Attack success rate over the images the model classified correctly before."""

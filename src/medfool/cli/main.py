@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from medfool import __version__
-from medfool.cli import commands, demo
+from medfool.cli import attack, commands, demo
 from medfool.errors import MedfoolError
 
 EPILOG = """\
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     demo.register(sub)
     commands.register(sub)
+    attack.register(sub)
     return parser
 
 

@@ -1,0 +1,203 @@
+"""``medfool attack NAME``: run one attack on a model and dataset, at one or several budgets.
+
+Writes OUT/results.json (config, seed, versions, per-budget summary, perceptibility, per-image
+rows), OUT/adversarial.npz (clean and adversarial images, labels, predictions, success) and
+OUT/grid.png (original | adversarial | amplified perturbation with labels and confidences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfool.attacks import attack_class, attack_names, get_attack
+from medfool.attacks.base import AttackResult
+from medfool.cli.commands import _check_writable, _load, _say, check_compatible
+from medfool.cli.common import add_data_options, add_run_options, fmt, parse_eps
+from medfool.errors import ConfigError
+from medfool.eval.perceptibility import perceptibility
+from medfool.models import load_classifier
+from medfool.report.grid import example_grid
+from medfool.utils.device import resolve_device
+from medfool.utils.io import atomic_open, atomic_write_json
+from medfool.utils.progress import progress
+from medfool.utils.repro import environment, seed_everything
+
+log = logging.getLogger("medfool")
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options look like key=value, got {text!r}")
+    value: Any = raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+    return key.replace("-", "_"), value
+
+
+def _run_batched(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, target: Any, seed: int,
+                 batch: int, desc: str) -> AttackResult:
+    """Attack in batches (bounded memory); the generator runs on across batches."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    parts = []
+    for start in progress(range(0, x.shape[0], batch), desc=desc, unit="batch"):
+        sl = slice(start, start + batch)
+        tgt = target[sl] if isinstance(target, torch.Tensor) else target
+        parts.append(attack(model, x[sl], y[sl], target=tgt, generator=gen))
+    return AttackResult.concat(parts)
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    try:
+        cls = attack_class(args.name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    options = dict(args.option or [])
+    for key in ("norm", "steps", "restarts"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    eps_list = args.eps or [None]
+    out = Path(args.out)
+    _check_writable(out)
+    # build every config first: a bad option fails before any work is done
+    try:
+        attacks = [get_attack(cls.name, **options, **({} if eps is None else {"eps": eps})) for eps in eps_list]
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    device = resolve_device(args.device)
+    model, _ = load_classifier(args.model, device=device)
+    dataset = _load(args)
+    check_compatible(model, dataset, args.model)
+    seed_everything(args.seed)
+    split = dataset.split(args.split)
+    labels = split.labels
+    index = torch.arange(len(split))
+    info = dataset.info
+    if args.only_class is not None:
+        index = index[labels == info.class_index(args.only_class)]
+    target: Any = None
+    if args.target is not None:
+        if args.target in ("least-likely", "ll"):
+            target = "least-likely"
+        else:
+            t = info.class_index(args.target)
+            if model.task != "multi-label":
+                dropped = int((labels[index] == t).sum())
+                index = index[labels[index] != t]
+                if dropped:
+                    _say(f"  skipping {dropped} image(s) already labelled {info.class_names[t]!r} (the target)")
+            target = t
+    index = index[: args.n]
+    if index.numel() == 0:
+        raise ConfigError("no images left to attack (check --only-class, --target and --n)")
+    x, y = split.get(index.numpy())
+    x, y = x.to(device), y.to(device)
+    _say(f"{cls.name} on {index.numel()} {info.name} [{args.split}] images, model {args.model}")
+    rows: list[dict[str, Any]] = []
+    results = []
+    for eps, attack in zip(eps_list, attacks, strict=True):
+        desc = f"{cls.name}" + ("" if eps is None else f" eps={eps * 255:.3g}/255")
+        r = _run_batched(attack, model, x, y, target, args.seed, args.batch_size, desc)
+        results.append(r)
+        summary = r.summary()
+        pc = perceptibility(x.cpu(), r.x_adv.cpu())
+        ok = (r.success & r.clean_correct).cpu()
+        for k, v in pc.items():
+            summary[f"mean_{k}"] = float(v[ok].mean()) if bool(ok.any()) else float("nan")
+        summary["eps"] = eps
+        summary["eps_255"] = None if eps is None else round(eps * 255, 3)
+        rows.append(summary)
+        budget = "" if eps is None else f"eps {eps * 255:.3g}/255: "
+        _say(f"  {budget}success {fmt(r.success_rate)} of {int(r.clean_correct.sum())} correctly classified, "
+             f"robust accuracy {fmt(r.robust_accuracy)}, median L2 {fmt(summary['median_l2'])}, "
+             f"SSIM {fmt(summary['mean_ssim'])}, {r.wall_s:.1f} s")
+    _write_outputs(out, args, model, info, index, x, y, eps_list, results, rows)
+    _say(f"wrote {out}/results.json, adversarial.npz, grid.png")
+    return 0
+
+
+def _write_outputs(out: Path, args: argparse.Namespace, model: Any, info: Any, index: torch.Tensor,
+                   x: torch.Tensor, y: torch.Tensor, eps_list: list[Any], results: list[AttackResult],
+                   rows: list[dict[str, Any]]) -> None:
+    last = results[-1]
+    per_image = [
+        {"index": int(i), "label": int(lab) if lab.dim() == 0 else lab.tolist(), "eps": eps,
+         "success": bool(s), "clean_correct": bool(c), "l2": float(l2), "linf": float(li), "l0": int(l0),
+         "gradients": int(g), "queries": int(q)}
+        for eps, r in zip(eps_list, results, strict=True)
+        for i, lab, s, c, l2, li, l0, g, q in zip(index, y.cpu(), r.success, r.clean_correct, r.l2, r.linf, r.l0,
+                                                   r.gradients, r.queries, strict=True)
+    ]
+    atomic_write_json(out / "results.json", {
+        "attack": args.name, "model": str(args.model), "dataset": info.name, "split": args.split,
+        "classes": list(info.class_names), "seed": args.seed, "target": args.target, "only_class": args.only_class,
+        "summaries": rows, "images": per_image, "environment": environment(),
+        "command": {k: v for k, v in vars(args).items() if k != "func"},
+    })
+    arrays: dict[str, np.ndarray] = {"index": index.numpy(), "labels": y.cpu().numpy(),
+                                     "clean": x.cpu().numpy(), "eps": np.array([e if e is not None else np.nan
+                                                                                 for e in eps_list])}
+    for k, r in enumerate(results):
+        arrays[f"adversarial_{k}"] = r.x_adv.cpu().numpy()
+        arrays[f"success_{k}"] = r.success.cpu().numpy()
+        arrays[f"adv_pred_{k}"] = r.adv_pred.cpu().numpy()
+    with atomic_open(out / "adversarial.npz") as handle:
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+    # grid: successful examples first, at the last budget
+    order = torch.argsort((~(last.success & last.clean_correct)).long().cpu(), stable=True)[:8]
+    with torch.no_grad():
+        p_clean = model.probabilities(x[order])
+        p_adv = model.probabilities(last.x_adv[order])
+    names = info.class_names
+    caps = []
+    for j, i in enumerate(order.tolist()):
+        if model.task == "multi-label":
+            caps.append(("original", "adversarial", "perturbation"))
+            continue
+        cp, ap = int(last.clean_pred[i]), int(last.adv_pred[i])
+        caps.append((f"true {names[int(y[i])]}\npred {names[cp]} {float(p_clean[j, cp]):.2f}",
+                     f"adv {names[ap]} {float(p_adv[j, ap]):.2f}\n{'FOOLED' if bool(last.success[i]) else 'held'}",
+                     f"L2 {float(last.l2[i]):.3f}\nLinf {float(last.linf[i]) * 255:.1f}/255"))
+    eps = eps_list[-1]
+    title = f"{args.name} on {info.name}" + ("" if eps is None else f", eps {eps * 255:.3g}/255")
+    example_grid(x[order].cpu(), last.x_adv[order].cpu(), caps, out / "grid.png", title=title)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("attack", help="run one attack on a model and dataset (white-box evasion)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="Attacks: " + ", ".join(attack_names()) + ". Budgets are pixel-space epsilons "
+                              "written as k/255; several --eps values give a security curve. Success is counted "
+                              "on the images the model classified correctly before the attack.")
+    p.add_argument("name", help="attack name: " + ", ".join(attack_names()))
+    p.add_argument("--model", "-m", required=True, help="checkpoint (.safetensors, TorchScript or state dict)")
+    add_data_options(p)
+    add_run_options(p)
+    p.add_argument("--eps", type=parse_eps, nargs="+", default=None, metavar="EPS",
+                   help="one or more budgets, e.g. 2/255 4/255 8/255 (attacks with a budget only)")
+    p.add_argument("--norm", choices=("linf", "l2"), default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--restarts", type=int, default=None)
+    p.add_argument("--option", "-o", type=_parse_option, action="append", metavar="KEY=VALUE",
+                   help="any other attack option, e.g. -o kappa=0.5 -o search_steps=3")
+    p.add_argument("--target", default=None, help="a class name or index, or 'least-likely' (default untargeted)")
+    p.add_argument("--only-class", default=None, help="attack only images of this class (e.g. a cancer class)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--n", type=int, default=256, help="number of images to attack (default 256)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--out", default="medfool-attack", help="output folder (default medfool-attack)")
+    p.set_defaults(func=cmd_attack)

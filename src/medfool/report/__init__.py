@@ -1,0 +1,1 @@
+"""Rendering: turns results into PNG / HTML / JSON. Computes nothing new."""

@@ -1,0 +1,53 @@
+"""Example grids: original | adversarial | amplified perturbation, with labels and confidences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from medfool.utils.io import atomic_open
+
+
+def _to_pil(t: torch.Tensor, scale: int) -> Image.Image:
+    arr = (t.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    img = Image.fromarray(arr, "RGB")
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def amplify(delta: torch.Tensor) -> torch.Tensor:
+    """Map a perturbation to [0, 1] around mid-grey, scaled by its own largest value."""
+    m = delta.abs().amax().clamp_min(1e-12)
+    return 0.5 + 0.5 * delta / m
+
+
+def example_grid(x: torch.Tensor, x_adv: torch.Tensor, captions: Sequence[tuple[str, str, str]], path: Path,
+                 *, title: str = "", scale: int | None = None) -> Path:
+    """Write a PNG with one row per image. ``captions``: (original, adversarial, perturbation) text."""
+    n, _, h, _ = x.shape
+    scale = scale or max(1, 112 // h)
+    tile = h * scale
+    font = ImageFont.load_default()
+    text_h, pad, head = 30, 6, 22 if title else 0
+    width = 3 * (tile + pad) + pad
+    canvas = Image.new("RGB", (max(width, 3 * 190), head + n * (tile + text_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 4), title, fill="black", font=font)
+    col_w = max(tile + pad, 190)
+    for i in range(n):
+        top = head + pad + i * (tile + text_h + pad)
+        tiles = (x[i], x_adv[i], amplify(x_adv[i] - x[i]))
+        for j, (img, text) in enumerate(zip(tiles, captions[i], strict=True)):
+            left = pad + j * col_w
+            canvas.paste(_to_pil(img, scale), (left, top))
+            for k, line in enumerate(text.split("\n")[:2]):
+                draw.text((left, top + tile + 2 + 13 * k), line[:34], fill="black", font=font)
+    with atomic_open(path) as handle:
+        canvas.save(handle, format="PNG")
+    return path
