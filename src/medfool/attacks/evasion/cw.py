@@ -3,11 +3,17 @@
 Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017.
 Minimise ||x' - x||_2^2 + c * max(margin(x'), -kappa) over x' = (tanh(w) + 1) / 2, with Adam.
 
-Batched throughout: Adam is written out per sample so that a sample whose objective has
-stopped improving leaves the batch (Carlini's "abort early", per image rather than per
-batch), and each search step starts from the sample's current point (warm start) rather than
-from the clean image. Samples with a successful example shrink c (bisection); the others grow
-it tenfold until an upper bound is known.
+Spends fewer steps than the textbook version in three ways, all batched:
+
+* ``init="deepfool"`` (untargeted single-label goals): the optimisation starts from the
+  DeepFool point, already on the nearest (linearised) boundary, so Adam only has to shorten
+  the perturbation instead of first finding the boundary; the DeepFool gradients are counted;
+* Adam is written out per sample, so a sample whose objective has stopped improving leaves
+  the batch (Carlini's "abort early", per image rather than per batch);
+* each binary-search step continues from the sample's current point (warm start).
+
+Samples with a successful example shrink c (bisection); the others grow it tenfold until an
+upper bound is known.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from medfool.attacks.base import Attack, AttackConfig, Counter, check_int, check_range, register_attack
+from medfool.attacks.base import Attack, AttackConfig, Counter, check_choice, check_int, check_range, register_attack
+from medfool.attacks.evasion.deepfool import DeepFool
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 
@@ -26,11 +33,12 @@ from medfool.models.classifier import Classifier
 class CWConfig(AttackConfig):
     c: float = 0.1            # initial trade-off constant
     kappa: float = 0.0        # confidence margin in logits
-    steps: int = 50           # Adam steps per search step
-    search_steps: int = 5     # binary-search steps over c
-    lr: float = 0.05
+    steps: int = 20           # Adam steps per search step
+    search_steps: int = 2     # binary-search steps over c
+    lr: float = 0.005         # small: from the DeepFool start only fine moves are needed
     abort_every: int = 10     # check for stalled samples every this many steps
     abort_tol: float = 1e-3   # relative improvement below which a sample stops
+    init: str = "deepfool"    # "deepfool" (untargeted single-label) or "clean"
 
     def validate(self) -> None:
         check_range("c", self.c, 0.0, 1e10, lo_open=True)
@@ -40,6 +48,7 @@ class CWConfig(AttackConfig):
         check_range("lr", self.lr, 0.0, 10.0, lo_open=True)
         check_int("abort_every", self.abort_every, 1)
         check_range("abort_tol", self.abort_tol, 0.0, 1.0)
+        check_choice("init", self.init, ("deepfool", "clean"))
 
 
 def _to_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -61,12 +70,22 @@ class CarliniWagnerL2(Attack):
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         n, dev = x.shape[0], x.device
-        w = _to_tanh(x)
+        best_l2 = torch.full((n,), math.inf, device=dev)
+        best = x.clone()
+        start = x
+        if cfg.init == "deepfool" and not goal.targeted and goal.task != "multi-label":
+            # two candidate classes suffice for a starting point; Adam refines it
+            start = DeepFool(candidates=2).run(model, x, goal, gen, counter)
+            with torch.no_grad():
+                ok = goal.success(model(start))
+            counter.count(None, queries=1)
+            d = (start - x).flatten(1).norm(dim=1)
+            best_l2 = torch.where(ok, d, best_l2)
+            best[ok] = start[ok]
+        w = _to_tanh(start)
         c = torch.full((n,), cfg.c, device=dev)
         lo = torch.zeros(n, device=dev)
         hi = torch.full((n,), math.inf, device=dev)
-        best_l2 = torch.full((n,), math.inf, device=dev)
-        best = x.clone()
         b1, b2 = 0.9, 0.999
         for _search in range(cfg.search_steps):
             m = torch.zeros_like(w)

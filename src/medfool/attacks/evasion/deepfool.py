@@ -5,7 +5,7 @@ neural networks", CVPR 2016. L2 and Linf variants.
 
 Batched across images (no per-image loop) and cheap per step: only the ``candidates`` classes
 with the highest clean logits are considered (besides the true class), and their gradients
-come from one vectorised backward (``is_grads_batched``). Images leave the batch as soon as
+come from k backward passes through one forward graph. Images leave the batch as soon as
 they are fooled.
 """
 
@@ -71,8 +71,9 @@ class DeepFool(Attack):
                 ya, ca = y[act], cand[act]
                 f = z.gather(1, ca) - z.gather(1, ya[:, None])  # (m, k): < 0 while the label holds
                 fooled = goal.success(z.detach(), act)
-                eye = torch.eye(k, device=x.device).unsqueeze(1).expand(k, f.shape[0], k)
-                (grads,) = torch.autograd.grad(f, xa, grad_outputs=eye, is_grads_batched=True)  # (k, m, C, H, W)
+                # k backward passes through one graph: faster on CPU than a vmapped batched backward
+                grads = torch.stack([torch.autograd.grad(f[:, j].sum(), xa, retain_graph=j < k - 1)[0]
+                                     for j in range(k)])  # (k, m, C, H, W)
             counter.count(act, gradients=k, queries=1)
             x_adv[act[fooled]] = xa.detach()[fooled]
             keep = ~fooled

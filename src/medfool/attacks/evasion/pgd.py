@@ -77,7 +77,7 @@ def pgd_loop(model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generato
     n = x.shape[0]
     x_adv = x.clone()
     done = torch.zeros(n, dtype=torch.bool, device=x.device)
-    for _ in range(cfg.restarts):
+    for restart in range(cfg.restarts):
         active = (~done).nonzero().squeeze(1)
         if active.numel() == 0:
             break
@@ -99,13 +99,12 @@ def pgd_loop(model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generato
             delta = clip_box(x0, project(delta, cfg.norm, cfg.eps))
         if active.numel() == 0:
             continue
-        with torch.no_grad():
-            fooled = goal.success(model(x0 + delta), active)
-        counter.count(active, queries=1)
-        # fooled samples keep this restart's point; unfooled ones keep the last iterate
-        # (overwritten by a later restart only if that one fools them)
+        # unfooled samples keep the last iterate; a later restart overwrites it only if it fools them
         x_adv[active] = x0 + delta
-        done[active[fooled]] = True
+        if restart < cfg.restarts - 1:  # the caller checks the final batch anyway: no forward needed
+            with torch.no_grad():
+                done[active[goal.success(model(x0 + delta), active)]] = True
+            counter.count(active, queries=1)
     return x_adv
 
 

@@ -1,0 +1,165 @@
+"""White-box attack speed on CPU, as ratios measured in one process on one model and batch.
+
+Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/whitebox.py [--n 128] [--model CKPT]
+
+Without --model, trains the small CNN on the PathMNIST subset first (about 30 s).
+Needs the peers for the comparisons: pip install adversarial-robustness-toolbox packaging;
+pip install --no-deps torchattacks.
+
+Rows:
+* floor: the model's forward+backward time on the batch (loss gradient w.r.t. the input);
+* PGD-10 (fixed schedule, no early stop) / (10 x floor)  -- target <= 1.15;
+* PGD-10 with early stop / fixed schedule                 -- < 1 when images break early;
+* medfool PGD / torchattacks PGD and / ART PGD            -- target <= 1.00 (the full call also
+  runs the clean and the final forward pass that give clean_correct and the recomputed
+  success mask, which the peers do not compute: about 2 forwards, 6-8 %);
+* C&W: time for medfool to reach torchattacks' median L2 and success / torchattacks' time -- target <= 0.5;
+* DeepFool: medfool time per image / best peer's, at equal success -- target <= 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from medfool.attacks import get_attack
+from medfool.attacks.norms import l2
+from medfool.data import load_dataset
+from medfool.models import Classifier, load_classifier
+from medfool.models.train import TrainConfig, fit
+
+
+def timed(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
+    """Median wall time of ``repeat`` runs (after one warm-up) and the last output."""
+    out = fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def floor_time(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    def step() -> torch.Tensor:
+        xa = x.clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(xa), y)
+        return torch.autograd.grad(loss, xa)[0]
+
+    return timed(step, repeat=10)[0]
+
+
+def stats(model: Classifier, x: torch.Tensor, y: torch.Tensor, xa: torch.Tensor) -> tuple[float, float]:
+    with torch.no_grad():
+        s = model.predict(xa) != y
+    return float(s.float().mean()), float(l2(xa - x)[s].median()) if bool(s.any()) else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=128, help="batch size (correctly classified test tiles)")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    ds = load_dataset("pathmnist")
+    model = load_classifier(args.model)[0] if args.model else fit(ds, TrainConfig(seed=0)).model.eval()
+    x, y = ds.split("test").tensors()
+    with torch.no_grad():
+        ok = model.predict(x) == y
+    x, y = x[ok][: args.n], y[ok][: args.n]
+    n = x.shape[0]
+    print(f"PathMNIST subset, small CNN, {n} correctly classified test tiles, {args.threads} threads, "
+          f"torch {torch.__version__}")
+    fb = floor_time(model, x, y)
+    print(f"floor: forward+backward on the batch {fb * 1e3:.1f} ms")
+    rows: list[tuple[str, float, float | None]] = []
+
+    eps = 8 / 255
+    t_fixed, _ = timed(lambda: get_attack("pgd", eps=eps, steps=10, early_stop=False)(model, x, y))
+    rows.append(("PGD-10 fixed schedule / (10 x floor)", t_fixed / (10 * fb), 1.15))
+    t_early, r_early = timed(lambda: get_attack("pgd", eps=eps, steps=10)(model, x, y))
+    rows.append(("PGD-10 early stop / fixed schedule", t_early / t_fixed, None))
+    print(f"PGD-10 8/255: fixed {t_fixed:.3f} s, early stop {t_early:.3f} s "
+          f"(mean {float(r_early.gradients.float().mean()):.2f} gradients per image, "
+          f"success {r_early.success_rate:.3f})")
+
+    try:
+        import torchattacks
+        from art.attacks.evasion import DeepFool as ArtDeepFool
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError as exc:
+        print(f"peers not installed ({exc}); skipping the comparisons")
+        return print_rows(rows)
+    alpha = 2.5 * eps / 10
+    art_clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=model.num_classes, clip_values=(0.0, 1.0))
+    t_ta, _ = timed(lambda: torchattacks.PGD(model, eps=eps, alpha=alpha, steps=10)(x, y))
+    t_art, _ = timed(lambda: ProjectedGradientDescent(art_clf, eps=eps, eps_step=alpha, max_iter=10, batch_size=n,
+                                                      verbose=False).generate(x.numpy()), repeat=1)
+    from medfool.attacks.base import Counter
+    from medfool.attacks.evasion.pgd import PGDConfig, pgd_loop
+    from medfool.attacks.goal import Goal
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = PGDConfig(eps=eps, steps=10, early_stop=False)
+    t_loop, _ = timed(lambda: pgd_loop(model, x, Goal(model.task, y), gen, Counter(n, x.device), cfg))
+    rows.append(("medfool PGD-10 loop alone (fixed) / torchattacks PGD-10", t_loop / t_ta, 1.0))
+    rows.append(("medfool PGD-10 full call (fixed) / torchattacks PGD-10", t_fixed / t_ta, None))
+    rows.append(("medfool PGD-10 (fixed) / ART PGD-10", t_fixed / t_art, 1.0))
+    rows.append(("medfool PGD-10 (early stop) / torchattacks PGD-10", t_early / t_ta, 1.0))
+
+    # C&W: torchattacks' defaults set the bar; medfool's cheapest setting that reaches it
+    t_tacw, xa = timed(lambda: torchattacks.CW(model, c=1, kappa=0, steps=50, lr=0.01)(x, y), repeat=1)
+    ta_rate, ta_l2 = stats(model, x, y, xa)
+    print(f"torchattacks C&W (c=1, 50 steps, lr 0.01): success {ta_rate:.3f}, median L2 {ta_l2:.4f}, {t_tacw:.2f} s")
+    reached = None
+    for steps in (1, 2, 5, 10, 20, 50):
+        t_cw, r = timed(lambda s=steps: get_attack("cw", steps=s, search_steps=1)(model, x, y), repeat=1)
+        rate, med = float(r.success.float().mean()), float(r.l2[r.success].median())
+        print(f"  medfool C&W {steps:>2} steps x 1 search: success {rate:.3f}, median L2 {med:.4f}, {t_cw:.2f} s")
+        if rate >= ta_rate and med <= ta_l2:
+            reached = t_cw
+            break
+    rows.append(("C&W: medfool time to torchattacks' L2 / torchattacks time",
+                 reached / t_tacw if reached else float("inf"), 0.5))
+    t_def, r_def = timed(lambda: get_attack("cw")(model, x, y), repeat=1)
+    print(f"  medfool C&W defaults: success {r_def.success_rate:.3f}, "
+          f"median L2 {float(r_def.l2[r_def.success].median()):.4f}, {t_def:.2f} s")
+
+    # DeepFool: per image, at equal success
+    t_df, r_df = timed(lambda: get_attack("deepfool")(model, x, y))
+    t_tadf, xa_ta = timed(lambda: torchattacks.DeepFool(model, steps=50, overshoot=0.02)(x, y), repeat=1)
+    t_artdf, xa_art = timed(lambda: ArtDeepFool(art_clf, max_iter=50, epsilon=0.02, batch_size=n,
+                                                verbose=False).generate(x.numpy()), repeat=1)
+    for name, t, xa_ in (("medfool", t_df, r_df.x_adv), ("torchattacks", t_tadf, xa_ta),
+                         ("ART", t_artdf, torch.as_tensor(xa_art))):
+        rate, med = stats(model, x, y, xa_)
+        print(f"  DeepFool {name:<12} success {rate:.3f}, median L2 {med:.4f}, {t / n * 1e3:.2f} ms/image")
+    rows.append(("DeepFool: medfool / best peer, time per image", t_df / min(t_tadf, t_artdf), 0.5))
+    return print_rows(rows)
+
+
+def print_rows(rows: list[tuple[str, float, float | None]]) -> int:
+    print()
+    print(f"{'measure':<58} {'ratio':>7} {'target':>7}  verdict")
+    ok = True
+    for name, ratio, target in rows:
+        verdict = "-" if target is None else ("PASS" if ratio <= target else "FAIL")
+        ok &= verdict != "FAIL"
+        print(f"{name:<58} {ratio:>7.2f} {f'<= {target:.2f}' if target else '':>7}  {verdict}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
