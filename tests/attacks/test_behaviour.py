@@ -60,3 +60,20 @@ def test_stronger_budget_breaks_more(multiclass):
     small = get_attack("pgd", eps=1 / 255, steps=10)(model, x, y).success_rate
     large = get_attack("pgd", eps=64 / 255, steps=10)(model, x, y).success_rate
     assert large == 1.0 and small < large
+
+
+def test_uap_is_one_perturbation_for_all(multiclass):
+    model, x, y = multiclass
+    r = get_attack("uap", eps=16 / 255, passes=3)(model, x, y, seed=1)
+    v = r.extras["perturbation"]
+    assert v.shape == (1, *x.shape[1:]) and float(v.abs().max()) <= 16 / 255 + 1e-6
+    assert torch.allclose(r.x_adv, (x + v).clamp(0, 1))
+    assert len(r.extras["fooling_history"]) >= 1
+
+
+def test_jsma_changes_few_features_to_the_extreme(multiclass):
+    model, x, y = multiclass
+    r = get_attack("jsma", gamma=0.05)(model, x, y, target=(y + 1) % 3)
+    changed = r.x_adv != x
+    assert bool((r.x_adv[changed] == 1.0).all())  # theta = +1 sets features to the maximum
+    assert int(changed.flatten(1).sum(1).max()) <= 2 * -(-0.05 * x[0].numel() // 2)

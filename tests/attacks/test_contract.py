@@ -11,7 +11,8 @@ from medfool.attacks.norms import l2, linf
 # fast options per attack; a new attack must add itself here
 FAST = {
     "fgsm": {}, "bim": {"steps": 5}, "pgd": {"steps": 5}, "apgd-ce": {"steps": 5}, "apgd-dlr": {"steps": 5},
-    "cw": {"steps": 10, "search_steps": 2}, "deepfool": {"steps": 10},
+    "cw": {"steps": 10, "search_steps": 2}, "deepfool": {"steps": 10}, "jsma": {"gamma": 0.05},
+    "uap": {"passes": 2},
 }
 MODELS = ("multiclass", "binary_one_logit", "multilabel")
 _TASK = {"multiclass": "multi-class", "binary_one_logit": "binary", "multilabel": "multi-label"}
@@ -39,6 +40,9 @@ def test_contract(name, kind, request):
     if eps is not None:
         norm = linf(a.x_adv - x) if attack.norm == "linf" else l2(a.x_adv - x)
         assert float(norm.max()) <= eps + 1e-6
+    if hasattr(attack, "max_features"):  # L0 attacks: changed features within the budget
+        changed = (a.x_adv != x).flatten(1).sum(1)
+        assert int(changed.max()) <= attack.max_features(tuple(x.shape[1:]))
     with torch.no_grad():
         logits = model(a.x_adv)
     if model.task == "multi-label":

@@ -38,3 +38,16 @@ def test_minimal_attacks_beat_pgd_l2_at_equal_success(path_model):
     med = {name: float(r.l2[both].median()) for name, r in (("pgd", pgd), ("deepfool", deepfool), ("cw", cw))}
     assert med["deepfool"] < med["pgd"] and med["cw"] < med["pgd"], med
     assert med["cw"] <= med["deepfool"] * 1.05, med  # C&W optimises the L2 distance directly
+
+
+def test_universal_perturbation_fools_held_out_tiles(lung_model):
+    from medfool.attacks.evasion.uap import fooling_rate
+
+    model, ds = lung_model
+    xtr, ytr = ds.split("train").get(range(600))
+    xte, _ = ds.split("test").get(range(300))
+    attack = get_attack("uap", eps=8 / 255)
+    v, _ = attack.craft(model, xtr, ytr, torch.Generator().manual_seed(0))  # type: ignore[attr-defined]
+    held_out = fooling_rate(model, xte, v)
+    assert float(v.abs().max()) <= 8 / 255 + 1e-6
+    assert held_out >= 0.5, f"one 8/255 perturbation changed only {held_out:.1%} of held-out predictions"

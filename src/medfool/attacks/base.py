@@ -129,11 +129,13 @@ class AttackResult:
 
 
 class Counter:
-    """Per-sample bookkeeping of gradient and forward evaluations."""
+    """Per-call bookkeeping: gradient and forward evaluations per sample, and any extra
+    outputs an attack wants in its result (e.g. the universal perturbation)."""
 
     def __init__(self, n: int, device: torch.device) -> None:
         self.gradients = torch.zeros(n, dtype=torch.int64, device=device)
         self.queries = torch.zeros(n, dtype=torch.int64, device=device)
+        self.extras: dict[str, Any] = {}
 
     def count(self, idx: torch.Tensor | None, *, gradients: int = 0, queries: int = 0) -> None:
         if idx is None:
@@ -255,7 +257,7 @@ class Attack(ABC):
             clean_correct=~truth.success(clean_logits), clean_pred=_pred(clean_logits, model.task),
             adv_pred=_pred(adv_logits, model.task), l0=l0(delta), l2=l2(delta), linf=linf(delta),
             gradients=counter.gradients, queries=counter.queries, wall_s=wall,
-            config={"attack": self.name, **self.config.to_json()}, target=tgt,
+            config={"attack": self.name, **self.config.to_json()}, target=tgt, extras=counter.extras,
         )
 
 
