@@ -40,12 +40,12 @@ def test_minimal_attacks_beat_pgd_l2_at_equal_success(path_model):
     assert med["cw"] <= med["deepfool"] * 1.05, med  # C&W optimises the L2 distance directly
 
 
-def test_universal_perturbation_fools_held_out_tiles(lung_model):
+def test_universal_perturbation_fools_held_out_tiles(path_model):
     from medfool.attacks.evasion.uap import fooling_rate
 
-    model, ds = lung_model
-    xtr, ytr = ds.split("train").get(range(600))
-    xte, _ = ds.split("test").get(range(300))
+    model, ds = path_model
+    xtr, ytr = ds.split("train").tensors()
+    xte, _ = ds.split("test").tensors()
     attack = get_attack("uap", eps=8 / 255)
     v, _ = attack.craft(model, xtr, ytr, torch.Generator().manual_seed(0))  # type: ignore[attr-defined]
     held_out = fooling_rate(model, xte, v)

@@ -1,0 +1,35 @@
+"""The H&E stain model shared by stain jitter (EOT) and the stain attack.
+
+Colour deconvolution (Ruifrok & Johnston, Anal. Quant. Cytol. Histol. 23(4), 2001): by
+Beer-Lambert, optical density OD = -log(I / I0) is linear in the stain concentrations, with
+one unit OD vector per stain (haematoxylin, eosin, and a residual DAB channel). All functions
+are differentiable and work on (N, 3, H, W) RGB tensors in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+
+# rows: OD colour of haematoxylin, eosin, DAB (Ruifrok & Johnston's H&E-DAB vectors)
+RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
+HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
+_MIN = 1e-6
+
+
+def rgb_to_od(rgb: torch.Tensor) -> torch.Tensor:
+    return -torch.log(rgb.clamp_min(_MIN))
+
+
+def od_to_rgb(od: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-od)
+
+
+def od_to_hed(od: torch.Tensor, hed_from_rgb: torch.Tensor | None = None) -> torch.Tensor:
+    """Concentrations (N, 3, H, W) from optical density; per-image matrices allowed (N, 3, 3)."""
+    m = (HED_FROM_RGB if hed_from_rgb is None else hed_from_rgb).to(od)
+    return torch.einsum("nchw,cd->ndhw", od, m) if m.dim() == 2 else torch.einsum("nchw,ncd->ndhw", od, m)
+
+
+def hed_to_od(hed: torch.Tensor, rgb_from_hed: torch.Tensor | None = None) -> torch.Tensor:
+    m = (RGB_FROM_HED if rgb_from_hed is None else rgb_from_hed).to(hed)
+    return torch.einsum("nchw,cd->ndhw", hed, m) if m.dim() == 2 else torch.einsum("nchw,ncd->ndhw", hed, m)

@@ -1,0 +1,110 @@
+"""Differentiable random transforms for expectation over transformation (EOT).
+
+Each transform takes a batch (N, C, H, W) in [0, 1] and a generator and returns a transformed
+batch, differentiable with respect to the input (JPEG rounding uses a straight-through
+estimator). :class:`TransformSet` draws one random composition per image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from medfool.attacks.hed import hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
+from medfool.data.transforms import random_dihedral
+
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return (lo + (hi - lo) * torch.rand(n, generator=gen)).to(device)
+
+
+def hed_jitter(x: torch.Tensor, gen: torch.Generator, sigma: float = 0.05) -> torch.Tensor:
+    """Tellez et al. (Medical Image Analysis 58, 2019): per image and stain, scale the
+    concentration by U(1-sigma, 1+sigma) and shift it by U(-sigma, sigma). RGB only."""
+    if x.shape[1] != 3:
+        return x
+    n = x.shape[0]
+    hed = od_to_hed(rgb_to_od(x))
+    a = (1 + sigma * (2 * torch.rand(n, 3, 1, 1, generator=gen) - 1)).to(x)
+    b = (sigma * (2 * torch.rand(n, 3, 1, 1, generator=gen) - 1)).to(x)
+    return od_to_rgb(hed_to_od(hed * a + b)).clamp(0, 1)
+
+
+def gaussian_blur(x: torch.Tensor, gen: torch.Generator, max_sigma: float = 1.0, size: int = 5) -> torch.Tensor:
+    """Per-image Gaussian blur with sigma ~ U(0.1, max_sigma) (a slightly defocused scanner)."""
+    n, c, h, w = x.shape
+    sig = _uniform(n, 0.1, max_sigma, gen, x.device)
+    ax = torch.arange(size, device=x.device, dtype=x.dtype) - (size - 1) / 2
+    k1 = torch.exp(-(ax[None, :] ** 2) / (2 * sig[:, None] ** 2))
+    k1 = k1 / k1.sum(1, keepdim=True)                                    # (n, size)
+    k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]  # (n*c, 1, size, size)
+    padded = F.pad(x.reshape(1, n * c, h, w), (size // 2,) * 4, mode="reflect")
+    return F.conv2d(padded, k2, groups=n * c).view(n, c, h, w)
+
+
+def gaussian_noise(x: torch.Tensor, gen: torch.Generator, sigma: float = 0.02) -> torch.Tensor:
+    return (x + sigma * torch.randn(x.shape, generator=gen).to(x)).clamp(0, 1)
+
+
+def _dct_matrix(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    k = torch.arange(size, dtype=torch.float64)
+    m = torch.cos(math.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * size)) * math.sqrt(2 / size)
+    m[0] /= math.sqrt(2)
+    return m.to(device=device, dtype=dtype)
+
+
+# JPEG's standard luminance quantisation table (ITU-T T.81, Annex K)
+_JPEG_Q = torch.tensor([
+    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
+    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]], dtype=torch.float64)
+
+
+def jpeg_like(x: torch.Tensor, gen: torch.Generator, quality: tuple[int, int] = (50, 95)) -> torch.Tensor:
+    """8x8 block DCT, quantisation with the JPEG luminance table at a random quality, inverse
+    DCT. Rounding passes gradients straight through (BPDA, Athalye et al. 2018)."""
+    n, c, h, w = x.shape
+    q = int(torch.randint(quality[0], quality[1] + 1, (1,), generator=gen))
+    scale = 5000 / q if q < 50 else 200 - 2 * q
+    table = ((_JPEG_Q * scale + 50) / 100).floor().clamp_min(1).to(x) / 255.0
+    ph, pw = (-h) % 8, (-w) % 8
+    xp = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    hh, ww = xp.shape[-2:]
+    blocks = xp.view(n, c, hh // 8, 8, ww // 8, 8).permute(0, 1, 2, 4, 3, 5)  # (n, c, bh, bw, 8, 8)
+    d = _dct_matrix(8, x.device, x.dtype)
+    coef = d @ (blocks - 0.5) @ d.T
+    scaled = coef / table
+    rounded = scaled + (torch.round(scaled) - scaled).detach()  # straight-through
+    out = d.T @ (rounded * table) @ d + 0.5
+    out = out.permute(0, 1, 2, 4, 3, 5).reshape(n, c, hh, ww)[..., :h, :w]
+    return out.clamp(0, 1)
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "dihedral": random_dihedral, "hed": hed_jitter, "blur": gaussian_blur, "noise": gaussian_noise,
+    "jpeg": jpeg_like,
+}
+
+
+class TransformSet:
+    """A random composition of the named transforms, each applied with probability ``p``."""
+
+    def __init__(self, names: Sequence[str], p: float = 0.5) -> None:
+        unknown = [t for t in names if t not in TRANSFORMS]
+        if unknown:
+            raise ValueError(f"transforms must be among {', '.join(TRANSFORMS)}, got {', '.join(unknown)}")
+        self.names = tuple(names)
+        self.p = p
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        for name in self.names:
+            chosen = (torch.rand(x.shape[0], generator=gen) < self.p).to(x.device)
+            if bool(chosen.any()):
+                moved = TRANSFORMS[name](x, gen)
+                x = torch.where(chosen.view(-1, 1, 1, 1), moved, x)
+        return x
