@@ -77,3 +77,16 @@ def test_jsma_changes_few_features_to_the_extreme(multiclass):
     changed = r.x_adv != x
     assert bool((r.x_adv[changed] == 1.0).all())  # theta = +1 sets features to the maximum
     assert int(changed.flatten(1).sum(1).max()) <= 2 * -(-0.05 * x[0].numel() // 2)
+
+
+def test_security_curve_is_monotone_and_counts_only_correct_images(multiclass):
+    from medfool.eval.robustness import security_curve
+
+    model, x, y = multiclass
+    curve = security_curve(model, x, y, attack="pgd", eps_list=[0.0, 2 / 255, 16 / 255, 64 / 255], steps=10)
+    assert [p.eps for p in curve] == [0.0, 2 / 255, 16 / 255, 64 / 255]
+    assert curve[0].success_rate == 0.0 and curve[0].robust_accuracy == curve[0].clean_accuracy
+    assert curve[-1].success_rate == 1.0 and curve[-1].robust_accuracy == 0.0
+    rob = [p.robust_accuracy for p in curve]
+    assert rob == sorted(rob, reverse=True)
+    assert curve[1].to_json()["eps_255"] == 2.0
