@@ -10,9 +10,11 @@ Rows:
 * floor: the model's forward+backward time on the batch (loss gradient w.r.t. the input);
 * PGD-10 (fixed schedule, no early stop) / (10 x floor)  -- target <= 1.15;
 * PGD-10 with early stop / fixed schedule                 -- < 1 when images break early;
-* medfool PGD / torchattacks PGD and / ART PGD            -- target <= 1.00 (the full call also
-  runs the clean and the final forward pass that give clean_correct and the recomputed
-  success mask, which the peers do not compute: about 2 forwards, 6-8 %);
+* medfool PGD / torchattacks PGD and / ART PGD            -- target <= 1.00, timed interleaved;
+  shown for the default (early stop), for the fixed-schedule loop alone, and for the fixed
+  full call, which also runs the clean and the final forward passes that give clean_correct
+  and the recomputed success mask (the peers compute neither); an audit shares the clean
+  logits between attacks, leaving one extra forward;
 * C&W: time for medfool to reach torchattacks' median L2 and success / torchattacks' time -- target <= 0.5;
 * DeepFool: medfool time per image / best peer's, at equal success -- target <= 0.5.
 """
@@ -36,7 +38,7 @@ from medfool.models import Classifier, load_classifier
 from medfool.models.train import TrainConfig, fit
 
 
-def timed(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
+def timed(fn: Callable[[], object], repeat: int = 5) -> tuple[float, object]:
     """Median wall time of ``repeat`` runs (after one warm-up) and the last output."""
     out = fn()
     times = []
@@ -45,6 +47,19 @@ def timed(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
         out = fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median time of each function, run in turn ``rounds`` times after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def floor_time(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -85,39 +100,62 @@ def main() -> int:
     rows: list[tuple[str, float, float | None]] = []
 
     eps = 8 / 255
-    t_fixed, _ = timed(lambda: get_attack("pgd", eps=eps, steps=10, early_stop=False)(model, x, y))
-    rows.append(("PGD-10 fixed schedule / (10 x floor)", t_fixed / (10 * fb), 1.15))
-    t_early, r_early = timed(lambda: get_attack("pgd", eps=eps, steps=10)(model, x, y))
-    rows.append(("PGD-10 early stop / fixed schedule", t_early / t_fixed, None))
-    print(f"PGD-10 8/255: fixed {t_fixed:.3f} s, early stop {t_early:.3f} s "
-          f"(mean {float(r_early.gradients.float().mean()):.2f} gradients per image, "
-          f"success {r_early.success_rate:.3f})")
-
+    alpha = 2.5 * eps / 10
     try:
         import torchattacks
         from art.attacks.evasion import DeepFool as ArtDeepFool
         from art.attacks.evasion import ProjectedGradientDescent
         from art.estimators.classification import PyTorchClassifier
+        peers = True
     except ImportError as exc:
-        print(f"peers not installed ({exc}); skipping the comparisons")
-        return print_rows(rows)
-    alpha = 2.5 * eps / 10
-    art_clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                nb_classes=model.num_classes, clip_values=(0.0, 1.0))
-    t_ta, _ = timed(lambda: torchattacks.PGD(model, eps=eps, alpha=alpha, steps=10)(x, y))
-    t_art, _ = timed(lambda: ProjectedGradientDescent(art_clf, eps=eps, eps_step=alpha, max_iter=10, batch_size=n,
-                                                      verbose=False).generate(x.numpy()), repeat=1)
+        print(f"peers not installed ({exc}); comparing with the floor only")
+        peers = False
+
     from medfool.attacks.base import Counter
     from medfool.attacks.evasion.pgd import PGDConfig, pgd_loop
     from medfool.attacks.goal import Goal
 
-    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        clean = model(x)
     cfg = PGDConfig(eps=eps, steps=10, early_stop=False)
-    t_loop, _ = timed(lambda: pgd_loop(model, x, Goal(model.task, y), gen, Counter(n, x.device), cfg))
-    rows.append(("medfool PGD-10 loop alone (fixed) / torchattacks PGD-10", t_loop / t_ta, 1.0))
-    rows.append(("medfool PGD-10 full call (fixed) / torchattacks PGD-10", t_fixed / t_ta, None))
-    rows.append(("medfool PGD-10 (fixed) / ART PGD-10", t_fixed / t_art, 1.0))
-    rows.append(("medfool PGD-10 (early stop) / torchattacks PGD-10", t_early / t_ta, 1.0))
+    fixed = get_attack("pgd", eps=eps, steps=10, early_stop=False)
+    early = get_attack("pgd", eps=eps, steps=10)
+
+    def ten_floors() -> None:
+        for _ in range(10):
+            xa = x.clone().requires_grad_(True)
+            torch.autograd.grad(torch.nn.functional.cross_entropy(model(xa), y), xa)
+
+    contenders: dict[str, Callable[[], object]] = {  # interleaved: machine drift hits all alike
+        "10 x floor": ten_floors,
+        "loop": lambda: pgd_loop(model, x, Goal(model.task, y), torch.Generator().manual_seed(0),
+                                 Counter(n, x.device), cfg),
+        "full": lambda: fixed(model, x, y),
+        "shared": lambda: fixed(model, x, y, clean_logits=clean),
+        "early": lambda: early(model, x, y),
+    }
+    if peers:
+        contenders["torchattacks"] = lambda: torchattacks.PGD(model, eps=eps, alpha=alpha, steps=10)(x, y)
+    times = interleaved(contenders, rounds=9)
+    r_early = early(model, x, y)
+    print(f"PGD-10 8/255: 10 x floor {times['10 x floor']:.3f} s, fixed schedule {times['full']:.3f} s, early stop "
+          f"{times['early']:.3f} s (mean {float(r_early.gradients.float().mean()):.2f} gradients per image, "
+          f"success {r_early.success_rate:.3f})")
+    rows.append(("PGD-10 fixed, full call / (10 x floor)", times["full"] / times["10 x floor"], 1.15))
+    rows.append(("PGD-10 fixed, loop alone / (10 x floor)", times["loop"] / times["10 x floor"], None))
+    rows.append(("PGD-10 early stop (default) / fixed schedule", times["early"] / times["full"], None))
+    if not peers:
+        return print_rows(rows)
+    t_ta = times["torchattacks"]
+    rows.append(("medfool PGD-10 early stop (default) / torchattacks PGD-10", times["early"] / t_ta, 1.0))
+    rows.append(("medfool PGD-10 fixed, loop alone / torchattacks PGD-10", times["loop"] / t_ta, 1.0))
+    rows.append(("medfool PGD-10 fixed, full call / torchattacks PGD-10", times["full"] / t_ta, None))
+    rows.append(("  same, clean logits shared (as in an audit) / torchattacks", times["shared"] / t_ta, None))
+    art_clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=model.num_classes, clip_values=(0.0, 1.0))
+    t_art, _ = timed(lambda: ProjectedGradientDescent(art_clf, eps=eps, eps_step=alpha, max_iter=10, batch_size=n,
+                                                      verbose=False).generate(x.numpy()), repeat=1)
+    rows.append(("medfool PGD-10 fixed, full call / ART PGD-10", times["full"] / t_art, 1.0))
 
     # C&W: torchattacks' defaults set the bar; medfool's cheapest setting that reaches it
     t_tacw, xa = timed(lambda: torchattacks.CW(model, c=1, kappa=0, steps=50, lr=0.01)(x, y), repeat=1)

@@ -90,3 +90,20 @@ def test_security_curve_is_monotone_and_counts_only_correct_images(multiclass):
     rob = [p.robust_accuracy for p in curve]
     assert rob == sorted(rob, reverse=True)
     assert curve[1].to_json()["eps_255"] == 2.0
+
+
+def test_shared_clean_logits_give_the_same_result(multiclass):
+    model, x, y = multiclass
+    with torch.no_grad():
+        clean = model(x)
+    a = get_attack("pgd", steps=5)(model, x, y, seed=2)
+    b = get_attack("pgd", steps=5)(model, x, y, seed=2, clean_logits=clean)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.clean_correct, b.clean_correct)
+    assert int(b.queries.sum()) == int(a.queries.sum()) - x.shape[0]  # one forward fewer per image
+
+
+def test_linf_projection_scalar_and_per_sample_agree():
+    from medfool.attacks.norms import project
+
+    d = torch.randn(4, 3, 5, 5)
+    assert torch.equal(project(d, "linf", 0.1), project(d, "linf", torch.full((4,), 0.1)))

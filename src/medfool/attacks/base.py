@@ -49,6 +49,14 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
+def check_norm_eps(norm: str, eps: float) -> None:
+    """The Lp ball of a budgeted attack: Linf radius within the [0, 1] pixel range, L2 any size."""
+    from medfool.attacks.norms import NORMS
+
+    check_choice("norm", norm, NORMS)
+    check_range("eps", eps, 0.0, 1.0 if norm == "linf" else 1e4)
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttackConfig:
     """Base for attack configs: frozen, keyword-only, validated in ``validate``."""
@@ -196,7 +204,7 @@ class Attack(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[AttackConfig]]
-    norm: ClassVar[str | None] = None  # "linf", "l2", "l0", or None (budget not an Lp ball)
+    fixed_norm: ClassVar[str | None] = None  # for attacks whose config has no norm (C&W: "l2")
     tasks: ClassVar[frozenset[str]] = frozenset({"multi-class", "binary", "multi-label"})
     targeted_ok: ClassVar[bool] = True
     paper: ClassVar[str] = ""
@@ -208,6 +216,12 @@ class Attack(ABC):
         if not isinstance(cfg, self.Config):
             raise TypeError(f"{self.name} needs a {self.Config.__name__}, got {type(cfg).__name__}")
         self.config = cfg
+
+    @property
+    def norm(self) -> str | None:
+        """"linf", "l2", "l0", or None when the budget is not an Lp ball."""
+        configured = getattr(self.config, "norm", None)
+        return configured if configured is not None else self.fixed_norm
 
     def budget(self) -> float | None:
         """The norm budget the output must respect (checked by the contract test)."""
@@ -222,7 +236,9 @@ class Attack(ABC):
     # -------------------------------------------------------------------------------------------
     def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, *, target: TargetSpec = None,
                  generator: torch.Generator | None = None, seed: int | None = None,
-                 attack_labels: list[int] | None = None) -> AttackResult:
+                 attack_labels: list[int] | None = None, clean_logits: torch.Tensor | None = None) -> AttackResult:
+        """Attack the batch. ``clean_logits`` (the model's logits on ``x``), when the caller
+        already has them (an audit running many attacks on the same images), saves a forward."""
         check_inputs(model, x, y)
         if model.task not in self.tasks:
             raise ValueError(f"{self.name} does not support {model.task} models "
@@ -233,15 +249,19 @@ class Attack(ABC):
         was_training = model.training
         model.eval()
         start = time.perf_counter()
-        with torch.no_grad():
-            clean_logits = model(x)
+        counter = Counter(x.shape[0], x.device)
+        if clean_logits is None:
+            with torch.no_grad():
+                clean_logits = model(x)
+            counter.count(None, queries=1)
+        elif clean_logits.shape[0] != x.shape[0] or clean_logits.shape[1] != model.meta.num_outputs:
+            raise ValueError(f"clean_logits must have shape ({x.shape[0]}, {model.meta.num_outputs}), "
+                             f"got {tuple(clean_logits.shape)}")
         tgt = resolve_target(model, clean_logits, y, target)
         if tgt is not None and not self.targeted_ok:
             raise ValueError(f"{self.name} is untargeted only")
         labels_idx = _resolve_attack_labels(model, attack_labels)
         goal = Goal(model.task, y, tgt, labels_idx)
-        counter = Counter(x.shape[0], x.device)
-        counter.count(None, queries=1)
         try:
             x_adv = self.run(model, x, goal, generator, counter).detach()
         finally:

@@ -34,6 +34,8 @@ def norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 def project(delta: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
     """Nearest point of the eps-ball (per-sample eps allowed)."""
+    if norm == "linf" and not isinstance(eps, torch.Tensor):
+        return delta.clamp(-eps, eps)  # one kernel: the hot path of PGD
     eps_t = eps if isinstance(eps, torch.Tensor) else torch.full((delta.shape[0],), float(eps), device=delta.device)
     if norm == "linf":
         e = _view(eps_t, delta)

@@ -24,12 +24,13 @@ from medfool.attacks.base import (
     Counter,
     check_choice,
     check_int,
+    check_norm_eps,
     check_range,
     loss_and_grad,
     register_attack,
 )
 from medfool.attacks.goal import Goal
-from medfool.attacks.norms import NORMS, ascent_direction, project, random_in_ball
+from medfool.attacks.norms import ascent_direction, project, random_in_ball
 from medfool.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,7 @@ class APGDConfig(AttackConfig):
     early_stop: bool = True
 
     def validate(self) -> None:
-        check_choice("norm", self.norm, NORMS)
-        check_range("eps", self.eps, 0.0, 1.0 if self.norm == "linf" else 1e4)
+        check_norm_eps(self.norm, self.eps)
         check_int("steps", self.steps, 1)
         check_int("restarts", self.restarts, 1)
         check_choice("loss", self.loss, ("ce", "dlr", "margin"))
@@ -82,10 +82,6 @@ class APGD(Attack):
     Config = APGDConfig
     paper = "Croce & Hein, ICML 2020"
     config: APGDConfig
-
-    @property
-    def norm(self) -> str:  # type: ignore[override]
-        return self.config.norm
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
             counter: Counter) -> torch.Tensor:

@@ -59,7 +59,7 @@ def _to_tanh(x: torch.Tensor) -> torch.Tensor:
 class CarliniWagnerL2(Attack):
     name = "cw"
     Config = CWConfig
-    norm = "l2"
+    fixed_norm = "l2"
     paper = "Carlini & Wagner, IEEE S&P 2017"
     config: CWConfig
 

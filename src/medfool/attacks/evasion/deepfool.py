@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 import torch
 
-from medfool.attacks.base import Attack, AttackConfig, Counter, check_choice, check_int, check_range, register_attack
+from medfool.attacks.base import (
+    Attack,
+    AttackConfig,
+    Counter,
+    check_choice,
+    check_int,
+    check_range,
+    register_attack,
+)
 from medfool.attacks.goal import Goal, two_logits
 from medfool.attacks.norms import NORMS
 from medfool.models.classifier import Classifier
@@ -43,10 +51,6 @@ class DeepFool(Attack):
     targeted_ok = False
     paper = "Moosavi-Dezfooli et al., CVPR 2016"
     config: DeepFoolConfig
-
-    @property
-    def norm(self) -> str:  # type: ignore[override]
-        return self.config.norm
 
     def budget(self) -> float | None:
         return None

@@ -15,9 +15,17 @@ from dataclasses import dataclass
 
 import torch
 
-from medfool.attacks.base import Attack, AttackConfig, Counter, check_choice, check_int, check_range, register_attack
+from medfool.attacks.base import (
+    Attack,
+    AttackConfig,
+    Counter,
+    check_int,
+    check_norm_eps,
+    check_range,
+    register_attack,
+)
 from medfool.attacks.goal import Goal
-from medfool.attacks.norms import NORMS, ascent_direction, clip_box, project, random_in_ball
+from medfool.attacks.norms import ascent_direction, clip_box, project, random_in_ball
 from medfool.attacks.transforms import TRANSFORMS, TransformSet
 from medfool.models.classifier import Classifier
 
@@ -35,8 +43,7 @@ class EOTConfig(AttackConfig):
     random_start: bool = True
 
     def validate(self) -> None:
-        check_choice("norm", self.norm, NORMS)
-        check_range("eps", self.eps, 0.0, 1.0 if self.norm == "linf" else 1e4)
+        check_norm_eps(self.norm, self.eps)
         check_int("steps", self.steps, 1)
         check_int("samples", self.samples, 1)
         check_int("eval_samples", self.eval_samples, 1)
@@ -56,10 +63,6 @@ class EOTPGD(Attack):
     Config = EOTConfig
     paper = "Athalye et al., ICML 2018"
     config: EOTConfig
-
-    @property
-    def norm(self) -> str:  # type: ignore[override]
-        return self.config.norm
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
             counter: Counter) -> torch.Tensor:

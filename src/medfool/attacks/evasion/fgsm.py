@@ -16,12 +16,12 @@ from medfool.attacks.base import (
     AttackConfig,
     Counter,
     check_choice,
-    check_range,
+    check_norm_eps,
     loss_and_grad,
     register_attack,
 )
 from medfool.attacks.goal import Goal
-from medfool.attacks.norms import NORMS, ascent_direction, clip_box
+from medfool.attacks.norms import ascent_direction, clip_box
 from medfool.models.classifier import Classifier
 
 
@@ -32,8 +32,7 @@ class FGSMConfig(AttackConfig):
     loss: str = "ce"
 
     def validate(self) -> None:
-        check_choice("norm", self.norm, NORMS)
-        check_range("eps", self.eps, 0.0, 1.0 if self.norm == "linf" else 1e4)
+        check_norm_eps(self.norm, self.eps)
         check_choice("loss", self.loss, ("ce", "margin"))
 
 
@@ -43,10 +42,6 @@ class FGSM(Attack):
     Config = FGSMConfig
     paper = "Goodfellow et al., ICLR 2015"
     config: FGSMConfig
-
-    @property
-    def norm(self) -> str:  # type: ignore[override]
-        return self.config.norm
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
             counter: Counter) -> torch.Tensor:

@@ -43,7 +43,7 @@ class JSMAConfig(AttackConfig):
 class JSMA(Attack):
     name = "jsma"
     Config = JSMAConfig
-    norm = "l0"
+    fixed_norm = "l0"
     tasks = frozenset({"multi-class", "binary"})
     paper = "Papernot et al., IEEE EuroS&P 2016"
     config: JSMAConfig

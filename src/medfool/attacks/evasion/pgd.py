@@ -21,12 +21,13 @@ from medfool.attacks.base import (
     Counter,
     check_choice,
     check_int,
+    check_norm_eps,
     check_range,
     loss_and_grad,
     register_attack,
 )
 from medfool.attacks.goal import Goal
-from medfool.attacks.norms import NORMS, ascent_direction, clip_box, project, random_in_ball
+from medfool.attacks.norms import ascent_direction, clip_box, project, random_in_ball
 from medfool.models.classifier import Classifier
 
 
@@ -42,8 +43,7 @@ class PGDConfig(AttackConfig):
     loss: str = "ce"
 
     def validate(self) -> None:
-        check_choice("norm", self.norm, NORMS)
-        check_range("eps", self.eps, 0.0, 1.0 if self.norm == "linf" else 1e4)
+        check_norm_eps(self.norm, self.eps)
         check_int("steps", self.steps, 1)
         check_int("restarts", self.restarts, 1)
         if self.step_size is not None:
@@ -61,10 +61,6 @@ class PGD(Attack):
     Config = PGDConfig
     paper = "Madry et al., ICLR 2018"
     config: PGDConfig
-
-    @property
-    def norm(self) -> str:  # type: ignore[override]
-        return self.config.norm
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
             counter: Counter) -> torch.Tensor:
@@ -87,8 +83,8 @@ def pgd_loop(model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generato
         for _step in range(cfg.steps):
             logits, _, grad = loss_and_grad(model, x0 + delta, goal, active, cfg.loss)
             counter.count(active, gradients=1, queries=1)
-            fooled = goal.success(logits, active)
-            if cfg.early_stop and bool(fooled.any()):
+            fooled = goal.success(logits, active) if cfg.early_stop else None
+            if fooled is not None and bool(fooled.any()):
                 x_adv[active[fooled]] = (x0 + delta)[fooled]
                 done[active[fooled]] = True
                 keep = ~fooled

@@ -27,13 +27,14 @@ from medfool.attacks.base import (
     Counter,
     check_choice,
     check_int,
+    check_norm_eps,
     check_range,
     loss_and_grad,
     register_attack,
 )
 from medfool.attacks.evasion.deepfool import DeepFool
 from medfool.attacks.goal import Goal, two_logits
-from medfool.attacks.norms import NORMS, ascent_direction, project
+from medfool.attacks.norms import ascent_direction, project
 from medfool.models.classifier import Classifier
 
 
@@ -48,8 +49,7 @@ class UAPConfig(AttackConfig):
     target_rate: float = 0.95        # stop once this fraction of the training images is fooled
 
     def validate(self) -> None:
-        check_choice("norm", self.norm, NORMS)
-        check_range("eps", self.eps, 0.0, 1.0 if self.norm == "linf" else 1e4)
+        check_norm_eps(self.norm, self.eps)
         check_choice("solver", self.solver, ("sgd", "deepfool"))
         check_int("passes", self.passes, 1)
         check_int("batch_size", self.batch_size, 1)
@@ -80,10 +80,6 @@ class UniversalPerturbation(Attack):
     targeted_ok = False
     paper = "Moosavi-Dezfooli et al., CVPR 2017"
     config: UAPConfig
-
-    @property
-    def norm(self) -> str:  # type: ignore[override]
-        return self.config.norm
 
     def craft(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
               counter: Counter | None = None) -> tuple[torch.Tensor, list[float]]:
