@@ -22,14 +22,14 @@ def test_every_attack_has_fast_options():
     assert sorted(FAST) == attack_names()
 
 
-@pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("name", attack_names())
+# every (attack, model) pair the attack supports; the stain attack needs RGB (the binary model is grayscale)
+PAIRS = [(name, kind) for name in attack_names() for kind in MODELS
+         if _TASK[kind] in attack_class(name).tasks and not (name == "stain" and kind == "binary_one_logit")]
+
+
+@pytest.mark.parametrize(("name", "kind"), PAIRS)
 def test_contract(name, kind, request):
-    if _TASK[kind] not in attack_class(name).tasks:
-        pytest.skip(f"{name} does not support {_TASK[kind]}")
     model, x, y = request.getfixturevalue(kind)
-    if name == "stain" and x.shape[1] != 3:
-        pytest.skip("the stain attack is for RGB models")
     x_before = x.clone()
     attack = get_attack(name, **FAST[name])
     a = attack(model, x, y, seed=3)

@@ -54,6 +54,9 @@ def test_sidecar_gives_names_task_and_critical_classes(make_npz):
     assert ds.info.class_index("Cancer") == 1
     with pytest.raises(DataError, match=r"unknown class 'cancr'.*did you mean 'cancer'"):
         ds.info.class_index("cancr")
+    assert ds.info.class_index("canc") == 1  # an unambiguous part of a name
+    with pytest.raises(DataError, match=r"class 'n' is ambiguous for toy: it matches benign, cancer"):
+        ds.info.class_index("n")
 
 
 def test_truncated_file(make_npz):

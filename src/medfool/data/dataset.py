@@ -68,9 +68,15 @@ class DatasetInfo:
                 raise DataError(f"class index must be in [0, {self.num_classes - 1}], got {idx}")
             return idx
         lowered = [c.lower() for c in self.class_names]
-        key = str(name_or_index).lower()
+        key = str(name_or_index).lower().strip()
         if key in lowered:
             return lowered.index(key)
+        partial = [i for i, c in enumerate(lowered) if key and key in c]
+        if len(partial) == 1:  # "benign" for "benign lung tissue"
+            return partial[0]
+        if len(partial) > 1:
+            raise DataError(f"class {name_or_index!r} is ambiguous for {self.name}: it matches "
+                            f"{', '.join(self.class_names[i] for i in partial)}")
         import difflib
 
         close = difflib.get_close_matches(key, lowered, n=1)
