@@ -63,3 +63,17 @@ def test_bad_epsilon_is_an_argparse_error(ckpt, capsys):
         main(["attack", "pgd", "-m", ckpt, "-d", "synthetic", "--eps", "3"])
     assert exc.value.code == 2
     assert "epsilon must be in [0, 1], got 3" in capsys.readouterr().err
+
+
+def test_uap_is_crafted_on_train_and_measured_on_test(ckpt, tmp_path, capsys):
+    out = tmp_path / "u"
+    assert main(["attack", "uap", "-m", ckpt, "-d", "synthetic", "--eps", "16/255", "-o", "passes=2",
+                 "--n-craft", "100", "--n", "30", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "crafting on 100 train images" in text and "held-out fooling rate" in text
+    res = json.loads((out / "results.json").read_text())
+    assert res["summaries"][0]["attack"] == "uap"
+    with np.load(out / "adversarial.npz") as z:
+        delta = z["adversarial_0"] - z["clean"]
+        assert np.abs(delta).max() <= 16 / 255 + 1e-6
+        assert z["perturbation_0"].shape == (1, 3, 28, 28)

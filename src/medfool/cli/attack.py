@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 
 from medfool.attacks import attack_class, attack_names, get_attack
 from medfool.attacks.base import AttackResult
+from medfool.attacks.evasion.uap import UniversalPerturbation
 from medfool.cli.commands import _check_writable, _load, _say, check_compatible
 from medfool.cli.common import add_data_options, add_run_options, fmt, parse_eps
 from medfool.errors import ConfigError
@@ -59,6 +61,19 @@ def _run_batched(attack: Any, model: Any, x: torch.Tensor, y: torch.Tensor, targ
         tgt = target[sl] if isinstance(target, torch.Tensor) else target
         parts.append(attack(model, x[sl], y[sl], target=tgt, generator=gen))
     return AttackResult.concat(parts)
+
+
+def _universal(attack: UniversalPerturbation, model: Any, craft_x: Any, craft_y: Any, x: torch.Tensor,
+               y: torch.Tensor, seed: int) -> AttackResult:
+    """Craft one perturbation on the crafting images, then apply it unchanged to the held-out ones."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    start = time.perf_counter()
+    v, history = attack.craft(model, craft_x, craft_y, gen)
+    result = attack.apply(model, v, x, y)
+    result.wall_s = time.perf_counter() - start
+    result.extras["fooling_history"] = history
+    return result
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -109,9 +124,20 @@ def cmd_attack(args: argparse.Namespace) -> int:
     _say(f"{cls.name} on {index.numel()} {info.name} [{args.split}] images, model {args.model}")
     rows: list[dict[str, Any]] = []
     results = []
+    craft_x = craft_y = None
+    if isinstance(attacks[0], UniversalPerturbation):
+        craft = dataset.split(args.craft_split)
+        craft_x, craft_y = craft.get(np.arange(min(args.n_craft, len(craft))))
+        craft_x, craft_y = craft_x.to(device), craft_y.to(device)
+        _say(f"  crafting on {craft_x.shape[0]} {args.craft_split} images, measuring on the {args.split} images")
     for eps, attack in zip(eps_list, attacks, strict=True):
         desc = f"{cls.name}" + ("" if eps is None else f" eps={eps * 255:.3g}/255")
-        r = _run_batched(attack, model, x, y, target, args.seed, args.batch_size, desc)
+        if isinstance(attack, UniversalPerturbation):
+            r = _universal(attack, model, craft_x, craft_y, x, y, args.seed)
+            _say(f"  held-out fooling rate (prediction changed) {fmt(r.extras['heldout_fooling_rate'])}, "
+                 f"training fooling rate {fmt(r.extras['fooling_history'][-1])}")
+        else:
+            r = _run_batched(attack, model, x, y, target, args.seed, args.batch_size, desc)
         results.append(r)
         summary = r.summary()
         pc = perceptibility(x.cpu(), r.x_adv.cpu())
@@ -155,6 +181,9 @@ def _write_outputs(out: Path, args: argparse.Namespace, model: Any, info: Any, i
         arrays[f"adversarial_{k}"] = r.x_adv.cpu().numpy()
         arrays[f"success_{k}"] = r.success.cpu().numpy()
         arrays[f"adv_pred_{k}"] = r.adv_pred.cpu().numpy()
+        for key in ("perturbation", "parameters", "transform_success"):  # universal v, stain, EOT
+            if key in r.extras:
+                arrays[f"{key}_{k}"] = r.extras[key].detach().cpu().numpy()
     with atomic_open(out / "adversarial.npz") as handle:
         np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
     # grid: successful examples first, at the last budget
@@ -197,6 +226,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--target", default=None, help="a class name or index, or 'least-likely' (default untargeted)")
     p.add_argument("--only-class", default=None, help="attack only images of this class (e.g. a cancer class)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--craft-split", default="train", choices=("train", "val", "test"),
+                   help="uap only: the split the universal perturbation is crafted on (default train)")
+    p.add_argument("--n-craft", type=int, default=1000, help="uap only: images to craft on (default 1000)")
     p.add_argument("--n", type=int, default=256, help="number of images to attack (default 256)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", default="medfool-attack", help="output folder (default medfool-attack)")

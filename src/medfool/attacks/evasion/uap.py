@@ -17,6 +17,7 @@ attack on a batch, it crafts on that batch and applies the result (``extras["per
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +25,10 @@ import torch
 from medfool.attacks.base import (
     Attack,
     AttackConfig,
+    AttackResult,
     Counter,
     check_choice,
+    check_inputs,
     check_int,
     check_norm_eps,
     check_range,
@@ -34,7 +37,7 @@ from medfool.attacks.base import (
 )
 from medfool.attacks.evasion.deepfool import DeepFool
 from medfool.attacks.goal import Goal, two_logits
-from medfool.attacks.norms import ascent_direction, project
+from medfool.attacks.norms import ascent_direction, l0, l2, linf, project
 from medfool.models.classifier import Classifier
 
 
@@ -119,6 +122,27 @@ class UniversalPerturbation(Attack):
             if rate >= cfg.target_rate:
                 break
         return v, history
+
+    def apply(self, model: Classifier, v: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> AttackResult:
+        """The result of adding a crafted perturbation ``v`` to (held-out) images ``x``.
+
+        ``extras["heldout_fooling_rate"]`` is the paper's measure (prediction changed);
+        ``success`` is the usual one (label no longer predicted, counted on correct images).
+        """
+        check_inputs(model, x, y)
+        start = time.perf_counter()
+        x_adv = (x + v).clamp(0, 1)
+        with torch.no_grad():
+            clean_pred, adv_pred = _pred(model, x), _pred(model, x_adv)
+        delta = x_adv - x
+        zeros = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        return AttackResult(
+            attack=self.name, x_adv=x_adv, success=adv_pred != y, clean_correct=clean_pred == y,
+            clean_pred=clean_pred, adv_pred=adv_pred, l0=l0(delta), l2=l2(delta), linf=linf(delta),
+            gradients=zeros, queries=zeros + 2, wall_s=time.perf_counter() - start,
+            config={"attack": self.name, **self.config.to_json()},
+            extras={"perturbation": v, "heldout_fooling_rate": float((clean_pred != adv_pred).float().mean())},
+        )
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
             counter: Counter) -> torch.Tensor:
