@@ -13,6 +13,7 @@ FAST = {
     "fgsm": {}, "bim": {"steps": 5}, "pgd": {"steps": 5}, "apgd-ce": {"steps": 5}, "apgd-dlr": {"steps": 5},
     "cw": {"steps": 10, "search_steps": 2}, "deepfool": {"steps": 10}, "jsma": {"gamma": 0.05},
     "uap": {"passes": 2}, "eot-pgd": {"steps": 3, "samples": 2, "eval_samples": 4}, "stain": {"steps": 5},
+    "patch": {"steps": 5, "batch_size": 8},
 }
 MODELS = ("multiclass", "binary_one_logit", "multilabel")
 _TASK = {"multiclass": "multi-class", "binary_one_logit": "binary", "multilabel": "multi-label"}
@@ -42,6 +43,9 @@ def test_contract(name, kind, request):
     if eps is not None:
         norm = linf(a.x_adv - x) if attack.norm == "linf" else l2(a.x_adv - x)
         assert float(norm.max()) <= eps + 1e-6
+    if "mask" in a.extras:  # patches: nothing changes outside the pasted mask
+        outside = a.extras["mask"].expand_as(x) == 0
+        assert torch.equal(a.x_adv[outside], x[outside])
     if hasattr(attack, "max_features"):  # L0 attacks: changed features within the budget
         changed = (a.x_adv != x).flatten(1).sum(1)
         assert int(changed.max()) <= attack.max_features(tuple(x.shape[1:]))
