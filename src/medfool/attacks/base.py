@@ -110,6 +110,26 @@ class AttackResult:
         return cls(attack=first.attack, wall_s=sum(p.wall_s for p in parts), config=first.config, target=target,
                    extras=first.extras, **per_sample)
 
+    @classmethod
+    def measure(cls, attack: str, config: dict[str, Any], model: Classifier, x: torch.Tensor, x_adv: torch.Tensor,
+                y: torch.Tensor, *, target: int | None = None, wall_s: float = 0.0, gradients: int = 0,
+                queries: int = 2, extras: dict[str, Any] | None = None) -> AttackResult:
+        """Build a result for a batch perturbed by something crafted elsewhere (a universal
+        perturbation or patch applied to held-out images): predictions, norms and success are
+        computed here, the same way the attack call computes them. Single-label models."""
+        with torch.no_grad():
+            clean_pred = two_logits(model(x)).argmax(1)
+            adv_pred = two_logits(model(x_adv)).argmax(1)
+        delta = x_adv - x
+        ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
+        return cls(
+            attack=attack, x_adv=x_adv, success=adv_pred == target if target is not None else adv_pred != y,
+            clean_correct=clean_pred == y, clean_pred=clean_pred, adv_pred=adv_pred, l0=l0(delta), l2=l2(delta),
+            linf=linf(delta), gradients=gradients * ones, queries=queries * ones, wall_s=wall_s,
+            config={"attack": attack, **config}, target=None if target is None else torch.full_like(y, target),
+            extras=extras or {},
+        )
+
     @property
     def success_rate(self) -> float:
         """Attack success rate over the images the model classified correctly before."""

@@ -37,7 +37,7 @@ from medfool.attacks.base import (
 )
 from medfool.attacks.evasion.deepfool import DeepFool
 from medfool.attacks.goal import Goal, two_logits
-from medfool.attacks.norms import ascent_direction, l0, l2, linf, project
+from medfool.attacks.norms import ascent_direction, project
 from medfool.models.classifier import Classifier
 
 
@@ -132,17 +132,11 @@ class UniversalPerturbation(Attack):
         check_inputs(model, x, y)
         start = time.perf_counter()
         x_adv = (x + v).clamp(0, 1)
-        with torch.no_grad():
-            clean_pred, adv_pred = _pred(model, x), _pred(model, x_adv)
-        delta = x_adv - x
-        zeros = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
-        return AttackResult(
-            attack=self.name, x_adv=x_adv, success=adv_pred != y, clean_correct=clean_pred == y,
-            clean_pred=clean_pred, adv_pred=adv_pred, l0=l0(delta), l2=l2(delta), linf=linf(delta),
-            gradients=zeros, queries=zeros + 2, wall_s=time.perf_counter() - start,
-            config={"attack": self.name, **self.config.to_json()},
-            extras={"perturbation": v, "heldout_fooling_rate": float((clean_pred != adv_pred).float().mean())},
-        )
+        result = AttackResult.measure(self.name, self.config.to_json(), model, x, x_adv, y,
+                                      extras={"perturbation": v})
+        result.extras["heldout_fooling_rate"] = float((result.clean_pred != result.adv_pred).float().mean())
+        result.wall_s = time.perf_counter() - start
+        return result
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
             counter: Counter) -> torch.Tensor:

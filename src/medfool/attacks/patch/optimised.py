@@ -31,7 +31,6 @@ from medfool.attacks.base import (
     register_attack,
 )
 from medfool.attacks.goal import Goal, two_logits
-from medfool.attacks.norms import l0, l2, linf
 from medfool.attacks.patch.placement import SHAPES, paste, patch_mask, patch_side, sample_placements
 from medfool.attacks.transforms import hed_jitter
 from medfool.models.classifier import Classifier
@@ -131,19 +130,10 @@ class AdversarialPatch(Attack):
         where = sample_placements(x.shape[0], h, w, patch.pixels.shape[-1], gen, region=self.config.region,
                                   box=self.config.box, rotate=self.config.rotate)
         x_adv, mask = paste(x, patch.pixels, patch.mask, where)
-        with torch.no_grad():
-            clean_pred = two_logits(model(x)).argmax(1)
-            adv_pred = two_logits(model(x_adv)).argmax(1)
-        success = adv_pred == patch.target if patch.target is not None else adv_pred != y
-        delta = x_adv - x
-        ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
-        return AttackResult(
-            attack=self.name, x_adv=x_adv, success=success, clean_correct=clean_pred == y, clean_pred=clean_pred,
-            adv_pred=adv_pred, l0=l0(delta), l2=l2(delta), linf=linf(delta), gradients=0 * ones,
-            queries=2 * ones, wall_s=time.perf_counter() - start, config={"attack": self.name, **self.config.to_json()},
-            target=None if patch.target is None else torch.full_like(y, patch.target),
-            extras={"patch": patch.pixels, "patch_mask": patch.mask, "mask": mask, "history": patch.history},
-        )
+        return AttackResult.measure(
+            self.name, self.config.to_json(), model, x, x_adv, y, target=patch.target,
+            wall_s=time.perf_counter() - start,
+            extras={"patch": patch.pixels, "patch_mask": patch.mask, "mask": mask, "history": patch.history})
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
             counter: Counter) -> torch.Tensor:
