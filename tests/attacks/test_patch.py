@@ -75,3 +75,33 @@ def test_targeted_patch_learns_on_synthetic_patterns(multiclass):
     assert float(r.success.float().mean()) >= 0.5  # random placement, held-out orientation
     with pytest.raises(ValueError, match="one target class for every image"):
         get_attack("patch", steps=2)(model, x, y, target=(y + 1) % 3)
+
+
+def test_natural_patch_pastes_real_crops_of_the_target_class(multiclass):
+    from medfool.attacks.patch.natural import natural_patch
+
+    model, x, y = multiclass
+    keep = y != 2
+    r = natural_patch(model, x, y, x[keep], y[keep], 8, torch.Generator().manual_seed(0), target=2)
+    crops, pool = r.extras["crops"], x[y == 2]
+    # every crop is a k x k window of some target-class tile
+    windows = pool.unfold(2, 8, 1).unfold(3, 8, 1)  # (m, C, H-7, W-7, 8, 8)
+    windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, 8, 8)
+    for crop in crops:
+        assert bool((windows - crop).abs().flatten(1).amax(1).eq(0).any())
+    outside = r.extras["mask"].expand_as(r.x_adv) == 0
+    assert torch.equal(r.x_adv[outside], x[keep][outside])
+    control = natural_patch(model, x, y, x[keep], y[keep], 8, torch.Generator().manual_seed(0), target=2,
+                            control=True)
+    assert control.attack == "natural-patch-control" and control.x_adv.shape == r.x_adv.shape
+
+
+def test_size_sweep_rows(multiclass):
+    from medfool.attacks.patch.optimised import PatchConfig
+    from medfool.attacks.patch.sweep import size_sweep
+
+    model, x, y = multiclass
+    rows = size_sweep(model, x, y, x, y, target=2, config=PatchConfig(steps=5, batch_size=8), areas=(0.05, 0.2))
+    assert [r["side"] for r in rows] == [6, 12]
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("adversarial", "natural", "control"))
+    assert rows[0]["n"] == int((y != 2).sum())

@@ -99,7 +99,8 @@ def _dihedral(t: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
 
 def paste(x: torch.Tensor, patch: torch.Tensor, mask: torch.Tensor,
           where: Placement) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paste ``patch`` (C, k, k) with ``mask`` (1, k, k) into every image of ``x`` (N, C, H, W).
+    """Paste ``patch`` (C, k, k), or one patch per image (N, C, k, k), with ``mask`` (1, k, k)
+    into every image of ``x`` (N, C, H, W).
 
     Returns the patched batch and the (N, 1, H, W) mask of pasted pixels. Differentiable with
     respect to ``patch``; ``x`` is not modified.
@@ -107,7 +108,8 @@ def paste(x: torch.Tensor, patch: torch.Tensor, mask: torch.Tensor,
     n = x.shape[0]
     k = patch.shape[-1]
     dev = x.device
-    tiles = _dihedral(patch.unsqueeze(0).expand(n, -1, -1, -1), where.turn.to(dev))     # (n, C, k, k)
+    per_image = patch if patch.dim() == 4 else patch.unsqueeze(0).expand(n, -1, -1, -1)
+    tiles = _dihedral(per_image, where.turn.to(dev))                                     # (n, C, k, k)
     masks = _dihedral(mask.unsqueeze(0).expand(n, -1, -1, -1), where.turn.to(dev))      # (n, 1, k, k)
     img = torch.arange(n, device=dev).view(n, 1, 1)
     rows = where.top.to(dev).view(n, 1, 1) + torch.arange(k, device=dev).view(1, k, 1)  # (n, k, 1)
