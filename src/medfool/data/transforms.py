@@ -10,19 +10,27 @@ import torch
 AUGMENTS = ("none", "flip", "dihedral")
 
 
+def dihedral(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """Apply one of the 8 flips/quarter turns per image: ``turn`` (N,) = quarter turns + 4 * flip.
+    The flip comes first, then the rotation. Shape: (N, C, H, W) -> same (H must equal W)."""
+    turn = turn.to(x.device)
+    out = torch.where((turn >= 4).view(-1, 1, 1, 1), x.flip(-1), x)
+    rotated = out.clone()
+    quarter = turn % 4
+    for r in (1, 2, 3):  # loop over the 3 rotations, not over images
+        sel = quarter == r
+        if bool(sel.any()):
+            rotated[sel] = torch.rot90(out[sel], r, dims=(-2, -1))
+    return rotated
+
+
 def random_dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Each image gets one of the 8 flips/90-degree rotations: orientation means nothing in
     a histology tile. Shape: (N, C, H, W) -> same (H must equal W)."""
     n = x.shape[0]
     k = torch.randint(0, 4, (n,), generator=gen)
-    flip = torch.randint(0, 2, (n,), generator=gen).bool()
-    out = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
-    rotated = out.clone()
-    for r in (1, 2, 3):  # loop over the 3 rotations, not over images
-        sel = (k == r).to(x.device)
-        if bool(sel.any()):
-            rotated[sel] = torch.rot90(out[sel], r, dims=(-2, -1))
-    return rotated
+    flip = torch.randint(0, 2, (n,), generator=gen)
+    return dihedral(x, k + 4 * flip)
 
 
 def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

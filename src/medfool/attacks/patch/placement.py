@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from medfool.data.transforms import dihedral
+
 SHAPES = ("square", "circle")
 
 
@@ -83,20 +85,6 @@ def sample_placements(n: int, height: int, width: int, k: int, gen: torch.Genera
     return Placement(top=flat // cols, left=flat % cols, turn=turn)
 
 
-def _dihedral(t: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
-    """Apply per-item dihedral transforms to (N, C, k, k); a loop over the 8 cases, not items."""
-    out = t
-    flipped = (turn >= 4).view(-1, 1, 1, 1)
-    out = torch.where(flipped, out.flip(-1), out)
-    rotated = out.clone()
-    q = turn % 4
-    for r in (1, 2, 3):
-        sel = q == r
-        if bool(sel.any()):
-            rotated[sel] = torch.rot90(out[sel], r, dims=(-2, -1))
-    return rotated
-
-
 def paste(x: torch.Tensor, patch: torch.Tensor, mask: torch.Tensor,
           where: Placement) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste ``patch`` (C, k, k), or one patch per image (N, C, k, k), with ``mask`` (1, k, k)
@@ -109,8 +97,8 @@ def paste(x: torch.Tensor, patch: torch.Tensor, mask: torch.Tensor,
     k = patch.shape[-1]
     dev = x.device
     per_image = patch if patch.dim() == 4 else patch.unsqueeze(0).expand(n, -1, -1, -1)
-    tiles = _dihedral(per_image, where.turn.to(dev))                                     # (n, C, k, k)
-    masks = _dihedral(mask.unsqueeze(0).expand(n, -1, -1, -1), where.turn.to(dev))      # (n, 1, k, k)
+    tiles = dihedral(per_image, where.turn.to(dev))                                     # (n, C, k, k)
+    masks = dihedral(mask.unsqueeze(0).expand(n, -1, -1, -1), where.turn.to(dev))      # (n, 1, k, k)
     img = torch.arange(n, device=dev).view(n, 1, 1)
     rows = where.top.to(dev).view(n, 1, 1) + torch.arange(k, device=dev).view(1, k, 1)  # (n, k, 1)
     cols = where.left.to(dev).view(n, 1, 1) + torch.arange(k, device=dev).view(1, 1, k)  # (n, 1, k)
