@@ -64,7 +64,6 @@ class JSMA(Attack):
         # untargeted: aim at the most likely wrong class of each image
         most_likely_wrong = z0.scatter(1, goal.labels[:, None], float("-inf")).argmax(1)
         target = goal.target if goal.target is not None else most_likely_wrong
-        tgoal = Goal(goal.task, goal.labels, target)
         budget = self.max_features(tuple(x.shape[1:]))
         x_adv = x.clone().flatten(1)                         # (n, D)
         goal_value = 1.0 if cfg.theta > 0 else 0.0
@@ -82,7 +81,7 @@ class JSMA(Attack):
                 (alpha,) = torch.autograd.grad(zt.sum(), xa, retain_graph=True)
                 (total,) = torch.autograd.grad(z.sum(), xa)
             counter.count(act, gradients=2, queries=1)
-            fooled = tgoal.success(z.detach(), act) if goal.targeted else goal.success(z.detach(), act)
+            fooled = goal.success(z.detach(), act)  # targeted: reached the target; else: left the label
             keep = ~fooled & (changed[act] + 2 <= budget)
             act = act[keep]
             if act.numel() == 0:
