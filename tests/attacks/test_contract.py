@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from medfool.attacks import attack_class, attack_names, get_attack
-from medfool.attacks.norms import l2, linf
+from medfool.attacks.norms import l0, l2, linf
 
 # fast options per attack; a new attack must add itself here
 FAST = {
     "fgsm": {}, "bim": {"steps": 5}, "pgd": {"steps": 5}, "apgd-ce": {"steps": 5}, "apgd-dlr": {"steps": 5},
     "cw": {"steps": 10, "search_steps": 2}, "deepfool": {"steps": 10}, "jsma": {"gamma": 0.05},
     "uap": {"passes": 2}, "eot-pgd": {"steps": 3, "samples": 2, "eval_samples": 4}, "stain": {"steps": 5},
-    "patch": {"steps": 5, "batch_size": 8},
+    "patch": {"steps": 5, "batch_size": 8}, "onepixel": {"population": 20, "generations": 3},
 }
 MODELS = ("multiclass", "binary_one_logit", "multilabel")
 _TASK = {"multiclass": "multi-class", "binary_one_logit": "binary", "multilabel": "multi-label"}
@@ -41,7 +41,7 @@ def test_contract(name, kind, request):
     assert torch.equal(a.x_adv, b.x_adv), "same seed must give the same output"
     eps = attack.budget()
     if eps is not None:
-        norm = linf(a.x_adv - x) if attack.norm == "linf" else l2(a.x_adv - x)
+        norm = {"linf": linf, "l2": l2, "l0": l0}[attack.norm or "l2"](a.x_adv - x)
         assert float(norm.max()) <= eps + 1e-6
     if "mask" in a.extras:  # patches: nothing changes outside the pasted mask
         outside = a.extras["mask"].expand_as(x) == 0

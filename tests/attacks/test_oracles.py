@@ -51,3 +51,23 @@ def test_universal_perturbation_fools_held_out_tiles(path_model):
     held_out = fooling_rate(model, xte, v)
     assert float(v.abs().max()) <= 8 / 255 + 1e-6
     assert held_out >= 0.5, f"one 8/255 perturbation changed only {held_out:.1%} of held-out predictions"
+
+
+def test_patch_beats_the_natural_patch_and_its_control_on_held_out_tiles(path_model):
+    from medfool.attacks.patch.natural import natural_patch
+
+    model, ds = path_model
+    target = ds.info.class_index("lymphocytes")
+    xtr, ytr = ds.split("train").tensors()
+    xte, yte = ds.split("test").tensors()
+    keep = yte != target
+    xte, yte = xte[keep], yte[keep]
+    attack = get_attack("patch", area=0.1, steps=150)
+    patch = attack.craft(model, xtr, ytr, torch.Generator().manual_seed(0), target=target)  # type: ignore[attr-defined]
+    adv = attack.apply(model, patch, xte, yte, torch.Generator().manual_seed(1))  # type: ignore[attr-defined]
+    k = patch.pixels.shape[-1]
+    assert k * k <= 0.1 * 28 * 28
+    nat = natural_patch(model, xtr, ytr, xte, yte, k, torch.Generator().manual_seed(2), target=target)
+    ctl = natural_patch(model, xtr, ytr, xte, yte, k, torch.Generator().manual_seed(2), target=target, control=True)
+    rates = (adv.success_rate, nat.success_rate, ctl.success_rate)
+    assert rates[0] >= 0.6 and rates[0] >= rates[1] + 0.4 and rates[0] >= rates[2] + 0.4, rates

@@ -105,3 +105,35 @@ def test_size_sweep_rows(multiclass):
     assert [r["side"] for r in rows] == [6, 12]
     assert all(0 <= r[k] <= 1 for r in rows for k in ("adversarial", "natural", "control"))
     assert rows[0]["n"] == int((y != 2).sum())
+
+
+def test_scale_eot_pastes_smaller_patches_inside_the_budget(multiclass):
+    from medfool.attacks.patch.optimised import Patch
+
+    model, x, y = multiclass
+    attack = get_attack("patch", area=0.1, min_scale=0.5, shape="circle", steps=3, batch_size=8)
+    patch = attack.craft(model, x, y, torch.Generator().manual_seed(0), target=1)
+    assert patch.pixels.shape == (3, 8, 8) and float(patch.pixels.min()) >= 0 and float(patch.pixels.max()) <= 1
+    x_adv, mask = attack.paste_random(x, patch, torch.Generator().manual_seed(1))
+    covered = mask.flatten(1).sum(1)
+    assert int(covered.max()) <= int(patch.mask.sum()) and len(torch.unique(covered)) > 1
+    outside = mask.expand_as(x_adv) == 0
+    assert torch.equal(x_adv[outside], x[outside])
+    # seeded: the same generator state gives the same pasted batch
+    again, _ = attack.paste_random(x, patch, torch.Generator().manual_seed(1))
+    assert torch.equal(again, x_adv)
+    assert isinstance(patch, Patch)
+
+
+def test_patch_file_round_trip_and_bad_files(tmp_path, multiclass):
+    from medfool.attacks.patch.optimised import Patch
+    from medfool.errors import DataError
+
+    model, x, y = multiclass
+    patch = get_attack("patch", steps=2, batch_size=8).craft(model, x, y, torch.Generator().manual_seed(0), target=1)
+    patch.save(tmp_path / "p.npz", "abc")
+    back, fp = Patch.load(tmp_path / "p.npz")
+    assert fp == "abc" and back.target == 1 and torch.equal(back.pixels, patch.pixels)
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DataError, match=r"bad\.npz: not a readable patch file"):
+        Patch.load(tmp_path / "bad.npz")

@@ -25,6 +25,18 @@ def test_hed_jitter_without_strength_is_identity():
     assert torch.allclose(hed_jitter(x, torch.Generator(), sigma=0.0), x, atol=1e-5)
 
 
+def test_hed_jitter_equals_scaling_the_stain_concentrations():
+    from medfool.attacks.hed import hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
+
+    x = torch.rand(5, 3, 12, 12) * 0.9 + 0.05
+    out = hed_jitter(x, torch.Generator().manual_seed(3), sigma=0.1)
+    gen = torch.Generator().manual_seed(3)
+    a = 1 + 0.1 * (2 * torch.rand(5, 3, generator=gen) - 1)
+    b = 0.1 * (2 * torch.rand(5, 3, generator=gen) - 1)
+    hed = od_to_hed(rgb_to_od(x)) * a[:, :, None, None] + b[:, :, None, None]
+    assert torch.allclose(out, od_to_rgb(hed_to_od(hed)).clamp(0, 1), atol=1e-5)
+
+
 def test_jpeg_like_is_close_at_high_quality_and_lossy_at_low():
     x = torch.rand(2, 3, 28, 28)
     gen = torch.Generator().manual_seed(0)

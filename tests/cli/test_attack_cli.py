@@ -77,3 +77,70 @@ def test_uap_is_crafted_on_train_and_measured_on_test(ckpt, tmp_path, capsys):
         delta = z["adversarial_0"] - z["clean"]
         assert np.abs(delta).max() <= 16 / 255 + 1e-6
         assert z["perturbation_0"].shape == (1, 3, 28, 28)
+
+
+def test_patch_crafts_on_train_measures_on_test_and_resumes(ckpt, tmp_path, capsys):
+    surrogate = tmp_path / "s"
+    assert main(["train", "-d", "synthetic", "--epochs", "3", "--width", "8", "--seed", "1",
+                 "--out", str(surrogate)]) == 0
+    out = tmp_path / "p"
+    argv = ["attack", "patch", "-m", ckpt, "-d", "synthetic", "--target", "pattern_2", "--steps", "20",
+            "--n-craft", "120", "--n", "30", "--surrogate", str(surrogate / "model.safetensors"),
+            "--sweep", "0.05", "0.2", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "20 steps on 120 train images; measured on the 30 test images" in text
+    res = json.loads((out / "results.json").read_text())
+    summary = res["summary"]
+    assert set(summary) == {"patch", "natural-patch", "natural-patch-control", "transfer"}
+    assert 0 <= summary["transfer"]["victim_success"] <= 1 and 0 <= summary["transfer"]["surrogate_success"] <= 1
+    assert [r["area"] for r in res["sweep"]] == [0.05, 0.2]
+    assert all(r["label"] != 2 for r in res["images"]) and len(res["images"]) == 30
+    with np.load(out / "adversarial.npz") as z:
+        changed = np.abs(z["adversarial"] - z["clean"]).max(axis=1) > 0
+        assert not changed[z["mask"][:, 0] == 0].any()  # nothing outside the pasted patch moved
+    for name in ("patch.png", "surrogate_patch.png", "sweep.png", "grid.png"):
+        assert (out / name).stat().st_size > 200
+    # same command again: the patches and sweep rows are read back, the numbers are the same
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.count("reusing") == 3 and "sweep: reusing 2 area(s)" in text
+    assert json.loads((out / "results.json").read_text())["summary"] == summary
+    # a different setting crafts again
+    assert main([*argv[:-2], "-o", "lr=0.2", "--out", str(out)]) == 0
+    assert "reusing" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "pattern"), [
+    (["attack", "patch", "--eps", "8/255"], "a patch has no epsilon: its budget is its area"),
+    (["attack", "patch", "--target", "least-likely"], "a patch needs one target class"),
+    (["attack", "pgd", "--sweep"], "--surrogate and --sweep are options of the patch attack"),
+    (["attack", "patch", "--sweep"], "--sweep needs --target"),
+    (["attack", "patch", "-o", "area=0.0001"], "less than one pixel"),
+    (["attack", "patch", "-o", "region=outside", "-o", "box=1,2"], "box must be (top, left, bottom, right)"),
+])
+def test_patch_user_errors(ckpt, tmp_path, capsys, argv, pattern):
+    argv = [*argv, "-m", ckpt, "-d", "synthetic", "--steps", "2", "--n", "4", "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("medfool: error:") and pattern in err[-1]
+
+
+def test_patch_kept_outside_a_region_of_interest(ckpt, tmp_path):
+    out = tmp_path / "roi"
+    assert main(["attack", "patch", "-m", ckpt, "-d", "synthetic", "--target", "1", "--steps", "5", "--n", "20",
+                 "--n-craft", "50", "-o", "region=outside", "-o", "box=8,8,20,20", "--out", str(out)]) == 0
+    with np.load(out / "adversarial.npz") as z:
+        assert z["mask"][:, 0].sum(axis=(1, 2)).min() > 0
+        assert z["mask"][:, 0, 8:20, 8:20].sum() == 0
+
+
+def test_analyze_pixel_map_writes_maps(ckpt, tmp_path, capsys):
+    out = tmp_path / "pm"
+    assert main(["analyze", "pixel-map", "-m", ckpt, "-d", "synthetic", "--n", "1", "--samples", "2",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "pixel_map.json").read_text())
+    row = res["images"][0]
+    assert len(row["drop"]) == 28 and len(row["drop"][0]) == 28 and row["queries"] == 28 * 28 * 10 + 1
+    assert max(max(r) for r in row["drop"]) == pytest.approx(row["max_drop"])
+    assert (out / "pixel_map_0.png").stat().st_size > 1000 and res["seed"] == 0

@@ -11,7 +11,7 @@ import pytest
 
 from medfool.cli.main import build_parser, main
 
-SUBCOMMANDS = ["demo", "datasets", "download", "train", "evaluate", "info", "attack"]
+SUBCOMMANDS = ["demo", "datasets", "download", "train", "evaluate", "info", "attack", "analyze"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -103,6 +103,20 @@ class Goal:
         den = srt[:, 0] - srt[:, 2] + 1e-12
         return -num / den
 
+    def resistance(self, logits: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) the model's probability of still resisting, to *minimise* (the fitness of
+        Su et al.'s one-pixel attack): the true class's probability (untargeted), one minus the
+        target's (targeted); for multi-label, per attacked label the probability of *not* having
+        its desired value, combined as success is (any label for untargeted, all for targeted)."""
+        if self.task == "multi-label":
+            s = self._sel(self.sign, idx)[:, self.label_mask]
+            p_not = torch.sigmoid(-s * logits[:, self.label_mask])
+            return p_not.max(dim=1).values if self.targeted else p_not.min(dim=1).values
+        p = torch.softmax(two_logits(logits), dim=1)
+        if self.targeted:
+            return 1 - p.gather(1, self._sel(self.target, idx)[:, None])[:, 0]  # type: ignore[arg-type]
+        return p.gather(1, self._sel(self.labels, idx)[:, None])[:, 0]
+
     def success(self, logits: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """(n,) bool, computed from predictions exactly as a user would recompute it."""
         if self.task == "multi-label":

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from medfool.attacks.hed import hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
+from medfool.attacks.hed import HED_FROM_RGB, RGB_FROM_HED, od_to_rgb, rgb_to_od
 from medfool.data.transforms import random_dihedral
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -29,10 +29,15 @@ def hed_jitter(x: torch.Tensor, gen: torch.Generator, sigma: float = 0.05) -> to
     if x.shape[1] != 3:
         return x
     n = x.shape[0]
-    hed = od_to_hed(rgb_to_od(x))
-    a = (1 + sigma * (2 * torch.rand(n, 3, 1, 1, generator=gen) - 1)).to(x)
-    b = (sigma * (2 * torch.rand(n, 3, 1, 1, generator=gen) - 1)).to(x)
-    return od_to_rgb(hed_to_od(hed * a + b)).clamp(0, 1)
+    a = (1 + sigma * (2 * torch.rand(n, 3, generator=gen) - 1)).to(x)
+    b = (sigma * (2 * torch.rand(n, 3, generator=gen) - 1)).to(x)
+    # OD -> HED, scale and shift, -> OD folded into one per-image affine map of the OD (cheaper
+    # than two colour transforms in an optimisation loop)
+    m1, m2 = HED_FROM_RGB.to(x), RGB_FROM_HED.to(x)
+    mat = torch.einsum("cd,nd,de->nce", m1, a, m2)                   # (n, 3, 3)
+    bias = b @ m2                                                     # (n, 3)
+    od = torch.einsum("nchw,nce->nehw", rgb_to_od(x), mat) + bias[:, :, None, None]
+    return od_to_rgb(od).clamp(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, gen: torch.Generator, max_sigma: float = 1.0, size: int = 5) -> torch.Tensor:

@@ -3,6 +3,12 @@
 Writes OUT/results.json (config, seed, versions, per-budget summary, perceptibility, per-image
 rows), OUT/adversarial.npz (clean and adversarial images, labels, predictions, success) and
 OUT/grid.png (original | adversarial | amplified perturbation with labels and confidences).
+
+uap and patch are universal: they are crafted on --craft-split images (default train) and
+measured on the attacked (--split, default test) images. The patch's budget is its area
+(-o area=0.1: at most 10 % of the image); it also writes patch.png, reports natural
+cut-and-paste crops of the target class and of the image's own class as baselines, and takes
+--surrogate CKPT (transfer from another model) and --sweep [AREA ...] (success as it grows).
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ import torch
 from medfool.attacks import attack_class, attack_names, get_attack
 from medfool.attacks.base import AttackResult
 from medfool.attacks.evasion.uap import UniversalPerturbation
+from medfool.attacks.patch.optimised import AdversarialPatch
+from medfool.attacks.patch.sweep import DEFAULT_AREAS
 from medfool.cli.commands import _check_writable, _load, _say, check_compatible
 from medfool.cli.common import add_data_options, add_run_options, fmt, parse_eps
+from medfool.cli.patch import run_patch
 from medfool.errors import ConfigError
 from medfool.eval.perceptibility import perceptibility
 from medfool.models import load_classifier
-from medfool.report.grid import example_grid
+from medfool.report.grid import result_grid
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.progress import progress
@@ -40,6 +49,8 @@ def _parse_option(text: str) -> tuple[str, Any]:
     value: Any = raw
     if raw.lower() in ("true", "false"):
         value = raw.lower() == "true"
+    elif "," in raw and all(part.strip().lstrip("-").isdigit() for part in raw.split(",")):
+        value = tuple(int(part) for part in raw.split(","))  # e.g. box=0,0,14,14
     else:
         for cast in (int, float):
             try:
@@ -86,6 +97,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     eps_list = args.eps or [None]
+    if cls.name == "patch" and args.eps:
+        raise ConfigError("a patch has no epsilon: its budget is its area, e.g. -o area=0.1 (10 % of the image)")
+    if cls.name != "patch" and (args.surrogate or args.sweep is not None):
+        raise ConfigError("--surrogate and --sweep are options of the patch attack")
     out = Path(args.out)
     _check_writable(out)
     # build every config first: a bad option fails before any work is done
@@ -116,18 +131,22 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 if dropped:
                     _say(f"  skipping {dropped} image(s) already labelled {info.class_names[t]!r} (the target)")
             target = t
-    index = index[: args.n]
+    if index.numel() > args.n:  # a seeded random sample: splits are often stored sorted by class
+        pick = torch.randperm(index.numel(), generator=torch.Generator().manual_seed(args.seed))[: args.n]
+        index = index[pick.sort().values]
     if index.numel() == 0:
         raise ConfigError("no images left to attack (check --only-class, --target and --n)")
     x, y = split.get(index.numpy())
     x, y = x.to(device), y.to(device)
     _say(f"{cls.name} on {index.numel()} {info.name} [{args.split}] images, model {args.model}")
+    if isinstance(attacks[0], AdversarialPatch):
+        return run_patch(args, attacks[0], model, dataset, index, x, y, target, out)
     rows: list[dict[str, Any]] = []
     results = []
     craft_x = craft_y = None
     if isinstance(attacks[0], UniversalPerturbation):
         craft = dataset.split(args.craft_split)
-        craft_x, craft_y = craft.get(np.arange(min(args.n_craft, len(craft))))
+        craft_x, craft_y = craft.get(craft.sample_index(args.n_craft, args.seed))
         craft_x, craft_y = craft_x.to(device), craft_y.to(device)
         _say(f"  crafting on {craft_x.shape[0]} {args.craft_split} images, measuring on the {args.split} images")
     for eps, attack in zip(eps_list, attacks, strict=True):
@@ -186,24 +205,9 @@ def _write_outputs(out: Path, args: argparse.Namespace, model: Any, info: Any, i
                 arrays[f"{key}_{k}"] = r.extras[key].detach().cpu().numpy()
     with atomic_open(out / "adversarial.npz") as handle:
         np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
-    # grid: successful examples first, at the last budget
-    order = torch.argsort((~(last.success & last.clean_correct)).long().cpu(), stable=True)[:8]
-    with torch.no_grad():
-        p_clean = model.probabilities(x[order])
-        p_adv = model.probabilities(last.x_adv[order])
-    names = info.class_names
-    caps = []
-    for j, i in enumerate(order.tolist()):
-        if model.task == "multi-label":
-            caps.append(("original", "adversarial", "perturbation"))
-            continue
-        cp, ap = int(last.clean_pred[i]), int(last.adv_pred[i])
-        caps.append((f"true {names[int(y[i])]}\npred {names[cp]} {float(p_clean[j, cp]):.2f}",
-                     f"adv {names[ap]} {float(p_adv[j, ap]):.2f}\n{'FOOLED' if bool(last.success[i]) else 'held'}",
-                     f"L2 {float(last.l2[i]):.3f}\nLinf {float(last.linf[i]) * 255:.1f}/255"))
     eps = eps_list[-1]
     title = f"{args.name} on {info.name}" + ("" if eps is None else f", eps {eps * 255:.3g}/255")
-    example_grid(x[order].cpu(), last.x_adv[order].cpu(), caps, out / "grid.png", title=title)
+    result_grid(out / "grid.png", model, info, x, y, last, title)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -222,13 +226,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--restarts", type=int, default=None)
     p.add_argument("--option", "-o", type=_parse_option, action="append", metavar="KEY=VALUE",
-                   help="any other attack option, e.g. -o kappa=0.5 -o search_steps=3")
+                   help="any other attack option, e.g. -o kappa=0.5 -o search_steps=3; a patch kept off a "
+                        "region of interest: -o region=outside -o box=TOP,LEFT,BOTTOM,RIGHT")
     p.add_argument("--target", default=None, help="a class name or index, or 'least-likely' (default untargeted)")
     p.add_argument("--only-class", default=None, help="attack only images of this class (e.g. a cancer class)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--craft-split", default="train", choices=("train", "val", "test"),
-                   help="uap only: the split the universal perturbation is crafted on (default train)")
-    p.add_argument("--n-craft", type=int, default=1000, help="uap only: images to craft on (default 1000)")
+                   help="uap and patch: the split the universal perturbation or patch is crafted on (default train)")
+    p.add_argument("--n-craft", type=int, default=1000, help="uap and patch: images to craft on (default 1000)")
+    p.add_argument("--surrogate", default=None, metavar="CKPT",
+                   help="patch only: also craft the patch on this other model and report its transfer to --model")
+    p.add_argument("--sweep", type=float, nargs="*", default=None, metavar="AREA",
+                   help="patch only: also measure success as the patch grows over these area fractions "
+                        f"(default {' '.join(f'{a:g}' for a in DEFAULT_AREAS)})")
     p.add_argument("--n", type=int, default=256, help="number of images to attack (default 256)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", default="medfool-attack", help="output folder (default medfool-attack)")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from medfool import __version__
-from medfool.cli import attack, commands, demo
+from medfool.cli import analyze, attack, commands, demo
 from medfool.errors import MedfoolError
 
 EPILOG = """\
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     commands.register(sub)
     attack.register(sub)
+    analyze.register(sub)
     return parser
 
 

@@ -123,6 +123,14 @@ class Split:
         """The whole split at once (fine for MedMNIST-sized sets; use ``get`` for PCam)."""
         return self.get(np.arange(len(self)))
 
+    def sample_index(self, n: int, seed: int = 0) -> np.ndarray:
+        """Up to ``n`` indices drawn at random (seeded), in increasing order; all of them when the
+        split is smaller. Splits are often stored sorted by class, so "the first n" is biased."""
+        if n >= len(self):
+            return np.arange(len(self))
+        pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return pick.sort().values.numpy()
+
     def subset(self, index: np.ndarray) -> Split:
         idx = np.asarray(index, dtype=np.int64)
         if isinstance(self._images, np.ndarray):

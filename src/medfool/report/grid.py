@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from medfool.utils.io import atomic_open
+
+if TYPE_CHECKING:
+    from medfool.attacks.base import AttackResult
+    from medfool.data.dataset import DatasetInfo
+    from medfool.models.classifier import Classifier
 
 
 def _to_pil(t: torch.Tensor, scale: int) -> Image.Image:
@@ -51,3 +57,25 @@ def example_grid(x: torch.Tensor, x_adv: torch.Tensor, captions: Sequence[tuple[
     with atomic_open(path) as handle:
         canvas.save(handle, format="PNG")
     return path
+
+
+def result_grid(path: Path, model: Classifier, info: DatasetInfo, x: torch.Tensor, y: torch.Tensor,
+                result: AttackResult, title: str, rows: int = 8) -> None:
+    """Example grid, successful examples first: original | adversarial | amplified difference,
+    captioned with labels, confidences and the perturbation's size."""
+    order = torch.argsort((~(result.success & result.clean_correct)).long().cpu(), stable=True)[:rows]
+    with torch.no_grad():
+        p_clean = model.probabilities(x[order])
+        p_adv = model.probabilities(result.x_adv[order])
+    names = info.class_names
+    caps = []
+    for j, i in enumerate(order.tolist()):
+        size = f"L0 {int(result.l0[i])} px, L2 {float(result.l2[i]):.3f}\nLinf {float(result.linf[i]) * 255:.1f}/255"
+        if model.task == "multi-label":
+            caps.append(("original", "adversarial", size))
+            continue
+        cp, ap = int(result.clean_pred[i]), int(result.adv_pred[i])
+        caps.append((f"true {names[int(y[i])]}\npred {names[cp]} {float(p_clean[j, cp]):.2f}",
+                     f"adv {names[ap]} {float(p_adv[j, ap]):.2f}\n{'FOOLED' if bool(result.success[i]) else 'held'}",
+                     size))
+    example_grid(x[order].cpu(), result.x_adv[order].cpu(), caps, path, title=title)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,3 +39,25 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def fingerprint(obj: Any) -> str:
+    """A short digest of a JSON-able description of a computation (settings, inputs' digests).
+
+    Outputs that carry the fingerprint they were made with can be reused by a rerun with the
+    same settings (resume) and are recomputed when anything differs.
+    """
+    blob = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (or of a folder's files, in name order)."""
+    digest = hashlib.sha256()
+    p = Path(path)
+    for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+        if f.is_file():
+            with open(f, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,156 @@
+"""One-pixel attack: success, model evaluations and speed against torchattacks and ART.
+
+Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/onepixel.py --model CKPT [--dataset pathmnist]
+        [--n 16] [--pixels 1] [--population 400] [--generations 100] [--no-peers]
+
+Peers: pip install adversarial-robustness-toolbox packaging; pip install --no-deps torchattacks.
+One process, one model, the same correctly classified test tiles, the same population and
+generations for everyone (Su et al.'s 400 x 100 by default). Every model evaluation is
+counted by a wrapper around the model (one image's candidates count as that many evaluations).
+
+Prints
+  (a) per contender: success rate, model evaluations per image, wall time per image;
+  (b) the query-success curve (success within a budget of B evaluations per image; all three
+      stop an image at its first success, so one full run gives the whole curve), and the
+      evaluations medfool needs to reach the better peer's full-budget success, as a ratio
+      of that peer's evaluations (target <= 0.25);
+  (c) medfool's evaluations per second over the model's plain forward throughput at the same
+      batch size (target >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from medfool.attacks import get_attack
+from medfool.data import load_dataset
+from medfool.models import Classifier, load_classifier
+
+
+class Counting(nn.Module):
+    """Counts every image the wrapped model is asked about."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        return self.model(x)
+
+
+def per_image(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], counter: Counting, model: Classifier,
+              x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+    """Run a peer image by image; returns success, evaluations per image and total seconds."""
+    success, evals = [], []
+    start = time.perf_counter()
+    for i in range(x.shape[0]):
+        before = counter.rows
+        adv = run(x[i:i + 1], y[i:i + 1])
+        evals.append(counter.rows - before)
+        with torch.no_grad():
+            success.append(bool(model.predict(torch.as_tensor(adv, dtype=torch.float32)) != y[i]))
+    return np.array(success), np.array(evals), time.perf_counter() - start
+
+
+def success_within(success: np.ndarray, evals: np.ndarray, budget: float) -> float:
+    return float((success & (evals <= budget)).mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="pathmnist")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--pixels", type=int, default=1)
+    parser.add_argument("--population", type=int, default=400)
+    parser.add_argument("--generations", type=int, default=100)
+    parser.add_argument("--eval-batch", type=int, default=2048)
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(2)
+    model = load_classifier(args.model)[0].eval()
+    ds = load_dataset(args.dataset)
+    test = ds.split("test")
+    x, y = test.get(test.sample_index(4 * args.n))
+    with torch.no_grad():
+        ok = model.predict(x) == y
+    x, y = x[ok][: args.n], y[ok][: args.n]
+    n, p, g = x.shape[0], args.population, args.generations
+    full = p * (g + 1)
+    print(f"{args.dataset}: {n} correctly classified test tiles, k = {args.pixels}, population {p}, "
+          f"{g} generations (at most {full:,} evaluations per image)")
+
+    # the floor: plain forward throughput at medfool's evaluation batch size
+    xb = x[torch.arange(args.eval_batch) % n]
+    with torch.no_grad():
+        model(xb)
+        t = time.perf_counter()
+        for _ in range(3):
+            model(xb)
+        fwd_rate = 3 * args.eval_batch / (time.perf_counter() - t)
+
+    results: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    for init in ("prior", "uniform"):
+        attack = get_attack("onepixel", pixels=args.pixels, population=p, generations=g, init=init,
+                            eval_batch=args.eval_batch)
+        r = attack(model, x, y, seed=0)
+        # the clean and final forward passes are bookkeeping, not search: 2 of the counted queries
+        results[f"medfool ({init})"] = (r.success.numpy(), r.queries.numpy() - 2, r.wall_s)
+        rate = float((r.queries - 2).sum()) / r.wall_s
+        print(f"medfool ({init}): {rate:,.0f} evaluations/s; forward alone at batch {args.eval_batch}: "
+              f"{fwd_rate:,.0f}/s; ratio {rate / fwd_rate:.2f}  (c: >= 0.9)")
+
+    if not args.no_peers:
+        import torchattacks
+        from art.attacks.evasion import PixelAttack
+        from art.estimators.classification import PyTorchClassifier
+
+        counting = Counting(model).eval()
+        ta = torchattacks.OnePixel(counting, pixels=args.pixels, steps=g, popsize=p, inf_batch=args.eval_batch)
+        results["torchattacks OnePixel"] = per_image(lambda a, b: ta(a, b), counting, model, x, y)
+        clf = PyTorchClassifier(model=counting, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=model.num_classes, clip_values=(0.0, 1.0))
+        art = PixelAttack(clf, th=args.pixels, es=1, max_iter=g, targeted=False, verbose=False)
+        results["ART PixelAttack"] = per_image(lambda a, b: art.generate(a.numpy(), b.numpy()), counting, model,
+                                               x, y)
+
+    print(f"\n(a) {'contender':<24} {'success':>8} {'evals/image':>12} {'s/image':>8}")
+    for name, (succ, evals, secs) in results.items():
+        print(f"    {name:<24} {succ.mean():>8.3f} {evals.mean():>12,.0f} {secs / n:>8.2f}")
+
+    budgets = [b for b in (400, 800, 1600, 3200, 6400, 10000, 20000, 40400) if b <= full] + [full]
+    budgets = sorted(set(budgets))
+    print("\n(b) success within B evaluations per image")
+    print(f"    {'B':>7} " + " ".join(f"{name:>22}" for name in results))
+    for b in budgets:
+        print(f"    {b:>7,} " + " ".join(f"{success_within(s, e, b):>22.3f}" for s, e, _ in results.values()))
+    peers = {k: v for k, v in results.items() if not k.startswith("medfool")}
+    if peers:
+        best_name = max(peers, key=lambda k: peers[k][0].mean())
+        bar, peer_evals = peers[best_name][0].mean(), peers[best_name][1].sum()
+        ours_s, ours_e, _ = results["medfool (prior)"]
+        reached = [b for b in sorted(set(int(v) for v in ours_e) | {full}) if success_within(ours_s, ours_e, b) >= bar]
+        if reached:
+            spent = np.minimum(ours_e, reached[0]).sum()
+            print(f"    medfool reaches {best_name}'s full-budget success {bar:.3f} at B = {reached[0]:,} "
+                  f"with {spent:,.0f} evaluations, {spent / peer_evals:.2f} of the peer's {peer_evals:,}  (b: <= 0.25)")
+        else:
+            print(f"    medfool does not reach {best_name}'s success {bar:.3f} within the budget")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
