@@ -75,7 +75,8 @@ def main() -> int:
     parser.add_argument("--pixels", type=int, default=1)
     parser.add_argument("--population", type=int, default=400)
     parser.add_argument("--generations", type=int, default=100)
-    parser.add_argument("--eval-batch", type=int, default=2048)
+    parser.add_argument("--eval-batch", type=int, default=0, help="candidates per model call (0: medfool's automatic "
+                        "choice, also given to torchattacks)")
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -94,13 +95,17 @@ def main() -> int:
           f"{g} generations (at most {full:,} evaluations per image)")
 
     # the floor: plain forward throughput at medfool's evaluation batch size
+    from medfool.attacks.fewpixel.pixels import auto_batch
+
+    args.eval_batch = args.eval_batch or auto_batch(tuple(x.shape[1:]))
     xb = x[torch.arange(args.eval_batch) % n]
     with torch.no_grad():
         model(xb)
         t = time.perf_counter()
-        for _ in range(3):
+        reps = max(3, 8192 // args.eval_batch)
+        for _ in range(reps):
             model(xb)
-        fwd_rate = 3 * args.eval_batch / (time.perf_counter() - t)
+        fwd_rate = reps * args.eval_batch / (time.perf_counter() - t)
 
     results: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
     for init in ("prior", "uniform"):

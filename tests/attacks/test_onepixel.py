@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medfool.attacks import get_attack
-from medfool.attacks.fewpixel.onepixel import _distinct_others
+from medfool.attacks.fewpixel.evolution import distinct_others
 from medfool.attacks.fewpixel.pixels import clip_candidates, write_pixels
 from medfool.models import Classifier, ModelMeta
 
@@ -91,7 +91,7 @@ def test_targeted_and_seeded(multiclass):
 
 
 def test_population_indices_are_distinct():
-    r = _distinct_others(50, 7, 3, torch.Generator().manual_seed(0))
+    r = distinct_others(50, 7, 3, torch.Generator().manual_seed(0))
     members = torch.arange(7).view(1, 7)
     stacked = torch.stack([members.expand(50, 7), *r])  # (4, 50, 7)
     srt = stacked.sort(dim=0).values
@@ -169,3 +169,49 @@ def test_analyze_locality_and_propagation_on_real_tiles(path_model, tmp_path, ca
         else:
             layers = res["images"][0]["layers"]
             assert layers[0]["total"] > 0 and (out / "propagation_0.png").stat().st_size > 1000
+
+
+def test_nondominated_sorting_and_crowding():
+    from medfool.attacks.fewpixel.evolution import crowding_distance, nondominated_rank
+
+    obj = torch.tensor([[[1.0, 5.0], [2.0, 2.0], [5.0, 1.0], [3.0, 3.0], [4.0, 4.0], [2.0, 2.0]]])
+    rank = nondominated_rank(obj)
+    assert rank.tolist() == [[0, 0, 0, 1, 2, 0]]
+    crowd = crowding_distance(obj, rank)[0]
+    assert torch.isinf(crowd[0]) and torch.isinf(crowd[2]) and torch.isfinite(crowd[1])
+
+
+@pytest.mark.parametrize("objectives", ["pixels", "colour"])
+def test_pareto_front_is_non_dominated(multiclass, objectives):
+    model, x, y = multiclass
+    r = get_attack("pixel-pareto", max_pixels=4, population=16, generations=4, objectives=objectives)(
+        model, x[:6], y[:6], seed=0)
+    assert int(r.l0.max()) <= 4
+    front = r.extras["front"]  # (n, P, 2), NaN outside the front
+    for img in front:
+        pts = img[~torch.isnan(img[:, 0])]
+        assert pts.shape[0] >= 1
+        dominated = ((pts.unsqueeze(0) <= pts.unsqueeze(1)).all(-1) & (pts.unsqueeze(0) < pts.unsqueeze(1)).any(-1))
+        assert not bool(dominated.any())
+        if objectives == "pixels":
+            assert bool(((pts[:, 1] >= 1) & (pts[:, 1] <= 4) & (pts[:, 1] == pts[:, 1].round())).all())
+
+
+def test_pareto_finds_the_weak_pixel_as_a_one_pixel_solution(weak_model):
+    model, x, y = weak_model
+    r = get_attack("pixel-pareto", max_pixels=3, population=60, generations=40)(model, x[:3], y[:3], seed=0)
+    assert bool(r.success.all())
+    changed = (r.x_adv != x[:3]).any(dim=1)
+    assert bool(changed[:, WEAK[0], WEAK[1]].all())
+
+
+def test_inconspicuous_objective_picks_closer_colours(weak_model):
+    model, x, y = weak_model
+    plain = get_attack("onepixel", population=60, generations=60, init="prior")(model, x, y, seed=0)
+    quiet = get_attack("onepixel", population=60, generations=60, init="prior", objective="inconspicuous",
+                       patience=5)(model, x, y, seed=0)
+    both = quiet.success & plain.success
+    assert int(both.sum()) >= 4 and int(quiet.l0.max()) == 1
+    # the fooling pixel must be nearly full red, but its other channels are free: the quiet
+    # attack spends its remaining generations making them match the surrounding grey
+    assert float(quiet.extras["delta_e"][both].mean()) < float(plain.extras["delta_e"][both].mean())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medfool.attacks.fewpixel.pixels import write_pixels
+from medfool.attacks.fewpixel.pixels import candidate_logits, write_pixels
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 
@@ -40,7 +40,7 @@ class VulnerabilityMap:
 
 
 def vulnerability_map(model: Classifier, x: torch.Tensor, y: torch.Tensor, *, target: int | None = None,
-                      samples: int = 8, seed: int = 0, eval_batch: int = 2048) -> VulnerabilityMap:
+                      samples: int = 8, seed: int = 0, eval_batch: int = 0) -> VulnerabilityMap:
     """Exhaustive single-pixel search over every location of one image ``x`` (1, C, H, W)."""
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"a vulnerability map is for one image (1, C, H, W), got {tuple(x.shape)}")
@@ -52,15 +52,10 @@ def vulnerability_map(model: Classifier, x: torch.Tensor, y: torch.Tensor, *, ta
     loc = torch.stack([rows.flatten(), cols.flatten()], dim=1).float() + 0.5                 # (HW, 2)
     cand = torch.cat([loc.repeat_interleave(m, 0), colours.repeat(h * w, 1)], dim=1)         # (HW*M, 2+C)
     owner = torch.zeros(cand.shape[0], dtype=torch.long, device=x.device)
-    res = torch.empty(cand.shape[0], device=x.device)
-    won = torch.empty(cand.shape[0], dtype=torch.bool, device=x.device)
     with torch.no_grad():
         clean = float(goal.resistance(model(x))[0])
-        for s in range(0, cand.shape[0], eval_batch):
-            sl = slice(s, s + eval_batch)
-            logits = model(write_pixels(x, owner[sl], cand[sl], 1))
-            res[sl] = goal.resistance(logits, owner[sl])
-            won[sl] = goal.success(logits, owner[sl])
+    logits = candidate_logits(model, x, owner, cand, 1, eval_batch)
+    res, won = goal.resistance(logits, owner), goal.success(logits, owner)
     res, won = res.view(h * w, m), won.view(h * w, m)
     best = res.argmin(dim=1)
     idx = torch.arange(h * w, device=x.device)

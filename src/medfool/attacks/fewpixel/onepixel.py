@@ -33,7 +33,14 @@ from medfool.attacks.base import (
     check_range,
     register_attack,
 )
-from medfool.attacks.fewpixel.pixels import candidate_size, clip_candidates, write_pixels
+from medfool.attacks.fewpixel.evolution import de_offspring
+from medfool.attacks.fewpixel.pixels import (
+    Conspicuity,
+    candidate_logits,
+    candidate_size,
+    clip_candidates,
+    write_pixels,
+)
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 
@@ -49,8 +56,10 @@ class OnePixelConfig(AttackConfig):
     init: str = "prior"             # prior (one gradient per image) | uniform (black-box)
     prior_share: float = 0.25       # fraction of the initial population started from the prior
     stop_below: float = 1.0         # stop an image once fooled and its resistance <= this (1: at once)
-    eval_batch: int = 2048          # candidates per model call (memory bound)
+    eval_batch: int = 0             # candidates per model call (0: about 4 MB of input, fastest on CPU)
     check_every: int = 100          # population members evaluated between success checks
+    objective: str = "confidence"   # confidence (Su et al.) | inconspicuous (then the least visible colour)
+    patience: int = 10              # inconspicuous: generations without a less visible fooling pixel before stopping
 
     def validate(self) -> None:
         check_int("pixels", self.pixels, 1)
@@ -62,23 +71,10 @@ class OnePixelConfig(AttackConfig):
         check_choice("init", self.init, ("prior", "uniform"))
         check_range("prior_share", self.prior_share, 0.0, 1.0)
         check_range("stop_below", self.stop_below, 0.0, 1.0)
-        check_int("eval_batch", self.eval_batch, 1)
+        check_int("eval_batch", self.eval_batch, 0)
         check_int("check_every", self.check_every, 1)
-
-
-def _distinct_others(n: int, p: int, count: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """For every (image, member) ``count`` distinct population indices other than the member
-    itself: offsets drawn without replacement from 1..p-1 (each new draw skips the earlier ones,
-    in increasing order), added to the member's index modulo p."""
-    offsets: list[torch.Tensor] = []
-    for j in range(count):
-        o = torch.randint(1, p - j, (n, p), generator=gen)
-        if offsets:
-            for prev in torch.stack(offsets).sort(dim=0).values:
-                o = o + (o >= prev).long()
-        offsets.append(o)
-    members = torch.arange(p).view(1, p)
-    return [(members + o) % p for o in offsets]
+        check_choice("objective", self.objective, ("confidence", "inconspicuous"))
+        check_int("patience", self.patience, 1)
 
 
 @register_attack
@@ -94,35 +90,37 @@ class OnePixel(Attack):
 
     # -- evaluation ------------------------------------------------------------------------------
     def _evaluate(self, model: Classifier, x: torch.Tensor, goal: Goal, active: torch.Tensor, cand: torch.Tensor,
-                  counter: Counter) -> tuple[torch.Tensor, torch.Tensor]:
+                  counter: Counter, visibility: Conspicuity | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Resistance and success (n, P) of candidates (n, P, D) for the images ``active``.
 
         The population is evaluated ``check_every`` members at a time across all images; an
         image stops being evaluated as soon as one of its candidates wins (its remaining
         entries stay at +inf, never selected). Queries are counted per image as spent.
+        With ``visibility`` (the inconspicuous objective) every member is evaluated and the
+        fitness of a fooling candidate is its colour difference squashed into [0, 1), below
+        every non-fooling one (1 + resistance).
         """
         n, p, d = cand.shape
         fit = torch.full((n, p), float("inf"), device=x.device)
         won = torch.zeros(n, p, dtype=torch.bool, device=x.device)
         live = torch.ones(n, dtype=torch.bool, device=x.device)
         step = min(self.config.check_every, p)
-        with torch.no_grad():
-            for j in range(0, p, step):
-                rows = live.nonzero().squeeze(1)
-                if rows.numel() == 0:
-                    break
-                part = cand[rows, j:j + step]
-                r, s = part.shape[:2]
-                flat, owner = part.reshape(r * s, d), active[rows].repeat_interleave(s)
-                f = torch.empty(r * s, device=x.device)
-                w = torch.empty(r * s, dtype=torch.bool, device=x.device)
-                for c in range(0, r * s, self.config.eval_batch):
-                    sl = slice(c, c + self.config.eval_batch)
-                    logits = model(write_pixels(x, owner[sl], flat[sl], self.config.pixels))
-                    f[sl] = goal.resistance(logits, owner[sl])
-                    w[sl] = goal.success(logits, owner[sl]) & (f[sl] <= self.config.stop_below)
-                fit[rows, j:j + s], won[rows, j:j + s] = f.view(r, s), w.view(r, s)
-                counter.count(active[rows], queries=s)
+        for j in range(0, p, step):
+            rows = live.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            part = cand[rows, j:j + step]
+            r, s = part.shape[:2]
+            flat, owner = part.reshape(r * s, d), active[rows].repeat_interleave(s)
+            logits = candidate_logits(model, x, owner, flat, self.config.pixels, self.config.eval_batch)
+            f = goal.resistance(logits, owner)
+            w = goal.success(logits, owner) & (f <= self.config.stop_below)
+            if visibility is not None:
+                de = visibility(owner, flat, self.config.pixels)
+                f = torch.where(w, de / (1 + de), 1 + f)
+            fit[rows, j:j + s], won[rows, j:j + s] = f.view(r, s), w.view(r, s)
+            counter.count(active[rows], queries=s)
+            if visibility is None:
                 live[rows] = ~w.view(r, s).any(dim=1)
         return fit, won
 
@@ -169,50 +167,56 @@ class OnePixel(Attack):
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         n, _, h, w = x.shape
-        k, p = cfg.pixels, cfg.population
+        k = cfg.pixels
         dev = x.device
+        visibility = Conspicuity(x) if cfg.objective == "inconspicuous" else None
         best = torch.zeros(n, candidate_size(k, x.shape[1]), device=dev)
+        best_fit = torch.full((n,), float("inf"), device=dev)
+        stale = torch.zeros(n, dtype=torch.int64, device=dev)
         generations = torch.zeros(n, dtype=torch.int64, device=dev)
 
         def settle(active: torch.Tensor, cand: torch.Tensor, fit: torch.Tensor, won: torch.Tensor) -> torch.Tensor:
-            """Record each image's best candidate (any winner before every non-winner); True for
-            the images that go on."""
-            pick = (fit + 2.0 * (~won).float()).argmin(dim=1)
-            best[active] = cand[torch.arange(active.numel(), device=dev), pick]
-            return ~won.any(dim=1)
+            """Record each active image's best candidate so far; True for the images that go on.
+
+            confidence: an image is done at its first fooling candidate (any winner ranks before
+            every non-winner). inconspicuous: done once it fools and its least visible fooling
+            colour has not improved for ``patience`` generations."""
+            rank = fit + 2.0 * (~won).float() if visibility is None else fit
+            pick = rank.argmin(dim=1)
+            arange = torch.arange(active.numel(), device=dev)
+            if visibility is None:
+                best[active] = cand[arange, pick]
+                return ~won.any(dim=1)
+            top = fit[arange, pick]
+            improved = top < best_fit[active] - 1e-6
+            best[active[improved]] = cand[arange, pick][improved]
+            stale[active] = torch.where(improved, 0, stale[active] + 1)
+            best_fit[active] = torch.minimum(best_fit[active], top)
+            return ~((best_fit[active] < 1) & (stale[active] >= cfg.patience))
 
         active = torch.arange(n, device=dev)
         pop = clip_candidates(self._initial(model, x, goal, gen, counter), k, h, w)
-        fit, won = self._evaluate(model, x, goal, active, pop, counter)
+        fit, won = self._evaluate(model, x, goal, active, pop, counter, visibility)
         keep = settle(active, pop, fit, won)
         active, pop, fit = active[keep], pop[keep], fit[keep]
         for g in range(cfg.generations):
-            na = active.numel()
-            if na == 0:
+            if active.numel() == 0:
                 break
-            rows = torch.arange(na, device=dev).view(na, 1)
-            r = [ri.to(dev) for ri in _distinct_others(na, p, 3, gen)]
-            if cfg.strategy == "best1":
-                base = pop[rows[:, 0], fit.argmin(dim=1)].unsqueeze(1)
-                mutant = base + cfg.f * (pop[rows, r[0]] - pop[rows, r[1]])
-            else:
-                mutant = pop[rows, r[0]] + cfg.f * (pop[rows, r[1]] - pop[rows, r[2]])
-            if cfg.crossover < 1.0:  # binomial crossover, at least one coordinate from the mutant
-                take = torch.rand(mutant.shape, generator=gen).to(dev) < cfg.crossover
-                forced = torch.randint(0, mutant.shape[-1], mutant.shape[:-1], generator=gen).to(dev)
-                take.scatter_(-1, forced.unsqueeze(-1), True)
-                mutant = torch.where(take, mutant, pop)
+            mutant = de_offspring(pop, fit, gen, f=cfg.f, crossover=cfg.crossover, strategy=cfg.strategy)
             trial = clip_candidates(mutant, k, h, w)
-            t_fit, t_won = self._evaluate(model, x, goal, active, trial, counter)
+            t_fit, t_won = self._evaluate(model, x, goal, active, trial, counter, visibility)
             generations[active] = g + 1
             better = t_fit <= fit
             pop = torch.where(better.unsqueeze(-1), trial, pop)
             fit = torch.where(better, t_fit, fit)
-            finished = t_won.any(dim=1)
-            settle(active[finished], trial[finished], t_fit[finished], t_won[finished])
-            going = ~finished
-            settle(active[going], pop[going], fit[going], torch.zeros_like(fit[going], dtype=torch.bool))
+            if visibility is None:
+                going = settle(active, trial, t_fit, t_won)  # winners come from this generation's trials
+                # the others keep their lowest-resistance member so far
+                settle(active[going], pop[going], fit[going], torch.zeros_like(fit[going], dtype=torch.bool))
+            else:
+                going = settle(active, pop, fit, fit < 1)
             active, pop, fit = active[going], pop[going], fit[going]
         counter.extras["generations"] = generations
         counter.extras["candidate"] = best.view(n, k, -1)
+        counter.extras["delta_e"] = (visibility or Conspicuity(x))(torch.arange(n, device=dev), best, k)
         return write_pixels(x, torch.arange(n, device=dev), best, k)
