@@ -215,3 +215,14 @@ def test_inconspicuous_objective_picks_closer_colours(weak_model):
     # the fooling pixel must be nearly full red, but its other channels are free: the quiet
     # attack spends its remaining generations making them match the surrounding grey
     assert float(quiet.extras["delta_e"][both].mean()) < float(plain.extras["delta_e"][both].mean())
+
+
+def test_batched_runs_join_per_image_extras(multiclass):
+    from medfool.attacks.base import AttackResult
+
+    model, x, y = multiclass
+    attack = get_attack("onepixel", population=8, generations=1)
+    parts = [attack(model, x[:10], y[:10], seed=0), attack(model, x[10:], y[10:], seed=0)]
+    joined = AttackResult.concat(parts)
+    assert joined.extras["candidate"].shape[0] == x.shape[0] == joined.extras["delta_e"].shape[0]
+    assert torch.equal(joined.extras["candidate"][10:], parts[1].extras["candidate"])

@@ -72,6 +72,10 @@ class AttackConfig:
 
 
 # -- results ------------------------------------------------------------------------------------
+# extras that hold one row per image (joined by AttackResult.concat)
+PER_IMAGE_EXTRAS = frozenset({"transform_success", "parameters", "mask", "candidate", "delta_e", "generations",
+                              "front", "front_candidates"})
+
 @dataclass
 class AttackResult:
     """What one attack call produced, per sample where it can be.
@@ -107,8 +111,15 @@ class AttackResult:
             for f in ("x_adv", "success", "clean_correct", "clean_pred", "adv_pred", "l0", "l2", "linf",
                       "gradients", "queries")}
         target = torch.cat([p.target for p in parts if p.target is not None]) if first.target is not None else None
+        extras: dict[str, Any] = {}
+        for key, value in first.extras.items():
+            # per-image extras are joined; the others (a universal perturbation, a patch, a
+            # training history) describe the first part's run and are kept as they are
+            values = [p.extras.get(key) for p in parts]
+            joined = key in PER_IMAGE_EXTRAS and all(isinstance(v, torch.Tensor) for v in values)
+            extras[key] = torch.cat(values) if joined else value  # type: ignore[arg-type]
         return cls(attack=first.attack, wall_s=sum(p.wall_s for p in parts), config=first.config, target=target,
-                   extras=first.extras, **per_sample)
+                   extras=extras, **per_sample)
 
     @classmethod
     def measure(cls, attack: str, config: dict[str, Any], model: Classifier, x: torch.Tensor, x_adv: torch.Tensor,

@@ -200,7 +200,7 @@ def _write_outputs(out: Path, args: argparse.Namespace, model: Any, info: Any, i
         arrays[f"adversarial_{k}"] = r.x_adv.cpu().numpy()
         arrays[f"success_{k}"] = r.success.cpu().numpy()
         arrays[f"adv_pred_{k}"] = r.adv_pred.cpu().numpy()
-        for key in ("perturbation", "parameters", "transform_success"):  # universal v, stain, EOT
+        for key in ("perturbation", "parameters", "transform_success", "candidate", "delta_e", "front"):
             if key in r.extras:
                 arrays[f"{key}_{k}"] = r.extras[key].detach().cpu().numpy()
     with atomic_open(out / "adversarial.npz") as handle:
