@@ -8,12 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from medfool.utils.io import atomic_open
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Lay out, write atomically as PNG, and free the figure (also after an error)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.tight_layout()
+        with atomic_open(path) as handle:
+            fig.savefig(handle, format="png")
+    finally:
+        plt.close(fig)
 
 
 def line_chart(path: Path, x: Sequence[float], series: Mapping[str, Sequence[float]], *, xlabel: str, ylabel: str,
@@ -42,11 +55,10 @@ def line_chart(path: Path, x: Sequence[float], series: Mapping[str, Sequence[flo
         if title:
             ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_open(path) as handle:
-            fig.savefig(handle, format="png")
-    finally:
+    except BaseException:
         plt.close(fig)
+        raise
+    _save(fig, path)
     return path
 
 
@@ -97,9 +109,8 @@ def heatmap_row(path: Path, panels: Sequence[tuple[str, torch.Tensor]], *, image
             ax.set_yticks([])
         if title:
             fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        with atomic_open(path) as handle:
-            fig.savefig(handle, format="png")
-    finally:
+    except BaseException:
         plt.close(fig)
+        raise
+    _save(fig, path)
     return path

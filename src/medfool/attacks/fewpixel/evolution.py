@@ -7,7 +7,29 @@ all images and members; nothing loops over them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from medfool.attacks.base import AttackConfig, check_int, check_range
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvolutionConfig(AttackConfig):
+    """Settings every evolutionary pixel attack shares."""
+
+    population: int = 400           # candidates per image
+    generations: int = 100          # at most
+    f: float = 0.5                  # DE differential weight
+    crossover: float = 1.0          # probability of taking each gene from the mutant (1: no crossover)
+    eval_batch: int = 0             # candidates per model call (0: automatic, fastest on CPU)
+
+    def validate(self) -> None:
+        check_int("population", self.population, 4)
+        check_int("generations", self.generations, 0)
+        check_range("f", self.f, 0.0, 2.0, lo_open=True)
+        check_range("crossover", self.crossover, 0.0, 1.0)
+        check_int("eval_batch", self.eval_batch, 0)
 
 
 def distinct_others(n: int, p: int, count: int, gen: torch.Generator) -> list[torch.Tensor]:

@@ -26,14 +26,13 @@ import torch
 
 from medfool.attacks.base import (
     Attack,
-    AttackConfig,
     Counter,
     check_choice,
     check_int,
     check_range,
     register_attack,
 )
-from medfool.attacks.fewpixel.evolution import de_offspring
+from medfool.attacks.fewpixel.evolution import EvolutionConfig, de_offspring
 from medfool.attacks.fewpixel.pixels import (
     Conspicuity,
     candidate_logits,
@@ -46,32 +45,23 @@ from medfool.models.classifier import Classifier
 
 
 @dataclass(frozen=True, kw_only=True)
-class OnePixelConfig(AttackConfig):
-    pixels: int = 1                 # k: how many pixels may change
-    population: int = 400           # candidates per image (Su et al.: 400)
-    generations: int = 100          # at most (Su et al.: 100)
-    f: float = 0.5                  # DE differential weight
-    crossover: float = 1.0          # probability of taking each coordinate from the mutant (1: none)
-    strategy: str = "rand1"         # rand1 (Su et al.) | best1
+class OnePixelConfig(EvolutionConfig):
+    pixels: int = 1                 # k: how many pixels may change (Su et al.'s population 400, 100 generations,
+    strategy: str = "rand1"         # F 0.5, no crossover are the defaults); rand1 (Su et al.) | best1
     init: str = "prior"             # prior (one gradient per image) | uniform (black-box)
     prior_share: float = 0.25       # fraction of the initial population started from the prior
     stop_below: float = 1.0         # stop an image once fooled and its resistance <= this (1: at once)
-    eval_batch: int = 0             # candidates per model call (0: about 4 MB of input, fastest on CPU)
     check_every: int = 100          # population members evaluated between success checks
     objective: str = "confidence"   # confidence (Su et al.) | inconspicuous (then the least visible colour)
     patience: int = 10              # inconspicuous: generations without a less visible fooling pixel before stopping
 
     def validate(self) -> None:
+        super().validate()
         check_int("pixels", self.pixels, 1)
-        check_int("population", self.population, 4)
-        check_int("generations", self.generations, 0)
-        check_range("f", self.f, 0.0, 2.0, lo_open=True)
-        check_range("crossover", self.crossover, 0.0, 1.0)
         check_choice("strategy", self.strategy, ("rand1", "best1"))
         check_choice("init", self.init, ("prior", "uniform"))
         check_range("prior_share", self.prior_share, 0.0, 1.0)
         check_range("stop_below", self.stop_below, 0.0, 1.0)
-        check_int("eval_batch", self.eval_batch, 0)
         check_int("check_every", self.check_every, 1)
         check_choice("objective", self.objective, ("confidence", "inconspicuous"))
         check_int("patience", self.patience, 1)

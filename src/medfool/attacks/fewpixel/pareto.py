@@ -23,37 +23,29 @@ import torch
 
 from medfool.attacks.base import (
     Attack,
-    AttackConfig,
     Counter,
     check_choice,
     check_int,
-    check_range,
     register_attack,
 )
-from medfool.attacks.fewpixel.evolution import de_offspring, nsga2_select
+from medfool.attacks.fewpixel.evolution import EvolutionConfig, de_offspring, nsga2_select
 from medfool.attacks.fewpixel.pixels import Conspicuity, candidate_logits, clip_candidates, write_pixels
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 
 
 @dataclass(frozen=True, kw_only=True)
-class ParetoConfig(AttackConfig):
+class ParetoConfig(EvolutionConfig):
     max_pixels: int = 5
     objectives: str = "pixels"      # pixels | colour
     population: int = 100
     generations: int = 50
-    f: float = 0.5
     crossover: float = 0.9
-    eval_batch: int = 0               # candidates per model call (0: automatic)
 
     def validate(self) -> None:
+        super().validate()
         check_int("max_pixels", self.max_pixels, 1)
         check_choice("objectives", self.objectives, ("pixels", "colour"))
-        check_int("population", self.population, 4)
-        check_int("generations", self.generations, 0)
-        check_range("f", self.f, 0.0, 2.0, lo_open=True)
-        check_range("crossover", self.crossover, 0.0, 1.0)
-        check_int("eval_batch", self.eval_batch, 0)
 
 
 @register_attack
