@@ -80,6 +80,7 @@ def candidate_logits(model: torch.nn.Module, x: torch.Tensor, owner: torch.Tenso
     """Logits (m, K) of the images ``x[owner]`` with candidate i's pixels written into copy i,
     in model calls of ``batch`` candidates (0: ``auto_batch``); no gradients."""
     step = batch or auto_batch(tuple(x.shape[1:]))
+    m = cand.shape[0]
+    step = -(-m // -(-m // step)) if m else step  # equal chunks: no small tail call at a poor batch size
     with torch.no_grad():
-        return torch.cat([model(write_pixels(x, owner[s:s + step], cand[s:s + step], k))
-                          for s in range(0, cand.shape[0], step)])
+        return torch.cat([model(write_pixels(x, owner[s:s + step], cand[s:s + step], k)) for s in range(0, m, step)])
