@@ -163,13 +163,18 @@ def cmd_attack(args: argparse.Namespace) -> int:
         ok = (r.success & r.clean_correct).cpu()
         for k, v in pc.items():
             summary[f"mean_{k}"] = float(v[ok].mean()) if bool(ok.any()) else float("nan")
+        if "delta_e" in r.extras:  # few-pixel attacks: how visible the changed pixels are
+            de = r.extras["delta_e"].cpu()
+            summary["mean_delta_e2000"] = float(de[ok].mean()) if bool(ok.any()) else float("nan")
         summary["eps"] = eps
         summary["eps_255"] = None if eps is None else round(eps * 255, 3)
         rows.append(summary)
         budget = "" if eps is None else f"eps {eps * 255:.3g}/255: "
         _say(f"  {budget}success {fmt(r.success_rate)} of {int(r.clean_correct.sum())} correctly classified, "
              f"robust accuracy {fmt(r.robust_accuracy)}, median L2 {fmt(summary['median_l2'])}, "
-             f"SSIM {fmt(summary['mean_ssim'])}, {r.wall_s:.1f} s")
+             f"SSIM {fmt(summary['mean_ssim'])}, {r.wall_s:.1f} s"
+             + (f", changed pixels' CIEDE2000 to their neighbourhood {summary['mean_delta_e2000']:.1f}"
+                if "mean_delta_e2000" in summary else ""))
     _write_outputs(out, args, model, info, index, x, y, eps_list, results, rows)
     _say(f"wrote {out}/results.json, adversarial.npz, grid.png")
     return 0
