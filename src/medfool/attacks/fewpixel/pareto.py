@@ -59,8 +59,11 @@ class ParetoPixels(Attack):
     def budget(self) -> float | None:
         return float(self.config.max_pixels)
 
-    def _split(self, genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(m, K*(3+C)) -> pixel candidates (m, K*(2+C)) and on/off switches (m, K)."""
+    def _split(self, x: torch.Tensor, owner: torch.Tensor,
+               genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Genes (m, K*(3+C)) of images ``owner`` -> the pixel candidates to write (m, K*(2+C)),
+        switched-off pixels carrying the image's own colour, and per pixel (m, K) whether it is
+        on and whether it changes the image."""
         k = self.config.max_pixels
         per = genes.view(genes.shape[0], k, -1)
         on = per[..., -1] >= 0.5
@@ -69,24 +72,22 @@ class ParetoPixels(Attack):
         # at least one pixel stays on: the one with the largest switch value
         none = ~on.any(dim=1)
         on[none, per[none, :, -1].argmax(dim=1)] = True
-        return per[..., :-1].reshape(genes.shape[0], -1), on
+        rows, cols = per[..., 0].floor().long(), per[..., 1].floor().long()
+        original = x[owner.unsqueeze(1), :, rows, cols]                       # (m, k, C)
+        colours = torch.where(on.unsqueeze(-1), per[..., 2:-1], original)     # off pixels keep their colour
+        cand = torch.cat([per[..., :2], colours], dim=-1).view(genes.shape[0], -1)
+        return cand, on, (colours != original).any(dim=-1) & on
 
     def _evaluate(self, model: Classifier, x: torch.Tensor, goal: Goal, visibility: Conspicuity,
                   owner: torch.Tensor, genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Objectives (m, 2) and success (m,) of flat genes (m, D) for images ``owner``."""
         k = self.config.max_pixels
-        cand, on = self._split(genes)
-        per = cand.view(cand.shape[0], k, -1)
-        rows, cols = per[..., 0].floor().long(), per[..., 1].floor().long()
-        original = x[owner.unsqueeze(1), :, rows, cols]                       # (m, k, C)
-        colours = torch.where(on.unsqueeze(-1), per[..., 2:], original)       # off pixels keep their colour
-        cand = torch.cat([per[..., :2], colours], dim=-1).view(cand.shape[0], -1)
+        cand, _, changed = self._split(x, owner, genes)
         obj = torch.empty(cand.shape[0], 2, device=x.device)
         logits = candidate_logits(model, x, owner, cand, k, self.config.eval_batch)
         obj[:, 0] = goal.resistance(logits, owner)
         won = goal.success(logits, owner)
         if self.config.objectives == "pixels":
-            changed = (colours != original).any(dim=-1) & on
             obj[:, 1] = changed.sum(dim=1).clamp_min(1).float()
         else:
             obj[:, 1] = visibility(owner, cand, k)
@@ -134,11 +135,8 @@ class ParetoPixels(Attack):
         score = torch.where(won, obj[..., 1], 1e6 + obj[..., 0])
         pick = score.argmin(dim=1)
         best = pop[torch.arange(n, device=dev), pick]
-        cand, on = self._split(best)
-        per = cand.view(n, k, -1)
-        rows, cols = per[..., 0].floor().long(), per[..., 1].floor().long()
-        original = x[torch.arange(n, device=dev).unsqueeze(1), :, rows, cols]
-        colours = torch.where(on.unsqueeze(-1), per[..., 2:], original)
+        everyone = torch.arange(n, device=dev)
+        cand, _, _ = self._split(x, everyone, best)
         counter.extras["front"] = torch.where(front.unsqueeze(-1), obj, torch.full_like(obj, float("nan")))
         counter.extras["front_candidates"] = pop
-        return write_pixels(x, torch.arange(n, device=dev), torch.cat([per[..., :2], colours], -1).view(n, -1), k)
+        return write_pixels(x, everyone, cand, k)
