@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from medfool.data import make_synthetic
+from medfool.models import save_checkpoint
+from medfool.models.train import TrainConfig, fit
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -60,3 +64,49 @@ def make_npz(tmp_path: Path) -> NpzFactory:
         return path
 
     return factory
+
+
+# -- a small trained model on disk and a small audit config (audit and report tests) ----------
+# small budgets: every stage runs, in seconds
+TINY = """\
+n = 24
+batch_size = 8
+[whitebox]
+eps = [1, 4, 16]
+steps = 5
+[blackbox]
+queries = 5
+[patch]
+steps = 20
+n_craft = 32
+[onepixel]
+pixels = [1]
+n = 8
+population = 20
+generations = 3
+[maps]
+n = 2
+samples = 0
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A width-4 CNN trained for 2 epochs on the synthetic set (what ``-d synthetic`` loads)."""
+    ds = make_synthetic(seed=0)
+    model = fit(ds, TrainConfig(arch_kwargs={"width": 4}, epochs=2, batch_size=64, lr=1e-2, seed=0)).model
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    save_checkpoint(model, path, {"dataset": "synthetic"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_text() -> str:
+    return TINY
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.toml"
+    path.write_text(TINY)
+    return path

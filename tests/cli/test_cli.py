@@ -11,7 +11,7 @@ import pytest
 
 from medfool.cli.main import build_parser, main
 
-SUBCOMMANDS = ["demo", "datasets", "download", "train", "evaluate", "info", "attack", "analyze"]
+SUBCOMMANDS = ["demo", "datasets", "download", "train", "evaluate", "info", "attack", "analyze", "audit", "report"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -19,3 +19,7 @@ def test_demo_without_data_says_so_loudly(tmp_path, monkeypatch, capsys):
     assert "SYNTHETIC" in captured.out
     record = json.loads((tmp_path / "out" / "demo.json").read_text())
     assert record["dataset"] == "synthetic" and record["seed"] == 0
+    # the demo ends in the audit's report
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["meta"]["dataset"] == "synthetic" and results["summaries"]
+    assert "report: " in captured.out and (tmp_path / "out" / "report.html").is_file()

@@ -99,13 +99,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _check_writable(out: Path) -> None:
-    probe_dir = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    """Fail before any work if ``out`` cannot become a folder we write into. Probes with a real
+    temporary file (permission bits say nothing for root or read-only mounts); creates nothing."""
+    import os
+    import tempfile
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: output path exists and is not a folder")
-    import os
-
-    if not os.access(probe_dir, os.W_OK):
+    probe_dir = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not probe_dir.is_dir():
+        raise ConfigError(f"{out}: cannot create the output folder, {probe_dir} is a file")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"{out}: output folder is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".medfool-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{out}: output folder is not writable ({exc.strerror or exc})") from None
 
 
 # -- evaluate ---------------------------------------------------------------------------------

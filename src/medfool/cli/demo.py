@@ -1,4 +1,5 @@
-"""``medfool demo``: train (or reuse) a small model on real histology data and report it.
+"""``medfool demo``: train (or reuse) a small model on real histology data, audit it, and
+write the audit's report (OUT/report.html).
 
 Dataset choice, in order: the full official PathMNIST (found locally or downloaded), else the
 best real histology data found (LC25000 lung, then the PathMNIST subset), else the synthetic
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medfool import __version__
+from medfool.audit import load_config, run_audit
 from medfool.cli.commands import _check_writable, _print_epoch, _say
 from medfool.cli.common import add_run_options, fmt
 from medfool.data import load_dataset
@@ -89,6 +91,7 @@ def _cache_key(dataset: Dataset, cfg: TrainConfig, seed: int) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_writable(out)
+    audit_cfg = load_config(args.config, seed=args.seed, n=args.n)
     device = resolve_device(args.device)
     dataset, why = choose_dataset(args.data_dir, not args.no_download, args.split_seed)
     _say(f"demo dataset: {why}")
@@ -117,17 +120,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                           "seed": args.seed, "record": record})
     _say(f"test accuracy {fmt(metrics['accuracy'])}, AUC {fmt(metrics['auc'])} on {metrics['n']:,} held-out "
          f"{dataset.info.name} images")
-    _say(f"model and results in {out}/")
+    _say(f"auditing the model on {audit_cfg.n} {audit_cfg.split} images (seed {audit_cfg.seed}) ...")
+    report = run_audit(model, str(out / "model.safetensors"), dataset, audit_cfg, out, fresh=args.fresh,
+                       command={k: v for k, v in vars(args).items() if k != "func"})
+    for line in json.loads((out / "results.json").read_text())["findings"]:
+        _say(f"  - {line}")
+    _say(f"model, audit store and results in {out}/")
+    _say(f"report: {report.resolve()}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="train (or reuse) a small model on real histology data and report it",
+    p = sub.add_parser("demo", help="train (or reuse) a small model on real histology data, audit it, write a report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-download", action="store_true", help="never try to download PathMNIST")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--retrain", action="store_true", help="ignore the cached demo model")
     p.add_argument("--out", default="medfool-demo", help="output folder (default medfool-demo)")
+    p.add_argument("--n", type=int, default=None, help="test images to audit (default 128)")
+    p.add_argument("--config", default=None, help="TOML audit config (see 'medfool audit --print-config')")
+    p.add_argument("--fresh", action="store_true", help="discard an earlier demo audit in OUT and start over")
     add_run_options(p)
     p.set_defaults(func=cmd_demo)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from medfool import __version__
-from medfool.cli import analyze, attack, commands, demo
+from medfool.cli import analyze, attack, audit, commands, demo
 from medfool.errors import MedfoolError
 
 EPILOG = """\
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.register(sub)
     attack.register(sub)
     analyze.register(sub)
+    audit.register(sub)
     return parser
 
 

@@ -1,0 +1,3 @@
+"""Black-box attacks: they only query the model's outputs; importing this package registers them."""
+
+from medfool.attacks.blackbox import noise  # noqa: F401

@@ -1,0 +1,247 @@
+"""The audit's typed configuration, read from TOML.
+
+Every section is a frozen dataclass; a key that is not a field is an error (a typo must not
+silently fall back to a default), and every value is type- and range-checked before any work
+starts. Epsilons are written in units of 1/255 (``eps = [1, 2, 4, 8]`` means 1/255 ... 8/255).
+
+Example (every key optional)::
+
+    seed = 0
+    n = 64                      # test images attacked
+    [whitebox]
+    attacks = ["fgsm", "pgd"]   # budgeted Linf attacks, each at every eps
+    eps = [1, 2, 4, 8]
+    [onepixel]
+    pixels = [1, 3]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from medfool.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BUDGETED = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr")
+MINIMAL = ("deepfool", "cw")
+
+
+@dataclass(frozen=True)
+class WhiteboxConfig:
+    """Gradient attacks with full model access: the robust-accuracy-vs-epsilon curve."""
+
+    enabled: bool = True
+    attacks: tuple[str, ...] = ("fgsm", "pgd")
+    eps: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)  # in 1/255
+    steps: int = 10
+    minimal: tuple[str, ...] = ("deepfool",)  # minimal-perturbation attacks: how small can a flip be
+
+    def check(self) -> None:
+        _one_of("whitebox.attacks", self.attacks, BUDGETED)
+        _one_of("whitebox.minimal", self.minimal, MINIMAL)
+        _eps_list("whitebox.eps", self.eps)
+        _at_least("whitebox.steps", self.steps, 1)
+
+
+@dataclass(frozen=True)
+class BlackboxConfig:
+    """Query-only attacks at the white-box budgets (also the gradient-masking check)."""
+
+    enabled: bool = True
+    attacks: tuple[str, ...] = ("noise",)
+    queries: int = 20  # per image
+
+    def check(self) -> None:
+        _one_of("blackbox.attacks", self.attacks, ("noise",))
+        _at_least("blackbox.queries", self.queries, 1)
+
+
+@dataclass(frozen=True)
+class PatchConfig:
+    """One universal patch crafted on training tiles, pasted on the audited test tiles."""
+
+    enabled: bool = True
+    area: float = 0.1  # fraction of the image the patch may cover
+    target: str = "auto"  # a class name; auto = a benign / normal class
+    steps: int = 200
+    n_craft: int = 256
+
+    def check(self) -> None:
+        if not 0 < self.area <= 0.5:
+            raise ConfigError(f"patch.area must be in (0, 0.5] (a fraction of the image), got {self.area:g}")
+        _at_least("patch.steps", self.steps, 1)
+        _at_least("patch.n_craft", self.n_craft, 1)
+
+
+@dataclass(frozen=True)
+class OnePixelConfig:
+    """Differential evolution over k pixels (Su et al.), a small budget per image."""
+
+    enabled: bool = True
+    pixels: tuple[int, ...] = (1, 3)
+    n: int = 32  # at most this many of the audited images (a seeded random subset): DE is the costly stage
+    population: int = 100
+    generations: int = 20
+
+    def check(self) -> None:
+        if not self.pixels or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.pixels):
+            raise ConfigError(f"onepixel.pixels must be a list of integers >= 1, got {list(self.pixels)}")
+        _at_least("onepixel.n", self.n, 1)
+        _at_least("onepixel.population", self.population, 4)
+        _at_least("onepixel.generations", self.generations, 1)
+
+
+@dataclass(frozen=True)
+class MapsConfig:
+    """Exhaustive single-pixel vulnerability maps for a few tiles."""
+
+    enabled: bool = True
+    n: int = 2
+    samples: int = 8  # random colours tried per pixel, besides the colour cube's corners
+
+    def check(self) -> None:
+        _at_least("maps.n", self.n, 1)
+        _at_least("maps.samples", self.samples, 0)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    seed: int = 0
+    n: int = 128  # test images audited (a seeded random sample of the split)
+    split: str = "test"
+    batch_size: int = 64
+    whitebox: WhiteboxConfig = field(default_factory=WhiteboxConfig)
+    blackbox: BlackboxConfig = field(default_factory=BlackboxConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    onepixel: OnePixelConfig = field(default_factory=OnePixelConfig)
+    maps: MapsConfig = field(default_factory=MapsConfig)
+
+    def check(self) -> None:
+        _at_least("n", self.n, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        if self.split not in ("train", "val", "test"):
+            raise ConfigError(f"split must be one of train, val, test, got {self.split!r}")
+        for section in (self.whitebox, self.blackbox, self.patch, self.onepixel, self.maps):
+            section.check()
+        if self.blackbox.enabled and not self.whitebox.enabled:
+            raise ConfigError("blackbox needs whitebox enabled (it runs at the white-box budgets)")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_toml(self) -> str:
+        """The configuration as a TOML file that ``load_config`` reads back unchanged."""
+        def value(v: Any) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, str):
+                return json.dumps(v)
+            if isinstance(v, list | tuple):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return f"{v:g}" if isinstance(v, float) else str(v)
+
+        data = self.to_json()
+        lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+        for section, table in data.items():
+            if isinstance(table, dict):
+                doc = (type(getattr(self, section)).__doc__ or "").strip().splitlines()[0]
+                lines += ["", f"[{section}]  # {doc}"] + [f"{k} = {value(v)}" for k, v in table.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _at_least(name: str, value: int, lo: int) -> None:
+    if value < lo:
+        raise ConfigError(f"{name} must be >= {lo}, got {value}")
+
+
+def _one_of(name: str, values: tuple[str, ...], known: tuple[str, ...]) -> None:
+    for v in values:
+        if v not in known:
+            raise ConfigError(f"{name}: unknown attack {v!r} (known: {', '.join(known)})")
+
+
+def _eps_list(name: str, values: tuple[float, ...]) -> None:
+    if not values:
+        raise ConfigError(f"{name} must hold at least one epsilon")
+    for v in values:
+        if not 0 < v <= 255:
+            raise ConfigError(f"{name}: epsilons are in units of 1/255 and must be in (0, 255], got {v:g}")
+    if list(values) != sorted(set(values)):
+        raise ConfigError(f"{name} must be increasing without repeats, got {list(values)}")
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """TOML value -> the field's declared type, or a ConfigError naming the key."""
+    origin = typing.get_origin(hint)
+    if is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table [{where}], got {type(value).__name__}")
+        return _build(hint, value, where)
+    if origin is tuple:
+        (inner, _) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r}")  # pragma: no cover  (a bug, not a user error)
+
+
+def _build(cls: Any, data: dict[str, Any], where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        place = f" in [{where}]" if where else ""
+        raise ConfigError(f"unknown key {unknown[0]!r}{place} (known: {', '.join(known)})")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> AuditConfig:
+    cfg: AuditConfig = _build(AuditConfig, data)
+    cfg.check()
+    return cfg
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> AuditConfig:
+    """Read a TOML audit config (None: the defaults), apply top-level overrides, check it all."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+

@@ -1,0 +1,263 @@
+"""Plan an audit as units, run the ones the store does not have yet, then render the report.
+
+The plan is a pure function of the config, the model and the audited images, so a rerun of
+the same command finds the same unit names and does only what is missing. Settings are
+fingerprinted: a store made with other settings is never silently mixed with this run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medfool.attacks import attack_class
+from medfool.attacks.patch.optimised import AdversarialPatch
+from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
+from medfool.audit import units as U
+from medfool.audit.config import AuditConfig
+from medfool.data.dataset import Dataset
+from medfool.errors import ConfigError, DataError
+from medfool.eval.store import ResultStore, unit_seed
+from medfool.models.classifier import Classifier
+from medfool.utils.progress import progress
+from medfool.utils.repro import environment, file_digest, fingerprint
+
+log = logging.getLogger("medfool")
+STORE = "audit.sqlite"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def patch_target(info: Any, cfg: AuditConfig, critical: tuple[int, ...]) -> int:
+    """The patch's target class: the configured one, or a benign / normal class (the dangerous
+    direction is a cancer tile read as benign)."""
+    if cfg.patch.target != "auto":
+        return int(info.class_index(cfg.patch.target))
+    names = [c.lower() for c in info.class_names]
+    benign = [i for i, c in enumerate(names) if i not in critical and ("benign" in c or "normal" in c)]
+    others = [i for i in range(len(names)) if i not in critical]
+    return (benign or others or [0])[0]
+
+
+def audit_images(dataset: Dataset, cfg: AuditConfig) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    if cfg.split not in dataset.splits:
+        raise DataError(f"{dataset.info.name} has no {cfg.split!r} split (it has: {', '.join(dataset.splits)})")
+    split = dataset.split(cfg.split)
+    if len(split) == 0:
+        raise DataError(f"{dataset.info.source or dataset.info.name}: the {cfg.split} split is empty")
+    index = split.sample_index(cfg.n, cfg.seed)
+    x, y = split.get(index)
+    return [int(i) for i in index], x, y
+
+
+def _supported(name: str, task: str, skipped: list[str]) -> bool:
+    if task in attack_class(name).tasks:
+        return True
+    skipped.append(f"{name} (does not support {task} models)")
+    return False
+
+
+def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], x: torch.Tensor,
+         y: torch.Tensor, patch_bytes: Any) -> tuple[list[U.Unit], list[str]]:
+    """Every unit of the audit, in running order, and what was left out and why."""
+    info = dataset.info
+    skipped: list[str] = []
+    single = model.task != "multi-label"
+    b = cfg.batch_size
+    chunks = [(k, slice(s, s + b)) for k, s in enumerate(range(0, len(ids), b))]
+    units = [U.Unit("clean", "clean evaluation",
+                    U.clean_unit(model, info, dataset.split(cfg.split), ids, x, y, b)),
+             U.Unit("sanity", "sanity checks", U.sanity_unit(model, x[:b], y[:b]))]
+    wb = cfg.whitebox
+    if wb.enabled:
+        for name in [a for a in wb.attacks if _supported(a, model.task, skipped)]:
+            for eps in wb.eps:
+                opts: dict[str, Any] = {"eps": eps / 255}
+                if name != "fgsm":
+                    opts["steps"] = wb.steps
+                for k, sl in chunks:
+                    units.append(U.Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", U.attack_unit(
+                        "whitebox", name, opts, f"{eps:g}/255", model, info, ids[sl], x[sl], y[sl],
+                        f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None)))
+        for name in [a for a in wb.minimal if _supported(a, model.task, skipped)]:
+            for k, sl in chunks:
+                units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(
+                    "minimal", name, {}, "minimal", model, info, ids[sl], x[sl], y[sl],
+                    f"grid-minimal-{name}" if k == 0 else None)))
+    bb = cfg.blackbox
+    if bb.enabled:
+        for name in [a for a in bb.attacks if _supported(a, model.task, skipped)]:
+            for eps in wb.eps:
+                for k, sl in chunks:
+                    units.append(U.Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", U.attack_unit(
+                        "blackbox", name, {"eps": eps / 255, "tries": bb.queries}, f"{eps:g}/255", model, info,
+                        ids[sl], x[sl], y[sl], None)))
+    pc = cfg.patch
+    if pc.enabled and not single:
+        skipped.append("patch (a universal patch targets one class; the model is multi-label)")
+    if pc.enabled and single:
+        target = patch_target(info, cfg, model.meta.critical_classes)
+        attack = AdversarialPatch(PatchAttackConfig(area=pc.area, steps=pc.steps))
+        craft = dataset.split("train")
+        craft_x, craft_y = craft.get(craft.sample_index(pc.n_craft, cfg.seed))
+        craft_x, craft_y = craft_x.to(x.device), craft_y.to(x.device)
+        keep = craft_y != target
+        units.append(U.Unit("patch/craft", "patch crafting",
+                            U.patch_craft_unit(attack, model, craft_x[keep], craft_y[keep], target)))
+        others = (y != target).nonzero().flatten()
+        budget = f"{pc.area:g} area"
+        for k, s in enumerate(range(0, others.numel(), b)):
+            sel = others[s:s + b]
+            units.append(U.Unit(f"patch/apply/{k}", "patch", U.patch_apply_unit(
+                attack, patch_bytes, model, info, craft_x, craft_y, [ids[i] for i in sel.tolist()], x[sel], y[sel],
+                target, budget, "grid-patch" if k == 0 else None)))
+    op = cfg.onepixel
+    if op.enabled and _supported("onepixel", model.task, skipped):
+        # a seeded random subset of the audited images (splits are often stored sorted by class)
+        sub = torch.randperm(len(ids), generator=torch.Generator().manual_seed(cfg.seed))[: op.n].sort().values
+        for px in op.pixels:
+            opts = {"pixels": px, "population": op.population, "generations": op.generations}
+            for k, s in enumerate(range(0, sub.numel(), b)):
+                sel = sub[s:s + b].to(x.device)
+                units.append(U.Unit(f"onepixel/{px}/{k}", f"{px}-pixel", U.attack_unit(
+                    "onepixel", "onepixel", opts, f"{px} px", model, info, [ids[i] for i in sel.tolist()], x[sel],
+                    y[sel], f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None)))
+    mp = cfg.maps
+    if mp.enabled:
+        with torch.no_grad():
+            pred = model.predict(x)
+        correct = (pred == y).all(1) if not single else pred == y
+        for j in map_images(correct, y if single else None, model.meta.critical_classes, mp.n):
+            units.append(U.Unit(f"maps/{ids[j]}", "vulnerability maps",
+                                U.map_unit(model, info, ids[j], x[j:j + 1], y[j:j + 1], mp.samples, cfg.seed)))
+    return units, skipped
+
+
+def map_images(correct: torch.Tensor, y: torch.Tensor | None, critical: tuple[int, ...], n: int) -> list[int]:
+    """Up to n correctly classified images for the maps, one per class first (critical classes
+    first), so the maps show different tissue rather than n tiles of one class."""
+    ok = correct.nonzero().flatten().tolist()
+    if y is None:
+        return ok[:n]
+    order = list(critical) + sorted(set(y.tolist()) - set(critical))
+    first = [next(j for j in ok if int(y[j]) == c) for c in order if any(int(y[j]) == c for j in ok)]
+    rest = [j for j in ok if j not in first]
+    return (first + rest)[:n]
+
+
+def _patch_meta(cfg: AuditConfig, info: Any, model: Classifier) -> dict[str, Any]:
+    if not cfg.patch.enabled or model.task == "multi-label":
+        return {}
+    t = patch_target(info, cfg, model.meta.critical_classes)
+    return {"patch_target": t, "patch_target_name": info.class_names[t]}
+
+
+def model_digest(model: Classifier) -> str:
+    """SHA-256 of the weights and metadata (not of the file: a re-saved checkpoint is the same model)."""
+    digest = hashlib.sha256(json.dumps(model.meta.to_json(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def settings_fingerprint(cfg: AuditConfig, model: Classifier, dataset: Dataset, ids: list[int]) -> str:
+    from medfool import __version__
+
+    src = Path(dataset.info.source)
+    return fingerprint({"config": cfg.to_json(), "model": model_digest(model),
+                        "dataset": dataset.info.name, "data": file_digest(src) if src.is_file() else str(src),
+                        "images": ids, "medfool": __version__})
+
+
+def open_store(out: Path, fp: str, fresh: bool) -> tuple[ResultStore, bool]:
+    """The store in ``out``: new, resumed (same settings) or refused (other settings)."""
+    path = out / STORE
+    if fresh:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    resumed = path.is_file()
+    store = ResultStore.open(path)
+    old = store.get_meta("fingerprint")
+    if resumed and old is not None and old != fp:
+        store.close()
+        raise ConfigError(f"{path}: holds an audit made with other settings (model, data or config); "
+                          "rerun with --fresh to start over, or choose another --out")
+    return store, resumed and old is not None
+
+
+def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditConfig, out: Path, *,
+              fresh: bool = False, command: dict[str, Any] | None = None) -> Path:
+    """Run (or resume) the audit into ``out``; returns the report's path."""
+    from medfool.report.html import render
+
+    ids, x, y = audit_images(dataset, cfg)
+    x, y = x.to(model.device), y.to(model.device)
+    fp = settings_fingerprint(cfg, model, dataset, ids)
+    out.mkdir(parents=True, exist_ok=True)
+    store, resumed = open_store(out, fp, fresh)
+    with store:
+        if not resumed:
+            info = dataset.info
+            for key, value in {
+                "config": cfg.to_json(), "seed": cfg.seed, "environment": environment(), "model": model_path,
+                "dataset": info.name, "dataset_source": info.source, "classes": list(info.class_names),
+                "critical": list(model.meta.critical_classes), "task": model.task, "images": ids,
+                "image_shape": list(x.shape[1:]), "command": command or {}, "started": time.time(),
+                **_patch_meta(cfg, info, model),
+            }.items():
+                store.set_meta(key, value)
+            store.set_meta("fingerprint", fp)  # last: a store without it was never started properly
+
+        def patch_bytes() -> bytes:
+            found = store.artifact("patch-npz")
+            assert found is not None, "patch applied before it was crafted"
+            return found[1]
+
+        units, skipped = plan(model, dataset, cfg, ids, x, y, patch_bytes)
+        store.set_meta("skipped", skipped)
+        if store.prune({u.name for u in units}):
+            log.info("dropped results of units this version no longer plans")
+        done = store.done_units()
+        todo = [u for u in units if u.name not in done]
+        if resumed:
+            _say(f"resuming: {len(units) - len(todo)} of {len(units)} units already in {store.path}")
+        bar = progress(total=len(units), initial=len(units) - len(todo), desc="audit", unit="unit", leave=True)
+        stage = ""
+        try:
+            for unit in todo:
+                if unit.stage != stage:
+                    stage = unit.stage
+                    _say(f"  {stage} ...")
+                    bar.set_description(stage)
+                start = time.perf_counter()
+                gen = torch.Generator().manual_seed(unit_seed(cfg.seed, unit.name))
+                torch.manual_seed(unit_seed(cfg.seed, unit.name))  # for any library code using the global RNG
+                rows, artifacts = unit.run(gen)
+                store.commit_unit(unit.name, rows, artifacts, time.perf_counter() - start)
+                bar.update(1)
+        finally:
+            bar.close()
+        report = render(store, out)
+    return report
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove what an audit writes (for --fresh), nothing else."""
+    for name in (STORE, STORE + "-wal", STORE + "-shm", "report.html", "results.json"):
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+

@@ -1,0 +1,187 @@
+"""The audit's units of work: each computes one piece and returns its rows and artifacts.
+
+A unit is a pure function of the model, the audited images and its own seed; the runner
+commits what it returns to the store in one transaction. Rows follow
+:data:`medfool.eval.store.ROW_FIELDS`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfool.attacks import get_attack
+from medfool.attacks.base import AttackResult
+from medfool.attacks.fewpixel.maps import vulnerability_map
+from medfool.attacks.patch.natural import natural_patch
+from medfool.attacks.patch.optimised import AdversarialPatch, Patch
+from medfool.eval.perceptibility import perceptibility
+from medfool.eval.sanity import model_checks
+from medfool.models.classifier import Classifier
+from medfool.report.grid import result_grid
+from medfool.report.plots import heatmap_row
+
+Artifact = tuple[str, str, bytes]  # name, kind (png | json | npz), bytes
+UnitOutput = tuple[list[dict[str, Any]], list[Artifact]]
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    stage: str
+    run: Callable[[torch.Generator], UnitOutput]
+
+
+def result_rows(stage: str, budget: str, ids: list[int], x: torch.Tensor, y: torch.Tensor,
+                r: AttackResult) -> list[dict[str, Any]]:
+    """One store row per image of an attack result, perceptibility included."""
+    pc = {k: v.tolist() for k, v in perceptibility(x.cpu(), r.x_adv.cpu()).items()}
+    single = y.dim() == 1
+    per_image = r.wall_s / max(1, len(ids))
+    rows = []
+    for j, image in enumerate(ids):
+        rows.append({
+            "stage": stage, "attack": r.attack, "budget": budget, "image": image,
+            "label": int(y[j]) if single else None,
+            "clean_pred": int(r.clean_pred[j]) if single else None,
+            "adv_pred": int(r.adv_pred[j]) if single else None,
+            "clean_correct": int(r.clean_correct[j]), "success": int(r.success[j]),
+            "l0": float(r.l0[j]), "l2": float(r.l2[j]), "linf": float(r.linf[j]),
+            "psnr": _finite(pc["psnr"][j]), "ssim": _finite(pc["ssim"][j]), "ciede2000": _finite(pc["ciede2000"][j]),
+            "queries": int(r.queries[j]), "gradients": int(r.gradients[j]), "time_s": per_image})
+    return rows
+
+
+def _finite(v: float) -> float | None:
+    return None if math.isnan(v) or math.isinf(v) else float(v)
+
+
+def _png_bytes(write: Callable[[Path], Any]) -> bytes:
+    """Run a function that writes a PNG to a path, return the bytes (figures go into the store)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "figure.png"
+        write(path)
+        return path.read_bytes()
+
+
+def grid_artifact(name: str, model: Classifier, info: Any, x: torch.Tensor, y: torch.Tensor, r: AttackResult,
+                  title: str) -> Artifact:
+    return (name, "png", _png_bytes(lambda p: result_grid(p, model, info, x, y, r, title, rows=6)))
+
+
+# -- units ------------------------------------------------------------------------------------
+def clean_unit(model: Classifier, info: Any, split: Any, ids: list[int], x: torch.Tensor, y: torch.Tensor,
+               batch: int) -> Callable[[torch.Generator], UnitOutput]:
+    def run(_gen: torch.Generator) -> UnitOutput:
+        from medfool.eval.metrics import evaluate
+
+        start = time.perf_counter()
+        metrics = evaluate(model, split)
+        with torch.no_grad():
+            logits = torch.cat([model(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
+        r = AttackResult.measure("clean", {}, model, x, x, y) if y.dim() == 1 else None
+        rows = []
+        for j, image in enumerate(ids):
+            if r is not None:
+                correct, pred = bool(r.clean_correct[j]), int(r.clean_pred[j])
+            else:
+                correct, pred = bool(((logits[j] > 0).long() == y[j]).all()), None
+            rows.append({"stage": "clean", "attack": "clean", "budget": "-", "image": image,
+                         "label": int(y[j]) if y.dim() == 1 else None, "clean_pred": pred, "adv_pred": pred,
+                         "clean_correct": int(correct), "success": 0, "l0": 0.0, "l2": 0.0, "linf": 0.0,
+                         "queries": 1, "gradients": 0, "time_s": 0.0})
+        metrics["wall_s"] = time.perf_counter() - start
+        return rows, [("clean", "json", json.dumps(metrics).encode())]
+
+    return run
+
+
+def sanity_unit(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> Callable[[torch.Generator], UnitOutput]:
+    def run(_gen: torch.Generator) -> UnitOutput:
+        return [], [("sanity-model", "json", json.dumps(model_checks(model, x, y)).encode())]
+
+    return run
+
+
+def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, model: Classifier, info: Any,
+                ids: list[int], x: torch.Tensor, y: torch.Tensor, grid: str | None,
+                target: int | None = None) -> Callable[[torch.Generator], UnitOutput]:
+    """One registered attack on one chunk of images."""
+    def run(gen: torch.Generator) -> UnitOutput:
+        r = get_attack(name, **options)(model, x, y, generator=gen, target=target)
+        artifacts = []
+        if grid is not None:
+            artifacts.append(grid_artifact(grid, model, info, x, y, r, f"{name} {budget} on {info.name}"))
+        return result_rows(stage, budget, ids, x, y, r), artifacts
+
+    return run
+
+
+def patch_craft_unit(attack: AdversarialPatch, model: Classifier, craft_x: torch.Tensor, craft_y: torch.Tensor,
+                     target: int) -> Callable[[torch.Generator], UnitOutput]:
+    def run(gen: torch.Generator) -> UnitOutput:
+        start = time.perf_counter()
+        patch = attack.craft(model, craft_x, craft_y, gen, target)
+        buf = io.BytesIO()
+        np.savez(buf, pixels=patch.pixels.cpu().numpy(), mask=patch.mask.cpu().numpy(),
+                 history=np.array(patch.history), wall_s=np.array(time.perf_counter() - start))
+        from medfool.report.plots import image_png
+
+        png = _png_bytes(lambda p: image_png(p, patch.pixels, scale=12))
+        return [], [("patch-npz", "npz", buf.getvalue()), ("patch-png", "png", png)]
+
+    return run
+
+
+def load_patch(data: bytes, target: int, device: torch.device) -> Patch:
+    with np.load(io.BytesIO(data), allow_pickle=False) as f:
+        return Patch(torch.from_numpy(f["pixels"]).to(device), torch.from_numpy(f["mask"]).to(device), target,
+                     f["history"].tolist())
+
+
+def patch_apply_unit(attack: AdversarialPatch, patch_bytes: Callable[[], bytes], model: Classifier, info: Any,
+                     pool_x: torch.Tensor, pool_y: torch.Tensor, ids: list[int], x: torch.Tensor, y: torch.Tensor,
+                     target: int, budget: str, grid: str | None) -> Callable[[torch.Generator], UnitOutput]:
+    """Paste the crafted patch on held-out images, next to a natural crop of the target class."""
+    def run(gen: torch.Generator) -> UnitOutput:
+        patch = load_patch(patch_bytes(), target, x.device)
+        r = attack.apply(model, patch, x, y, gen)
+        nat = natural_patch(model, pool_x, pool_y, x, y, patch.pixels.shape[-1], gen, target=target)
+        rows = result_rows("patch", budget, ids, x, y, r) + result_rows("patch", budget, ids, x, y, nat)
+        artifacts = []
+        if grid is not None:
+            title = f"patch ({budget}) -> {info.class_names[target]}"
+            artifacts.append(grid_artifact(grid, model, info, x, y, r, title))
+        return rows, artifacts
+
+    return run
+
+
+def map_unit(model: Classifier, info: Any, image: int, x: torch.Tensor, y: torch.Tensor,
+             samples: int, seed: int) -> Callable[[torch.Generator], UnitOutput]:
+    """An exhaustive single-pixel vulnerability map of one tile."""
+    def run(_gen: torch.Generator) -> UnitOutput:
+        start = time.perf_counter()
+        vm = vulnerability_map(model, x, y, samples=samples, seed=seed)
+        fooled = int(vm.fooled.sum())
+        total = vm.fooled.numel()
+        label = info.class_names[int(y[0])] if y.dim() == 1 else "multi-label"
+        title = f"tile {image} ({label}): {fooled} of {total} pixels flip it alone"
+        png = _png_bytes(lambda p: heatmap_row(p, [("confidence drop", vm.drop), ("flips alone", vm.fooled.float())],
+                                               image=x[0], title=title))
+        summary = {"image": image, "label": label, "fooled_pixels": fooled, "pixels": total, "queries": vm.queries,
+                   "clean_resistance": vm.clean_resistance, "wall_s": time.perf_counter() - start}
+        return [], [(f"map-{image:06d}-png", "png", png),
+                    (f"map-{image:06d}-json", "json", json.dumps(summary).encode())]
+
+    return run

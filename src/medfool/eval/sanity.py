@@ -1,0 +1,119 @@
+"""Sanity checks of an evaluation, after AutoAttack's (Croce & Hein, ICML 2020, ``checks.py``).
+
+Each check returns ``{"check", "status" (ok | warn), "detail"}``. A warning does not stop an
+audit: it tells the reader that a robustness number may be too optimistic and why. The model
+checks run before any attack; the result checks read the audit's rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from medfool.attacks.goal import Goal
+from medfool.models.classifier import Classifier
+
+Check = dict[str, str]
+
+
+def _check(name: str, ok: bool, detail: str) -> Check:
+    return {"check": name, "status": "ok" if ok else "warn", "detail": detail}
+
+
+def model_checks(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> list[Check]:
+    """Checks on the model and its inputs: normalisation, softmax outputs, randomness, zero gradients."""
+    out = []
+    hi = float(torch.quantile(x.flatten()[: 1_000_000].float(), 0.999))
+    spread = float(x.std())
+    out.append(_check(
+        "inputs in pixel space", hi > 0.1 and spread > 0.01,
+        f"pixel values span [{float(x.min()):.3f}, {float(x.max()):.3f}] (99.9th percentile {hi:.3f}, "
+        f"std {spread:.3f}); values bunched near 0 suggest images scaled or normalised twice"
+        if hi <= 0.1 or spread <= 0.01 else
+        f"pixel values span [{float(x.min()):.3f}, {float(x.max()):.3f}]; normalisation is inside the model "
+        f"(mean {', '.join(f'{m:.2f}' for m in model.meta.mean)})"))
+    model.eval()
+    with torch.no_grad():
+        z1, z2 = model(x), model(x)
+    if model.task == "multi-class" and z1.shape[1] > 1:
+        looks_prob = bool((z1 >= 0).all() and (z1 <= 1).all() and torch.allclose(z1.sum(1), torch.ones(1), atol=1e-3))
+        out.append(_check("outputs are logits", not looks_prob,
+                          "the model outputs probabilities (rows in [0, 1] summing to 1): the loss saturates and "
+                          "gradient attacks look weaker than they are; export the logits"
+                          if looks_prob else "outputs are unnormalised scores (logits), as gradient attacks need"))
+    diff = float((z1 - z2).abs().max())
+    out.append(_check("deterministic model", diff == 0.0,
+                      f"two forward passes on the same images differ by up to {diff:.3g}: randomness in the model "
+                      "hides gradients (evaluate with expectation over transformation)"
+                      if diff else "two forward passes give identical outputs"))
+    xa = x.detach().clone().requires_grad_(True)
+    goal = Goal(model.task, y, None)
+    with torch.enable_grad():
+        loss = goal.loss(model(xa), None, "ce")
+        if loss.requires_grad:
+            (grad,) = torch.autograd.grad(loss.sum(), xa, allow_unused=True)
+        else:  # outputs detached from the input (a non-differentiable step, a hard threshold)
+            grad = None
+    zero = x.shape[0] if grad is None else int((grad.flatten(1).abs().amax(1) == 0).sum())
+    out.append(_check("non-zero gradients", zero == 0,
+                      f"{zero} of {x.shape[0]} images have an all-zero input gradient: gradient attacks cannot move "
+                      "them (gradient masking or saturated outputs)" if zero else
+                      f"all {x.shape[0]} images have a non-zero input gradient"))
+    return out
+
+
+def result_checks(rows: list[dict[str, Any]]) -> list[Check]:
+    """Checks on attack results: black-box beating white-box, unchanged outputs, non-monotone curves."""
+    out = []
+    by: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        by[(r["stage"], r["attack"], r["budget"])][r["image"]] = r
+    white = {k: v for k, v in by.items() if k[0] == "whitebox"}
+    black = {k: v for k, v in by.items() if k[0] == "blackbox"}
+    beaten = []
+    for (_, battack, budget), brows in black.items():
+        wins = {i for i, r in brows.items() if r["success"] and r["clean_correct"]}
+        for (_, _, wbudget), wrows in white.items():
+            if wbudget == budget:
+                wins -= {i for i, r in wrows.items() if r["success"]}
+        if wins:
+            beaten.append(f"{battack} at {budget}: {len(wins)} image(s)")
+    if black:
+        out.append(_check("white-box beats black-box", not beaten,
+                          "a query-only attack fooled images no gradient attack fooled at the same budget ("
+                          + "; ".join(beaten) + "): a sign of gradient masking" if beaten else
+                          "every image a black-box attack fooled was also fooled by a white-box attack at the same "
+                          "budget"))
+    unchanged = []
+    for (stage, attack, budget), group in by.items():
+        if stage == "clean":
+            continue
+        fooled_same = [i for i, r in group.items() if r["success"] and r["clean_correct"] and r["l0"] == 0]
+        if fooled_same:
+            unchanged.append(f"{attack} {budget}: {len(fooled_same)}")
+        if all(r["l0"] == 0 for r in group.values()) and any(r["clean_correct"] for r in group.values()):
+            unchanged.append(f"{attack} {budget}: no image changed at all")
+    out.append(_check("adversarial outputs differ from inputs", not unchanged,
+                      "; ".join(unchanged) if unchanged else "every counted success changed its image"))
+    curves: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for (stage, attack, budget), group in white.items():
+        # single-step attacks (FGSM) are known to overshoot at large budgets: only iterative ones are held to it
+        if budget.endswith("/255") and max(r["gradients"] for r in group.values()) > 1:
+            n = sum(r["clean_correct"] for r in group.values())
+            rate = sum(r["success"] and r["clean_correct"] for r in group.values()) / n if n else 0.0
+            curves[f"{stage}:{attack}"].append((float(budget[:-4]), rate))
+    bumps = []
+    for name, pts in curves.items():
+        pts.sort()
+        for (e1, s1), (e2, s2) in itertools.pairwise(pts):
+            if s2 + 1e-9 < s1:
+                bumps.append(f"{name.split(':')[1]} {e1:g}/255 -> {e2:g}/255: {s1:.2f} -> {s2:.2f}")
+    if curves:
+        out.append(_check("iterative attacks succeed more at larger budgets", not bumps,
+                          "a larger budget fooled fewer images (" + "; ".join(bumps) + "): the attack is not "
+                          "converging" if bumps else "every white-box attack succeeds at least as often at a "
+                          "larger budget"))
+    return out

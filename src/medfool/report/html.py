@@ -1,0 +1,239 @@
+"""Render an audit's store as one self-contained HTML page (images embedded) and results.json.
+
+Everything shown is read from the store: re-rendering never runs the model again. The page
+has no scripts, so it opens the same in any browser, offline, and can be mailed as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from medfool.eval.sanity import result_checks
+from medfool.eval.store import ResultStore
+from medfool.report import summary as S
+from medfool.report.plots import line_chart
+from medfool.utils.io import atomic_write_bytes, atomic_write_json
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;
+line-height:1.45;padding:0 1em}
+h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.findings li{margin:.35em 0}
+.missed{background:#f7d0d0}.alarm{background:#fdeccc}.diag{color:#999}
+span.missed{background:#f4b6b6}span.alarm{background:#fde3b0}
+.ok{color:#17703a;font-weight:bold}.warn{color:#b35c00;font-weight:bold}.muted{color:#666;font-size:.9em}
+.figs img{max-width:49%;border:1px solid #eee;margin:.3em .3em .3em 0;vertical-align:top}
+.legend span{padding:.1em .5em;margin-right:1em}
+"""
+
+THREATS = {
+    "whitebox": ("white-box gradient attacks", "everything: weights and gradients", "the image file before the model",
+                 "every pixel value, by at most eps"),
+    "minimal": ("minimal-perturbation attack", "weights and gradients", "the image file before the model",
+                "every pixel, as little as needed to flip"),
+    "blackbox": ("random noise (black-box baseline)", "nothing: queries only", "the image file before the model",
+                 "every pixel value, by +/- eps"),
+    "patch": ("universal adversarial patch", "gradients of the model while crafting; nothing at use",
+              "a sticker or marking on the slide / film, anywhere, any orientation", "a square covering the area"),
+    "onepixel": ("few-pixel differential evolution", "output probabilities (one gradient for the start)",
+                 "the image file", "k pixels, any colour"),
+}
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "&ndash;"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _pct(v: float) -> str:
+    return "&ndash;" if math.isnan(v) else f"{100 * v:.1f} %"
+
+
+def _table(head: list[str], body: list[list[str]], left: int = 1) -> str:
+    th = "".join(f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(head))
+    rows = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r))
+                   + "</tr>" for r in body)
+    return f"<table><tr>{th}</tr>{rows}</table>"
+
+
+def _curve_png(summaries: list[dict[str, Any]]) -> bytes | None:
+    series: dict[str, dict[float, float]] = {}
+    for s in summaries:
+        if s["stage"] in ("whitebox", "blackbox") and s["budget"].endswith("/255"):
+            label = s["attack"] + (" (black-box)" if s["stage"] == "blackbox" else "")
+            series.setdefault(label, {})[float(s["budget"][:-4])] = s["robust_accuracy"]
+    if not series:
+        return None
+    eps = sorted({e for pts in series.values() for e in pts})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "curve.png"
+        line_chart(path, eps, {k: [v.get(e, math.nan) for e in eps] for k, v in series.items()},
+                   xlabel="epsilon (x/255, Linf)", ylabel="robust accuracy", title="robust accuracy vs budget")
+        return path.read_bytes()
+
+
+def _flip_table(matrix: list[list[int]], classes: list[str], critical: set[int]) -> str:
+    """Rows: true class; columns: the class read after the attack; dangerous cells coloured."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
+    body = []
+    for t, row in enumerate(matrix):
+        cells = [f"<td class='l'>{html.escape(classes[t])}</td>"]
+        for a, count in enumerate(row):
+            cls = "diag" if a == t else "missed" if t in critical and a not in critical else \
+                "alarm" if t not in critical and a in critical else ""
+            cells.append(f"<td class='{cls}'>{'&middot;' if a == t else count}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr><th class='l'>true \\ read as</th>{head}</tr>{''.join(body)}</table>"
+
+
+def collect(store: ResultStore) -> dict[str, Any]:
+    """Everything the report shows, as JSON-able data (results.json)."""
+    meta = {k: store.get_meta(k) for k in ("config", "seed", "environment", "model", "dataset", "dataset_source",
+                                           "classes", "critical", "task", "images", "image_shape", "command",
+                                           "patch_target", "patch_target_name", "started", "skipped")}
+    rows = store.rows()
+    summaries = S.summarise(rows)
+    checks = (store.json_artifact("sanity-model") or []) + result_checks(rows)
+    maps = [json.loads(d) for n, _, d in store.artifacts("map-") if n.endswith("-json")]
+    clean = store.json_artifact("clean")
+    flips = []
+    if meta["task"] != "multi-label":
+        for stage in ("whitebox", "onepixel"):
+            top = S.strongest(summaries, stage)
+            if top:
+                flips.append({"stage": stage, "attack": top["attack"], "budget": top["budget"],
+                              "matrix": S.flip_matrix(rows, stage, top["attack"], top["budget"], len(meta["classes"]))})
+    return {"meta": meta, "clean": clean, "findings": S.findings(meta, clean, summaries, rows, maps, checks),
+            "sanity": checks, "summaries": summaries, "flip_matrices": flips, "maps": maps, "rows": rows,
+            "units_done": len(store.done_units())}
+
+
+def render(store: ResultStore, out: Path) -> Path:
+    """Write out/report.html and out/results.json from the store."""
+    data = collect(store)
+    atomic_write_json(out / "results.json", _jsonable(data))
+    atomic_write_bytes(out / "report.html", page(store, data).encode())
+    return out / "report.html"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def page(store: ResultStore, data: dict[str, Any]) -> str:
+    meta, summaries = data["meta"], data["summaries"]
+    classes = meta["classes"]
+    critical = set(meta.get("critical") or [])
+    cfg = meta["config"] or {}
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>medfool audit: "
+             f"{html.escape(str(meta['dataset']))}</title><style>{CSS}</style></head><body>",
+             f"<h1>Robustness audit of {html.escape(Path(str(meta['model'])).name)} on "
+             f"{html.escape(str(meta['dataset']))}</h1>",
+             f"<p class='muted'>model {html.escape(str(meta['model']))} &middot; {len(meta['images'] or [])} "
+             f"{html.escape(cfg.get('split', 'test'))} images audited (seeded sample, seed {meta['seed']}) &middot; "
+             f"medfool {html.escape(str((meta['environment'] or {}).get('medfool')))}, torch "
+             f"{html.escape(str((meta['environment'] or {}).get('torch')))}. Success rates count only images the "
+             "model classified correctly before the attack. Budgets: pixel values in [0, 1], written as k/255.</p>"]
+    parts.append("<h2 id='findings'>Findings</h2><ul class='findings'>"
+                 + "".join(f"<li>{html.escape(f)}</li>" for f in data["findings"]) + "</ul>")
+    # threat model
+    stages_run = []
+    for s in summaries:
+        if s["stage"] not in stages_run:
+            stages_run.append(s["stage"])
+    budgets = {st: ", ".join(dict.fromkeys(s["budget"] for s in summaries if s["stage"] == st)) for st in stages_run}
+    parts.append("<h2 id='threats'>Threat model</h2>" + _table(
+        ["threat", "attacker knows", "attacker changes", "what may change", "budgets run"],
+        [[html.escape(x) for x in THREATS.get(st, (st, "", "", ""))] + [html.escape(budgets[st])]
+         for st in stages_run], left=5))
+    if not cfg.get("backdoor"):
+        parts.append("<p class='muted'>Training-time tampering (backdoors, poisoning) is not part of this run: it "
+                     "needs a retrain of the model on tampered data.</p>")
+    # clean
+    clean = data["clean"]
+    if clean:
+        parts.append("<h2 id='clean'>Clean performance</h2>" + _table(
+            ["split", "images", "accuracy", "AUC"],
+            [[html.escape(cfg.get("split", "test")), f"{clean['n']:,}", _pct(clean["accuracy"]), _num(clean["auc"])]]))
+    # curve + attack table
+    parts.append("<h2 id='attacks'>Attacks</h2>")
+    curve = _curve_png(summaries)
+    if curve:
+        parts.append(f"<div class='figs'>{_img(curve, 'robust accuracy vs epsilon')}</div>")
+    parts.append(_table(
+        ["stage", "attack", "budget", "images (correct)", "success", "robust acc.", "median L2", "median Linf",
+         "median L0", "PSNR dB", "SSIM", "CIEDE2000", "queries / image", "gradients / image", "s / image"],
+        [[html.escape(s["stage"]), html.escape(s["attack"]), html.escape(s["budget"]),
+          f"{s['n']} ({s['clean_correct']})", _pct(s["success_rate"]), _pct(s["robust_accuracy"]),
+          _num(s["median_l2"]), "&ndash;" if math.isnan(s["median_linf_255"]) else f"{s['median_linf_255']:.1f}/255",
+          _num(s["median_l0"], 0), _num(s["mean_psnr"], 1), _num(s["mean_ssim"]), _num(s["mean_ciede2000"], 2),
+          _num(s["mean_queries"], 0), _num(s["mean_gradients"], 0), _num(s["time_per_image_s"], 3)]
+         for s in summaries], left=3))
+    parts.append("<p class='muted'>Sizes and perceptibility (PSNR, SSIM, CIEDE2000 mean colour difference) are over "
+                 "the successful adversarial images; queries, gradients and time over all.</p>")
+    # flip matrices
+    if data["flip_matrices"]:
+        parts.append("<h2 id='flips'>Clinical flip matrix</h2><p class='legend'>Counts of correctly classified images "
+                     "by true class (rows) and the class the attack made the model read (columns). "
+                     "<span class='missed'>critical &rarr; non-critical: a missed diagnosis</span>"
+                     "<span class='alarm'>non-critical &rarr; critical: an unnecessary intervention</span></p>")
+        if critical:
+            parts.append("<p class='muted'>Critical classes (a miss is clinically dangerous): "
+                         + html.escape(", ".join(classes[i] for i in sorted(critical))) + ".</p>")
+        else:
+            parts.append("<p class='muted'>The model names no critical classes, so no direction is highlighted.</p>")
+        for fm in data["flip_matrices"]:
+            parts.append(f"<h3>{html.escape(fm['attack'])} at {html.escape(fm['budget'])}</h3>"
+                         + _flip_table(fm["matrix"], classes, critical))
+    # grids
+    grids = store.artifacts("grid-")
+    if grids:
+        parts.append("<h2 id='examples'>Examples</h2><p class='muted'>original | adversarial | difference amplified "
+                     "to full range; successful examples first.</p><div class='figs'>"
+                     + "".join(_img(d, n) for n, _, d in grids) + "</div>")
+    patch = store.artifact("patch-png")
+    if patch:
+        parts.append(f"<h2 id='patch'>Patch</h2><p>The universal patch (target: "
+                     f"{html.escape(str(meta.get('patch_target_name')))}), crafted on training images and pasted on "
+                     f"held-out ones:</p><div class='figs'>{_img(patch[1], 'adversarial patch')}</div>")
+    maps = [(n, d) for n, _, d in store.artifacts("map-") if n.endswith("-png")]
+    if maps:
+        parts.append("<h2 id='maps'>One-pixel vulnerability maps</h2><p class='muted'>For every pixel, the largest "
+                     "drop in the true class's probability when that pixel alone takes one of the colours tried, and "
+                     "where that alone flips the prediction.</p><div class='figs'>"
+                     + "".join(_img(d, n) for n, d in maps) + "</div>")
+    # sanity
+    parts.append("<h2 id='sanity'>Sanity checks</h2>" + _table(
+        ["check", "result", "detail"],
+        [[html.escape(c["check"]), f"<span class='{c['status']}'>{c['status']}</span>", html.escape(c["detail"])]
+         for c in data["sanity"]], left=3))
+    skipped = meta.get("skipped") or []
+    if skipped:
+        parts.append("<p class='muted'>Not run: " + html.escape("; ".join(skipped)) + "</p>")
+    parts.append("<h2 id='repro'>Reproduce</h2><p class='muted'>Configuration, seed and versions are in results.json; "
+                 "every row is in audit.sqlite. Re-render with <code>medfool report "
+                 f"{html.escape(str(store.path.parent))}</code>.</p><pre>"
+                 + html.escape(json.dumps({"config": cfg, "environment": meta["environment"]}, indent=1))
+                 + "</pre></body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,152 @@
+"""Aggregate an audit's rows into the tables and sentences of its report (no model calls).
+
+Success rates count only images the model classified correctly before the attack; sizes and
+perceptibility are averaged over the successful ones (the perturbations that mattered).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from typing import Any
+
+Row = dict[str, Any]
+STAGE_ORDER = ("whitebox", "minimal", "blackbox", "patch", "onepixel")
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else math.nan
+
+
+def _mean(values: list[float | None]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(sum(vals) / len(vals)) if vals else math.nan
+
+
+def summarise(rows: list[Row]) -> list[dict[str, Any]]:
+    """One summary per (stage, attack, budget), in report order."""
+    groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        if r["stage"] != "clean":
+            groups[(r["stage"], r["attack"], r["budget"])].append(r)
+    out: list[dict[str, Any]] = []
+    for (stage, attack, budget), group in groups.items():
+        counted = [r for r in group if r["clean_correct"]]
+        won = [r for r in counted if r["success"]]
+        out.append({
+            "stage": stage, "attack": attack, "budget": budget, "n": len(group), "clean_correct": len(counted),
+            "success_rate": len(won) / len(counted) if counted else math.nan,
+            "robust_accuracy": (len(counted) - len(won)) / len(group) if group else math.nan,
+            "median_l2": _median([r["l2"] for r in won]), "median_linf_255": _median([255 * r["linf"] for r in won]),
+            "median_l0": _median([r["l0"] for r in won]),
+            "mean_psnr": _mean([r["psnr"] for r in won]), "mean_ssim": _mean([r["ssim"] for r in won]),
+            "mean_ciede2000": _mean([r["ciede2000"] for r in won]),
+            "mean_queries": _mean([r["queries"] for r in group]),
+            "mean_gradients": _mean([r["gradients"] for r in group]),
+            "time_per_image_s": _mean([r["time_s"] for r in group]),
+        })
+    out.sort(key=lambda s: (STAGE_ORDER.index(s["stage"]) if s["stage"] in STAGE_ORDER else 99, s["attack"],
+                            _budget_key(str(s["budget"]))))
+    return out
+
+
+def _budget_key(budget: str) -> float:
+    head = budget.split()[0].split("/")[0]
+    try:
+        return float(head)
+    except ValueError:
+        return math.inf
+
+
+def flip_matrix(rows: list[Row], stage: str, attack: str, budget: str, k: int) -> list[list[int]]:
+    """counts[true][adversarial] over successful flips of correctly classified images."""
+    m = [[0] * k for _ in range(k)]
+    for r in rows:
+        if (r["stage"], r["attack"], r["budget"]) == (stage, attack, budget) and r["success"] and r["clean_correct"] \
+                and r["label"] is not None:
+            m[r["label"]][r["adv_pred"]] += 1
+    return m
+
+
+def strongest(summaries: list[dict[str, Any]], stage: str) -> dict[str, Any] | None:
+    """The stage's most successful attack at its largest budget."""
+    cand = [s for s in summaries if s["stage"] == stage and not math.isnan(s["success_rate"])]
+    if not cand:
+        return None
+    top = max(_budget_key(s["budget"]) for s in cand)
+    at_top = [s for s in cand if _budget_key(s["budget"]) == top]
+    return max(at_top, key=lambda s: (s["success_rate"], s["mean_gradients"]))  # ties: the iterative attack
+
+
+def critical_flips(rows: list[Row], stage: str, attack: str, budget: str, critical: list[int]) -> tuple[int, int]:
+    """(critical-class tiles read as a non-critical class, correctly classified critical tiles)."""
+    crit = set(critical)
+    sel = [r for r in rows if (r["stage"], r["attack"], r["budget"]) == (stage, attack, budget)
+           and r["clean_correct"] and r["label"] in crit]
+    missed = [r for r in sel if r["success"] and r["adv_pred"] not in crit]
+    return len(missed), len(sel)
+
+
+def _pct(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{100 * v:.0f} %"
+
+
+def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list[dict[str, Any]],
+             rows: list[Row], maps: list[dict[str, Any]], checks: list[dict[str, str]]) -> list[str]:
+    """Plain-language sentences for the top of the report, each from a measured number."""
+    classes, critical = meta["classes"], meta.get("critical") or []
+    crit_name = " or ".join(classes[i] for i in critical) if critical else ""
+    out = []
+    if clean:
+        auc = clean.get("auc", math.nan)
+        out.append(f"Before any attack the model is right on {_pct(clean['accuracy'])} of {clean['n']:,} "
+                   f"{meta['dataset']} test images (AUC {auc:.3f}).")
+    wb = [s for s in summaries if s["stage"] == "whitebox" and not math.isnan(s["success_rate"])]
+    if wb:
+        # the smallest budget at which an attack flips at least half; else the most successful
+        best = max(wb, key=lambda s: (1, -_budget_key(s["budget"]), s["success_rate"]) if s["success_rate"] >= 0.5
+                   else (0, s["success_rate"], -_budget_key(str(s["budget"]))))
+        psnr = best["mean_psnr"]
+        seen = "" if math.isnan(psnr) else f", PSNR {psnr:.0f} dB" + (": invisible to the eye" if psnr >= 40 else "")
+        out.append(f"With full access to the model, a change of at most {best['budget']} per pixel value "
+                   f"({best['attack'].upper()}{seen}) flips {_pct(best['success_rate'])} of the correctly "
+                   "classified images.")
+        top = strongest(summaries, "whitebox")
+        if top and critical:
+            missed, total = critical_flips(rows, "whitebox", top["attack"], top["budget"], critical)
+            if total:
+                out.append(f"At {top['budget']}, {missed} of {total} correctly classified {crit_name} images "
+                           f"({_pct(missed / total)}) were read as a non-critical class: a missed diagnosis.")
+    bb = strongest(summaries, "blackbox")
+    if bb:
+        out.append(f"Random noise of the same size ({bb['budget']}, {int(bb['mean_queries'])} tries per image on "
+                   f"average) flips {_pct(bb['success_rate'])}: "
+                   + ("the model is fragile even to unoptimised noise." if bb["success_rate"] > 0.1 else
+                      "the danger comes from optimised changes, not from noise."))
+    patch = [s for s in summaries if s["stage"] == "patch"]
+    adv = next((s for s in patch if s["attack"] == "patch"), None)
+    nat = next((s for s in patch if s["attack"] == "natural-patch"), None)
+    if adv:
+        target = meta.get("patch_target_name", "the target class")
+        out.append(f"A printed sticker covering {float(adv['budget'].split()[0]) * 100:.0f} % of the image makes "
+                   f"{_pct(adv['success_rate'])} of images of other classes read as '{target}'"
+                   + (f" (a real crop of '{target}' of the same size: {_pct(nat['success_rate'])})." if nat
+                      else "."))
+    for s in [s for s in summaries if s["stage"] == "onepixel"]:
+        k = int(s["budget"].split()[0])
+        line = (f"Changing {'one pixel' if k == 1 else f'{k} pixels'} (of {math.prod(meta['image_shape'][1:]):,}) "
+                f"flips {_pct(s['success_rate'])} of the correctly classified images ({s['clean_correct']} tried)")
+        if critical:
+            missed, total = critical_flips(rows, "onepixel", s["attack"], s["budget"], critical)
+            if total:
+                line += f"; {missed} of {total} {crit_name} images were read as a non-critical class"
+        out.append(line + ".")
+    for m in maps:
+        out.append(f"On {m['label']} tile {m['image']}, {m['fooled_pixels']} of {m['pixels']} single pixels flip the "
+                   "prediction on their own (vulnerability map below).")
+    warns = [c for c in checks if c["status"] != "ok"]
+    out.append(f"All {len(checks)} sanity checks passed." if not warns else
+               f"{len(warns)} of {len(checks)} sanity checks warn ({', '.join(c['check'] for c in warns)}): "
+               "read the numbers below with that in mind.")
+    return out

@@ -1,0 +1,149 @@
+"""``medfool audit`` and ``medfool report`` end to end on a small model, and their user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medfool.cli.main import main
+
+SECTIONS = ("findings", "threats", "clean", "attacks", "flips", "examples", "patch", "maps", "sanity", "repro")
+
+
+@pytest.fixture(scope="module")
+def audited(tiny_model: Path, tiny_text: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("audit")
+    (tmp / "audit.toml").write_text(tiny_text)
+    out = tmp / "out"
+    code = main(["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(tmp / "audit.toml"),
+                 "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_report_has_every_section_from_the_store(audited: Path):
+    page = (audited / "report.html").read_text()
+    for section in SECTIONS:
+        assert f"id='{section}'" in page, section
+    assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
+    assert page.count("data:image/png;base64,") >= 6
+    data = json.loads((audited / "results.json").read_text())
+    assert data["meta"]["seed"] == 0 and data["meta"]["config"]["n"] == 24
+    assert data["meta"]["environment"]["torch"]
+    stages = {s["stage"] for s in data["summaries"]}
+    assert stages == {"whitebox", "minimal", "blackbox", "patch", "onepixel"}
+    # every number in the summary is recomputed here from the stored rows
+    rows = sqlite3.connect(audited / "audit.sqlite").execute(
+        "SELECT success, clean_correct FROM rows WHERE stage='whitebox' AND attack='pgd' AND budget='16/255'"
+    ).fetchall()
+    pgd = next(s for s in data["summaries"] if s["attack"] == "pgd" and s["budget"] == "16/255")
+    assert len(rows) == 24 == pgd["n"]
+    assert pgd["success_rate"] == pytest.approx(sum(s and c for s, c in rows) / sum(c for _, c in rows))
+    assert len(data["findings"]) >= 6 and data["findings"][0].startswith("Before any attack the model is right")
+
+
+def test_store_rows_are_unique_and_complete(audited: Path):
+    con = sqlite3.connect(audited / "audit.sqlite")
+    dup = con.execute("SELECT COUNT(*) FROM (SELECT stage, attack, budget, image, COUNT(*) c FROM rows "
+                      "GROUP BY 1, 2, 3, 4 HAVING c > 1)").fetchone()[0]
+    assert dup == 0
+    per = dict(con.execute("SELECT attack || ' ' || budget, COUNT(*) FROM rows GROUP BY 1").fetchall())
+    assert per["clean -"] == 24 and per["pgd 1/255"] == 24 and per["onepixel 1 px"] == 8
+    assert per["patch 0.1 area"] == per["natural-patch 0.1 area"] > 0
+
+
+def test_rerun_reuses_everything_and_report_rerenders(audited: Path, tiny_model: Path, capsys):
+    html = (audited / "report.html").read_bytes()
+    before = sqlite3.connect(audited / "audit.sqlite").execute("SELECT COUNT(*) FROM units").fetchone()[0]
+    cfg = audited.parent / "audit.toml"
+    assert main(["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(cfg), "--out", str(audited)]) == 0
+    assert re.search(rf"resuming: {before} of {before} units already", capsys.readouterr().out)
+    (audited / "report.html").unlink()
+    assert main(["report", str(audited)]) == 0
+    assert (audited / "report.html").read_bytes() == html  # re-rendered from the store, nothing recomputed
+
+
+def _fails_cleanly(argv, capsys, pattern, out: Path | None = None):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("medfool: error: ") and "Traceback" not in "\n".join(err)
+    assert re.search(pattern, err[-1]), err[-1]
+    if out is not None:
+        assert not out.exists(), "nothing may be written on a user error"
+
+
+def test_bad_inputs_exit_2_and_write_nothing(tiny_model: Path, tmp_path: Path, capsys, make_npz):
+    out = tmp_path / "out"
+    base = ["audit", "-m", str(tiny_model), "-d", "synthetic", "--out", str(out)]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[whitebox]\nepss = [1]\n")
+    _fails_cleanly([*base, "--config", str(bad)], capsys, r"bad\.toml: unknown key 'epss' in \[whitebox\]", out)
+    bad.write_text("[whitebox]\neps = [1000]\n")
+    _fails_cleanly([*base, "--config", str(bad)], capsys, r"must be in \(0, 255\], got 1000", out)
+    bad.write_text("[patch]\ntarget = 'tumour'\n")
+    _fails_cleanly([*base, "--config", str(bad)], capsys, "unknown class 'tumour'", out)
+    _fails_cleanly([*base, "--n", "0"], capsys, "n must be >= 1", out)
+    # a dataset whose classes do not match the model's
+    toy = make_npz("four.npz", n=12, size=28, classes=4)
+    _fails_cleanly(["audit", "-m", str(tiny_model), "-d", str(toy), "--out", str(out)], capsys,
+                   r"model is multi-class over 3 classes but .* over 4", out)
+    # an output folder that cannot be written
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _fails_cleanly(["audit", "-m", str(tiny_model), "-d", "synthetic", "--out", str(blocker / "sub")], capsys,
+                   "is a file")
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        _fails_cleanly(["audit", "-m", str(tiny_model), "-d", "synthetic", "--out", str(ro / "x")], capsys,
+                       "not writable", ro / "x")
+    _fails_cleanly(["report", str(tmp_path / "nowhere")], capsys, "no results store here")
+
+
+def test_other_settings_are_refused_then_fresh_starts_over(tiny_model: Path, tmp_path: Path, capsys):
+    cfg = tmp_path / "a.toml"
+    cfg.write_text("n = 4\n[whitebox]\neps = [2]\nminimal = []\n[blackbox]\nenabled = false\n[patch]\nenabled = false\n"
+                   "[onepixel]\nenabled = false\n[maps]\nenabled = false\n")
+    out = tmp_path / "out"
+    base = ["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(cfg), "--out", str(out)]
+    assert main(base) == 0
+    _fails_cleanly([*base, "--seed", "1"], capsys, "holds an audit made with other settings.*--fresh")
+    assert main([*base, "--seed", "1", "--fresh"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["seed"] == 1 and {s["stage"] for s in data["summaries"]} == {"whitebox"}
+
+
+def test_multilabel_model_is_audited_without_the_single_label_parts(tmp_path: Path):
+    from medfool.data import make_synthetic
+    from medfool.models import save_checkpoint
+    from medfool.models.train import TrainConfig, fit
+
+    ds = make_synthetic(task="multi-label", n_classes=4, seed=0)
+    model = fit(ds, TrainConfig(arch_kwargs={"width": 4}, epochs=1, batch_size=64)).model
+    ckpt = tmp_path / "ml.safetensors"
+    save_checkpoint(model, ckpt, {})
+    npz = tmp_path / "ml.npz"
+    arrays = {}
+    for s in ("train", "val", "test"):
+        x, y = ds.split(s).tensors()
+        arrays[f"{s}_images"] = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        arrays[f"{s}_labels"] = y.numpy().astype(np.uint8)
+    np.savez(npz, **arrays)
+    (tmp_path / "ml.json").write_text(json.dumps({"name": "ml", "task": "multi-label", "n_channels": 3,
+                                                  "label": {str(i): f"pattern_{i}" for i in range(4)}}))
+    cfg = tmp_path / "a.toml"
+    cfg.write_text("n = 8\n[whitebox]\neps = [4]\n[onepixel]\nn = 4\npixels = [1]\ngenerations = 2\n"
+                   "population = 8\n[maps]\nn = 1\nsamples = 0\n")
+    out = tmp_path / "out"
+    assert main(["audit", "-m", str(ckpt), "-d", str(npz), "--config", str(cfg), "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert {s["stage"] for s in data["summaries"]} == {"whitebox", "blackbox", "onepixel"}
+    assert any("patch" in s for s in data["meta"]["skipped"]) and any("deepfool" in s for s in data["meta"]["skipped"])
+    assert data["flip_matrices"] == []

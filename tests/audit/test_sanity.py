@@ -1,0 +1,77 @@
+"""Sanity checks warn on the failure they describe, and stay quiet on a healthy model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medfool.eval.sanity import model_checks, result_checks
+from medfool.models import Classifier, ModelMeta
+
+
+def _model(net: nn.Module) -> Classifier:
+    meta = ModelMeta(task="multi-class", class_names=("a", "b", "c"), input_shape=(3, 8, 8), mean=(0.5,) * 3,
+                     std=(0.25,) * 3, num_outputs=3)
+    return Classifier(net, meta).eval()
+
+
+class _Linear(nn.Module):
+    def __init__(self, out: str = "logits", noise: float = 0.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(3 * 8 * 8, 3)
+        self.out, self.noise = out, noise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(x.flatten(1))
+        if self.noise:
+            z = z + self.noise * torch.randn_like(z)
+        if self.out == "softmax":
+            return torch.softmax(z, 1)
+        if self.out == "step":
+            return (z > 0).float().detach()
+        return z
+
+
+def _status(checks, name):
+    return next(c["status"] for c in checks if c["check"] == name)
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(16, 3, 8, 8, generator=g), torch.arange(16) % 3
+
+
+def test_healthy_model_passes_every_check():
+    x, y = _data()
+    checks = model_checks(_model(_Linear()), x, y)
+    assert {c["status"] for c in checks} == {"ok"}, checks
+
+
+def test_each_model_check_fires():
+    x, y = _data()
+    assert _status(model_checks(_model(_Linear("softmax")), x, y), "outputs are logits") == "warn"
+    assert _status(model_checks(_model(_Linear(noise=0.1)), x, y), "deterministic model") == "warn"
+    assert _status(model_checks(_model(_Linear("step")), x, y), "non-zero gradients") == "warn"
+    assert _status(model_checks(_model(_Linear()), x / 255, y), "inputs in pixel space") == "warn"
+
+
+def _r(stage, attack, budget, image, success, l0=10.0, gradients=5):
+    return {"stage": stage, "attack": attack, "budget": budget, "image": image, "success": success,
+            "clean_correct": 1, "l0": l0, "gradients": gradients}
+
+
+def test_result_checks():
+    ok = [_r("whitebox", "pgd", "4/255", i, i < 2) for i in range(4)] + \
+         [_r("whitebox", "pgd", "8/255", i, i < 3) for i in range(4)] + \
+         [_r("blackbox", "noise", "8/255", i, i < 1, gradients=0) for i in range(4)]
+    assert {c["status"] for c in result_checks(ok)} == {"ok"}
+    masked = [*ok[:8], *[_r("blackbox", "noise", "8/255", i, i == 3, gradients=0) for i in range(4)]]
+    assert _status(result_checks(masked), "white-box beats black-box") == "warn"
+    shrinking = [_r("whitebox", "pgd", "4/255", i, i < 3) for i in range(4)] + \
+                [_r("whitebox", "pgd", "8/255", i, i < 1) for i in range(4)]
+    assert _status(result_checks(shrinking), "iterative attacks succeed more at larger budgets") == "warn"
+    single_step = [{**r, "attack": "fgsm", "gradients": 1} for r in shrinking]  # FGSM may overshoot
+    assert all(c["status"] == "ok" for c in result_checks(single_step))
+    unchanged = [*ok, _r("onepixel", "onepixel", "1 px", 0, 1, l0=0.0)]
+    assert _status(result_checks(unchanged), "adversarial outputs differ from inputs") == "warn"

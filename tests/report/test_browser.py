@@ -1,0 +1,61 @@
+"""The audit report in a real browser: headless Chromium loads it with no console errors and
+no broken images, and a screenshot is taken (kept in the test's temporary folder)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medfool.cli.main import main
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)")
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tiny_model: Path, tiny_config: Path, tmp_path: Path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    browser_path = _chromium()
+    out = tmp_path / "out"
+    assert main(["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(tiny_config),
+                 "--out", str(out)]) == 0
+    shot = tmp_path / "report.png"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+            page.goto((out / "report.html").resolve().as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+            findings = page.locator("#findings + ul li").count()
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert problems == []
+    assert len(images) >= 6
+    broken = [alt for alt, complete, width in images if not complete or width == 0]
+    assert broken == []
+    for h in ("Findings", "Threat model", "Clean performance", "Attacks", "Clinical flip matrix", "Examples",
+              "Patch", "One-pixel vulnerability maps", "Sanity checks"):
+        assert h in headings
+    assert findings >= 6
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.width >= 1000 and im.height > 2000  # the whole page, not a blank viewport
+        assert len(np.unique(np.asarray(im.convert("L").resize((64, 256))))) > 20  # not blank
