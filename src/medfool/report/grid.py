@@ -67,7 +67,7 @@ def result_grid(path: Path, model: Classifier, info: DatasetInfo, x: torch.Tenso
     with torch.no_grad():
         p_clean = model.probabilities(x[order])
         p_adv = model.probabilities(result.x_adv[order])
-    names = info.class_names
+    names = [n if len(n) <= 22 else n[:20] + ".." for n in info.class_names]  # keep the confidence visible
     caps = []
     for j, i in enumerate(order.tolist()):
         size = f"L0 {int(result.l0[i])} px, L2 {float(result.l2[i]):.3f}\nLinf {float(result.linf[i]) * 255:.1f}/255"
