@@ -75,6 +75,7 @@ batch_size = 8
 eps = [1, 4, 16]
 steps = 5
 [blackbox]
+attacks = ["square", "noise"]
 queries = 5
 [patch]
 steps = 20

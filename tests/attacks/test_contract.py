@@ -15,6 +15,8 @@ FAST = {
     "uap": {"passes": 2}, "eot-pgd": {"steps": 3, "samples": 2, "eval_samples": 4}, "stain": {"steps": 5},
     "patch": {"steps": 5, "batch_size": 8}, "onepixel": {"population": 20, "generations": 3},
     "pixel-pareto": {"population": 8, "generations": 2, "max_pixels": 3}, "noise": {"tries": 5},
+    "square": {"queries": 40}, "simba": {"queries": 40}, "hsj": {"queries": 80, "init_evals": 10},
+    "boundary": {"queries": 60},
 }
 MODELS = ("multiclass", "binary_one_logit", "multilabel")
 _TASK = {"multiclass": "multi-class", "binary_one_logit": "binary", "multilabel": "multi-label"}

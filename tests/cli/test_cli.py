@@ -11,7 +11,8 @@ import pytest
 
 from medfool.cli.main import build_parser, main
 
-SUBCOMMANDS = ["demo", "datasets", "download", "train", "evaluate", "info", "attack", "analyze", "audit", "report"]
+SUBCOMMANDS = ["demo", "datasets", "download", "train", "evaluate", "info", "attack", "analyze", "audit", "report",
+               "export"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -57,12 +57,12 @@ class BlackboxConfig:
     """Query-only attacks at the white-box budgets (also the gradient-masking check)."""
 
     enabled: bool = True
-    attacks: tuple[str, ...] = ("noise",)
-    queries: int = 20  # per image
+    attacks: tuple[str, ...] = ("square",)  # square (score-based search) and/or noise (random corners)
+    queries: int = 300  # per image
 
     def check(self) -> None:
-        _one_of("blackbox.attacks", self.attacks, ("noise",))
-        _at_least("blackbox.queries", self.queries, 1)
+        _one_of("blackbox.attacks", self.attacks, ("square", "noise"))
+        _at_least("blackbox.queries", self.queries, 2)
 
 
 @dataclass(frozen=True)

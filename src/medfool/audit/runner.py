@@ -99,7 +99,8 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
             for eps in wb.eps:
                 for k, sl in chunks:
                     units.append(U.Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", U.attack_unit(
-                        "blackbox", name, {"eps": eps / 255, "tries": bb.queries}, f"{eps:g}/255", model, info,
+                        "blackbox", name, {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries},
+                        f"{eps:g}/255", model, info,
                         ids[sl], x[sl], y[sl], None)))
     pc = cfg.patch
     if pc.enabled and not single:

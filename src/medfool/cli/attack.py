@@ -4,6 +4,12 @@ Writes OUT/results.json (config, seed, versions, per-budget summary, perceptibil
 rows), OUT/adversarial.npz (clean and adversarial images, labels, predictions, success) and
 OUT/grid.png (original | adversarial | amplified perturbation with labels and confidences).
 
+Black-box attacks (square, simba: probabilities; hsj, boundary: labels, --labels-only) query
+the model through a counter with a per-image budget (--queries); --model may be an ONNX file
+written by 'medfool export'. 'transfer' crafts a white-box attack (-o base=pgd) on --surrogate
+and measures it on --model; 'fooling' evolves images of nothing that the model labels with
+>= 99 % confidence, one row per class in fooling_ENCODING.png.
+
 uap and patch are universal: they are crafted on --craft-split images (default train) and
 measured on the attacked (--split, default test) images. The patch's budget is its area
 (-o area=0.1: at most 10 % of the image); it also writes patch.png, reports natural
@@ -24,9 +30,11 @@ import torch
 
 from medfool.attacks import attack_class, attack_names, get_attack
 from medfool.attacks.base import AttackResult
+from medfool.attacks.blackbox.base import BlackBoxAttack
 from medfool.attacks.evasion.uap import UniversalPerturbation
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.sweep import DEFAULT_AREAS
+from medfool.cli.blackbox import SPECIAL, load_victim, run_fooling, run_transfer
 from medfool.cli.commands import _check_writable, _load, _say, check_compatible
 from medfool.cli.common import add_data_options, add_run_options, fmt, parse_eps
 from medfool.cli.patch import run_patch
@@ -88,19 +96,36 @@ def _universal(attack: UniversalPerturbation, model: Any, craft_x: Any, craft_y:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
+    special = args.name in SPECIAL
     try:
-        cls = attack_class(args.name)
+        cls = None if special else attack_class(args.name)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{exc}; also: {', '.join(SPECIAL)}") from None
+    black = special or (cls is not None and issubclass(cls, BlackBoxAttack))
+    if args.model.endswith(".onnx") and not black:
+        raise ConfigError(f"{args.model}: {args.name} needs gradients; an ONNX model can be attacked with "
+                          "square, simba, hsj, boundary, fooling, or as the victim of transfer")
+    if args.labels_only and not black:
+        raise ConfigError("--labels-only is for black-box attacks (hsj, boundary, transfer)")
+    if args.queries is not None and not black:
+        raise ConfigError("--queries is the budget of black-box attacks (square, simba, hsj, boundary, fooling)")
+    if args.name == "fooling":
+        return _fooling(args)
+    assert cls is not None or args.name == "transfer"
     options = dict(args.option or [])
+    if args.queries is not None and args.name != "transfer":
+        options["queries"] = args.queries
     for key in ("norm", "steps", "restarts"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     eps_list = args.eps or [None]
+    if args.name == "transfer":
+        return _transfer(args, options, eps_list)
+    assert cls is not None
     if cls.name == "patch" and args.eps:
         raise ConfigError("a patch has no epsilon: its budget is its area, e.g. -o area=0.1 (10 % of the image)")
     if cls.name != "patch" and (args.surrogate or args.sweep is not None):
-        raise ConfigError("--surrogate and --sweep are options of the patch attack")
+        raise ConfigError("--surrogate is an option of patch and transfer, --sweep of patch")
     out = Path(args.out)
     _check_writable(out)
     # build every config first: a bad option fails before any work is done
@@ -109,7 +134,39 @@ def cmd_attack(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
     device = resolve_device(args.device)
-    model, _ = load_classifier(args.model, device=device)
+    model: Any = load_victim(args.model, args.device, args.labels_only) if black else \
+        load_classifier(args.model, device=device)[0]
+    x, y, index, target, dataset = _images(args, model, str(model.device))
+    _say(f"{cls.name} on {index.numel()} {dataset.info.name} [{args.split}] images, model {args.model}")
+    if isinstance(attacks[0], AdversarialPatch):
+        return run_patch(args, attacks[0], model, dataset, index, x, y, target, out)
+    return _run_attacks(args, cls.name, attacks, eps_list, model, dataset, index, x, y, target, out)
+
+
+def _fooling(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_writable(out)
+    model = load_victim(args.model, args.device, args.labels_only)
+    dataset = _load(args)
+    check_compatible(model, dataset, args.model)  # type: ignore[arg-type]
+    return run_fooling(args, model, dataset.info, out, dict(args.option or []))
+
+
+def _transfer(args: argparse.Namespace, options: dict[str, Any], eps_list: list[Any]) -> int:
+    if len(eps_list) > 1:
+        raise ConfigError("transfer takes one --eps")
+    out = Path(args.out)
+    _check_writable(out)
+    victim = load_victim(args.model, args.device, args.labels_only)
+    x, y, index, target, dataset = _images(args, victim, str(victim.device))
+    _say(f"transfer on {index.numel()} {dataset.info.name} [{args.split}] images: crafted on {args.surrogate}, "
+         f"victim {args.model}")
+    return run_transfer(args, victim, dataset.info, x, y, index, target, out, options, eps_list[0])
+
+
+def _images(args: argparse.Namespace, model: Any, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                        Any, Any]:
+    """The attacked images: the split, class filter, target and seeded sample the options ask for."""
     dataset = _load(args)
     check_compatible(model, dataset, args.model)
     seed_everything(args.seed)
@@ -137,10 +194,15 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if index.numel() == 0:
         raise ConfigError("no images left to attack (check --only-class, --target and --n)")
     x, y = split.get(index.numpy())
-    x, y = x.to(device), y.to(device)
-    _say(f"{cls.name} on {index.numel()} {info.name} [{args.split}] images, model {args.model}")
-    if isinstance(attacks[0], AdversarialPatch):
-        return run_patch(args, attacks[0], model, dataset, index, x, y, target, out)
+    return x.to(device), y.to(device), index, target, dataset
+
+
+def _run_attacks(args: argparse.Namespace, name: str, attacks: list[Any], eps_list: list[Any], model: Any,
+                 dataset: Any, index: torch.Tensor, x: torch.Tensor, y: torch.Tensor, target: Any,
+                 out: Path) -> int:
+    info = dataset.info
+    device = x.device
+    cls = type(attacks[0])
     rows: list[dict[str, Any]] = []
     results = []
     craft_x = craft_y = None
@@ -216,12 +278,13 @@ def _write_outputs(out: Path, args: argparse.Namespace, model: Any, info: Any, i
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("attack", help="run one attack on a model and dataset (white-box evasion)",
+    p = sub.add_parser("attack", help="run one attack (white-box, black-box, patch, few-pixel) on a model and dataset",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="Attacks: " + ", ".join(attack_names()) + ". Budgets are pixel-space epsilons "
+                       epilog="Attacks: " + ", ".join([*attack_names(), *SPECIAL]) + ". Budgets are pixel-space "
+                              "epsilons "
                               "written as k/255; several --eps values give a security curve. Success is counted "
                               "on the images the model classified correctly before the attack.")
-    p.add_argument("name", help="attack name: " + ", ".join(attack_names()))
+    p.add_argument("name", help="attack name: " + ", ".join([*attack_names(), *SPECIAL]))
     p.add_argument("--model", "-m", required=True, help="checkpoint (.safetensors, TorchScript or state dict)")
     add_data_options(p)
     add_run_options(p)
@@ -240,10 +303,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="uap and patch: the split the universal perturbation or patch is crafted on (default train)")
     p.add_argument("--n-craft", type=int, default=1000, help="uap and patch: images to craft on (default 1000)")
     p.add_argument("--surrogate", default=None, metavar="CKPT",
-                   help="patch only: also craft the patch on this other model and report its transfer to --model")
+                   help="patch: also craft the patch on this other model and report its transfer to --model; "
+                        "transfer: the model the attack (-o base=pgd) is crafted on")
     p.add_argument("--sweep", type=float, nargs="*", default=None, metavar="AREA",
                    help="patch only: also measure success as the patch grows over these area fractions "
                         f"(default {' '.join(f'{a:g}' for a in DEFAULT_AREAS)})")
+    p.add_argument("--queries", type=int, default=None, metavar="N",
+                   help="black-box attacks: query budget per image (fooling: in all), the clean query included")
+    p.add_argument("--labels-only", action="store_true",
+                   help="black-box attacks: the model answers with labels only (decision-based: hsj, boundary)")
     p.add_argument("--n", type=int, default=256, help="number of images to attack (default 256)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", default="medfool-attack", help="output folder (default medfool-attack)")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from medfool import __version__
-from medfool.cli import analyze, attack, audit, commands, demo
+from medfool.cli import analyze, attack, audit, blackbox, commands, demo
 from medfool.errors import MedfoolError
 
 EPILOG = """\
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.register(sub)
     analyze.register(sub)
     audit.register(sub)
+    blackbox.register_export(sub)
     return parser
 
 

@@ -118,12 +118,17 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
             if total:
                 out.append(f"At {top['budget']}, {missed} of {total} correctly classified {crit_name} images "
                            f"({_pct(missed / total)}) were read as a non-critical class: a missed diagnosis.")
-    bb = strongest(summaries, "blackbox")
-    if bb:
-        out.append(f"Random noise of the same size ({bb['budget']}, {int(bb['mean_queries'])} tries per image on "
-                   f"average) flips {_pct(bb['success_rate'])}: "
-                   + ("the model is fragile even to unoptimised noise." if bb["success_rate"] > 0.1 else
-                      "the danger comes from optimised changes, not from noise."))
+    for bb in [s for s in summaries if s["stage"] == "blackbox" and s is strongest(
+            [t for t in summaries if t["attack"] == s["attack"]], "blackbox")]:
+        if bb["attack"] == "noise":
+            out.append(f"Random noise of the same size ({bb['budget']}, {int(bb['mean_queries'])} tries per image "
+                       f"on average) flips {_pct(bb['success_rate'])}: "
+                       + ("the model is fragile even to unoptimised noise." if bb["success_rate"] > 0.1 else
+                          "the danger comes from optimised changes, not from noise."))
+        else:
+            out.append(f"Without any access to the model's insides, only its output probabilities, a search of "
+                       f"{int(bb['mean_queries'])} queries per image on average ({bb['attack'].capitalize()}, "
+                       f"{bb['budget']}) flips {_pct(bb['success_rate'])} of the correctly classified images.")
     patch = [s for s in summaries if s["stage"] == "patch"]
     adv = next((s for s in patch if s["attack"] == "patch"), None)
     nat = next((s for s in patch if s["attack"] == "natural-patch"), None)

@@ -1,0 +1,97 @@
+"""Pieces shared by the decision-based attacks (HopSkipJump, Boundary): they see labels only.
+
+Both start from an adversarial point (random uniform noise, kept once the model reads it
+wrongly, then pulled towards the original by a binary search) and walk along the decision
+boundary. Everything runs on all images at once, each with its own query budget.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medfool.attacks.blackbox.oracle import QueryCounter
+from medfool.attacks.goal import Goal
+
+
+def blend(x: torch.Tensor, far: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
+    """The point a fraction ``alpha`` (k,) of the way from x to ``far`` (L2), or ``far``
+    clipped to the Linf ball of radius alpha (Linf)."""
+    a = alpha.view(-1, 1, 1, 1)
+    if norm == "l2":
+        return (1 - a) * x + a * far
+    return torch.maximum(torch.minimum(far, x + a), x - a)
+
+
+def binary_search(oracle: QueryCounter, goal: Goal, idx: torch.Tensor, x: torch.Tensor, adv: torch.Tensor,
+                  adv_scores: torch.Tensor, threshold: float, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each adversarial point (k, ...) to the boundary between it and x, on its own budget.
+
+    Returns the adversarial side of the final bracket and its scores (every returned point
+    was queried, or is the input point)."""
+    k = idx.numel()
+    hi = torch.ones(k, device=x.device) if norm == "l2" else (adv - x).flatten(1).abs().amax(1)
+    lo = torch.zeros(k, device=x.device)
+    thr = torch.full((k,), threshold, device=x.device) if norm == "l2" else torch.clamp(hi * threshold,
+                                                                                         max=threshold)
+    best, best_scores = adv.clone(), adv_scores.clone()
+    while True:
+        open_ = ((hi - lo) > thr) & (oracle.remaining(idx) > 0)
+        if not bool(open_.any()):
+            break
+        sel = open_.nonzero().flatten()
+        mid = (hi[sel] + lo[sel]) / 2
+        cand = blend(x[sel], adv[sel], mid, norm)
+        out = oracle.query(cand, idx[sel])
+        won = goal.success(out, idx[sel])
+        hi[sel] = torch.where(won, mid, hi[sel])
+        lo[sel] = torch.where(won, lo[sel], mid)
+        best[sel[won]], best_scores[sel[won]] = cand[won], out[won]
+    return best, best_scores
+
+
+def starting_points(oracle: QueryCounter, goal: Goal, x: torch.Tensor, clean: torch.Tensor, idx: torch.Tensor,
+                    tries: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An adversarial starting point per image ``idx``: the closest other image of the batch
+    whose (already known) answer counts as success for it, which costs no query (an attacker
+    holds natural images); else uniform noise, up to ``tries`` queries. Returns (points,
+    their scores, found mask)."""
+    k, n = idx.numel(), x.shape[0]
+    owner = idx.repeat_interleave(n)
+    works = goal.success(clean.repeat(k, 1), owner).view(k, n)                          # (k, n)
+    works[torch.arange(k, device=x.device), idx] = False
+    dist = torch.cdist(x[idx].flatten(1), x.flatten(1))
+    dist[~works] = float("inf")
+    nearest = dist.argmin(dim=1)
+    found = torch.isfinite(dist.min(dim=1).values)
+    start = torch.where(found.view(k, 1, 1, 1), x[nearest], x[idx])
+    scores = clean[nearest].clone()
+    if bool((~found).any()):
+        sel = (~found).nonzero().flatten()
+        s2, sc2, f2 = _noise_start(oracle, goal, x, idx[sel], tries, gen)
+        start[sel[f2]], scores[sel[f2]] = s2[f2], sc2[f2]
+        found[sel[f2]] = True
+    return start, scores, found
+
+
+def _noise_start(oracle: QueryCounter, goal: Goal, x: torch.Tensor, idx: torch.Tensor, tries: int,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Uniform noise images the model gets wrong, one per image where one is found within
+    ``tries`` queries; returns (points, their scores, found mask)."""
+    k = idx.numel()
+    start = x[idx].clone()
+    scores = torch.zeros(0)
+    found = torch.zeros(k, dtype=torch.bool, device=x.device)
+    for _ in range(tries):
+        sel = (~found & (oracle.remaining(idx) > 0)).nonzero().flatten()
+        if sel.numel() == 0:
+            break
+        noise = torch.rand(sel.numel(), *x.shape[1:], generator=gen).to(x.device)
+        out = oracle.query(noise, idx[sel])
+        if scores.numel() == 0:
+            scores = torch.zeros(k, out.shape[1], device=x.device)
+        won = goal.success(out, idx[sel])
+        start[sel[won]], scores[sel[won]] = noise[won], out[won]
+        found[sel[won]] = True
+    if scores.numel() == 0:
+        scores = torch.zeros(k, 1, device=x.device)
+    return start, scores, found

@@ -1,0 +1,219 @@
+"""Square attack: random search over square windows at the corners of the eps-ball.
+
+Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box
+adversarial attack via random search", ECCV 2020. Each iteration proposes, for every image
+still resisting, one change confined to a random s x s window (Linf: the window's pixels
+jump to x +- eps, one sign per channel; L2: mass is moved between two windows with the
+paper's "meta-pseudo-Gaussian" profile) and keeps it when the margin loss drops. The window
+side shrinks on the paper's schedule of the fraction p of pixels changed, rescaled to the
+query budget. Every image gets its own window and signs (the paper's code draws signs per
+image and one window per batch; ART and torchattacks draw one proposal for the whole batch,
+which ``proposals="batch"`` reproduces); one model call per iteration serves all active
+images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from medfool.attacks.base import AttackConfig, check_choice, check_int, check_norm_eps, check_range, register_attack
+from medfool.attacks.blackbox.base import BlackBoxAttack
+from medfool.attacks.blackbox.oracle import QueryCounter
+from medfool.attacks.goal import Goal
+
+# iteration thresholds (out of 10,000) at which p halves, from the paper's code
+_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SquareConfig(AttackConfig):
+    eps: float = 8 / 255
+    norm: str = "linf"
+    queries: int = 1000       # per image, the clean query included
+    p_init: float = 0.05      # initial fraction of pixels changed (paper: 0.05 Linf, 0.1 L2)
+    loss: str = "margin"      # margin | ce
+    proposals: str = "image"  # image: a window and signs per image | batch: one for all (as ART, torchattacks)
+
+    def validate(self) -> None:
+        check_norm_eps(self.norm, self.eps)
+        check_int("queries", self.queries, 2)
+        check_range("p_init", self.p_init, 0.0, 1.0, lo_open=True)
+        check_choice("loss", self.loss, ("margin", "ce"))
+        check_choice("proposals", self.proposals, ("image", "batch"))
+
+
+def p_selection(p_init: float, it: int, n_iters: int) -> float:
+    """The fraction of pixels a window covers at iteration ``it`` of ``n_iters``."""
+    scaled = int(it / max(1, n_iters) * 10000)
+    return float(p_init / 2 ** sum(scaled > t for t in _SCHEDULE))
+
+
+def _eta_rectangles(a: int, b: int) -> torch.Tensor:
+    delta = torch.zeros(a, b)
+    ca, cb = a // 2 + 1, b // 2 + 1
+    r, c = ca - 1, cb - 1
+    for k in range(max(ca, cb)):
+        delta[max(r, 0):min(r + 2 * k + 1, a), max(c, 0):min(c + 2 * k + 1, b)] += 1.0 / (k + 1) ** 2
+        r -= 1
+        c -= 1
+    return delta / delta.pow(2).sum().sqrt()
+
+
+def eta(s: int, transpose: bool) -> torch.Tensor:
+    """The paper's L2 window profile: two opposite-signed halves, unit norm."""
+    d = torch.zeros(s, s)
+    d[: s // 2] = _eta_rectangles(s // 2, s)
+    d[s // 2:] = -_eta_rectangles(s - s // 2, s)
+    d = d / d.pow(2).sum().sqrt()
+    out: torch.Tensor = d.t().contiguous() if transpose else d
+    return out
+
+
+def _windows(k: int, h: int, w: int, s: int, gen: torch.Generator, device: torch.device, shared: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random top-left corners (k,) of s x s windows, one per image or one ``shared`` by all
+    (as in the paper's code, positions in [0, h - s))."""
+    m = 1 if shared else k
+    top = torch.randint(0, max(1, h - s), (m,), generator=gen).to(device).expand(k)
+    left = torch.randint(0, max(1, w - s), (m,), generator=gen).to(device).expand(k)
+    return top, left
+
+
+def _mask(top: torch.Tensor, left: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
+    """(k, 1, h, w) bool: inside each image's window."""
+    rows = torch.arange(h, device=top.device).view(1, h, 1)
+    cols = torch.arange(w, device=top.device).view(1, 1, w)
+    inside = (rows >= top.view(-1, 1, 1)) & (rows < (top + s).view(-1, 1, 1)) \
+        & (cols >= left.view(-1, 1, 1)) & (cols < (left + s).view(-1, 1, 1))
+    return inside[:, None]
+
+
+def _take(t: torch.Tensor, top: torch.Tensor, left: torch.Tensor, s: int) -> torch.Tensor:
+    """(k, C, s, s): each image's window of t (k, C, H, W)."""
+    k = t.shape[0]
+    rows = (top.view(k, 1) + torch.arange(s, device=t.device)).view(k, s, 1)
+    cols = (left.view(k, 1) + torch.arange(s, device=t.device)).view(k, 1, s)
+    return t[torch.arange(k, device=t.device).view(k, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
+
+
+def _put(t: torch.Tensor, top: torch.Tensor, left: torch.Tensor, values: torch.Tensor) -> None:
+    """Write (k, C, s, s) values into each image's window of t, in place."""
+    k, _, s, _ = values.shape
+    rows = (top.view(k, 1) + torch.arange(s, device=t.device)).view(k, s, 1)
+    cols = (left.view(k, 1) + torch.arange(s, device=t.device)).view(k, 1, s)
+    t[torch.arange(k, device=t.device).view(k, 1, 1), :, rows, cols] = values.permute(0, 2, 3, 1)
+
+
+def _norm(t: torch.Tensor) -> torch.Tensor:
+    """(k, 1, 1, 1) L2 norm per image."""
+    out: torch.Tensor = t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+    return out
+
+
+@register_attack
+class Square(BlackBoxAttack):
+    name = "square"
+    Config = SquareConfig
+    paper = "Andriushchenko et al., ECCV 2020"
+    config: SquareConfig
+
+    def _loss(self, goal: Goal, scores: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Loss to minimise: the margin (the paper's default), or the cross-entropy's negative."""
+        return -goal.loss(scores, idx, "margin" if self.config.loss == "margin" else "ce")
+
+    def _init(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, c, h, w = x.shape
+        eps = self.config.eps
+
+        def signs(*shape: int) -> torch.Tensor:
+            return (torch.randint(0, 2, shape, generator=gen) * 2 - 1).float().to(x.device)
+
+        if self.config.norm == "linf":  # vertical stripes of +-eps
+            return (x + eps * signs(n, c, 1, w)).clamp(0, 1)
+        s = max(1, h // 5)
+        delta = torch.zeros_like(x)
+        start = (h - s * 5) // 2
+        profile = eta(s, False).to(x.device)
+        for i in range(h // s):
+            for j in range(w // s):
+                r, q = start + i * s, start + j * s
+                if r + s <= h and q + s <= w:
+                    delta[:, :, r:r + s, q:q + s] += profile * signs(n, c, 1, 1)
+        return (x + delta / (_norm(delta) + 1e-12) * eps).clamp(0, 1)
+
+    def _step_linf(self, x: torch.Tensor, best: torch.Tensor, s: int, gen: torch.Generator) -> torch.Tensor:
+        k, c, h, w = x.shape
+        shared = self.config.proposals == "batch"
+        top, left = _windows(k, h, w, s, gen, x.device, shared)
+        inside = _mask(top, left, s, h, w)
+        sign = (torch.randint(0, 2, (1 if shared else k, c, 1, 1), generator=gen) * 2 - 1).float().to(x.device)
+        sign = sign.expand(k, c, 1, 1)
+        new = (x + self.config.eps * sign).clamp(0, 1)
+        # a window already at the drawn corner would waste the query: flip its signs instead
+        same = ((new - best).abs() * inside).flatten(1).amax(1) < 1e-7
+        if not shared and bool(same.any()):
+            new[same] = (x[same] - self.config.eps * sign[same]).clamp(0, 1)
+        return torch.where(inside, new, best)
+
+    def _step_l2(self, x: torch.Tensor, best: torch.Tensor, s: int, gen: torch.Generator) -> torch.Tensor:
+        k, c, h, w = x.shape
+        eps = self.config.eps
+        delta = best - x
+        shared = self.config.proposals == "batch"
+        top1, left1 = _windows(k, h, w, s, gen, x.device, shared)
+        top2, left2 = _windows(k, h, w, s, gen, x.device, shared)
+        win1 = _take(delta, top1, left1, s)
+        norm_win1 = win1.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()              # (k, C, 1, 1)
+        union = _mask(top1, left1, s, h, w) | _mask(top2, left2, s, h, w)
+        norm_image = _norm(delta)                                                 # (k, 1, 1, 1)
+        norm_union = _norm(delta * union)
+        transpose = bool(torch.rand(1, generator=gen) > 0.5)
+        sign = (torch.randint(0, 2, (1 if shared else k, c, 1, 1), generator=gen) * 2 - 1).float().to(x.device)
+        new = eta(s, transpose).to(x.device).view(1, 1, s, s) * sign + win1 / (norm_win1 + 1e-12)
+        budget = ((eps ** 2 - norm_image ** 2).clamp_min(0) / c + norm_union ** 2).sqrt()
+        new = new / (new.pow(2).sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12) * budget
+        _put(delta, top2, left2, torch.zeros_like(new))
+        _put(delta, top1, left1, new)
+        return (x + delta / (_norm(delta) + 1e-12) * eps).clamp(0, 1)
+
+    def search(self, oracle: QueryCounter, x: torch.Tensor, goal: Goal, clean: torch.Tensor,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n, _, h, w = x.shape
+        cfg = self.config
+        best, scores = x.clone(), clean.clone()
+        everyone = torch.arange(n, device=x.device)
+        margin = goal.margin(clean)
+        todo = (margin > 0).nonzero().flatten()  # images the model already gets wrong are left alone
+        todo = todo[oracle.remaining(todo) > 0]
+        if todo.numel() == 0:
+            return best, scores
+        init = self._init(x[todo], gen)
+        s_init = oracle.query(init, todo)
+        best[todo], scores[todo] = init, s_init
+        loss = torch.full((n,), float("inf"), device=x.device)
+        loss[todo] = self._loss(goal, s_init, todo)
+        margin[todo] = goal.margin(s_init, todo)
+        n_iters = cfg.queries
+        for it in range(n_iters):
+            active = everyone[(margin > 0) & (oracle.remaining() > 0)]
+            active = active[torch.isin(active, todo)]
+            if active.numel() == 0:
+                break
+            p = p_selection(cfg.p_init, it, n_iters)
+            if cfg.norm == "linf":
+                side = min(max(round(math.sqrt(p * h * w)), 1), h - 1)
+                cand = self._step_linf(x[active], best[active], side, gen)
+            else:
+                side = max(round(math.sqrt(p * h * w)), 3)
+                side = min(side + (side % 2 == 0), h - 1)
+                cand = self._step_l2(x[active], best[active], side, gen)
+            out = oracle.query(cand, active)
+            new_loss, new_margin = self._loss(goal, out, active), goal.margin(out, active)
+            keep = (new_loss < loss[active]) | (new_margin <= 0)
+            upd = active[keep]
+            best[upd], scores[upd] = cand[keep], out[keep]
+            loss[upd], margin[upd] = new_loss[keep], new_margin[keep]
+        return best, scores
