@@ -114,7 +114,7 @@ def test_patch_crafts_on_train_measures_on_test_and_resumes(ckpt, tmp_path, caps
 @pytest.mark.parametrize(("argv", "pattern"), [
     (["attack", "patch", "--eps", "8/255"], "a patch has no epsilon: its budget is its area"),
     (["attack", "patch", "--target", "least-likely"], "a patch needs one target class"),
-    (["attack", "pgd", "--sweep"], "--surrogate and --sweep are options of the patch attack"),
+    (["attack", "pgd", "--sweep"], "--sweep of patch"),
     (["attack", "patch", "--sweep"], "--sweep needs --target"),
     (["attack", "patch", "-o", "area=0.0001"], "less than one pixel"),
     (["attack", "patch", "-o", "region=outside", "-o", "box=1,2"], "box must be (top, left, bottom, right)"),
