@@ -34,24 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from counting import Counting  # benchmarks/counting.py (the script folder is on sys.path)
 from medfool.attacks import get_attack
 from medfool.attacks.blackbox.fooling import FoolingConfig, fooling_images
 from medfool.attacks.blackbox.oracle import OnnxModel, export_onnx, from_callable, from_classifier
 from medfool.data import load_dataset
 from medfool.models import Classifier, load_classifier
-
-
-class Counting(nn.Module):
-    """Counts every image the wrapped model is asked about."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        return self.model(x)
 
 
 def fooled(model: Classifier, x_adv: torch.Tensor | np.ndarray, y: torch.Tensor) -> float:

@@ -57,7 +57,26 @@ class ModelMeta:
         return cls(**kw)
 
 
-class Classifier(nn.Module):
+class MetaView:
+    """Read-only views of a model's metadata, shared by every kind of model (white-box
+    :class:`Classifier`, query-only ``PredictModel``)."""
+
+    meta: ModelMeta
+
+    @property
+    def task(self) -> str:
+        return self.meta.task
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.meta.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta.class_names)
+
+
+class Classifier(MetaView, nn.Module):
     """Wraps ``network`` (which expects normalised input) so that ``forward`` takes [0, 1] pixels.
 
     Shape: x (N, C, H, W) float in [0, 1] -> logits (N, num_outputs).
@@ -78,19 +97,6 @@ class Classifier(nn.Module):
         self.channels_last = meta.arch is not None
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-    # -- convenience views of the metadata --------------------------------------------------
-    @property
-    def task(self) -> str:
-        return self.meta.task
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.meta.class_names
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.meta.class_names)
 
     @property
     def device(self) -> torch.device:

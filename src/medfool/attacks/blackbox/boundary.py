@@ -17,7 +17,7 @@ import torch
 
 from medfool.attacks.base import AttackConfig, check_int, check_range, register_attack
 from medfool.attacks.blackbox.base import BlackBoxAttack
-from medfool.attacks.blackbox.decision import binary_search, starting_points
+from medfool.attacks.blackbox.decision import near_boundary_start
 from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
 
@@ -54,15 +54,9 @@ class Boundary(BlackBoxAttack):
                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         best, scores = x.clone(), clean.clone()
-        todo = (~goal.success(clean)).nonzero().flatten()
-        todo = todo[oracle.remaining(todo) > 0]
+        todo, cur, cur_scores = near_boundary_start(oracle, goal, x, clean, cfg.init_tries, gen)
         if todo.numel() == 0:
             return best, scores
-        start, s_scores, found = starting_points(oracle, goal, x, clean, todo, cfg.init_tries, gen)
-        todo, cur, cur_scores = todo[found], start[found], s_scores[found]
-        if todo.numel() == 0:
-            return best, scores
-        cur, cur_scores = binary_search(oracle, goal, todo, x[todo], cur, cur_scores, 1e-3, "l2")
         k = todo.numel()
         sph = torch.full((k,), cfg.spherical_step, device=x.device)
         src = torch.full((k,), cfg.source_step, device=x.device)

@@ -49,6 +49,22 @@ def binary_search(oracle: QueryCounter, goal: Goal, idx: torch.Tensor, x: torch.
     return best, best_scores
 
 
+def near_boundary_start(oracle: QueryCounter, goal: Goal, x: torch.Tensor, clean: torch.Tensor, tries: int,
+                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The images still to attack (correctly classified, budget left, a start found), each
+    with an adversarial point pulled close to the decision boundary, and its scores."""
+    todo = (~goal.success(clean)).nonzero().flatten()
+    todo = todo[oracle.remaining(todo) > 0]
+    if todo.numel() == 0:
+        return todo, x[:0], clean[:0]
+    start, scores, found = starting_points(oracle, goal, x, clean, todo, tries, gen)
+    todo, cur, cur_scores = todo[found], start[found], scores[found]
+    if todo.numel() == 0:
+        return todo, cur, cur_scores
+    cur, cur_scores = binary_search(oracle, goal, todo, x[todo], cur, cur_scores, 1e-3, "l2")
+    return todo, cur, cur_scores
+
+
 def starting_points(oracle: QueryCounter, goal: Goal, x: torch.Tensor, clean: torch.Tensor, idx: torch.Tensor,
                     tries: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """An adversarial starting point per image ``idx``: the closest other image of the batch

@@ -18,7 +18,7 @@ import torch
 
 from medfool.attacks.base import AttackConfig, check_choice, check_int, register_attack
 from medfool.attacks.blackbox.base import BlackBoxAttack
-from medfool.attacks.blackbox.decision import binary_search, starting_points
+from medfool.attacks.blackbox.decision import binary_search, near_boundary_start
 from medfool.attacks.blackbox.oracle import QueryCounter, chunk_for
 from medfool.attacks.goal import Goal
 
@@ -98,15 +98,9 @@ class HopSkipJump(BlackBoxAttack):
         d = x[0].numel()
         theta = 1.0 / (d * math.sqrt(d)) if cfg.norm == "l2" else 1.0 / d ** 2
         best, scores = x.clone(), clean.clone()
-        todo = (~goal.success(clean)).nonzero().flatten()
-        todo = todo[oracle.remaining(todo) > 0]
+        todo, cur, cur_scores = near_boundary_start(oracle, goal, x, clean, cfg.init_tries, gen)
         if todo.numel() == 0:
             return best, scores
-        start, s_scores, found = starting_points(oracle, goal, x, clean, todo, cfg.init_tries, gen)
-        todo, cur, cur_scores = todo[found], start[found], s_scores[found]
-        if todo.numel() == 0:
-            return best, scores
-        cur, cur_scores = binary_search(oracle, goal, todo, x[todo], cur, cur_scores, 1e-3, "l2")
         best[todo], scores[todo] = cur, cur_scores
         t = 0
         while True:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from medfool.errors import CheckpointError, ConfigError
-from medfool.models.classifier import Classifier, ModelMeta, logits_to_labels, logits_to_probs
+from medfool.models.classifier import Classifier, MetaView, ModelMeta, logits_to_labels, logits_to_probs
 
 OUTPUTS = ("probs", "labels")
 
@@ -32,7 +32,7 @@ class BudgetExceeded(RuntimeError):
 
 
 @dataclass
-class PredictModel:
+class PredictModel(MetaView):
     """A model seen from outside: ``predict(x)`` -> (N, K) probabilities, or (N,) labels
     ((N, L) 0/1 for multi-label) when ``output == "labels"``."""
 
@@ -44,18 +44,6 @@ class PredictModel:
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
             raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
-
-    @property
-    def task(self) -> str:
-        return self.meta.task
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.meta.class_names
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.meta.class_names)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """(N, K) probabilities, or the one-hot (0/1 for multi-label) answer of a label-only model."""
