@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -250,15 +249,3 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
             bar.close()
         report = render(store, out)
     return report
-
-
-def clear_outputs(out: Path) -> None:
-    """Remove what an audit writes (for --fresh), nothing else."""
-    for name in (STORE, STORE + "-wal", STORE + "-shm", "report.html", "results.json"):
-        p = out / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-
-

@@ -27,7 +27,7 @@ from medfool.attacks.patch.natural import natural_patch
 from medfool.attacks.patch.optimised import AdversarialPatch, Patch
 from medfool.eval.perceptibility import perceptibility
 from medfool.eval.sanity import model_checks
-from medfool.models.classifier import Classifier
+from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.report.grid import result_grid
 from medfool.report.plots import heatmap_row
 
@@ -89,16 +89,15 @@ def clean_unit(model: Classifier, info: Any, split: Any, ids: list[int], x: torc
         metrics = evaluate(model, split)
         with torch.no_grad():
             logits = torch.cat([model(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
-        r = AttackResult.measure("clean", {}, model, x, x, y) if y.dim() == 1 else None
+        pred = logits_to_labels(logits, model.task)
+        single = y.dim() == 1
+        correct = pred == y if single else (pred == y).all(dim=1)
         rows = []
         for j, image in enumerate(ids):
-            if r is not None:
-                correct, pred = bool(r.clean_correct[j]), int(r.clean_pred[j])
-            else:
-                correct, pred = bool(((logits[j] > 0).long() == y[j]).all()), None
+            p = int(pred[j]) if single else None
             rows.append({"stage": "clean", "attack": "clean", "budget": "-", "image": image,
-                         "label": int(y[j]) if y.dim() == 1 else None, "clean_pred": pred, "adv_pred": pred,
-                         "clean_correct": int(correct), "success": 0, "l0": 0.0, "l2": 0.0, "linf": 0.0,
+                         "label": int(y[j]) if single else None, "clean_pred": p, "adv_pred": p,
+                         "clean_correct": int(correct[j]), "success": 0, "l0": 0.0, "l2": 0.0, "linf": 0.0,
                          "queries": 1, "gradients": 0, "time_s": 0.0})
         metrics["wall_s"] = time.perf_counter() - start
         return rows, [("clean", "json", json.dumps(metrics).encode())]

@@ -103,7 +103,7 @@ def run_transfer(args: argparse.Namespace, victim: Classifier | PredictModel, in
                  eps: float | None) -> int:
     if not args.surrogate:
         raise ConfigError("transfer needs --surrogate CKPT: the model the attack is crafted on")
-    surrogate, _ = load_classifier(args.surrogate, device=x.device if x.device.type != "cpu" else "cpu")
+    surrogate, _ = load_classifier(args.surrogate, device=str(x.device))
     base = options.pop("base", "pgd")
     from dataclasses import fields
 
