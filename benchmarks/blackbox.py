@@ -15,7 +15,8 @@ Prints
       same number of queries; the success difference in points and the time ratios; and
       medfool's queries per second over the model's plain forward throughput (the floor);
   (b) HopSkipJump (labels only) at several budgets: median L2 over white-box C&W's on the same
-      images (target <= 1.5), success, seconds per image;
+      images (target <= 1.5), success, seconds per image; Boundary (labels) and SimBA (scores)
+      at the largest budget beside it;
   (c) fooling images (direct and CPPN encodings): classes reaching >= 99 % confidence;
   (d) ONNX: the same Square run on the exported model: identical success, time ratio.
 """
@@ -128,6 +129,18 @@ def part_hsj(model: Classifier, x: torch.Tensor, y: torch.Tensor, budgets: list[
         print(f"  HSJ {q:>6} queries: success {r.success_rate:.3f}, median L2 {float(r.l2[both].median()):.3f} "
               f"= {ratio:.2f} x C&W's (target <= 1.5), mean queries {float(r.queries.float().mean()):.0f}, "
               f"{t:.2f} s/img")
+    probs = from_classifier(model)
+    for name, attack, pm in (("Boundary", get_attack("boundary", queries=budgets[-1]), labels),
+                             ("SimBA-DCT", get_attack("simba", queries=budgets[-1]), probs),
+                             ("SimBA-pixel", get_attack("simba", basis="pixel", queries=budgets[-1]), probs)):
+        start = time.perf_counter()
+        r = attack(pm, x, y, seed=0)
+        t = (time.perf_counter() - start) / n
+        both = r.success & cw.success
+        ratio = float(r.l2[both].median()) / float(cw.l2[both].median()) if bool(both.any()) else float("nan")
+        print(f"  {name} (budget {budgets[-1]}): success {r.success_rate:.3f}, median L2 "
+              f"{float(r.l2[both].median()):.3f} = {ratio:.2f} x C&W's, mean queries "
+              f"{float(r.queries.float().mean()):.0f}, {t:.2f} s/img")
 
 
 def part_fooling(model: Classifier, queries: int, out: Path | None, dataset: str) -> None:

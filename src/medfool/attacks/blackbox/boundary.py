@@ -4,9 +4,11 @@ Brendel, Rauber & Bethge, "Decision-Based Adversarial Attacks: Reliable Attacks 
 Black-Box Machine Learning Models", ICLR 2018. From an adversarial start, each step draws a
 Gaussian direction, keeps its part orthogonal to the line to the original, moves on the
 sphere around the original by ``spherical_step`` of the current distance, then a fraction
-``source_step`` towards it; the candidate is kept if the model still reads it wrongly. Step
-sizes adapt to each image's recent acceptance rate (grow above 50 %, shrink below 20 %, as
-in the paper). One candidate per image per query; all images move in lockstep.
+``source_step`` towards it; the candidate is kept if the model still reads it wrongly. As in
+the paper, the point on the sphere is queried too (two queries per step): its success rate
+tunes the spherical step and the full candidate's tunes the source step (each grows above
+50 % and shrinks below 20 %). Tuning both on the full candidate alone collapses them both at
+the boundary and the walk stalls. All images move in lockstep, both points in one call.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ class Boundary(BlackBoxAttack):
     def budget(self) -> float | None:
         return None  # minimal-perturbation: the budget is the number of queries
 
+    @staticmethod
+    def _factor(rate: torch.Tensor) -> torch.Tensor:
+        """Grow a step above 50 % success, shrink it below 20 % (the paper's rule)."""
+        return torch.where(rate > 0.5, torch.full_like(rate, 1.5),
+                           torch.where(rate < 0.2, torch.full_like(rate, 1 / 1.5), torch.ones_like(rate)))
+
     def search(self, oracle: QueryCounter, x: torch.Tensor, goal: Goal, clean: torch.Tensor,
                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
@@ -60,11 +68,10 @@ class Boundary(BlackBoxAttack):
         k = todo.numel()
         sph = torch.full((k,), cfg.spherical_step, device=x.device)
         src = torch.full((k,), cfg.source_step, device=x.device)
-        wins = torch.zeros(k, device=x.device)
-        tries = torch.zeros(k, device=x.device)
+        sph_wins, src_wins, sph_tries, src_tries = (torch.zeros(k, device=x.device) for _ in range(4))
         xo = x[todo]
         while True:
-            live = (oracle.remaining(todo) > 0).nonzero().flatten()
+            live = (oracle.remaining(todo) >= 2).nonzero().flatten()
             if live.numel() == 0:
                 break
             diff = xo[live] - cur[live]                                   # towards the original
@@ -73,24 +80,27 @@ class Boundary(BlackBoxAttack):
             eta = torch.randn(live.numel(), *x.shape[1:], generator=gen).to(x.device)
             eta = eta - (eta * unit).flatten(1).sum(1).view(-1, 1, 1, 1) * unit   # orthogonal part
             eta = eta / eta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            cand = cur[live] + (sph[live] * dist).view(-1, 1, 1, 1) * eta
+            sphere = cur[live] + (sph[live] * dist).view(-1, 1, 1, 1) * eta
             # back onto the sphere of radius dist around the original, then towards it
-            back = xo[live] - cand
-            cand = xo[live] - back * (dist / back.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, 1, 1, 1)
-            cand = (cand + src[live].view(-1, 1, 1, 1) * (xo[live] - cand)).clamp(0, 1)
-            out = oracle.query(cand, todo[live])
-            won = goal.success(out, todo[live])
+            back = xo[live] - sphere
+            sphere = xo[live] - back * (dist / back.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, 1, 1, 1)
+            cand = (sphere + src[live].view(-1, 1, 1, 1) * (xo[live] - sphere)).clamp(0, 1)
+            # both points in one call: the spherical one tunes the spherical step, the full one the source step
+            out = oracle.query(torch.cat([sphere.clamp(0, 1), cand]), todo[live].repeat(2))
+            n_live = live.numel()
+            on_sphere = goal.success(out[:n_live], todo[live])
+            won = goal.success(out[n_live:], todo[live])
             hit = live[won]
-            cur[hit], cur_scores[hit] = cand[won], out[won]
-            wins[live] += won.float()
-            tries[live] += 1
-            due = live[tries[live] >= cfg.adapt_every]
+            cur[hit], cur_scores[hit] = cand[won], out[n_live:][won]
+            sph_wins[live] += on_sphere.float()
+            sph_tries[live] += 1
+            src_wins[live] += (won & on_sphere).float()
+            src_tries[live] += on_sphere.float()
+            due = live[sph_tries[live] >= cfg.adapt_every]
             if due.numel():
-                rate = wins[due] / tries[due]
-                factor = torch.where(rate > 0.5, torch.full_like(rate, 1.5),
-                                     torch.where(rate < 0.2, torch.full_like(rate, 1 / 1.5), torch.ones_like(rate)))
-                sph[due] = (sph[due] * factor).clamp(1e-6, 1.0)
-                src[due] = (src[due] * factor).clamp(1e-6, 1.0)
-                wins[due], tries[due] = 0, 0
+                sph[due] = (sph[due] * self._factor(sph_wins[due] / sph_tries[due])).clamp(1e-6, 1.0)
+                rate = src_wins[due] / src_tries[due].clamp_min(1)
+                src[due] = (src[due] * self._factor(rate)).clamp(1e-6, 1.0)
+                sph_wins[due], sph_tries[due], src_wins[due], src_tries[due] = 0, 0, 0, 0
         best[todo], scores[todo] = cur, cur_scores
         return best, scores
