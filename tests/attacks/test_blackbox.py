@@ -83,7 +83,7 @@ def test_square_respects_its_ball_and_beats_noise(multiclass):
 
 def test_decision_based_attacks_shrink_with_more_queries(multiclass):
     """HopSkipJump and Boundary walk towards the original: more queries, smaller perturbations;
-    HopSkipJump ends within 3x of white-box C&W's L2 on these images."""
+    HopSkipJump ends within 3x of white-box C&W's L2 on these images, Boundary within 2.1x."""
     model, x, y = multiclass
     cw = get_attack("cw")(model, x, y, seed=0)
     ok = cw.success & cw.clean_correct
@@ -95,6 +95,8 @@ def test_decision_based_attacks_shrink_with_more_queries(multiclass):
     assert float(large.l2[ok].median()) > 0
     hsj = get_attack("hsj", queries=1500, init_evals=20)(model, x, y, seed=0)
     assert float(hsj.l2[ok].median()) <= 3 * float(cw.l2[ok].median())
+    # a Boundary walk that stalls at its start stays above 2.3x here; a working one gets to about 1.8x
+    assert float(large.l2[ok].median()) <= 2.1 * float(cw.l2[ok].median())
 
 
 def test_simba_bases_both_work_and_dct_is_smoother(multiclass):
