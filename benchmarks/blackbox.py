@@ -144,7 +144,7 @@ def part_hsj(model: Classifier, x: torch.Tensor, y: torch.Tensor, budgets: list[
 
 
 def part_fooling(model: Classifier, queries: int, out: Path | None, dataset: str) -> None:
-    from medfool.cli.blackbox import class_grid
+    from medfool.report.grid import class_grid
 
     print(f"\n(c) fooling images, at most {queries:,} queries in all per encoding")
     for enc in ("direct", "cppn"):

@@ -24,7 +24,7 @@ from medfool.attacks import get_attack
 from medfool.attacks.fewpixel.maps import locality, propagation_map, vulnerability_map
 from medfool.cli.attack import _parse_option
 from medfool.cli.commands import _check_writable, _load, _say, check_compatible
-from medfool.cli.common import add_data_options, add_run_options
+from medfool.cli.common import add_data_options, add_run_options, command_record
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.report.plots import heatmap_row, line_chart
@@ -74,7 +74,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     record: dict[str, Any] = {"analysis": args.kind, "model": str(args.model), "dataset": info.name,
                               "split": args.split, "seed": args.seed, "target": args.target,
                               "environment": environment(),
-                              "command": {k: v for k, v in vars(args).items() if k != "func"}}
+                              "command": command_record(args)}
     if args.kind == "pixel-map":
         rows = []
         for i in progress(range(x.shape[0]), desc="pixel maps", unit="image"):

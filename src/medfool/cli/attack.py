@@ -36,7 +36,7 @@ from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.sweep import DEFAULT_AREAS
 from medfool.cli.blackbox import SPECIAL, load_victim, run_fooling, run_transfer
 from medfool.cli.commands import _check_writable, _load, _say, check_compatible
-from medfool.cli.common import add_data_options, add_run_options, fmt, parse_eps
+from medfool.cli.common import add_data_options, add_run_options, command_record, fmt, parse_eps
 from medfool.cli.patch import run_patch
 from medfool.errors import ConfigError
 from medfool.eval.perceptibility import perceptibility
@@ -202,7 +202,6 @@ def _run_attacks(args: argparse.Namespace, name: str, attacks: list[Any], eps_li
                  out: Path) -> int:
     info = dataset.info
     device = x.device
-    cls = type(attacks[0])
     rows: list[dict[str, Any]] = []
     results = []
     craft_x = craft_y = None
@@ -212,7 +211,7 @@ def _run_attacks(args: argparse.Namespace, name: str, attacks: list[Any], eps_li
         craft_x, craft_y = craft_x.to(device), craft_y.to(device)
         _say(f"  crafting on {craft_x.shape[0]} {args.craft_split} images, measuring on the {args.split} images")
     for eps, attack in zip(eps_list, attacks, strict=True):
-        desc = f"{cls.name}" + ("" if eps is None else f" eps={eps * 255:.3g}/255")
+        desc = f"{name}" + ("" if eps is None else f" eps={eps * 255:.3g}/255")
         if isinstance(attack, UniversalPerturbation):
             r = _universal(attack, model, craft_x, craft_y, x, y, args.seed)
             _say(f"  held-out fooling rate (prediction changed) {fmt(r.extras['heldout_fooling_rate'])}, "
@@ -258,7 +257,7 @@ def _write_outputs(out: Path, args: argparse.Namespace, model: Any, info: Any, i
         "attack": args.name, "model": str(args.model), "dataset": info.name, "split": args.split,
         "classes": list(info.class_names), "seed": args.seed, "target": args.target, "only_class": args.only_class,
         "summaries": rows, "images": per_image, "environment": environment(),
-        "command": {k: v for k, v in vars(args).items() if k != "func"},
+        "command": command_record(args),
     })
     arrays: dict[str, np.ndarray] = {"index": index.numpy(), "labels": y.cpu().numpy(),
                                      "clean": x.cpu().numpy(), "eps": np.array([e if e is not None else np.nan

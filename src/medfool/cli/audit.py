@@ -19,7 +19,7 @@ from pathlib import Path
 from medfool.audit.config import AuditConfig, load_config
 from medfool.audit.runner import STORE, patch_target, run_audit
 from medfool.cli.commands import _check_writable, _load, _say, check_compatible
-from medfool.cli.common import add_data_options
+from medfool.cli.common import add_data_options, command_record
 from medfool.errors import ConfigError
 from medfool.eval.store import ResultStore
 from medfool.models import load_classifier
@@ -44,7 +44,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         patch_target(dataset.info, cfg, model.meta.critical_classes)  # an unknown class name fails here
     _say(f"auditing {args.model} on {dataset.info.name}: {cfg.n} {cfg.split} images, seed {cfg.seed} -> {out}/")
     report = run_audit(model, args.model, dataset, cfg, out, fresh=args.fresh,
-                       command={k: v for k, v in vars(args).items() if k != "func"})
+                       command=command_record(args))
     _summary(report)
     return 0
 

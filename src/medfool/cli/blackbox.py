@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,11 @@ from medfool.attacks.blackbox.fooling import FoolingConfig, fooling_images
 from medfool.attacks.blackbox.oracle import OnnxModel, PredictModel, export_onnx, from_classifier
 from medfool.attacks.blackbox.transfer import transfer_attack
 from medfool.cli.commands import _check_writable, _say
-from medfool.cli.common import fmt
+from medfool.cli.common import command_record, fmt
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
-from medfool.report.grid import result_grid
+from medfool.report.grid import class_grid, result_grid
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.repro import environment
@@ -54,7 +53,7 @@ def run_fooling(args: argparse.Namespace, model: Classifier | PredictModel, info
     images = result.images.cpu()
     captions = [tuple(f"{names[i][:18] + ' ' if j == 0 else ''}{float(result.confidence[i, c]):.4f}"
                       for j, c in enumerate(cols)) for i in range(k)]
-    class_grid(out / f"fooling_{cfg.encoding}.png", [images[:, c] for c in cols], captions,  # type: ignore[arg-type]
+    class_grid(out / f"fooling_{cfg.encoding}.png", [images[:, c] for c in cols], captions,
                f"fooling images ({cfg.encoding}) for {info.name}: model confidence")
     summary = result.summary(names, cfg.threshold)
     with atomic_open(out / f"fooling_{cfg.encoding}.npz") as handle:
@@ -63,39 +62,12 @@ def run_fooling(args: argparse.Namespace, model: Classifier | PredictModel, info
     atomic_write_json(out / "results.json", {
         "attack": "fooling", "model": str(args.model), "dataset": info.name, "seed": args.seed,
         "config": {**cfg.__dict__, "queries": queries}, "summary": summary, "history": result.history,
-        "environment": environment(), "command": {k_: v for k_, v in vars(args).items() if k_ != "func"}})
+        "environment": environment(), "command": command_record(args)})
     for name, conf in summary["best_confidence"].items():
         _say(f"  {name:<40} {conf:.4f}{'  >= ' + str(cfg.threshold) if conf >= cfg.threshold else ''}")
     _say(f"{summary['classes_reached']} of {summary['classes']} classes reach {cfg.threshold:g} confidence, "
          f"{result.queries:,} queries, {result.wall_s:.0f} s -> {out}/fooling_{cfg.encoding}.png")
     return 0
-
-
-def class_grid(path: Path, columns: list[torch.Tensor], captions: list[tuple[str, ...]], title: str) -> None:
-    """A PNG with one row per class and one image per column (each (K, C, H, W)), captioned."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    n, _, h, _ = columns[0].shape
-    scale = max(1, 112 // h)
-    tile, pad, text_h, head = h * scale, 6, 16, 22
-    col_w = max(tile + pad, 150)
-    canvas = Image.new("RGB", (pad + len(columns) * col_w, head + n * (tile + text_h + pad) + pad), "white")
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    draw.text((pad, 4), title, fill="black", font=font)
-    for i in range(n):
-        top = head + pad + i * (tile + text_h + pad)
-        for j, img in enumerate(col[i] for col in columns):
-            arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            if arr.shape[2] == 1:
-                arr = np.repeat(arr, 3, axis=2)
-            pil = Image.fromarray(arr, "RGB").resize((tile, tile), Image.Resampling.NEAREST)
-            canvas.paste(pil, (pad + j * col_w, top))
-            draw.text((pad + j * col_w, top + tile + 2), captions[i][j][:30], fill="black", font=font)
-    buf = io.BytesIO()
-    canvas.save(buf, format="PNG")
-    with atomic_open(path) as handle:
-        handle.write(buf.getvalue())
 
 
 def run_transfer(args: argparse.Namespace, victim: Classifier | PredictModel, info: Any, x: torch.Tensor,
@@ -132,7 +104,7 @@ def run_transfer(args: argparse.Namespace, victim: Classifier | PredictModel, in
         "images": [{"index": int(i), "surrogate_success": bool(a), "victim_success": bool(b),
                     "victim_clean_correct": bool(c)} for i, a, b, c in
                    zip(index, t.on_surrogate.success, t.on_victim.success, t.on_victim.clean_correct, strict=True)],
-        "environment": environment(), "command": {k: v for k, v in vars(args).items() if k != "func"}})
+        "environment": environment(), "command": command_record(args)})
     result_grid(out / "grid.png", victim, info, x, y, t.on_victim,  # type: ignore[arg-type]
                 f"transfer of {base} from {Path(args.surrogate).name} to {Path(str(args.model)).name}")
     _say(f"wrote {out}/results.json, grid.png")

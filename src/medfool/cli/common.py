@@ -41,6 +41,11 @@ def parse_eps(text: str) -> float:
     return value
 
 
+def command_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed command line as stored with every result (the handler function left out)."""
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
 def fmt(value: Any) -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"

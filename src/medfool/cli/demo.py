@@ -20,7 +20,7 @@ import numpy as np
 from medfool import __version__
 from medfool.audit import load_config, run_audit
 from medfool.cli.commands import _check_writable, _print_epoch, _say
-from medfool.cli.common import add_run_options, fmt
+from medfool.cli.common import add_run_options, command_record, fmt
 from medfool.data import load_dataset
 from medfool.data.dataset import Dataset
 from medfool.data.locate import cache_dir
@@ -122,7 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
          f"{dataset.info.name} images")
     _say(f"auditing the model on {audit_cfg.n} {audit_cfg.split} images (seed {audit_cfg.seed}) ...")
     report = run_audit(model, str(out / "model.safetensors"), dataset, audit_cfg, out, fresh=args.fresh,
-                       command={k: v for k, v in vars(args).items() if k != "func"})
+                       command=command_record(args))
     for line in json.loads((out / "results.json").read_text())["findings"]:
         _say(f"  - {line}")
     _say(f"model, audit store and results in {out}/")

@@ -26,7 +26,7 @@ from medfool.attacks.patch.placement import patch_side
 from medfool.attacks.patch.sweep import DEFAULT_AREAS, size_sweep
 from medfool.attacks.patch.transfer import transfer_patch
 from medfool.cli.commands import _say, check_compatible
-from medfool.cli.common import fmt
+from medfool.cli.common import command_record, fmt
 from medfool.data.dataset import Dataset
 from medfool.errors import ConfigError, DataError
 from medfool.models import load_classifier
@@ -114,7 +114,7 @@ def run_patch(args: argparse.Namespace, attack: AdversarialPatch, model: Classif
         "images": [{"index": int(i), "label": int(lab), "success": bool(s), "clean_correct": bool(c),
                     "l0": int(l0)} for i, lab, s, c, l0 in zip(index, y.cpu(), adv.success, adv.clean_correct,
                                                                 adv.l0, strict=True)],
-        "command": {key: v for key, v in vars(args).items() if key != "func"},
+        "command": command_record(args),
     })
     with atomic_open(out / "adversarial.npz") as handle:
         np.savez_compressed(handle, index=index.numpy(), labels=y.cpu().numpy(), clean=x.cpu().numpy(),  # type: ignore[arg-type]

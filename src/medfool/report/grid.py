@@ -59,6 +59,27 @@ def example_grid(x: torch.Tensor, x_adv: torch.Tensor, captions: Sequence[tuple[
     return path
 
 
+def class_grid(path: Path, columns: Sequence[torch.Tensor], captions: Sequence[tuple[str, ...]], title: str) -> Path:
+    """A PNG with one row per class and one image per column (each column (K, C, H, W)), each
+    image captioned (e.g. fooling images with the model's confidence)."""
+    n, _, h, _ = columns[0].shape
+    scale = max(1, 112 // h)
+    tile, pad, text_h, head = h * scale, 6, 16, 22
+    col_w = max(tile + pad, 150)
+    canvas = Image.new("RGB", (pad + len(columns) * col_w, head + n * (tile + text_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    draw.text((pad, 4), title, fill="black", font=font)
+    for i in range(n):
+        top = head + pad + i * (tile + text_h + pad)
+        for j, col in enumerate(columns):
+            canvas.paste(_to_pil(col[i], scale), (pad + j * col_w, top))
+            draw.text((pad + j * col_w, top + tile + 2), captions[i][j][:30], fill="black", font=font)
+    with atomic_open(path) as handle:
+        canvas.save(handle, format="PNG")
+    return path
+
+
 def result_grid(path: Path, model: Classifier, info: DatasetInfo, x: torch.Tensor, y: torch.Tensor,
                 result: AttackResult, title: str, rows: int = 8) -> None:
     """Example grid, successful examples first: original | adversarial | amplified difference,
