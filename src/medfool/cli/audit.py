@@ -23,7 +23,7 @@ from medfool.cli.common import add_data_options, command_record
 from medfool.errors import ConfigError
 from medfool.eval.store import ResultStore
 from medfool.models import load_classifier
-from medfool.report.html import collect, render
+from medfool.report.html import render
 from medfool.utils.device import DEVICE_CHOICES, resolve_device
 
 
@@ -62,8 +62,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with ResultStore.open(folder / STORE, create=False) as store:
         if store.get_meta("fingerprint") is None:
             raise ConfigError(f"{folder / STORE}: the audit never started properly; rerun 'medfool audit'")
-        collect(store)  # fails before writing anything if the store is unreadable
-        report = render(store, folder)
+        report = render(store, folder)  # reads everything before it writes anything
     _summary(report)
     return 0
 
