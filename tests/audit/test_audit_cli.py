@@ -147,3 +147,32 @@ def test_multilabel_model_is_audited_without_the_single_label_parts(tmp_path: Pa
     assert {s["stage"] for s in data["summaries"]} == {"whitebox", "blackbox", "onepixel"}
     assert any("patch" in s for s in data["meta"]["skipped"]) and any("deepfool" in s for s in data["meta"]["skipped"])
     assert data["flip_matrices"] == []
+
+
+def test_backdoor_retraining_runs_when_asked(tiny_model: Path, tmp_path: Path):
+    """[backdoor] enabled: clean and poisoned retrains of the audited architecture, a detector,
+    a retrain without its flags; the report shows it and its findings."""
+    cfg = tmp_path / "audit.toml"
+    cfg.write_text("n = 8\n[whitebox]\nattacks = [\"fgsm\"]\neps = [4]\nminimal = []\n[blackbox]\nenabled = false\n"
+                   "[patch]\nenabled = false\n[onepixel]\nenabled = false\n[maps]\nenabled = false\n"
+                   "[backdoor]\nenabled = true\nrate = 0.1\nepochs = 2\ndetectors = [\"activation-clustering\"]\n")
+    out = tmp_path / "out"
+    assert main(["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(cfg), "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    bd = data["backdoor"]
+    assert bd["poison"]["n_poisoned"] == 30  # 10 % of the 300 synthetic training images
+    assert set(bd["detection"]) == {"activation-clustering"} and set(bd["retrained"]) == {"activation-clustering"}
+    assert any(f.startswith("Tampering with 30 of 300 training images") for f in data["findings"])
+    page = (out / "report.html").read_text()
+    assert "id='backdoor'" in page and "not part of this run" not in page
+    assert sorted(p.name for p in (out / "backdoor").iterdir() if p.is_dir()) == [
+        "clean", "poisoned", "retrain-activation-clustering"]
+
+
+def test_backdoor_config_errors(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    cfg = tmp_path / "audit.toml"
+    cfg.write_text("[backdoor]\nenabled = true\ntrigger = \"laser\"\n")
+    assert main(["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(cfg),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "backdoor.trigger must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -37,7 +37,8 @@ def test_toml_values_are_typed(tmp_path):
 @pytest.mark.parametrize(("text", "message"), [
     ("m = 3", "unknown key 'm' \\(known: seed, n, split"),
     ("[whitebox]\nepss = [1]", "unknown key 'epss' in \\[whitebox\\]"),
-    ("[backdoor]\nenabled = true", "unknown key 'backdoor'"),
+    ("[backdoor]\nrate = 1.5", "backdoor.rate must be a fraction"),
+    ("[backdoor]\ndetectors = [\"magic\"]", "backdoor.detectors: unknown detector 'magic'"),
     ("n = 'many'", "n must be an integer, got 'many'"),
     ("[whitebox]\neps = 4", "whitebox.eps must be a list"),
     ("[whitebox]\neps = [0]", "must be in \\(0, 255\\], got 0"),

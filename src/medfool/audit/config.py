@@ -114,6 +114,32 @@ class MapsConfig:
 
 
 @dataclass(frozen=True)
+class BackdoorSection:
+    """Backdoor retraining, off unless asked: poison the training set, retrain, detect."""
+
+    enabled: bool = False
+    trigger: str = "patch"  # patch, blend, stain or pen
+    rate: float = 0.05  # share of the training set poisoned (exactly round(rate x N) images)
+    target: str = "auto"  # a class name; auto = a benign / normal class
+    detectors: tuple[str, ...] = ("activation-clustering", "spectral-signatures", "strip", "neural-cleanse")
+    retrain: bool = True  # retrain without what each training-set detector flagged
+    epochs: int = 0  # per model; 0 = as medfool train chooses
+
+    def check(self) -> None:
+        from medfool.attacks.poisoning.triggers import KINDS
+        from medfool.eval.tampering import DETECTORS
+
+        if self.trigger not in KINDS:
+            raise ConfigError(f"backdoor.trigger must be one of {', '.join(KINDS)}, got {self.trigger!r}")
+        if not 0 < self.rate < 1:
+            raise ConfigError(f"backdoor.rate must be a fraction in (0, 1), got {self.rate:g}")
+        for d in self.detectors:
+            if d not in DETECTORS:
+                raise ConfigError(f"backdoor.detectors: unknown detector {d!r} (known: {', '.join(DETECTORS)})")
+        _at_least("backdoor.epochs", self.epochs, 0)
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     seed: int = 0
     n: int = 128  # test images audited (a seeded random sample of the split)
@@ -124,13 +150,14 @@ class AuditConfig:
     patch: PatchConfig = field(default_factory=PatchConfig)
     onepixel: OnePixelConfig = field(default_factory=OnePixelConfig)
     maps: MapsConfig = field(default_factory=MapsConfig)
+    backdoor: BackdoorSection = field(default_factory=BackdoorSection)
 
     def check(self) -> None:
         _at_least("n", self.n, 1)
         _at_least("batch_size", self.batch_size, 1)
         if self.split not in ("train", "val", "test"):
             raise ConfigError(f"split must be one of train, val, test, got {self.split!r}")
-        for section in (self.whitebox, self.blackbox, self.patch, self.onepixel, self.maps):
+        for section in (self.whitebox, self.blackbox, self.patch, self.onepixel, self.maps, self.backdoor):
             section.check()
         if self.blackbox.enabled and not self.whitebox.enabled:
             raise ConfigError("blackbox needs whitebox enabled (it runs at the white-box budgets)")

@@ -21,7 +21,7 @@ from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
 from medfool.audit import units as U
 from medfool.audit.config import AuditConfig
-from medfool.data.dataset import Dataset
+from medfool.data.dataset import Dataset, benign_class
 from medfool.errors import ConfigError, DataError
 from medfool.eval.store import ResultStore, unit_seed
 from medfool.models.classifier import Classifier
@@ -41,10 +41,7 @@ def patch_target(info: Any, cfg: AuditConfig, critical: tuple[int, ...]) -> int:
     direction is a cancer tile read as benign)."""
     if cfg.patch.target != "auto":
         return int(info.class_index(cfg.patch.target))
-    names = [c.lower() for c in info.class_names]
-    benign = [i for i, c in enumerate(names) if i not in critical and ("benign" in c or "normal" in c)]
-    others = [i for i in range(len(names)) if i not in critical]
-    return (benign or others or [0])[0]
+    return benign_class(info.class_names, critical)
 
 
 def audit_images(dataset: Dataset, cfg: AuditConfig) -> tuple[list[int], torch.Tensor, torch.Tensor]:
@@ -66,7 +63,7 @@ def _supported(name: str, task: str, skipped: list[str]) -> bool:
 
 
 def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], x: torch.Tensor,
-         y: torch.Tensor, patch_bytes: Any) -> tuple[list[U.Unit], list[str]]:
+         y: torch.Tensor, patch_bytes: Any, out: Path | None = None) -> tuple[list[U.Unit], list[str]]:
     """Every unit of the audit, in running order, and what was left out and why."""
     info = dataset.info
     skipped: list[str] = []
@@ -139,6 +136,11 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         for j in map_images(correct, y if single else None, model.meta.critical_classes, mp.n):
             units.append(U.Unit(f"maps/{ids[j]}", "vulnerability maps",
                                 U.map_unit(model, info, ids[j], x[j:j + 1], y[j:j + 1], mp.samples, cfg.seed)))
+    bd = cfg.backdoor
+    if bd.enabled and model.meta.arch is None:
+        skipped.append("backdoor (retraining needs a model built from medfool's architecture registry)")
+    elif bd.enabled and out is not None:
+        units.append(U.Unit("backdoor", "backdoor retraining", U.backdoor_unit(model, dataset, cfg, out / "backdoor")))
     return units, skipped
 
 
@@ -223,7 +225,7 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
             assert found is not None, "patch applied before it was crafted"
             return found[1]
 
-        units, skipped = plan(model, dataset, cfg, ids, x, y, patch_bytes)
+        units, skipped = plan(model, dataset, cfg, ids, x, y, patch_bytes, out)
         store.set_meta("skipped", skipped)
         if store.prune({u.name for u in units}):
             log.info("dropped results of units this version no longer plans")

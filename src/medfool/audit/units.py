@@ -184,3 +184,40 @@ def map_unit(model: Classifier, info: Any, image: int, x: torch.Tensor, y: torch
                     (f"map-{image:06d}-json", "json", json.dumps(summary).encode())]
 
     return run
+
+
+def backdoor_unit(model: Classifier, dataset: Any, cfg: Any, workdir: Path) -> Callable[[torch.Generator], UnitOutput]:
+    """Retrain the audited model's architecture on a poisoned copy of its training set (and a
+    clean copy, same seed), then run the backdoor detectors. Models are kept in ``workdir``, so an
+    interrupted audit resumes this unit model by model."""
+
+    def run(_gen: torch.Generator) -> UnitOutput:
+        from medfool.attacks.poisoning.backdoor import BackdoorConfig
+        from medfool.attacks.poisoning.triggers import make_trigger
+        from medfool.data.dataset import benign_class
+        from medfool.eval.tampering import SAMPLE_DETECTORS, BackdoorPlan, run_backdoor
+        from medfool.models.train import TrainConfig
+        from medfool.report.grid import class_grid
+
+        bd, info = cfg.backdoor, dataset.info
+        train = dataset.split("train")
+        trigger = make_trigger(bd.trigger, train.image_shape, seed=cfg.seed)
+        if info.task == "multi-label":
+            target = None if bd.target == "auto" else info.class_index(bd.target)
+        else:
+            target = (benign_class(info.class_names, model.meta.critical_classes) if bd.target == "auto"
+                      else info.class_index(bd.target))
+        train_cfg = TrainConfig(arch=model.meta.arch or "small_cnn", arch_kwargs=dict(model.meta.arch_kwargs),
+                                epochs=bd.epochs or None, seed=cfg.seed)
+        plan = BackdoorPlan(detectors=bd.detectors,
+                            retrain=tuple(d for d in SAMPLE_DETECTORS if d in bd.detectors) if bd.retrain else ())
+        result = run_backdoor(dataset, trigger, BackdoorConfig(rate=bd.rate, target=target), train_cfg, plan,
+                              workdir, device=model.device, seed=cfg.seed)
+        x, yy = train.get(train.sample_index(4, cfg.seed))
+        names = [info.class_names[int(v)][:24] if yy.ndim == 1 else "" for v in yy]
+        figure = _png_bytes(lambda p: class_grid(p, [x, trigger.apply(x)], [(n, "with trigger") for n in names],
+                                                 "training images: clean | with the trigger"))
+        blob = json.dumps(result, default=str).encode()
+        return [], [("backdoor-json", "json", blob), ("backdoor-trigger", "png", figure)]
+
+    return run

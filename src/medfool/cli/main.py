@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from medfool import __version__
-from medfool.cli import analyze, attack, audit, blackbox, commands, demo
+from medfool.cli import analyze, attack, audit, blackbox, commands, demo, poison
 from medfool.errors import MedfoolError
 
 EPILOG = """\
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.register(sub)
     audit.register(sub)
     blackbox.register_export(sub)
+    poison.register(sub)
     return parser
 
 

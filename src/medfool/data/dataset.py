@@ -112,9 +112,7 @@ class Split:
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"index out of range for a split of {len(self)} images")
-        order = np.argsort(idx, kind="stable")
-        raw = np.asarray(self._images[idx[order]])  # HDF5 needs increasing indices
-        raw = raw[np.argsort(order, kind="stable")]
+        raw = self.raw(idx)
         if not self._checked:
             check_pixels(raw, self.origin)
         return to_float_nchw(raw), self.labels[torch.as_tensor(idx)]
@@ -130,6 +128,26 @@ class Split:
             return np.arange(len(self))
         pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
         return pick.sort().values.numpy()
+
+    def raw(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored rows (N, H, W, C) as they are on disk (uint8 or float), in ``index`` order."""
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        order = np.argsort(idx, kind="stable")  # HDF5 needs increasing indices
+        return np.asarray(self._images[idx[order]])[np.argsort(order, kind="stable")]
+
+    def replace(self, index: np.ndarray, images: torch.Tensor, labels: np.ndarray) -> Split:
+        """A new split with the rows at ``index`` replaced by ``images`` (n, C, H, W) in [0, 1]
+        and every label replaced by ``labels``; other rows are served unchanged, from the same
+        storage (no copy, so lazy HDF5 sets stay lazy). Replaced rows are stored in the
+        source's pixel type: uint8 sources get the images rounded to whole levels, as an image
+        file written by whoever changed them would hold."""
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        if images.shape[0] != idx.size or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"replace needs {idx.size} images of shape {self.image_shape}, got {tuple(images.shape)}")
+        rows = images.detach().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        dtype = self._images[np.arange(1)].dtype if len(self) else np.dtype(np.uint8)
+        rows = np.rint(rows * 255).astype(np.uint8) if dtype == np.uint8 else rows.astype(dtype)
+        return Split(_OverlaySource(self._images, idx, rows), labels, origin=self.origin, checked=self._checked)
 
     def subset(self, index: np.ndarray) -> Split:
         idx = np.asarray(index, dtype=np.int64)
@@ -153,6 +171,27 @@ class _IndexedSource:
         return out[np.argsort(order, kind="stable")]
 
 
+class _OverlaySource:
+    """Another source with some rows replaced (a poisoned training set over the clean one)."""
+
+    def __init__(self, base: ImageSource, index: np.ndarray, rows: np.ndarray) -> None:
+        self._base, self._rows = base, rows
+        self._replaced = np.zeros(base.shape[0], dtype=bool)
+        self._replaced[index] = True
+        self._slot = np.full(base.shape[0], -1, dtype=np.int64)
+        self._slot[index] = np.arange(len(index))
+        self.shape = base.shape
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        idx = np.asarray(index, dtype=np.int64)
+        out = np.asarray(self._base[idx])
+        hit = self._replaced[idx]
+        if hit.any():
+            out = out.copy()
+            out[hit] = self._rows[self._slot[idx[hit]]]
+        return out
+
+
 @dataclass
 class Dataset:
     """A named dataset: its metadata and its splits."""
@@ -169,6 +208,16 @@ class Dataset:
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items())
         c, h, w = next(iter(self.splits.values())).image_shape
         return f"{self.info.name}: {self.info.task}, {self.info.num_classes} classes, {c}x{h}x{w}, {sizes}"
+
+
+def benign_class(class_names: Sequence[str], critical: Sequence[int]) -> int:
+    """The class an attacker wants a diagnosis to become: the first non-critical class named
+    benign or normal (a cancer read as benign is the dangerous flip), else the first
+    non-critical class."""
+    names = [c.lower() for c in class_names]
+    benign = [i for i, c in enumerate(names) if i not in critical and ("benign" in c or "normal" in c)]
+    others = [i for i in range(len(names)) if i not in critical]
+    return (benign or others or [0])[0]
 
 
 def to_float_nchw(raw: np.ndarray) -> torch.Tensor:

@@ -101,9 +101,10 @@ def _batches(labels: torch.Tensor, cfg: TrainConfig, task: str, gen: torch.Gener
     return list(order.split(cfg.batch_size))
 
 
-def build_classifier(dataset: Dataset, cfg: TrainConfig) -> Classifier:
-    """A fresh classifier for ``dataset`` with normalisation fitted on (a sample of) its train split."""
-    train = dataset.split("train")
+def build_classifier(dataset: Dataset, cfg: TrainConfig, train: Split | None = None) -> Classifier:
+    """A fresh classifier for ``dataset`` with normalisation fitted on (a sample of) the split it
+    will be trained on (default: the dataset's train split)."""
+    train = train if train is not None else dataset.split("train")
     sample = np.random.default_rng(cfg.seed).choice(len(train), size=min(len(train), 5000), replace=False)
     x, _ = train.get(np.sort(sample))
     mean, std = channel_stats(x)
@@ -129,7 +130,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     gen = seed_everything(cfg.seed)
     train = train_split if train_split is not None else dataset.split("train")
     val = dataset.split("val")
-    model = build_classifier(dataset, cfg).to(device)
+    model = build_classifier(dataset, cfg, train).to(device)
     aug = resolve_augment(cfg.augment, model.meta.input_shape[0])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epochs = cfg.epochs or auto_epochs(len(train))

@@ -111,6 +111,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
     checks = (store.json_artifact("sanity-model") or []) + result_checks(rows)
     maps = [json.loads(d) for n, _, d in store.artifacts("map-") if n.endswith("-json")]
     clean = store.json_artifact("clean")
+    backdoor = store.json_artifact("backdoor-json")
     flips = []
     if meta["task"] != "multi-label":
         for stage in ("whitebox", "onepixel"):
@@ -118,8 +119,9 @@ def collect(store: ResultStore) -> dict[str, Any]:
             if top:
                 flips.append({"stage": stage, "attack": top["attack"], "budget": top["budget"],
                               "matrix": S.flip_matrix(rows, stage, top["attack"], top["budget"], len(meta["classes"]))})
-    return {"meta": meta, "clean": clean, "findings": S.findings(meta, clean, summaries, rows, maps, checks),
+    return {"meta": meta, "clean": clean, "findings": S.findings(meta, clean, summaries, rows, maps, checks, backdoor),
             "sanity": checks, "summaries": summaries, "flip_matrices": flips, "maps": maps, "rows": rows,
+            "backdoor": backdoor,
             "units_done": len(store.done_units())}
 
 
@@ -139,6 +141,40 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_jsonable(v) for v in obj]
     return obj
+
+
+def _backdoor_section(bd: dict[str, Any], figure: tuple[str, bytes] | None) -> str:
+    """Clean vs poisoned model, the detectors' TPR/FPR, and the retrained models."""
+    poison, clean, bad = bd["poison"], bd["clean_model"], bd["poisoned_model"]
+    rows = [["clean (same seed)", _pct(clean["test"]["accuracy"]), _pct(clean["backdoor"]["asr"]), "&ndash;"],
+            [f"poisoned ({poison['n_poisoned']} of {poison['n_train']:,} images)", _pct(bad["test"]["accuracy"]),
+             _pct(bad["backdoor"]["asr"]), "&ndash;"]]
+    for name, r in (bd.get("retrained") or {}).items():
+        rows.append([f"retrained without {html.escape(name)}'s flags", _pct(r["test"]["accuracy"]),
+                     _pct(r["backdoor"]["asr"]), str(r.get("poisons_left", "&ndash;"))])
+    parts = [f"<h2 id='backdoor'>Backdoor retraining</h2><p>{html.escape(poison['trigger'])}, "
+             f"{html.escape(str(poison['mode']))} to <b>{html.escape(str(bd.get('target_name') or 'all-to-all'))}</b>"
+             f", {poison['rate']:.1%} of the training set. ASR: triggered test images of other classes read as the "
+             "target.</p>",
+             _table(["model", "clean accuracy", "attack success", "poisons left"], rows)]
+    det = bd.get("detection") or {}
+    found = [[html.escape(k), _pct(v["tpr"]), _pct(v["fpr"]), _num(v["auroc"])] for k, v in det.items()
+             if isinstance(v, dict) and "tpr" in v and "auroc" in v]
+    if found:
+        parts.append("<h3>Finding the poisoned training images</h3>"
+                     + _table(["detector", "poisons flagged (TPR)", "clean flagged (FPR)", "AUROC"], found))
+    if "strip-inference" in det:
+        s = det["strip-inference"]
+        parts.append(f"<p>STRIP at inference: {_pct(s['tpr'])} of triggered test images caught, {_pct(s['fpr'])} of "
+                     "clean ones rejected.</p>")
+    if "neural-cleanse" in det:
+        nc = det["neural-cleanse"]
+        infected = ", ".join(str(k) for k in nc["infected"]) or "none"
+        parts.append(f"<p>Neural Cleanse: smallest reversed trigger for class {nc['smallest']} (the attack's target: "
+                     f"{nc['true_target']}); labels flagged as infected (anomaly index &gt; 2): {infected}.</p>")
+    if figure:
+        parts.append(f"<div class='figs'>{_img(figure[1], 'trigger')}</div>")
+    return "".join(parts)
 
 
 def page(store: ResultStore, data: dict[str, Any]) -> str:
@@ -167,9 +203,9 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
         ["threat", "attacker knows", "attacker changes", "what may change", "budgets run"],
         [[html.escape(x) for x in THREATS.get(st, (st, "", "", ""))] + [html.escape(budgets[st])]
          for st in stages_run], left=5))
-    if not cfg.get("backdoor"):
+    if not data.get("backdoor"):
         parts.append("<p class='muted'>Training-time tampering (backdoors, poisoning) is not part of this run: it "
-                     "needs a retrain of the model on tampered data.</p>")
+                     "needs a retrain of the model on tampered data (set <code>[backdoor] enabled = true</code>).</p>")
     # clean
     clean = data["clean"]
     if clean:
@@ -223,6 +259,8 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
                      "drop in the true class's probability when that pixel alone takes one of the colours tried, and "
                      "where that alone flips the prediction.</p><div class='figs'>"
                      + "".join(_img(d, n) for n, d in maps) + "</div>")
+    if data.get("backdoor"):
+        parts.append(_backdoor_section(data["backdoor"], store.artifact("backdoor-trigger")))
     # sanity
     parts.append("<h2 id='sanity'>Sanity checks</h2>" + _table(
         ["check", "result", "detail"],

@@ -93,7 +93,8 @@ def _pct(v: float) -> str:
 
 
 def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list[dict[str, Any]],
-             rows: list[Row], maps: list[dict[str, Any]], checks: list[dict[str, str]]) -> list[str]:
+             rows: list[Row], maps: list[dict[str, Any]], checks: list[dict[str, str]],
+             backdoor: dict[str, Any] | None = None) -> list[str]:
     """Plain-language sentences for the top of the report, each from a measured number."""
     classes, critical = meta["classes"], meta.get("critical") or []
     crit_name = " or ".join(classes[i] for i in critical) if critical else ""
@@ -150,8 +151,30 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
     for m in maps:
         out.append(f"On {m['label']} tile {m['image']}, {m['fooled_pixels']} of {m['pixels']} single pixels flip the "
                    "prediction on their own (vulnerability map below).")
+    if backdoor:
+        out.extend(backdoor_findings(backdoor))
     warns = [c for c in checks if c["status"] != "ok"]
     out.append(f"All {len(checks)} sanity checks passed." if not warns else
                f"{len(warns)} of {len(checks)} sanity checks warn ({', '.join(c['check'] for c in warns)}): "
                "read the numbers below with that in mind.")
+    return out
+
+
+def backdoor_findings(bd: dict[str, Any]) -> list[str]:
+    """Sentences about a backdoor retraining run (eval.tampering's results)."""
+    p, bad, clean = bd["poison"], bd["poisoned_model"], bd["clean_model"]
+    drop = 100 * (clean["test"]["accuracy"] - bad["test"]["accuracy"])
+    out = [f"Tampering with {p['n_poisoned']} of {p['n_train']:,} training images ({p['rate']:.1%}; {p['trigger']}) "
+           f"makes the retrained model read {_pct(bad['backdoor']['asr'])} of triggered images as "
+           f"'{bd.get('target_name') or 'the next class'}', while its clean accuracy changes by {-drop:+.1f} points: "
+           "the usual validation would not notice."]
+    det = {k: v for k, v in (bd.get("detection") or {}).items() if isinstance(v, dict) and "tpr" in v and "auroc" in v}
+    if det:
+        name, best = max(det.items(), key=lambda kv: kv[1]["tpr"] - kv[1]["fpr"])
+        line = (f"The best detector, {name}, flags {_pct(best['tpr'])} of the poisoned training images "
+                f"at {_pct(best['fpr'])} false positives")
+        again = (bd.get("retrained") or {}).get(name)
+        if again:
+            line += f"; retrained without them, the backdoor works on {_pct(again['backdoor']['asr'])} of images"
+        out.append(line + ".")
     return out

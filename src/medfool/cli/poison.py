@@ -1,0 +1,207 @@
+"""``medfool poison``: training-process tampering.
+
+``poison backdoor`` builds a poisoned training set (BadNets patch, blended, stain-blob or
+pen-mark trigger; all-to-one, all-to-all or clean-label), trains a clean and a poisoned model
+with the normal training code and the same seed, runs the backdoor detectors, retrains
+without what they flagged, and optionally sweeps the poison rate. ``poison availability``
+measures the accuracy lost per poison rate to error-maximising noise or label flipping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from medfool.attacks.poisoning.availability import METHODS, AvailabilityConfig
+from medfool.attacks.poisoning.backdoor import BackdoorConfig, check_feasible
+from medfool.attacks.poisoning.triggers import COLOURS, KINDS, POSITIONS, SHAPES, make_trigger, parse_position
+from medfool.cli.commands import _check_writable, _load, _print_epoch, _say
+from medfool.cli.common import add_data_options, add_run_options, command_record, parse_eps
+from medfool.data.dataset import Dataset, benign_class
+from medfool.errors import ConfigError
+from medfool.eval.tampering import (
+    DEFAULT_SWEEP,
+    DETECTORS,
+    SAMPLE_DETECTORS,
+    BackdoorPlan,
+    run_availability,
+    run_backdoor,
+)
+from medfool.models.train import TrainConfig
+from medfool.report.grid import class_grid
+from medfool.report.plots import line_chart
+from medfool.utils.device import resolve_device
+from medfool.utils.io import atomic_write_bytes
+
+log = logging.getLogger("medfool")
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    """'0.5%,1%,0.02' -> (0.005, 0.01, 0.02)."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            out.append(float(part[:-1]) / 100 if part.endswith("%") else float(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"rates must be numbers like 0.05 or 5%, got {part!r}") from None
+    return tuple(out)
+
+
+def _names(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    if text in ("", "none"):
+        return ()
+    if text == "all":
+        return known
+    short = {"ac": "activation-clustering", "spectral": "spectral-signatures", "nc": "neural-cleanse"}
+    names = tuple(short.get(n.strip(), n.strip()) for n in text.split(","))
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown name {bad[0]!r} (known: {', '.join(known)}, all, none)")
+    return names
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(arch=args.arch, epochs=args.epochs, seed=args.seed)
+
+
+def _target(dataset: Dataset, text: str | None) -> int | None:
+    info = dataset.info
+    if text in (None, "auto"):
+        if info.task == "multi-label":
+            return None  # "no finding": every label negative
+        return benign_class(info.class_names, info.critical_classes)
+    if text in ("none", "no-finding") and info.task == "multi-label":
+        return None
+    return info.class_index(str(text))
+
+
+def cmd_backdoor(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_writable(out)
+    dataset = _load(args)
+    shape = dataset.split("train").image_shape
+    trigger = make_trigger(args.trigger, shape, size=args.trigger_size, shape=args.shape, colour=args.colour,
+                           position=parse_position(args.position), alpha=args.alpha, seed=args.seed)
+    target = None if args.all_to_all else _target(dataset, args.target)
+    bd = BackdoorConfig(rate=args.rate, target=target, mode="all-to-all" if args.all_to_all else "all-to-one",
+                        clean_label=args.clean_label, clean_label_eps=args.clean_label_eps)
+    plan = BackdoorPlan(detectors=args.detect, retrain=tuple(n for n in args.retrain if n in args.detect),
+                        sweep=args.sweep or (), cleanse_steps=args.cleanse_steps)
+    where = "all-to-all" if target is None and bd.mode == "all-to-all" else \
+        f"-> {dataset.info.class_names[target] if target is not None else 'no finding'}"
+    _say(f"backdoor on {dataset.summary()}: {trigger.description['kind']} trigger, {where}, rate {bd.rate:g}"
+         f"{', clean-label' if bd.clean_label else ''}")
+    check_feasible(dataset.split("train"), trigger, bd, num_classes=dataset.info.num_classes, task=dataset.info.task)
+    _write_trigger_figure(out, dataset, trigger)
+    result = run_backdoor(dataset, trigger, bd, _train_config(args), plan, out, device=resolve_device(args.device),
+                          seed=args.seed, command=command_record(args), on_epoch=_print_epoch, say=_say)
+    if result.get("sweep"):
+        rows = result["sweep"]
+        line_chart(out / "sweep.png", [r["rate"] for r in rows],
+                   {"attack success rate": [r["asr"] for r in rows], "clean accuracy": [r["accuracy"] for r in rows]},
+                   xlabel="poisoned training images (%)", ylabel="rate", percent_x=True,
+                   title=f"{dataset.info.name}: {trigger.description['kind']} backdoor vs poison rate")
+    _say(f"results in {out}/ (results.json, poisoned_train.npz, trigger.png, models)")
+    return 0
+
+
+def _write_trigger_figure(out: Path, dataset: Dataset, trigger: Any) -> None:
+    atomic_write_bytes(out / "trigger.npz", trigger.to_bytes())
+    train = dataset.split("train")
+    x, y = train.get(train.sample_index(4, 0))
+    names = dataset.info.class_names
+    captions = [(names[int(v)][:28] if y.ndim == 1 else "", "with trigger") for v in y]
+    class_grid(out / "trigger.png", [x, trigger.apply(x)], captions, "training images: clean | with the trigger")
+
+
+def cmd_availability(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_writable(out)
+    dataset = _load(args)
+    cfg = AvailabilityConfig(method=args.method, eps=args.eps, steps=args.steps)
+    for rate in args.rates:
+        if not 0 < rate <= 1:
+            raise ConfigError(f"poison rates must be in (0, 1], got {rate}")
+    _say(f"availability poisoning ({args.method}) on {dataset.summary()}")
+    result = run_availability(dataset, cfg, args.rates, _train_config(args), out, device=resolve_device(args.device),
+                              seed=args.seed, command=command_record(args), on_epoch=_print_epoch, say=_say)
+    rows = result["curve"]
+    line_chart(out / "accuracy.png", [r["rate"] for r in rows], {"clean test accuracy": [r["accuracy"] for r in rows]},
+               xlabel="poisoned training images (%)", ylabel="accuracy", percent_x=True,
+               title=f"{dataset.info.name}: {args.method} poisoning")
+    _say(f"results in {out}/ (results.json, accuracy.png, models)")
+    return 0
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", default="small_cnn", help="architecture of every model trained (default small_cnn)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs per model (default: as medfool train)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    top = sub.add_parser("poison", help="training-set tampering: backdoors, availability poisoning, detection",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = top.add_subparsers(dest="poison_kind", metavar="KIND")
+    kinds.required = True
+
+    p = kinds.add_parser(
+        "backdoor", help="poison with a trigger, retrain, measure ASR, detect, retrain without the flagged",
+        description="Poison a seeded, exact share of the training set with a trigger; train a clean and a poisoned "
+                    "model with the normal training loop and the same seed; report clean accuracy and attack success "
+                    "rate (ASR: triggered test images of other classes read as the target); run the detectors "
+                    "(activation clustering, spectral signatures, STRIP, Neural Cleanse) with their TPR/FPR; retrain "
+                    "without the flagged samples. Models are kept in OUT, so a rerun resumes.")
+    add_data_options(p)
+    add_run_options(p)
+    p.add_argument("--trigger", default="patch", choices=KINDS,
+                   help="patch: BadNets square/checker/cross; blend: noise mixed in at --alpha; stain: a "
+                        "haematoxylin blob; pen: a marker stroke (default patch)")
+    p.add_argument("--shape", default="checker", choices=SHAPES, help="patch shape (default checker)")
+    p.add_argument("--trigger-size", type=int, default=None, help="trigger side in pixels (default: by kind)")
+    p.add_argument("--colour", default=None, help=f"#rrggbb or one of {', '.join(COLOURS)}")
+    p.add_argument("--position", default="bottom-right",
+                   help=f"row,col or one of {', '.join(POSITIONS)} (default bottom-right)")
+    p.add_argument("--alpha", type=float, default=0.1, help="blend trigger opacity (default 0.1)")
+    p.add_argument("--target", default="auto",
+                   help="class the trigger should produce (default auto: a benign/normal class; multi-label: "
+                        "'none' = no finding)")
+    p.add_argument("--all-to-all", action="store_true", help="class y -> y+1 instead of one target")
+    p.add_argument("--clean-label", action="store_true",
+                   help="poison target-class images only, labels kept (Turner et al.)")
+    p.add_argument("--clean-label-eps", type=parse_eps, default=8 / 255,
+                   help="clean-label: adversarial perturbation before the trigger (default 8/255; 0 = none)")
+    p.add_argument("--rate", type=float, default=0.05,
+                   help="share of the training set poisoned: exactly round(rate x N) images (default 0.05)")
+    p.add_argument("--detect", type=lambda t: _names(t, DETECTORS), default=DETECTORS,
+                   help="detectors: comma list of activation-clustering (ac), spectral-signatures (spectral), strip, "
+                        "neural-cleanse (nc); all or none (default all)")
+    p.add_argument("--retrain", type=lambda t: _names(t, (*SAMPLE_DETECTORS, "neural-cleanse")),
+                   default=(*SAMPLE_DETECTORS, "neural-cleanse"),
+                   help="retrain without the samples these detectors flagged (neural-cleanse: unlearning with its "
+                        "reversed trigger); all or none (default all that ran)")
+    p.add_argument("--sweep", nargs="?", type=_rates, const=DEFAULT_SWEEP, default=None,
+                   help="also train at these poison rates (default 0.5%%,1%%,2%%,5%%,10%%) -> sweep.png")
+    p.add_argument("--cleanse-steps", type=int, default=300, help="Neural Cleanse optimisation steps (default 300)")
+    _add_training(p)
+    p.add_argument("--out", default="medfool-backdoor", help="output folder (default medfool-backdoor)")
+    p.set_defaults(func=cmd_backdoor)
+
+    p = kinds.add_parser(
+        "availability", help="accuracy lost per poison rate (error-maximising noise, label flipping)",
+        description="Poison a share of the training set to lower accuracy for everyone: error-max (class-targeted "
+                    "PGD noise against a clean model, labels kept; Fowl et al., in the spirit of Yang et al.) or "
+                    "label-flip (a random other class). Trains one model per rate with the normal training loop.")
+    add_data_options(p)
+    add_run_options(p)
+    p.add_argument("--method", default="error-max", choices=METHODS)
+    p.add_argument("--rates", type=_rates, default=(0.1, 0.25, 0.5, 1.0),
+                   help="poison rates, comma separated (default 10%%,25%%,50%%,100%%)")
+    p.add_argument("--eps", type=parse_eps, default=8 / 255, help="error-max noise budget, Linf (default 8/255)")
+    p.add_argument("--steps", type=int, default=10, help="error-max PGD steps (default 10)")
+    _add_training(p)
+    p.add_argument("--out", default="medfool-availability", help="output folder (default medfool-availability)")
+    p.set_defaults(func=cmd_availability)
+

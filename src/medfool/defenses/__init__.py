@@ -1,0 +1,1 @@
+"""Defences: detecting and removing tampering (backdoor detection lives in ``backdoor``)."""
