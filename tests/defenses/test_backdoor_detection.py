@@ -46,6 +46,17 @@ def test_activation_clustering_finds_the_poisons(backdoored: tuple) -> None:
     assert rates["tpr"] >= 0.9 and rates["fpr"] <= 0.05, rates
 
 
+def test_nc_guided_clustering_flags_only_the_infected_label(backdoored: tuple) -> None:
+    model, _, ps = backdoored
+    flags = activation_clustering(model, ps.split, seed=0, infected=[0])
+    rates = detection_rates(flags, ps.mask)
+    assert rates["tpr"] >= 0.9 and rates["fpr"] <= 0.05, rates
+    assert (ps.split.labels.numpy()[flags.flagged] == 0).all()
+    assert flags.detector == "nc-guided-clustering" and set(flags.details["classes"]) == {"0"}
+    nothing = activation_clustering(model, ps.split, seed=0, infected=[2])  # a clean label: its smaller half
+    assert detection_rates(nothing, ps.mask)["tpr"] == 0.0
+
+
 def test_spectral_scores_rank_the_poisons_first_in_their_class(backdoored: tuple) -> None:
     model, _, ps = backdoored
     flags = spectral_signatures(model, ps.split, eps=0.3, classes="all")  # the paper: every label

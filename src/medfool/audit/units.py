@@ -195,7 +195,7 @@ def backdoor_unit(model: Classifier, dataset: Any, cfg: Any, workdir: Path) -> C
         from medfool.attacks.poisoning.backdoor import BackdoorConfig
         from medfool.attacks.poisoning.triggers import make_trigger
         from medfool.data.dataset import benign_class
-        from medfool.eval.tampering import SAMPLE_DETECTORS, BackdoorPlan, run_backdoor
+        from medfool.eval.tampering import BackdoorPlan, retrainable, run_backdoor
         from medfool.models.train import TrainConfig
         from medfool.report.grid import class_grid
 
@@ -210,7 +210,8 @@ def backdoor_unit(model: Classifier, dataset: Any, cfg: Any, workdir: Path) -> C
         train_cfg = TrainConfig(arch=model.meta.arch or "small_cnn", arch_kwargs=dict(model.meta.arch_kwargs),
                                 epochs=bd.epochs or None, seed=cfg.seed)
         plan = BackdoorPlan(detectors=bd.detectors,
-                            retrain=tuple(d for d in SAMPLE_DETECTORS if d in bd.detectors) if bd.retrain else ())
+                            retrain=tuple(d for d in retrainable(bd.detectors) if d != "neural-cleanse")
+                            if bd.retrain else ())
         result = run_backdoor(dataset, trigger, BackdoorConfig(rate=bd.rate, target=target), train_cfg, plan,
                               workdir, device=model.device, seed=cfg.seed)
         x, yy = train.get(train.sample_index(4, cfg.seed))

@@ -26,6 +26,7 @@ from medfool.eval.tampering import (
     DETECTORS,
     SAMPLE_DETECTORS,
     BackdoorPlan,
+    retrainable,
     run_availability,
     run_backdoor,
 )
@@ -55,7 +56,8 @@ def _names(text: str, known: tuple[str, ...]) -> tuple[str, ...]:
         return ()
     if text == "all":
         return known
-    short = {"ac": "activation-clustering", "spectral": "spectral-signatures", "nc": "neural-cleanse"}
+    short = {"ac": "activation-clustering", "spectral": "spectral-signatures", "nc": "neural-cleanse",
+             "nc-ac": "nc-guided-clustering"}
     names = tuple(short.get(n.strip(), n.strip()) for n in text.split(","))
     bad = [n for n in names if n not in known]
     if bad:
@@ -88,7 +90,7 @@ def cmd_backdoor(args: argparse.Namespace) -> int:
     target = None if args.all_to_all else _target(dataset, args.target)
     bd = BackdoorConfig(rate=args.rate, target=target, mode="all-to-all" if args.all_to_all else "all-to-one",
                         clean_label=args.clean_label, clean_label_eps=args.clean_label_eps)
-    plan = BackdoorPlan(detectors=args.detect, retrain=tuple(n for n in args.retrain if n in args.detect),
+    plan = BackdoorPlan(detectors=args.detect, retrain=tuple(n for n in args.retrain if n in retrainable(args.detect)),
                         sweep=args.sweep or (), cleanse_steps=args.cleanse_steps)
     where = "all-to-all" if target is None and bd.mode == "all-to-all" else \
         f"-> {dataset.info.class_names[target] if target is not None else 'no finding'}"
@@ -180,8 +182,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "neural-cleanse (nc); all or none (default all)")
     p.add_argument("--retrain", type=lambda t: _names(t, (*SAMPLE_DETECTORS, "neural-cleanse")),
                    default=(*SAMPLE_DETECTORS, "neural-cleanse"),
-                   help="retrain without the samples these detectors flagged (neural-cleanse: unlearning with its "
-                        "reversed trigger); all or none (default all that ran)")
+                   help="retrain without the samples these detectors flagged (nc-guided-clustering, nc-ac: the "
+                        "smaller activation cluster of the labels Neural Cleanse finds infected; neural-cleanse: "
+                        "unlearning with its reversed trigger); all or none (default all that ran)")
     p.add_argument("--sweep", nargs="?", type=_rates, const=DEFAULT_SWEEP, default=None,
                    help="also train at these poison rates (default 0.5%%,1%%,2%%,5%%,10%%) -> sweep.png")
     p.add_argument("--cleanse-steps", type=int, default=300, help="Neural Cleanse optimisation steps (default 300)")

@@ -49,8 +49,18 @@ from medfool.utils.repro import environment, fingerprint
 log = logging.getLogger(__name__)
 
 DETECTORS = ("activation-clustering", "spectral-signatures", "strip", "neural-cleanse")
-SAMPLE_DETECTORS = ("activation-clustering", "spectral-signatures", "strip")
+# training-set flags; nc-guided-clustering exists when both activation clustering and Neural Cleanse ran
+SAMPLE_DETECTORS = ("activation-clustering", "spectral-signatures", "strip", "nc-guided-clustering")
 DEFAULT_SWEEP = (0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+def retrainable(detectors: Sequence[str]) -> tuple[str, ...]:
+    """What a run with these detectors can retrain after: each training-set detector that ran,
+    the NC-guided clustering when both of its parts ran, and Neural Cleanse's unlearning."""
+    ran = set(detectors)
+    both = {"activation-clustering", "neural-cleanse"} <= ran
+    return tuple(d for d in (*SAMPLE_DETECTORS, "neural-cleanse")
+                 if d in ran or (d == "nc-guided-clustering" and both))
 
 
 def split_digest(split: Split, batch: int = 4096) -> str:
@@ -152,6 +162,7 @@ def run_backdoor(dataset: Dataset, trigger: Trigger, bd: BackdoorConfig, train_c
         "kind": "backdoor", "dataset": info.name, "dataset_source": info.source, "seed": seed,
         "trigger": {"description": describe(trigger), **trigger.description},
         "backdoor": bd.to_json(), "target_name": None if bd.target is None else info.class_names[bd.target],
+        "class_names": list(info.class_names),
         "plan": asdict(plan), "train_config": asdict(train_cfg), "command": command or {},
         "environment": environment()})
     clean_model, _ = cache.get("clean", train)
@@ -203,10 +214,15 @@ def detect(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: Bac
     report: dict[str, Any] = {}
     truth = poisoned.mask
     wants = set(plan.detectors)
+    infected = _cleanse(model, dataset, poisoned, plan, seed, report, found, say, out) if "neural-cleanse" in wants \
+        else []
     if wants & {"activation-clustering", "spectral-signatures"}:
         z = representation(model, poisoned.split)
         if "activation-clustering" in wants:
             found["activation-clustering"] = activation_clustering(model, poisoned.split, seed=seed, features=z)
+            if infected:
+                found["nc-guided-clustering"] = activation_clustering(model, poisoned.split, seed=seed, features=z,
+                                                                      infected=infected)
         if "spectral-signatures" in wants:
             found["spectral-signatures"] = spectral_signatures(model, poisoned.split, eps=plan.spectral_eps,
                                                                features=z)
@@ -215,25 +231,33 @@ def detect(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: Bac
         found["strip"] = strip_training_flags(model, poisoned.split, screen, seed=seed)
         report["strip-inference"] = _strip_inference(model, dataset, poisoned, screen, seed)
     for name, flags in found.items():
-        report[name] = {**detection_rates(flags, truth), "details": flags.details}
-        say(f"{name}: flags {report[name]['tpr']:.1%} of the poisons at {report[name]['fpr']:.1%} false positives")
-    if "neural-cleanse" in wants and model.task != "multi-label":
-        nc = neural_cleanse(model, dataset.split("val"), steps=plan.cleanse_steps, seed=seed)
-        target = poisoned.config.target if poisoned.config.mode == "all-to-one" else None
-        ranked = sorted(range(len(nc.norms)), key=lambda k: nc.norms[k])
-        report["neural-cleanse"] = {"norms": _finite(nc.norms), "anomaly_index": _finite(nc.anomaly),
-                                    "infected": nc.infected, "success": nc.success, "smallest": ranked[0],
-                                    "true_target": target, **nc.details}
-        say(f"neural-cleanse: smallest reversed trigger for class {ranked[0]} (L1 {nc.norms[ranked[0]]:.1f}), "
-            f"infected: {nc.infected or 'none'}")
-        found["neural-cleanse-triggers"] = nc.triggers
-        if out is not None:
-            _reversed_figure(out / "reversed_triggers.png", nc.triggers, dataset.info.class_names, nc.norms)
-        suspect = nc.infected[0] if nc.infected else None
-        if suspect is not None:
-            found["neural-cleanse-unlearn"] = unlearning_set(poisoned.split, nc.triggers[suspect], seed=seed)
+        if isinstance(flags, SampleFlags):
+            report[name] = {**detection_rates(flags, truth), "details": flags.details}
+            say(f"{name}: flags {report[name]['tpr']:.1%} of the poisons at {report[name]['fpr']:.1%} false positives")
     res.put("detection", report)
     return found
+
+
+def _cleanse(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: BackdoorPlan, seed: int,
+             report: dict[str, Any], found: dict[str, Any], say: Callable[[str], None], out: Path | None) -> list[int]:
+    """Neural Cleanse: the labels it finds infected (and its report, figure and unlearning set)."""
+    if model.task == "multi-label":
+        return []
+    nc = neural_cleanse(model, dataset.split("val"), steps=plan.cleanse_steps, seed=seed)
+    target = poisoned.config.target if poisoned.config.mode == "all-to-one" else None
+    ranked = sorted(range(len(nc.norms)), key=lambda k: nc.norms[k])
+    report["neural-cleanse"] = {"norms": _finite(nc.norms), "anomaly_index": _finite(nc.anomaly),
+                                "infected": nc.infected, "success": nc.success, "smallest": ranked[0],
+                                "true_target": target, **nc.details}
+    say(f"neural-cleanse: smallest reversed trigger for class {ranked[0]} (L1 {nc.norms[ranked[0]]:.1f}), "
+        f"infected: {nc.infected or 'none'}")
+    found["neural-cleanse-triggers"] = nc.triggers
+    if out is not None:
+        _reversed_figure(out / "reversed_triggers.png", nc.triggers, dataset.info.class_names, nc.norms)
+    suspect = nc.infected[0] if nc.infected else None
+    if suspect is not None:
+        found["neural-cleanse-unlearn"] = unlearning_set(poisoned.split, nc.triggers[suspect], seed=seed)
+    return list(nc.infected)
 
 
 def _finite(values: Sequence[float]) -> list[float | None]:

@@ -171,10 +171,18 @@ def backdoor_findings(bd: dict[str, Any]) -> list[str]:
     det = {k: v for k, v in (bd.get("detection") or {}).items() if isinstance(v, dict) and "tpr" in v and "auroc" in v}
     if det:
         name, best = max(det.items(), key=lambda kv: kv[1]["tpr"] - kv[1]["fpr"])
-        line = (f"The best detector, {name}, flags {_pct(best['tpr'])} of the poisoned training images "
-                f"at {_pct(best['fpr'])} false positives")
+        found = f"{_pct(best['tpr'])} of the poisoned training images at {_pct(best['fpr'])} false positives"
+        line = (f"The best detector, {name}, flags {found}" if best["tpr"] >= 0.5 else
+                f"No training-set detector finds the poisons (the best, {name}, flags {found})")
         again = (bd.get("retrained") or {}).get(name)
         if again:
-            line += f"; retrained without them, the backdoor works on {_pct(again['backdoor']['asr'])} of images"
+            line += (f"; retrained without what it flagged, the backdoor works on {_pct(again['backdoor']['asr'])}"
+                     " of images")
         out.append(line + ".")
+    nc = (bd.get("detection") or {}).get("neural-cleanse")
+    if nc and nc.get("infected"):
+        names = bd.get("class_names") or []
+        which = ", ".join(names[k] if k < len(names) else str(k) for k in nc["infected"])
+        hit = "the attack's target" if nc.get("true_target") in nc["infected"] else "not the attack's target"
+        out.append(f"Neural Cleanse singles out '{which}' as backdoored ({hit}).")
     return out
