@@ -92,11 +92,11 @@ def cmd_backdoor(args: argparse.Namespace) -> int:
                         clean_label=args.clean_label, clean_label_eps=args.clean_label_eps)
     plan = BackdoorPlan(detectors=args.detect, retrain=tuple(n for n in args.retrain if n in retrainable(args.detect)),
                         sweep=args.sweep or (), cleanse_steps=args.cleanse_steps)
-    where = "all-to-all" if target is None and bd.mode == "all-to-all" else \
+    check_feasible(dataset.split("train"), trigger, bd, num_classes=dataset.info.num_classes, task=dataset.info.task)
+    where = "all-to-all" if bd.mode == "all-to-all" else \
         f"-> {dataset.info.class_names[target] if target is not None else 'no finding'}"
     _say(f"backdoor on {dataset.summary()}: {trigger.description['kind']} trigger, {where}, rate {bd.rate:g}"
          f"{', clean-label' if bd.clean_label else ''}")
-    check_feasible(dataset.split("train"), trigger, bd, num_classes=dataset.info.num_classes, task=dataset.info.task)
     _write_trigger_figure(out, dataset, trigger)
     result = run_backdoor(dataset, trigger, bd, _train_config(args), plan, out, device=resolve_device(args.device),
                           seed=args.seed, command=command_record(args), on_epoch=_print_epoch, say=_say)
