@@ -11,7 +11,6 @@ difference between two models is the training set.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -43,7 +42,7 @@ from medfool.eval.metrics import evaluate
 from medfool.models.checkpoint import load_classifier, save_checkpoint
 from medfool.models.classifier import Classifier
 from medfool.models.train import TrainConfig, fit
-from medfool.utils.io import atomic_write_json
+from medfool.utils.io import atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
 
 log = logging.getLogger(__name__)
@@ -135,16 +134,8 @@ class Results:
         self.path, self.data = path, dict(header)
 
     def put(self, key: str, value: Any) -> None:
-        self.data[key] = value
-        atomic_write_json(self.path, json.loads(json.dumps(self.data, default=_jsonable)))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray | torch.Tensor):
-        return obj.tolist()
-    return str(obj)
+        self.data[key] = json_safe(value)
+        atomic_write_json(self.path, self.data)
 
 
 def run_backdoor(dataset: Dataset, trigger: Trigger, bd: BackdoorConfig, train_cfg: TrainConfig, plan: BackdoorPlan,
@@ -246,7 +237,7 @@ def _cleanse(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: B
     nc = neural_cleanse(model, dataset.split("val"), steps=plan.cleanse_steps, seed=seed)
     target = poisoned.config.target if poisoned.config.mode == "all-to-one" else None
     ranked = sorted(range(len(nc.norms)), key=lambda k: nc.norms[k])
-    report["neural-cleanse"] = {"norms": _finite(nc.norms), "anomaly_index": _finite(nc.anomaly),
+    report["neural-cleanse"] = {"norms": nc.norms, "anomaly_index": nc.anomaly,
                                 "infected": nc.infected, "success": nc.success, "smallest": ranked[0],
                                 "true_target": target, **nc.details}
     say(f"neural-cleanse: smallest reversed trigger for class {ranked[0]} (L1 {nc.norms[ranked[0]]:.1f}), "
@@ -258,11 +249,6 @@ def _cleanse(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: B
     if suspect is not None:
         found["neural-cleanse-unlearn"] = unlearning_set(poisoned.split, nc.triggers[suspect], seed=seed)
     return list(nc.infected)
-
-
-def _finite(values: Sequence[float]) -> list[float | None]:
-    """JSON has no infinity or NaN: those become null."""
-    return [v if np.isfinite(v) else None for v in values]
 
 
 def _reversed_figure(path: Path, triggers: Sequence[Trigger], names: Sequence[str], norms: Sequence[float]) -> None:

@@ -18,7 +18,7 @@ from medfool.eval.sanity import result_checks
 from medfool.eval.store import ResultStore
 from medfool.report import summary as S
 from medfool.report.plots import line_chart
-from medfool.utils.io import atomic_write_bytes, atomic_write_json
+from medfool.utils.io import atomic_write_bytes, atomic_write_json, json_safe
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;
@@ -60,8 +60,8 @@ def _num(v: Any, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
-def _pct(v: float) -> str:
-    return "&ndash;" if math.isnan(v) else f"{100 * v:.1f} %"
+def _pct(v: float | None) -> str:
+    return "&ndash;" if v is None or math.isnan(v) else f"{100 * v:.1f} %"
 
 
 def _table(head: list[str], body: list[list[str]], left: int = 1) -> str:
@@ -128,19 +128,9 @@ def collect(store: ResultStore) -> dict[str, Any]:
 def render(store: ResultStore, out: Path) -> Path:
     """Write out/report.html and out/results.json from the store."""
     data = collect(store)
-    atomic_write_json(out / "results.json", _jsonable(data))
+    atomic_write_json(out / "results.json", json_safe(data))
     atomic_write_bytes(out / "report.html", page(store, data).encode())
     return out / "report.html"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def _backdoor_section(bd: dict[str, Any], figure: tuple[str, bytes] | None) -> str:

@@ -88,8 +88,9 @@ def critical_flips(rows: list[Row], stage: str, attack: str, budget: str, critic
     return len(missed), len(sel)
 
 
-def _pct(v: float) -> str:
-    return "n/a" if math.isnan(v) else f"{100 * v:.0f} %"
+def _pct(v: float | None) -> str:
+    """A rate as a percentage; NaN, or null as JSON stores it, is "n/a"."""
+    return "n/a" if v is None or math.isnan(v) else f"{100 * v:.0f} %"
 
 
 def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list[dict[str, Any]],

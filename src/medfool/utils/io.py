@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -42,3 +43,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def json_safe(obj: Any) -> Any:
+    """A JSON-able copy: NaN and infinities become null (JSON has neither), NumPy scalars and
+    arrays and torch tensors become numbers and lists, tuples become lists."""
+    if hasattr(obj, "tolist") and not isinstance(obj, str):  # numpy scalar / array, torch tensor
+        obj = obj.tolist()
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medfool.attacks.poisoning.backdoor import poison_count
+from medfool.attacks.poisoning.backdoor import poison_count, surrogate_pgd
 from medfool.data.dataset import Split
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
@@ -59,20 +59,12 @@ def poison_availability(train: Split, cfg: AvailabilityConfig, *, num_classes: i
             shift = torch.randint(1, num_classes, (k,), generator=gen)
             labels[torch.as_tensor(pick)] = (y + shift) % num_classes
         return train.replace(pick, train.get(pick)[0], labels.numpy()), pick
-    if surrogate is None:
-        raise ConfigError("error-maximising poisons need a model trained on clean data (the surrogate)")
     if task == "multi-label":
         raise ConfigError("error-maximising poisons are defined here for single-label classes")
-    from medfool.attacks import get_attack
-
-    attack = get_attack("pgd", eps=cfg.eps, steps=cfg.steps, early_stop=False)
-    device = surrogate.device
     images = []
     for start in range(0, k, batch_size):
-        chunk = pick[start:start + batch_size]
-        x, y = train.get(chunk)
+        x, y = train.get(pick[start:start + batch_size])
         # class-targeted (y -> y + 1): Fowl et al. find it poisons harder than untargeted noise
-        target = (y + 1) % num_classes
-        images.append(attack(surrogate, x.to(device), y.to(device), target=target.to(device),
-                             seed=seed + start).x_adv.cpu())
+        images.append(surrogate_pgd(surrogate, x, y, eps=cfg.eps, steps=cfg.steps, seed=seed + start,
+                                    needed_for="error-maximising poisoning", target=(y + 1) % num_classes))
     return train.replace(pick, torch.cat(images), labels.numpy()), pick

@@ -158,7 +158,11 @@ def poison(train: Split, trigger: Trigger, cfg: BackdoorConfig, *, num_classes: 
         chunk = pick[start:start + batch_size]
         x, yc = train.get(chunk)
         if cfg.clean_label and cfg.clean_label_eps > 0:
-            x = _hard_to_learn(x, yc, cfg, surrogate, seed + start)
+            # Turner et al.: an untargeted perturbation against a clean model, so the poisoned
+            # target-class images no longer look like their class and the trigger is the easiest
+            # feature left to explain their (correct) label
+            x = surrogate_pgd(surrogate, x, yc, eps=cfg.clean_label_eps, steps=cfg.clean_label_steps,
+                              seed=seed + start, needed_for="a clean-label backdoor with clean_label_eps > 0")
         images.append(trigger.apply(x))
     labels = y.clone()
     if not cfg.clean_label:
@@ -167,19 +171,19 @@ def poison(train: Split, trigger: Trigger, cfg: BackdoorConfig, *, num_classes: 
     return PoisonedSet(split, pick, y.clone(), cfg, trigger)
 
 
-def _hard_to_learn(x: torch.Tensor, y: torch.Tensor, cfg: BackdoorConfig, surrogate: Classifier | None,
-                   seed: int) -> torch.Tensor:
-    """Turner et al.'s step: an untargeted PGD perturbation against a clean model, so the
-    poisoned target-class images no longer look like their class and the trigger is the
-    easiest feature left to explain their (correct) label."""
+def surrogate_pgd(surrogate: Classifier | None, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
+                  seed: int, needed_for: str, target: torch.Tensor | None = None) -> torch.Tensor:
+    """PGD (Linf, the full schedule) against a model trained on clean data, the step both
+    clean-label backdoors and error-maximising poisons take. Shape: (n, C, H, W) on the CPU
+    -> same, on the CPU."""
     from medfool.attacks import get_attack
 
     if surrogate is None:
-        raise ConfigError("a clean-label backdoor with clean_label_eps > 0 needs a surrogate model "
-                          "trained on clean data")
-    attack = get_attack("pgd", eps=cfg.clean_label_eps, steps=cfg.clean_label_steps, early_stop=False)
+        raise ConfigError(f"{needed_for} needs a surrogate model trained on clean data")
+    attack = get_attack("pgd", eps=eps, steps=steps, early_stop=False)
     device = surrogate.device
-    return attack(surrogate, x.to(device), y.to(device), seed=seed).x_adv.cpu()
+    tgt = None if target is None else target.to(device)
+    return attack(surrogate, x.to(device), y.to(device), target=tgt, seed=seed).x_adv.cpu()
 
 
 def attack_success(model: Classifier, test: Split, trigger: Trigger, cfg: BackdoorConfig,
