@@ -38,6 +38,14 @@ class _OneLogit(nn.Module):
 
 
 @pytest.fixture(scope="session")
+def binary_two_logit() -> tuple[Classifier, torch.Tensor, torch.Tensor]:
+    ds = make_synthetic(task="binary", channels=1, seed=2)
+    model = fit(ds, FAST).model
+    x, y = ds.split("test").get(range(24))
+    return model, x, y
+
+
+@pytest.fixture(scope="session")
 def binary_one_logit() -> tuple[Classifier, torch.Tensor, torch.Tensor]:
     ds = make_synthetic(task="binary", channels=1, seed=2)
     two = fit(ds, FAST).model

@@ -23,6 +23,17 @@ def two_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def effective_loss(kind: str, task: str, n_outputs: int, targeted: bool) -> str:
+    """The loss an attack can use: DLR needs >= 3 classes (>= 4 targeted: its denominator reads
+    the third and fourth largest logits) and a single-label model; otherwise the margin loss,
+    which ranks the same way for two classes and needs no extra logits."""
+    if kind != "dlr":
+        return kind
+    if task == "multi-label" or max(2, n_outputs) < (4 if targeted else 3):
+        return "margin"
+    return kind
+
+
 def _other_max(z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     """max_{j != cls} z_j per row."""
     masked = z.scatter(1, cls[:, None], float("-inf"))
@@ -63,8 +74,9 @@ class Goal:
             per_label = -s * z  # > 0 while that label is not at its desired value
             if self.targeted:
                 return per_label.max(dim=1).values  # every label must reach its value
-            # untargeted: the truth is the opposite of "desired", so fooled once any label flips
-            return (-per_label).min(dim=1).values
+            # untargeted: fooled once any label reaches its flipped value, so the distance to
+            # success is that of the label closest to flipping
+            return per_label.min(dim=1).values
         z = two_logits(logits)
         if self.targeted:
             t = self._sel(self.target, idx)  # type: ignore[arg-type]
@@ -74,7 +86,9 @@ class Goal:
 
     def loss(self, logits: torch.Tensor, idx: torch.Tensor | None = None, kind: str = "ce") -> torch.Tensor:
         """(n,) loss to maximise: cross-entropy away from the label (or towards the target), the
-        negative margin ('margin'), or AutoAttack's scale-free DLR ('dlr', >= 3 classes)."""
+        negative margin ('margin'), or AutoAttack's scale-free DLR ('dlr'; the margin where DLR
+        is undefined, see :func:`effective_loss`)."""
+        kind = effective_loss(kind, self.task, logits.shape[1], self.targeted)
         if kind == "margin":
             return -self.margin(logits, idx)
         if self.task == "multi-label":

@@ -29,7 +29,7 @@ from medfool.attacks.base import (
     loss_and_grad,
     register_attack,
 )
-from medfool.attacks.goal import Goal
+from medfool.attacks.goal import Goal, effective_loss
 from medfool.attacks.norms import ascent_direction, project, random_in_ball
 from medfool.models.classifier import Classifier
 
@@ -63,17 +63,14 @@ def _project(x0: torch.Tensor, x_new: torch.Tensor, norm: str, eps: float) -> to
     return (x0 + project(x_new - x0, norm, eps)).clamp(0.0, 1.0)
 
 
-def effective_loss(kind: str, goal: Goal, n_outputs: int) -> str:
-    """DLR needs >= 3 classes (>= 4 targeted); otherwise fall back to the margin loss."""
-    if kind != "dlr":
-        return kind
-    need = 4 if goal.targeted else 3
-    if goal.task == "multi-label" or n_outputs < need:
-        log.warning("APGD-DLR needs at least %d classes for a %s attack; this %s model has %d: "
-                    "using the margin loss instead", need, "targeted" if goal.targeted else "untargeted",
-                    goal.task, n_outputs)
-        return "margin"
-    return kind
+def loss_for(kind: str, goal: Goal, n_outputs: int, attack: str) -> str:
+    """The loss ``attack`` will use, with a warning when DLR falls back to the margin loss."""
+    used = effective_loss(kind, goal.task, n_outputs, goal.targeted)
+    if used != kind:
+        log.warning("%s: the DLR loss needs at least %d classes for a %s attack on a single-label model; this "
+                    "%s model has %d outputs: using the margin loss instead", attack, 4 if goal.targeted else 3,
+                    "targeted" if goal.targeted else "untargeted", goal.task, n_outputs)
+    return used
 
 
 @register_attack
@@ -86,7 +83,7 @@ class APGD(Attack):
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
             counter: Counter) -> torch.Tensor:
         cfg = self.config
-        kind = effective_loss(cfg.loss, goal, max(2, model.meta.num_outputs))
+        kind = loss_for(cfg.loss, goal, model.meta.num_outputs, self.name)
         n = x.shape[0]
         x_adv = x.clone()
         done = torch.zeros(n, dtype=torch.bool, device=x.device)

@@ -77,7 +77,8 @@ class CarliniWagnerL2(Attack):
             # two candidate classes suffice for a starting point; Adam refines it
             start = DeepFool(candidates=2).run(model, x, goal, gen, counter)
             with torch.no_grad():
-                ok = goal.success(model(start))
+                z = model(start)
+                ok = goal.success(z) & (goal.margin(z) <= -cfg.kappa)  # counts only at the asked confidence
             counter.count(None, queries=1)
             d = (start - x).flatten(1).norm(dim=1)
             best_l2 = torch.where(ok, d, best_l2)

@@ -11,7 +11,8 @@ theta = -1). The reference search is over all D^2 pairs, which at 64 x 64 x 3 is
 pairs per image (tens of GiB for a batch). Here each image first keeps its ``candidates``
 best single features, and pairs are searched among those: memory N * K^2, no loop over images.
 
-Untargeted use picks, per image, the most likely wrong class as the target.
+Untargeted use picks, per image, the most likely wrong class as the target. Binary models
+(one or two logits) are read through centred logits, so both kinds are attacked alike.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ class JSMAConfig(AttackConfig):
         check_int("candidates", self.candidates, 2)
 
 
+def _saliency_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Logits whose gradients the saliency map reads. A binary model's two logits are centred
+    ([-d/2, d/2], the same decisions): as [0, z] (one logit) the other class's logit is a
+    constant, beta is zero, and no pair passes the beta < 0 test."""
+    z = two_logits(logits)
+    return z - z.mean(dim=1, keepdim=True) if z.shape[1] == 2 else z
+
+
 @register_attack
 class JSMA(Attack):
     name = "jsma"
@@ -60,7 +69,7 @@ class JSMA(Attack):
         n = x.shape[0]
         d = x[0].numel()
         with torch.no_grad():
-            z0 = two_logits(model(x))
+            z0 = _saliency_logits(model(x))
         # untargeted: aim at the most likely wrong class of each image
         most_likely_wrong = z0.scatter(1, goal.labels[:, None], float("-inf")).argmax(1)
         target = goal.target if goal.target is not None else most_likely_wrong
@@ -75,7 +84,7 @@ class JSMA(Attack):
         for _ in range(budget // 2):
             xa = x_adv[act].view(-1, *x.shape[1:]).requires_grad_(True)
             with torch.enable_grad():
-                z = two_logits(model(xa))
+                z = _saliency_logits(model(xa))
                 t = target[act]
                 zt = z.gather(1, t[:, None])[:, 0]
                 (alpha,) = torch.autograd.grad(zt.sum(), xa, retain_graph=True)

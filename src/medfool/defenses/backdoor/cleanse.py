@@ -42,8 +42,10 @@ def anomaly_index(norms: torch.Tensor) -> torch.Tensor:
     """How far below the median each norm lies, in consistency-scaled MADs. (K,) -> (K,)."""
     finite = torch.where(torch.isfinite(norms), norms, norms[torch.isfinite(norms)].max()
                          if bool(torch.isfinite(norms).any()) else torch.zeros_like(norms))
-    med = finite.median()
-    mad = 1.4826 * (finite - med).abs().median()
+    # the median as the reference computes it (numpy: the mean of the two middle values for an
+    # even count; torch.median would take the lower one and can change which label is flagged)
+    med = finite.quantile(0.5)
+    mad = 1.4826 * (finite - med).abs().quantile(0.5)
     return (med - finite) / mad.clamp_min(1e-12)
 
 
