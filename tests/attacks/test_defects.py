@@ -59,3 +59,30 @@ def test_neural_cleanse_median_is_the_mean_of_the_two_middle_values() -> None:
     norms = torch.tensor([1.0, 4.0, 6.0, 20.0])  # median 5 (numpy), MAD median(|.-5|) = median(4,1,1,15) = 2.5
     expected = (5.0 - norms) / (1.4826 * 2.5)
     assert torch.allclose(anomaly_index(norms), expected)
+
+
+def test_report_costs_average_over_the_images_the_success_rate_counts() -> None:
+    from medfool.report.summary import summarise
+
+    base = {"stage": "blackbox", "attack": "square", "budget": "8/255", "l0": 0.0, "l2": 0.0, "linf": 0.0,
+            "psnr": None, "ssim": None, "ciede2000": None, "time_s": 0.0, "label": 0, "adv_pred": 1}
+    rows = [{**base, "image": 0, "clean_correct": 1, "success": 1, "queries": 100, "gradients": 0},
+            {**base, "image": 1, "clean_correct": 0, "success": 0, "queries": 1, "gradients": 0}]
+    (s,) = summarise(rows)
+    assert s["mean_queries"] == 100  # was 50.5: the misclassified image's single query diluted it
+
+
+@pytest.mark.slow
+def test_audit_onepixel_stage_takes_no_gradient(tiny_model, tiny_text, tmp_path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(tiny_text.replace("[whitebox]", "[whitebox]\nenabled = true") + "\n")
+    out = tmp_path / "audit"
+    subprocess.run([sys.executable, "-m", "medfool.cli.main", "audit", "-m", str(tiny_model), "-d", "synthetic",
+                    "--config", str(cfg), "--out", str(out)], check=True, capture_output=True)
+    with sqlite3.connect(out / "audit.sqlite") as db:
+        grads = db.execute("SELECT MAX(gradients) FROM rows WHERE stage = 'onepixel'").fetchone()[0]
+    assert grads == 0

@@ -10,6 +10,7 @@ from medfool.attacks import get_attack
 from medfool.attacks.fewpixel.evolution import distinct_others
 from medfool.attacks.fewpixel.pixels import clip_candidates, write_pixels
 from medfool.models import Classifier, ModelMeta
+from medfool.utils.rng import GeneratorDraw
 
 WEAK = (5, 17)
 
@@ -91,7 +92,7 @@ def test_targeted_and_seeded(multiclass):
 
 
 def test_population_indices_are_distinct():
-    r = distinct_others(50, 7, 3, torch.Generator().manual_seed(0))
+    r = distinct_others(50, 7, 3, GeneratorDraw(torch.Generator().manual_seed(0)))
     members = torch.arange(7).view(1, 7)
     stacked = torch.stack([members.expand(50, 7), *r])  # (4, 50, 7)
     srt = stacked.sort(dim=0).values

@@ -23,6 +23,7 @@ import torch
 from medfool.attacks.goal import Goal, two_logits
 from medfool.attacks.norms import l0, l2, linf
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams, as_ids
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +181,16 @@ class Counter:
         if idx is None:
             self.gradients += gradients
             self.queries += queries
-        else:
-            self.gradients[idx] += gradients
-            self.queries[idx] += queries
+        else:  # index_add_: an image named twice in idx is counted twice
+            ones = torch.ones(idx.numel(), dtype=torch.int64, device=self.gradients.device)
+            self.gradients.index_add_(0, idx.to(self.gradients.device), ones * gradients)
+            self.queries.index_add_(0, idx.to(self.queries.device), ones * queries)
+
+
+    def absorb(self, idx: torch.Tensor, other: Counter) -> None:
+        """Add the counts of a sub-run whose row j was image ``idx[j]`` of this batch."""
+        self.gradients.index_add_(0, idx.to(self.gradients.device), other.gradients)
+        self.queries.index_add_(0, idx.to(self.queries.device), other.queries)
 
 
 # -- registry -----------------------------------------------------------------------------------
@@ -260,25 +268,35 @@ class Attack(ABC):
         return float(eps) if eps is not None else None
 
     @abstractmethod
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
-        """Return the adversarial batch (N, C, H, W) in [0, 1]. Must not modify ``x``."""
+        """Return the adversarial batch (N, C, H, W) in [0, 1]. Must not modify ``x``. Per-image
+        randomness comes from ``rng.rows(idx)``; batch-level randomness (universal attacks)
+        from ``rng.generator``."""
 
     # -------------------------------------------------------------------------------------------
     def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, *, target: TargetSpec = None,
                  generator: torch.Generator | None = None, seed: int | None = None,
-                 attack_labels: list[int] | None = None, clean_logits: torch.Tensor | None = None) -> AttackResult:
-        """Attack the batch. ``clean_logits`` (the model's logits on ``x``), when the caller
-        already has them (an audit running many attacks on the same images), saves a forward."""
+                 attack_labels: list[int] | None = None, clean_logits: torch.Tensor | None = None,
+                 ids: torch.Tensor | list[int] | range | None = None) -> AttackResult:
+        """Attack the batch. ``ids`` name the images (their dataset indices; default 0..N-1):
+        each image draws its randomness from its own stream keyed by ``(seed, id)``, so its
+        result is the same alone or in any batch. The seed is ``seed``, else one number drawn
+        from ``generator``, else 0. ``clean_logits`` (the model's logits on ``x``), when the
+        caller already has them (an audit running many attacks on the same images), saves a
+        forward."""
         check_inputs(model, x, y)
         if model.task not in self.tasks:
             raise ValueError(f"{self.name} does not support {model.task} models "
                              f"(supported: {', '.join(sorted(self.tasks))})")
-        if generator is None:
-            generator = torch.Generator()
-            generator.manual_seed(0 if seed is None else seed)
+        rng = ImageStreams(run_seed(seed, generator), as_ids(ids, x.shape[0]), x.device)
         was_training = model.training
         model.eval()
+        with model.padded():
+            return self._call(model, x, y, target, rng, attack_labels, clean_logits, was_training)
+
+    def _call(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, target: TargetSpec, rng: ImageStreams,
+              attack_labels: list[int] | None, clean_logits: torch.Tensor | None, was_training: bool) -> AttackResult:
         start = time.perf_counter()
         counter = Counter(x.shape[0], x.device)
         if clean_logits is None:
@@ -294,7 +312,7 @@ class Attack(ABC):
         labels_idx = _resolve_attack_labels(model, attack_labels)
         goal = Goal(model.task, y, tgt, labels_idx)
         try:
-            x_adv = self.run(model, x, goal, generator, counter).detach()
+            x_adv = self.run(model, x, goal, rng, counter).detach()
         finally:
             model.train(was_training)
         x_adv = x_adv.clamp(0.0, 1.0)
@@ -310,6 +328,15 @@ class Attack(ABC):
             gradients=counter.gradients, queries=counter.queries, wall_s=wall,
             config={"attack": self.name, **self.config.to_json()}, target=tgt, extras=counter.extras,
         )
+
+
+def run_seed(seed: int | None, generator: torch.Generator | None) -> int:
+    """The integer seed of a run: ``seed``, else one draw from ``generator``, else 0."""
+    if seed is not None:
+        return int(seed)
+    if generator is not None:
+        return int(torch.randint(0, 2**62, (1,), generator=generator))
+    return 0
 
 
 def _pred(logits: torch.Tensor, task: str) -> torch.Tensor:

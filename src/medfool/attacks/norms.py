@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from medfool.utils.rng import Draw
+
 NORMS = ("linf", "l2")
 
 
@@ -57,12 +59,11 @@ def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     return grad / _view(l2(grad).clamp_min(1e-12), grad)
 
 
-def random_in_ball(like: torch.Tensor, norm: str, eps: float, gen: torch.Generator) -> torch.Tensor:
+def random_in_ball(like: torch.Tensor, norm: str, eps: float, draw: Draw) -> torch.Tensor:
     """Uniform in the Linf box, or uniform in the L2 ball (direction ~ Gaussian, radius ~ U^(1/d))."""
     if norm == "linf":
-        u = torch.rand(like.shape, generator=gen, device="cpu").to(like.device)
-        return (2 * u - 1) * eps
-    g = torch.randn(like.shape, generator=gen, device="cpu").to(like.device)
+        return (2 * draw.rand(*like.shape) - 1) * eps
+    g = draw.randn(*like.shape)
     d = like[0].numel()
-    r = torch.rand(like.shape[0], generator=gen, device="cpu").to(like.device) ** (1.0 / d)
+    r = draw.rand(like.shape[0]) ** (1.0 / d)
     return g / _view(l2(g).clamp_min(1e-12), g) * _view(r * eps, g)

@@ -1,8 +1,10 @@
 """Differentiable random transforms for expectation over transformation (EOT).
 
-Each transform takes a batch (N, C, H, W) in [0, 1] and a generator and returns a transformed
-batch, differentiable with respect to the input (JPEG rounding uses a straight-through
-estimator). :class:`TransformSet` draws one random composition per image.
+Each transform takes a batch (N, C, H, W) in [0, 1] and a :class:`~medfool.utils.rng.Draw`
+(one row of random numbers per image: per-image streams in attacks, a generator when crafting
+a universal patch) and returns a transformed batch, differentiable with respect to the input
+(JPEG rounding uses a straight-through estimator). :class:`TransformSet` draws one random
+composition per image.
 """
 
 from __future__ import annotations
@@ -14,23 +16,25 @@ import torch
 import torch.nn.functional as F
 
 from medfool.attacks.hed import HED_FROM_RGB, RGB_FROM_HED, od_to_rgb, rgb_to_od
-from medfool.data.transforms import random_dihedral
+from medfool.data.transforms import dihedral
+from medfool.utils.rng import Draw
 
-Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return (lo + (hi - lo) * torch.rand(n, generator=gen)).to(device)
+Transform = Callable[[torch.Tensor, Draw], torch.Tensor]
 
 
-def hed_jitter(x: torch.Tensor, gen: torch.Generator, sigma: float = 0.05) -> torch.Tensor:
+def random_dihedral(x: torch.Tensor, draw: Draw) -> torch.Tensor:
+    """One of the 8 flips / 90-degree rotations per image."""
+    return dihedral(x, draw.randint(0, 8, x.shape[0]).cpu())
+
+
+def hed_jitter(x: torch.Tensor, draw: Draw, sigma: float = 0.05) -> torch.Tensor:
     """Tellez et al. (Medical Image Analysis 58, 2019): per image and stain, scale the
     concentration by U(1-sigma, 1+sigma) and shift it by U(-sigma, sigma). RGB only."""
     if x.shape[1] != 3:
         return x
     n = x.shape[0]
-    a = (1 + sigma * (2 * torch.rand(n, 3, generator=gen) - 1)).to(x)
-    b = (sigma * (2 * torch.rand(n, 3, generator=gen) - 1)).to(x)
+    a = (1 + sigma * (2 * draw.rand(n, 3) - 1)).to(x)
+    b = (sigma * (2 * draw.rand(n, 3) - 1)).to(x)
     # OD -> HED, scale and shift, -> OD folded into one per-image affine map of the OD (cheaper
     # than two colour transforms in an optimisation loop)
     m1, m2 = HED_FROM_RGB.to(x), RGB_FROM_HED.to(x)
@@ -40,10 +44,10 @@ def hed_jitter(x: torch.Tensor, gen: torch.Generator, sigma: float = 0.05) -> to
     return od_to_rgb(od).clamp(0, 1)
 
 
-def gaussian_blur(x: torch.Tensor, gen: torch.Generator, max_sigma: float = 1.0, size: int = 5) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, draw: Draw, max_sigma: float = 1.0, size: int = 5) -> torch.Tensor:
     """Per-image Gaussian blur with sigma ~ U(0.1, max_sigma) (a slightly defocused scanner)."""
     n, c, h, w = x.shape
-    sig = _uniform(n, 0.1, max_sigma, gen, x.device)
+    sig = (0.1 + (max_sigma - 0.1) * draw.rand(n)).to(x)
     ax = torch.arange(size, device=x.device, dtype=x.dtype) - (size - 1) / 2
     k1 = torch.exp(-(ax[None, :] ** 2) / (2 * sig[:, None] ** 2))
     k1 = k1 / k1.sum(1, keepdim=True)                                    # (n, size)
@@ -52,8 +56,8 @@ def gaussian_blur(x: torch.Tensor, gen: torch.Generator, max_sigma: float = 1.0,
     return F.conv2d(padded, k2, groups=n * c).view(n, c, h, w)
 
 
-def gaussian_noise(x: torch.Tensor, gen: torch.Generator, sigma: float = 0.02) -> torch.Tensor:
-    return (x + sigma * torch.randn(x.shape, generator=gen).to(x)).clamp(0, 1)
+def gaussian_noise(x: torch.Tensor, draw: Draw, sigma: float = 0.02) -> torch.Tensor:
+    return (x + sigma * draw.randn(*x.shape).to(x)).clamp(0, 1)
 
 
 def _dct_matrix(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -70,13 +74,14 @@ _JPEG_Q = torch.tensor([
     [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]], dtype=torch.float64)
 
 
-def jpeg_like(x: torch.Tensor, gen: torch.Generator, quality: tuple[int, int] = (50, 95)) -> torch.Tensor:
-    """8x8 block DCT, quantisation with the JPEG luminance table at a random quality, inverse
-    DCT. Rounding passes gradients straight through (BPDA, Athalye et al. 2018)."""
+def jpeg_like(x: torch.Tensor, draw: Draw, quality: tuple[int, int] = (50, 95)) -> torch.Tensor:
+    """8x8 block DCT, quantisation with the JPEG luminance table at a random quality per image,
+    inverse DCT. Rounding passes gradients straight through (BPDA, Athalye et al. 2018)."""
     n, c, h, w = x.shape
-    q = int(torch.randint(quality[0], quality[1] + 1, (1,), generator=gen))
-    scale = 5000 / q if q < 50 else 200 - 2 * q
-    table = ((_JPEG_Q * scale + 50) / 100).floor().clamp_min(1).to(x) / 255.0
+    q = draw.randint(quality[0], quality[1] + 1, n).double().cpu()
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
+    table = ((_JPEG_Q * scale.view(n, 1, 1) + 50) / 100).floor().clamp_min(1).to(x) / 255.0
+    table = table.view(n, 1, 1, 1, 8, 8)
     ph, pw = (-h) % 8, (-w) % 8
     xp = F.pad(x, (0, pw, 0, ph), mode="replicate")
     hh, ww = xp.shape[-2:]
@@ -106,10 +111,11 @@ class TransformSet:
         self.names = tuple(names)
         self.p = p
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         for name in self.names:
-            chosen = (torch.rand(x.shape[0], generator=gen) < self.p).to(x.device)
-            if bool(chosen.any()):
-                moved = TRANSFORMS[name](x, gen)
-                x = torch.where(chosen.view(-1, 1, 1, 1), moved, x)
+            chosen = (draw.rand(x.shape[0]) < self.p).to(x.device)
+            # applied to every image even where none chose it: an image's draws must not depend
+            # on what the other images of its batch chose
+            moved = TRANSFORMS[name](x, draw)
+            x = torch.where(chosen.view(-1, 1, 1, 1), moved, x)
         return x

@@ -83,12 +83,13 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                 for k, sl in chunks:
                     units.append(U.Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", U.attack_unit(
                         "whitebox", name, opts, f"{eps:g}/255", model, info, ids[sl], x[sl], y[sl],
-                        f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None)))
+                        f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
+                        unit_seed(cfg.seed, f"whitebox/{name}/{eps:g}"))))
         for name in [a for a in wb.minimal if _supported(a, model.task, skipped)]:
             for k, sl in chunks:
                 units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(
                     "minimal", name, {}, "minimal", model, info, ids[sl], x[sl], y[sl],
-                    f"grid-minimal-{name}" if k == 0 else None)))
+                    f"grid-minimal-{name}" if k == 0 else None, unit_seed(cfg.seed, f"minimal/{name}"))))
     bb = cfg.blackbox
     if bb.enabled:
         for name in [a for a in bb.attacks if _supported(a, model.task, skipped)]:
@@ -96,8 +97,8 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                 for k, sl in chunks:
                     units.append(U.Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", U.attack_unit(
                         "blackbox", name, {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries},
-                        f"{eps:g}/255", model, info,
-                        ids[sl], x[sl], y[sl], None)))
+                        f"{eps:g}/255", model, info, ids[sl], x[sl], y[sl], None,
+                        unit_seed(cfg.seed, f"blackbox/{name}/{eps:g}"))))
     pc = cfg.patch
     if pc.enabled and not single:
         skipped.append("patch (a universal patch targets one class; the model is multi-label)")
@@ -122,12 +123,14 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         # a seeded random subset of the audited images (splits are often stored sorted by class)
         sub = torch.randperm(len(ids), generator=torch.Generator().manual_seed(cfg.seed))[: op.n].sort().values
         for px in op.pixels:
-            opts = {"pixels": px, "population": op.population, "generations": op.generations}
+            # uniform start: the stage is black-box (output probabilities), as its threat model says
+            opts = {"pixels": px, "population": op.population, "generations": op.generations, "init": "uniform"}
             for k, s in enumerate(range(0, sub.numel(), b)):
                 sel = sub[s:s + b].to(x.device)
                 units.append(U.Unit(f"onepixel/{px}/{k}", f"{px}-pixel", U.attack_unit(
                     "onepixel", "onepixel", opts, f"{px} px", model, info, [ids[i] for i in sel.tolist()], x[sel],
-                    y[sel], f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None)))
+                    y[sel], f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None,
+                    unit_seed(cfg.seed, f"onepixel/{px}"))))
     mp = cfg.maps
     if mp.enabled:
         with torch.no_grad():

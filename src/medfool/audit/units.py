@@ -113,11 +113,13 @@ def sanity_unit(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> Callable
 
 
 def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, model: Classifier, info: Any,
-                ids: list[int], x: torch.Tensor, y: torch.Tensor, grid: str | None,
+                ids: list[int], x: torch.Tensor, y: torch.Tensor, grid: str | None, seed: int,
                 target: int | None = None) -> Callable[[torch.Generator], UnitOutput]:
-    """One registered attack on one chunk of images."""
-    def run(gen: torch.Generator) -> UnitOutput:
-        r = get_attack(name, **options)(model, x, y, generator=gen, target=target)
+    """One registered attack on one chunk of images. ``seed`` is the attack's at this budget,
+    the same for every chunk: with the images' dataset indices as their ids, each image draws
+    the same random numbers whichever chunk it falls in."""
+    def run(_gen: torch.Generator) -> UnitOutput:
+        r = get_attack(name, **options)(model, x, y, seed=seed, ids=ids, target=target)
         artifacts = []
         if grid is not None:
             artifacts.append(grid_artifact(grid, model, info, x, y, r, f"{name} {budget} on {info.name}"))

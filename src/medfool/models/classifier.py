@@ -8,7 +8,8 @@ clinically critical.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,10 @@ class MetaView:
         return len(self.meta.class_names)
 
 
+# the smallest batch the model sees inside Classifier.padded (see there)
+MIN_ROWS = 8
+
+
 class Classifier(MetaView, nn.Module):
     """Wraps ``network`` (which expects normalised input) so that ``forward`` takes [0, 1] pixels.
 
@@ -94,6 +99,7 @@ class Classifier(MetaView, nn.Module):
         self.register_buffer("std", torch.tensor(meta.std, dtype=torch.float32).view(1, c, 1, 1))
         # channels_last runs convolutions about 20-25 % faster on CPUs (oneDNN); only for our own
         # registry networks, whose layers we know accept it.
+        self._min_rows = 0  # see padded()
         self.channels_last = meta.arch is not None
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -103,7 +109,27 @@ class Classifier(MetaView, nn.Module):
         return self.mean.device
 
     # -- computation ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def padded(self, rows: int = MIN_ROWS) -> Iterator[None]:
+        """Within this block, batches of fewer than ``rows`` images are padded with zero images
+        (their outputs dropped). CPU kernels pick another algorithm for a batch of one to three
+        images, whose last bits differ from the same image's in a larger batch; attacks run in
+        this block so that an image's result never depends on how many others share its batch."""
+        old = self._min_rows
+        self._min_rows = rows
+        try:
+            yield
+        finally:
+            self._min_rows = old
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self._min_rows and 0 < n < self._min_rows:
+            pad = torch.zeros((self._min_rows - n, *x.shape[1:]), dtype=x.dtype, device=x.device)
+            return self._forward(torch.cat([x, pad]))[:n]
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         z = (x - self.mean) / self.std
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)

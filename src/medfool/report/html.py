@@ -217,7 +217,8 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
           _num(s["mean_queries"], 0), _num(s["mean_gradients"], 0), _num(s["time_per_image_s"], 3)]
          for s in summaries], left=3))
     parts.append("<p class='muted'>Sizes and perceptibility (PSNR, SSIM, CIEDE2000 mean colour difference) are over "
-                 "the successful adversarial images; queries, gradients and time over all.</p>")
+                 "the successful adversarial images; queries and gradients over the correctly classified images "
+                 "(those the success rate counts); time over all.</p>")
     # flip matrices
     if data["flip_matrices"]:
         parts.append("<h2 id='flips'>Clinical flip matrix</h2><p class='legend'>Counts of correctly classified images "

@@ -42,8 +42,9 @@ def summarise(rows: list[Row]) -> list[dict[str, Any]]:
             "median_l0": _median([r["l0"] for r in won]),
             "mean_psnr": _mean([r["psnr"] for r in won]), "mean_ssim": _mean([r["ssim"] for r in won]),
             "mean_ciede2000": _mean([r["ciede2000"] for r in won]),
-            "mean_queries": _mean([r["queries"] for r in group]),
-            "mean_gradients": _mean([r["gradients"] for r in group]),
+            # costs over the images the success rate counts (a misclassified image costs one query)
+            "mean_queries": _mean([r["queries"] for r in counted]),
+            "mean_gradients": _mean([r["gradients"] for r in counted]),
             "time_per_image_s": _mean([r["time_s"] for r in group]),
         })
     out.sort(key=lambda s: (STAGE_ORDER.index(s["stage"]) if s["stage"] in STAGE_ORDER else 99, s["attack"],

@@ -11,6 +11,7 @@ so no extra, unbudgeted query is made.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import abstractmethod
 from typing import Any, ClassVar
@@ -26,11 +27,13 @@ from medfool.attacks.base import (
     _resolve_attack_labels,
     check_inputs,
     resolve_target,
+    run_seed,
 )
 from medfool.attacks.blackbox.oracle import PredictModel, QueryCounter, from_classifier
 from medfool.attacks.goal import Goal
 from medfool.attacks.norms import l0, l2, linf
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams, as_ids
 
 
 class BlackBoxAttack(Attack):
@@ -39,13 +42,13 @@ class BlackBoxAttack(Attack):
 
     needs: ClassVar[str] = "probs"
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:  # pragma: no cover  (black-box attacks use search)
         raise TypeError(f"{self.name} is a black-box attack: call it, it queries the model through a QueryCounter")
 
     @abstractmethod
     def search(self, oracle: QueryCounter, x: torch.Tensor, goal: Goal, clean: torch.Tensor,
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               rng: ImageStreams) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the adversarial batch and the model's scores on it (from queries made)."""
 
     def oracle_for(self, model: Classifier | PredictModel) -> PredictModel:
@@ -58,14 +61,14 @@ class BlackBoxAttack(Attack):
 
     def __call__(self, model: Any, x: torch.Tensor, y: torch.Tensor, *, target: TargetSpec = None,
                  generator: torch.Generator | None = None, seed: int | None = None,
-                 attack_labels: list[int] | None = None, clean_logits: torch.Tensor | None = None) -> AttackResult:
+                 attack_labels: list[int] | None = None, clean_logits: torch.Tensor | None = None,
+                 ids: torch.Tensor | list[int] | range | None = None) -> AttackResult:
         pm = self.oracle_for(model)
         check_inputs(pm, x, y)  # type: ignore[arg-type]
         if pm.task not in self.tasks:
             raise ValueError(f"{self.name} does not support {pm.task} models "
                              f"(supported: {', '.join(sorted(self.tasks))})")
-        if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        rng = ImageStreams(run_seed(seed, generator), as_ids(ids, x.shape[0]), x.device)
         was_training = isinstance(model, Classifier) and model.training
         if isinstance(model, Classifier):
             model.eval()
@@ -73,14 +76,16 @@ class BlackBoxAttack(Attack):
         n = x.shape[0]
         oracle = QueryCounter(pm, n, getattr(self.config, "queries", None), x.device)
         everyone = torch.arange(n, device=x.device)
+        padded = model.padded() if isinstance(model, Classifier) else contextlib.nullcontext()
         try:
-            clean = oracle.query(x, everyone)  # the attacker's first query: what does the model say now?
-            tgt = resolve_target(pm, clean, y, target)  # type: ignore[arg-type]
-            if tgt is not None and not self.targeted_ok:
-                raise ValueError(f"{self.name} is untargeted only")
-            labels_idx = _resolve_attack_labels(pm, attack_labels)  # type: ignore[arg-type]
-            goal = Goal(pm.task, y, tgt, labels_idx)
-            x_adv, adv_scores = self.search(oracle, x, goal, clean, generator)
+            with padded:
+                clean = oracle.query(x, everyone)  # the attacker's first query: what does the model say now?
+                tgt = resolve_target(pm, clean, y, target)  # type: ignore[arg-type]
+                if tgt is not None and not self.targeted_ok:
+                    raise ValueError(f"{self.name} is untargeted only")
+                labels_idx = _resolve_attack_labels(pm, attack_labels)  # type: ignore[arg-type]
+                goal = Goal(pm.task, y, tgt, labels_idx)
+                x_adv, adv_scores = self.search(oracle, x, goal, clean, rng)
         finally:
             if was_training:
                 model.train(True)

@@ -22,6 +22,7 @@ from medfool.attacks.blackbox.base import BlackBoxAttack
 from medfool.attacks.blackbox.decision import near_boundary_start
 from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,10 +60,10 @@ class Boundary(BlackBoxAttack):
                            torch.where(rate < 0.2, torch.full_like(rate, 1 / 1.5), torch.ones_like(rate)))
 
     def search(self, oracle: QueryCounter, x: torch.Tensor, goal: Goal, clean: torch.Tensor,
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               rng: ImageStreams) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         best, scores = x.clone(), clean.clone()
-        todo, cur, cur_scores = near_boundary_start(oracle, goal, x, clean, cfg.init_tries, gen)
+        todo, cur, cur_scores = near_boundary_start(oracle, goal, x, clean, cfg.init_tries, rng)
         if todo.numel() == 0:
             return best, scores
         k = todo.numel()
@@ -77,7 +78,7 @@ class Boundary(BlackBoxAttack):
             diff = xo[live] - cur[live]                                   # towards the original
             dist = diff.flatten(1).norm(dim=1).clamp_min(1e-12)
             unit = diff / dist.view(-1, 1, 1, 1)
-            eta = torch.randn(live.numel(), *x.shape[1:], generator=gen).to(x.device)
+            eta = rng.rows(todo[live]).randn(live.numel(), *x.shape[1:])
             eta = eta - (eta * unit).flatten(1).sum(1).view(-1, 1, 1, 1) * unit   # orthogonal part
             eta = eta / eta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             sphere = cur[live] + (sph[live] * dist).view(-1, 1, 1, 1) * eta

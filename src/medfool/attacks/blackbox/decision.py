@@ -1,7 +1,8 @@
 """Pieces shared by the decision-based attacks (HopSkipJump, Boundary): they see labels only.
 
-Both start from an adversarial point (random uniform noise, kept once the model reads it
-wrongly, then pulled towards the original by a binary search) and walk along the decision
+Both start from an adversarial point (random uniform noise from the image's own random
+stream and paid from its own query budget, kept once the model reads it wrongly, then pulled
+towards the original by a binary search) and walk along the decision
 boundary. Everything runs on all images at once, each with its own query budget.
 """
 
@@ -11,6 +12,7 @@ import torch
 
 from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
+from medfool.utils.rng import Draw, ImageStreams
 
 
 def blend(x: torch.Tensor, far: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
@@ -50,14 +52,16 @@ def binary_search(oracle: QueryCounter, goal: Goal, idx: torch.Tensor, x: torch.
 
 
 def near_boundary_start(oracle: QueryCounter, goal: Goal, x: torch.Tensor, clean: torch.Tensor, tries: int,
-                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        rng: ImageStreams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The images still to attack (correctly classified, budget left, a start found), each
-    with an adversarial point pulled close to the decision boundary, and its scores."""
+    with an adversarial point pulled close to the decision boundary, and its scores. Every
+    image finds its start with its own queries and its own random stream, so its walk is the
+    same alone or in any batch."""
     todo = (~goal.success(clean)).nonzero().flatten()
     todo = todo[oracle.remaining(todo) > 0]
     if todo.numel() == 0:
         return todo, x[:0], clean[:0]
-    start, scores, found = starting_points(oracle, goal, x, clean, todo, tries, gen)
+    start, scores, found = noise_start(oracle, goal, x, todo, tries, rng)
     todo, cur, cur_scores = todo[found], start[found], scores[found]
     if todo.numel() == 0:
         return todo, cur, cur_scores
@@ -65,43 +69,19 @@ def near_boundary_start(oracle: QueryCounter, goal: Goal, x: torch.Tensor, clean
     return todo, cur, cur_scores
 
 
-def starting_points(oracle: QueryCounter, goal: Goal, x: torch.Tensor, clean: torch.Tensor, idx: torch.Tensor,
-                    tries: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """An adversarial starting point per image ``idx``: the closest other image of the batch
-    whose (already known) answer counts as success for it, which costs no query (an attacker
-    holds natural images); else uniform noise, up to ``tries`` queries. Returns (points,
-    their scores, found mask)."""
-    k, n = idx.numel(), x.shape[0]
-    owner = idx.repeat_interleave(n)
-    works = goal.success(clean.repeat(k, 1), owner).view(k, n)                          # (k, n)
-    works[torch.arange(k, device=x.device), idx] = False
-    dist = torch.cdist(x[idx].flatten(1), x.flatten(1))
-    dist[~works] = float("inf")
-    nearest = dist.argmin(dim=1)
-    found = torch.isfinite(dist.min(dim=1).values)
-    start = torch.where(found.view(k, 1, 1, 1), x[nearest], x[idx])
-    scores = clean[nearest].clone()
-    if bool((~found).any()):
-        sel = (~found).nonzero().flatten()
-        s2, sc2, f2 = _noise_start(oracle, goal, x, idx[sel], tries, gen)
-        start[sel[f2]], scores[sel[f2]] = s2[f2], sc2[f2]
-        found[sel[f2]] = True
-    return start, scores, found
-
-
-def _noise_start(oracle: QueryCounter, goal: Goal, x: torch.Tensor, idx: torch.Tensor, tries: int,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Uniform noise images the model gets wrong, one per image where one is found within
-    ``tries`` queries; returns (points, their scores, found mask)."""
+def noise_start(oracle: QueryCounter, goal: Goal, x: torch.Tensor, idx: torch.Tensor, tries: int,
+                rng: ImageStreams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random images the model gets wrong, one per image where one is found within ``tries``
+    queries (each paid by that image); returns (points, their scores, found mask)."""
     k = idx.numel()
     start = x[idx].clone()
     scores = torch.zeros(0)
     found = torch.zeros(k, dtype=torch.bool, device=x.device)
-    for _ in range(tries):
+    for t in range(tries):
         sel = (~found & (oracle.remaining(idx) > 0)).nonzero().flatten()
         if sel.numel() == 0:
             break
-        noise = torch.rand(sel.numel(), *x.shape[1:], generator=gen).to(x.device)
+        noise = _random_image(rng.rows(idx[sel]), sel.numel(), x.shape[1:], t)
         out = oracle.query(noise, idx[sel])
         if scores.numel() == 0:
             scores = torch.zeros(k, out.shape[1], device=x.device)
@@ -111,3 +91,17 @@ def _noise_start(oracle: QueryCounter, goal: Goal, x: torch.Tensor, idx: torch.T
     if scores.numel() == 0:
         scores = torch.zeros(k, 1, device=x.device)
     return start, scores, found
+
+
+def _random_image(draw: Draw, k: int, shape: tuple[int, ...], t: int) -> torch.Tensor:
+    """(k, *shape) random images of kind ``t % 3``: uniform noise; smooth noise (a random 2x2 to
+    5x5 grid, upsampled); a flat random colour. A model that reads all pixel noise as one class
+    usually reads some smooth pattern or colour as another."""
+    c, h, w = shape
+    if t % 3 == 0:
+        return draw.rand(k, c, h, w)
+    if t % 3 == 1:
+        res = 2 + t % 4
+        coarse = draw.rand(k, c, res, res)
+        return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return draw.rand(k, c, 1, 1).expand(k, c, h, w).clone()

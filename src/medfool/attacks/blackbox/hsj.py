@@ -21,6 +21,7 @@ from medfool.attacks.blackbox.base import BlackBoxAttack
 from medfool.attacks.blackbox.decision import binary_search, near_boundary_start
 from medfool.attacks.blackbox.oracle import QueryCounter, chunk_for
 from medfool.attacks.goal import Goal
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,16 +59,15 @@ class HopSkipJump(BlackBoxAttack):
         return None  # minimal-perturbation: the budget is the number of queries
 
     def _gradient(self, oracle: QueryCounter, goal: Goal, idx: torch.Tensor, cur: torch.Tensor,
-                  delta: torch.Tensor, n_evals: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+                  delta: torch.Tensor, n_evals: torch.Tensor, rng: ImageStreams) -> torch.Tensor:
         """Estimated boundary normal (k, C, H, W), unit L2 (or sign, for Linf); image j uses
         ``n_evals[j]`` probes."""
         k, shape = idx.numel(), cur.shape[1:]
         m = int(n_evals.max())
         valid = torch.arange(m, device=cur.device).view(1, m) < n_evals.view(k, 1)           # (k, m)
-        if self.config.norm == "l2":
-            noise = torch.randn(k, m, *shape, generator=gen).to(cur.device)
-        else:
-            noise = (torch.rand(k, m, *shape, generator=gen) * 2 - 1).to(cur.device)
+        # each image's probes from its own stream: probe j is the same whatever m is
+        draw = rng.rows(idx)
+        noise = draw.randn(k, m, *shape) if self.config.norm == "l2" else draw.rand(k, m, *shape) * 2 - 1
         noise = noise / noise.flatten(2).norm(dim=2).clamp_min(1e-12).view(k, m, 1, 1, 1)
         d = delta.view(k, 1, 1, 1, 1)
         probes = (cur[:, None] + d * noise).clamp(0, 1)
@@ -93,12 +93,12 @@ class HopSkipJump(BlackBoxAttack):
         return out
 
     def search(self, oracle: QueryCounter, x: torch.Tensor, goal: Goal, clean: torch.Tensor,
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               rng: ImageStreams) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         d = x[0].numel()
         theta = 1.0 / (d * math.sqrt(d)) if cfg.norm == "l2" else 1.0 / d ** 2
         best, scores = x.clone(), clean.clone()
-        todo, cur, cur_scores = near_boundary_start(oracle, goal, x, clean, cfg.init_tries, gen)
+        todo, cur, cur_scores = near_boundary_start(oracle, goal, x, clean, cfg.init_tries, rng)
         if todo.numel() == 0:
             return best, scores
         best[todo], scores[todo] = cur, cur_scores
@@ -122,7 +122,7 @@ class HopSkipJump(BlackBoxAttack):
                 break
             g = max(1, (1 << 25) // (int(n_evals.max()) * d))  # images per estimate: bounded probe memory
             grad = torch.cat([self._gradient(oracle, goal, idx[s:s + g], cur[s:s + g], delta[s:s + g],
-                                             n_evals[s:s + g], gen) for s in range(0, idx.numel(), g)])
+                                             n_evals[s:s + g], rng) for s in range(0, idx.numel(), g)])
             dist = _dist(cur, xi, cfg.norm)
             eps = 2 * dist / math.sqrt(t + 1)
             moved = torch.zeros(idx.numel(), dtype=torch.bool, device=x.device)

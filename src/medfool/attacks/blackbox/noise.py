@@ -17,6 +17,7 @@ import torch
 from medfool.attacks.base import Attack, AttackConfig, Counter, check_int, check_norm_eps, register_attack
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +38,7 @@ class RandomNoise(Attack):
     paper = "baseline (Croce & Hein, ICML 2020, sanity checks)"
     config: NoiseConfig
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         x_adv = x.clone()
         active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
@@ -45,7 +46,7 @@ class RandomNoise(Attack):
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            signs = torch.randint(0, 2, (idx.numel(), *x.shape[1:]), generator=gen).to(x.device) * 2 - 1
+            signs = rng.rows(idx).randint(0, 2, idx.numel(), *x.shape[1:]) * 2 - 1
             trial = (x[idx] + self.config.eps * signs).clamp(0, 1)
             with torch.no_grad():
                 won = goal.success(model(trial), idx)

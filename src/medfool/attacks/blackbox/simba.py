@@ -20,6 +20,7 @@ from medfool.attacks.base import AttackConfig, check_choice, check_int, check_ra
 from medfool.attacks.blackbox.base import BlackBoxAttack
 from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
+from medfool.utils.rng import Draw, ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,11 +45,11 @@ def dct_matrix(n: int) -> torch.Tensor:
     return (m * math.sqrt(2 / n)).float()
 
 
-def basis_order(n: int, c: int, h: int, w: int, basis: str, freq_dims: int, gen: torch.Generator) -> torch.Tensor:
+def basis_order(n: int, c: int, h: int, w: int, basis: str, freq_dims: int, draw: Draw) -> torch.Tensor:
     """(n, C*H*W) a random ordering of the basis per image; for the DCT, the low-frequency
     block comes first and then rings of growing frequency, each in random order."""
     d = c * h * w
-    noise = torch.rand(n, d, generator=gen)
+    noise = draw.rand(n, d).cpu()
     if basis == "pixel":
         return noise.argsort(dim=1)
     u = torch.arange(h).view(1, h, 1).expand(c, h, w)
@@ -86,10 +87,10 @@ class SimBA(BlackBoxAttack):
         return out
 
     def search(self, oracle: QueryCounter, x: torch.Tensor, goal: Goal, clean: torch.Tensor,
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               rng: ImageStreams) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = x.shape
         cfg = self.config
-        order = basis_order(n, c, h, w, cfg.basis, cfg.freq_dims, gen).to(x.device)
+        order = basis_order(n, c, h, w, cfg.basis, cfg.freq_dims, rng.rows()).to(x.device)
         tables = (dct_matrix(h).to(x.device), dct_matrix(w).to(x.device))
         best, scores = x.clone(), clean.clone()
         prob = goal.resistance(clean)

@@ -15,6 +15,7 @@ images.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from medfool.attacks.base import AttackConfig, check_choice, check_int, check_no
 from medfool.attacks.blackbox.base import BlackBoxAttack
 from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
+from medfool.utils.rng import Draw, ImageStreams
 
 # iteration thresholds (out of 10,000) at which p halves, from the paper's code
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -72,14 +74,22 @@ def eta(s: int, transpose: bool) -> torch.Tensor:
     return out
 
 
-def _windows(k: int, h: int, w: int, s: int, gen: torch.Generator, device: torch.device, shared: bool = False
+def _draws(k: int, draw: Draw, gen: torch.Generator | None, device: torch.device
+           ) -> Callable[[int, int, tuple[int, ...]], torch.Tensor]:
+    """randint(low, high, shape) -> (k, *shape): per image from ``draw``, or one draw from
+    ``gen`` shared by the whole batch (``proposals="batch"``)."""
+    def randint(low: int, high: int, shape: tuple[int, ...]) -> torch.Tensor:
+        if gen is None:
+            return draw.randint(low, high, k, *shape)
+        return torch.randint(low, high, (1, *shape), generator=gen).to(device).expand(k, *shape)
+    return randint
+
+
+def _windows(h: int, w: int, s: int, randint: Callable[[int, int, tuple[int, ...]], torch.Tensor]
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random top-left corners (k,) of s x s windows, one per image or one ``shared`` by all
-    (as in the paper's code, positions in [0, h - s))."""
-    m = 1 if shared else k
-    top = torch.randint(0, max(1, h - s), (m,), generator=gen).to(device).expand(k)
-    left = torch.randint(0, max(1, w - s), (m,), generator=gen).to(device).expand(k)
-    return top, left
+    """Random top-left corners (k,) of s x s windows (as in the paper's code, positions in
+    [0, h - s))."""
+    return randint(0, max(1, h - s), ()), randint(0, max(1, w - s), ())
 
 
 def _mask(top: torch.Tensor, left: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
@@ -124,12 +134,12 @@ class Square(BlackBoxAttack):
         """Loss to minimise: the margin (the paper's default), or the cross-entropy's negative."""
         return -goal.loss(scores, idx, "margin" if self.config.loss == "margin" else "ce")
 
-    def _init(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _init(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:
         n, c, h, w = x.shape
         eps = self.config.eps
 
         def signs(*shape: int) -> torch.Tensor:
-            return (torch.randint(0, 2, shape, generator=gen) * 2 - 1).float().to(x.device)
+            return (draw.randint(0, 2, *shape) * 2 - 1).float().to(x.device)
 
         if self.config.norm == "linf":  # vertical stripes of +-eps
             return (x + eps * signs(n, c, 1, w)).clamp(0, 1)
@@ -144,13 +154,14 @@ class Square(BlackBoxAttack):
                     delta[:, :, r:r + s, q:q + s] += profile * signs(n, c, 1, 1)
         return (x + delta / (_norm(delta) + 1e-12) * eps).clamp(0, 1)
 
-    def _step_linf(self, x: torch.Tensor, best: torch.Tensor, s: int, gen: torch.Generator) -> torch.Tensor:
+    def _step_linf(self, x: torch.Tensor, best: torch.Tensor, s: int, draw: Draw,
+                   gen: torch.Generator | None) -> torch.Tensor:
         k, c, h, w = x.shape
-        shared = self.config.proposals == "batch"
-        top, left = _windows(k, h, w, s, gen, x.device, shared)
+        shared = gen is not None
+        randint = _draws(k, draw, gen, x.device)
+        top, left = _windows(h, w, s, randint)
         inside = _mask(top, left, s, h, w)
-        sign = (torch.randint(0, 2, (1 if shared else k, c, 1, 1), generator=gen) * 2 - 1).float().to(x.device)
-        sign = sign.expand(k, c, 1, 1)
+        sign = (randint(0, 2, (c, 1, 1)) * 2 - 1).float()
         new = (x + self.config.eps * sign).clamp(0, 1)
         # a window already at the drawn corner would waste the query: flip its signs instead
         same = ((new - best).abs() * inside).flatten(1).amax(1) < 1e-7
@@ -158,21 +169,23 @@ class Square(BlackBoxAttack):
             new[same] = (x[same] - self.config.eps * sign[same]).clamp(0, 1)
         return torch.where(inside, new, best)
 
-    def _step_l2(self, x: torch.Tensor, best: torch.Tensor, s: int, gen: torch.Generator) -> torch.Tensor:
+    def _step_l2(self, x: torch.Tensor, best: torch.Tensor, s: int, draw: Draw,
+                 gen: torch.Generator | None) -> torch.Tensor:
         k, c, h, w = x.shape
         eps = self.config.eps
         delta = best - x
-        shared = self.config.proposals == "batch"
-        top1, left1 = _windows(k, h, w, s, gen, x.device, shared)
-        top2, left2 = _windows(k, h, w, s, gen, x.device, shared)
+        randint = _draws(k, draw, gen, x.device)
+        top1, left1 = _windows(h, w, s, randint)
+        top2, left2 = _windows(h, w, s, randint)
         win1 = _take(delta, top1, left1, s)
         norm_win1 = win1.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()              # (k, C, 1, 1)
         union = _mask(top1, left1, s, h, w) | _mask(top2, left2, s, h, w)
         norm_image = _norm(delta)                                                 # (k, 1, 1, 1)
         norm_union = _norm(delta * union)
-        transpose = bool(torch.rand(1, generator=gen) > 0.5)
-        sign = (torch.randint(0, 2, (1 if shared else k, c, 1, 1), generator=gen) * 2 - 1).float().to(x.device)
-        new = eta(s, transpose).to(x.device).view(1, 1, s, s) * sign + win1 / (norm_win1 + 1e-12)
+        transpose = randint(0, 2, (1, 1, 1)).bool()                               # (k, 1, 1, 1)
+        profile = torch.where(transpose, eta(s, True).to(x.device), eta(s, False).to(x.device))
+        sign = (randint(0, 2, (c, 1, 1)) * 2 - 1).float()
+        new = profile * sign + win1 / (norm_win1 + 1e-12)
         budget = ((eps ** 2 - norm_image ** 2).clamp_min(0) / c + norm_union ** 2).sqrt()
         new = new / (new.pow(2).sum(dim=(2, 3), keepdim=True).sqrt() + 1e-12) * budget
         _put(delta, top2, left2, torch.zeros_like(new))
@@ -180,9 +193,11 @@ class Square(BlackBoxAttack):
         return (x + delta / (_norm(delta) + 1e-12) * eps).clamp(0, 1)
 
     def search(self, oracle: QueryCounter, x: torch.Tensor, goal: Goal, clean: torch.Tensor,
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               rng: ImageStreams) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = x.shape
         cfg = self.config
+        # per-image proposals draw from each image's stream; batch proposals from one generator
+        gen = rng.generator if cfg.proposals == "batch" else None
         best, scores = x.clone(), clean.clone()
         everyone = torch.arange(n, device=x.device)
         margin = goal.margin(clean)
@@ -190,7 +205,7 @@ class Square(BlackBoxAttack):
         todo = todo[oracle.remaining(todo) > 0]
         if todo.numel() == 0:
             return best, scores
-        init = self._init(x[todo], gen)
+        init = self._init(x[todo], rng.rows(todo))
         s_init = oracle.query(init, todo)
         best[todo], scores[todo] = init, s_init
         loss = torch.full((n,), float("inf"), device=x.device)
@@ -205,11 +220,11 @@ class Square(BlackBoxAttack):
             p = p_selection(cfg.p_init, it, n_iters)
             if cfg.norm == "linf":
                 side = min(max(round(math.sqrt(p * h * w)), 1), h - 1)
-                cand = self._step_linf(x[active], best[active], side, gen)
+                cand = self._step_linf(x[active], best[active], side, rng.rows(active), gen)
             else:
                 side = max(round(math.sqrt(p * h * w)), 3)
                 side = min(side + (side % 2 == 0), h - 1)
-                cand = self._step_l2(x[active], best[active], side, gen)
+                cand = self._step_l2(x[active], best[active], side, rng.rows(active), gen)
             out = oracle.query(cand, active)
             new_loss, new_margin = self._loss(goal, out, active), goal.margin(out, active)
             keep = (new_loss < loss[active]) | (new_margin <= 0)

@@ -32,6 +32,7 @@ from medfool.attacks.base import (
 from medfool.attacks.goal import Goal, effective_loss
 from medfool.attacks.norms import ascent_direction, project, random_in_ball
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class APGD(Attack):
     paper = "Croce & Hein, ICML 2020"
     config: APGDConfig
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         kind = loss_for(cfg.loss, goal, model.meta.num_outputs, self.name)
@@ -94,7 +95,7 @@ class APGD(Attack):
             if act.numel() == 0:
                 break
             x0 = x[act]
-            start = random_in_ball(x0, cfg.norm, cfg.eps, gen)
+            start = random_in_ball(x0, cfg.norm, cfg.eps, rng.rows(act))
             if cfg.norm == "linf":  # push the start to the surface of the box, as the reference does
                 start = start / start.flatten(1).abs().max(1).values.clamp_min(1e-12).view(-1, 1, 1, 1) * cfg.eps
             cur = (x0 + start).clamp(0, 1)

@@ -27,6 +27,7 @@ from medfool.attacks.base import Attack, AttackConfig, Counter, check_choice, ch
 from medfool.attacks.evasion.deepfool import DeepFool
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +67,7 @@ class CarliniWagnerL2(Attack):
     def budget(self) -> float | None:
         return None  # minimal-perturbation attack: no fixed budget
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         n, dev = x.shape[0], x.device
@@ -75,7 +76,7 @@ class CarliniWagnerL2(Attack):
         start = x
         if cfg.init == "deepfool" and not goal.targeted and goal.task != "multi-label":
             # two candidate classes suffice for a starting point; Adam refines it
-            start = DeepFool(candidates=2).run(model, x, goal, gen, counter)
+            start = DeepFool(candidates=2).run(model, x, goal, rng, counter)
             with torch.no_grad():
                 z = model(start)
                 ok = goal.success(z) & (goal.margin(z) <= -cfg.kappa)  # counts only at the asked confidence

@@ -27,6 +27,7 @@ from medfool.attacks.base import (
 from medfool.attacks.goal import Goal, two_logits
 from medfool.attacks.norms import NORMS
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +56,7 @@ class DeepFool(Attack):
     def budget(self) -> float | None:
         return None
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         y = goal.labels

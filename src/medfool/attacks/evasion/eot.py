@@ -28,6 +28,7 @@ from medfool.attacks.goal import Goal
 from medfool.attacks.norms import ascent_direction, clip_box, project, random_in_ball
 from medfool.attacks.transforms import TRANSFORMS, TransformSet
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +65,7 @@ class EOTPGD(Attack):
     paper = "Athalye et al., ICML 2018"
     config: EOTConfig
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         tset = TransformSet(cfg.transforms, cfg.p)
@@ -72,13 +73,13 @@ class EOTPGD(Attack):
         m = cfg.samples
         x_adv = x.clone()
         act = torch.arange(x.shape[0], device=x.device)
-        delta = random_in_ball(x, cfg.norm, cfg.eps, gen) if cfg.random_start else torch.zeros_like(x)
+        delta = random_in_ball(x, cfg.norm, cfg.eps, rng.rows()) if cfg.random_start else torch.zeros_like(x)
         delta = clip_box(x, delta)
         for _ in range(cfg.steps):
             xa = (x[act] + delta).requires_grad_(True)
             rep = act.repeat_interleave(m)
             with torch.enable_grad():
-                xt = tset(xa.repeat_interleave(m, 0), gen)                      # (|act| * m, C, H, W)
+                xt = tset(xa.repeat_interleave(m, 0), rng.rows(act, m))                     # (|act| * m, C, H, W)
                 logits = model(xt)
                 loss = goal.loss(logits, rep).view(-1, m).mean(1)
                 (grad,) = torch.autograd.grad(loss.sum(), xa)
@@ -92,15 +93,15 @@ class EOTPGD(Attack):
             delta = clip_box(x[act], project(delta + alpha * ascent_direction(grad, cfg.norm), cfg.norm, cfg.eps))
         if act.numel():
             x_adv[act] = x[act] + delta
-        counter.extras["transform_success"] = self._transform_success(model, x_adv, goal, tset, gen, counter)
+        counter.extras["transform_success"] = self._transform_success(model, x_adv, goal, tset, rng, counter)
         return x_adv
 
     def _transform_success(self, model: Classifier, x_adv: torch.Tensor, goal: Goal, tset: TransformSet,
-                           gen: torch.Generator, counter: Counter) -> torch.Tensor:
+                           rng: ImageStreams, counter: Counter) -> torch.Tensor:
         k = self.config.eval_samples
         n = x_adv.shape[0]
         idx = torch.arange(n, device=x_adv.device).repeat_interleave(k)
         with torch.no_grad():
-            fooled = goal.success(model(tset(x_adv.clamp(0, 1).repeat_interleave(k, 0), gen)), idx)
+            fooled = goal.success(model(tset(x_adv.clamp(0, 1).repeat_interleave(k, 0), rng.rows(None, k))), idx)
         counter.count(None, queries=k)
         return fooled.view(n, k).float().mean(1)

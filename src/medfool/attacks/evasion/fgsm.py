@@ -23,6 +23,7 @@ from medfool.attacks.base import (
 from medfool.attacks.goal import Goal
 from medfool.attacks.norms import ascent_direction, clip_box
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +44,7 @@ class FGSM(Attack):
     paper = "Goodfellow et al., ICLR 2015"
     config: FGSMConfig
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         _, _, grad = loss_and_grad(model, x, goal, None, self.config.loss)
         counter.count(None, gradients=1, queries=1)

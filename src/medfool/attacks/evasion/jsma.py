@@ -25,6 +25,7 @@ import torch
 from medfool.attacks.base import Attack, AttackConfig, Counter, check_int, check_range, register_attack
 from medfool.attacks.goal import Goal, two_logits
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +64,7 @@ class JSMA(Attack):
     def max_features(self, shape: tuple[int, ...]) -> int:
         return 2 * math.ceil(self.config.gamma * math.prod(shape) / 2)
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         n = x.shape[0]

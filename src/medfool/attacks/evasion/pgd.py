@@ -29,6 +29,7 @@ from medfool.attacks.base import (
 from medfool.attacks.goal import Goal
 from medfool.attacks.norms import ascent_direction, clip_box, project, random_in_ball
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,12 +63,12 @@ class PGD(Attack):
     paper = "Madry et al., ICLR 2018"
     config: PGDConfig
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
-        return pgd_loop(model, x, goal, gen, counter, self.config)
+        return pgd_loop(model, x, goal, rng, counter, self.config)
 
 
-def pgd_loop(model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator, counter: Counter,
+def pgd_loop(model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams, counter: Counter,
              cfg: PGDConfig) -> torch.Tensor:
     """The shared PGD iteration (also used by BIM, EOT-PGD and adversarial training)."""
     n = x.shape[0]
@@ -78,7 +79,7 @@ def pgd_loop(model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generato
         if active.numel() == 0:
             break
         x0 = x[active]
-        delta = random_in_ball(x0, cfg.norm, cfg.eps, gen) if cfg.random_start else torch.zeros_like(x0)
+        delta = random_in_ball(x0, cfg.norm, cfg.eps, rng.rows(active)) if cfg.random_start else torch.zeros_like(x0)
         delta = clip_box(x0, delta)
         for _step in range(cfg.steps):
             logits, _, grad = loss_and_grad(model, x0 + delta, goal, active, cfg.loss)

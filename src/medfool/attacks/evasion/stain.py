@@ -26,6 +26,7 @@ from medfool.attacks.base import Attack, AttackConfig, Counter, check_int, check
 from medfool.attacks.goal import Goal
 from medfool.attacks.hed import RGB_FROM_HED, hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +70,7 @@ class StainAttack(Attack):
     def budget(self) -> float | None:
         return None  # the budget is on stain parameters (checked on extras["parameters"])
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         if x.shape[1] != 3:
             raise ValueError("the stain attack needs RGB (H&E) images; this model takes "

@@ -39,6 +39,7 @@ from medfool.attacks.evasion.deepfool import DeepFool
 from medfool.attacks.goal import Goal, two_logits
 from medfool.attacks.norms import ascent_direction, project
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +116,10 @@ class UniversalPerturbation(Attack):
                         continue
                     sub = idx[unfooled]
                     sub_goal = Goal(model.task, clean[sub])
-                    moved = DeepFool(steps=10).run(model, xv[unfooled], sub_goal, gen, counter)
+                    # DeepFool counts per row of its sub-batch; its counts are charged to those images
+                    sub_counter = Counter(sub.numel(), x.device)
+                    moved = DeepFool(steps=10).run(model, xv[unfooled], sub_goal, ImageStreams(0, sub), sub_counter)
+                    counter.absorb(sub, sub_counter)
                     v = project(v + (moved - xv[unfooled]).mean(0, keepdim=True), cfg.norm, cfg.eps)
             rate = fooling_rate(model, x, v)
             history.append(rate)
@@ -138,8 +142,8 @@ class UniversalPerturbation(Attack):
         result.wall_s = time.perf_counter() - start
         return result
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
-        v, history = self.craft(model, x, goal.labels, gen, counter)
+        v, history = self.craft(model, x, goal.labels, rng.generator, counter)  # universal: one generator
         counter.extras.update(perturbation=v, fooling_history=history)
         return (x + v).clamp(0, 1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from medfool.attacks.base import AttackConfig, check_int, check_range
+from medfool.utils.rng import Draw
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,13 +33,13 @@ class EvolutionConfig(AttackConfig):
         check_int("eval_batch", self.eval_batch, 0)
 
 
-def distinct_others(n: int, p: int, count: int, gen: torch.Generator) -> list[torch.Tensor]:
+def distinct_others(n: int, p: int, count: int, draw: Draw) -> list[torch.Tensor]:
     """For every (image, member) ``count`` distinct population indices other than the member
     itself: offsets drawn without replacement from 1..p-1 (each new draw skips the earlier ones,
     in increasing order), added to the member's index modulo p."""
     offsets: list[torch.Tensor] = []
     for j in range(count):
-        o = torch.randint(1, p - j, (n, p), generator=gen)
+        o = draw.randint(1, p - j, n, p).cpu()
         if offsets:
             for prev in torch.stack(offsets).sort(dim=0).values:
                 o = o + (o >= prev).long()
@@ -47,15 +48,16 @@ def distinct_others(n: int, p: int, count: int, gen: torch.Generator) -> list[to
     return [(members + o) % p for o in offsets]
 
 
-def de_offspring(pop: torch.Tensor, fit: torch.Tensor | None, gen: torch.Generator, *, f: float, crossover: float,
+def de_offspring(pop: torch.Tensor, fit: torch.Tensor | None, draw: Draw, *, f: float, crossover: float,
                  strategy: str = "rand1") -> torch.Tensor:
     """One trial per member: DE/rand/1 (``x_r1 + F (x_r2 - x_r3)``) or DE/best/1 (from the member
     with the lowest ``fit``), then binomial crossover with the parent (``crossover`` = 1: the
-    mutant whole)."""
+    mutant whole). ``draw`` has one row per image (each image's population draws from its own
+    stream)."""
     n, p, _ = pop.shape
     dev = pop.device
     rows = torch.arange(n, device=dev).view(n, 1)
-    r = [ri.to(dev) for ri in distinct_others(n, p, 3, gen)]
+    r = [ri.to(dev) for ri in distinct_others(n, p, 3, draw)]
     if strategy == "best1":
         if fit is None:
             raise ValueError("DE/best/1 needs the population's fitness")
@@ -64,8 +66,8 @@ def de_offspring(pop: torch.Tensor, fit: torch.Tensor | None, gen: torch.Generat
     else:
         mutant = pop[rows, r[0]] + f * (pop[rows, r[1]] - pop[rows, r[2]])
     if crossover < 1.0:  # at least one gene comes from the mutant
-        take = torch.rand(mutant.shape, generator=gen).to(dev) < crossover
-        forced = torch.randint(0, mutant.shape[-1], mutant.shape[:-1], generator=gen).to(dev)
+        take = draw.rand(*mutant.shape).to(dev) < crossover
+        forced = draw.randint(0, mutant.shape[-1], *mutant.shape[:-1]).to(dev)
         take.scatter_(-1, forced.unsqueeze(-1), True)
         mutant = torch.where(take, mutant, pop)
     return mutant

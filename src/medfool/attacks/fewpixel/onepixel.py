@@ -42,6 +42,7 @@ from medfool.attacks.fewpixel.pixels import (
 )
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import Draw, ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,13 +116,13 @@ class OnePixel(Attack):
         return fit, won
 
     # -- initial population ----------------------------------------------------------------------
-    def _initial(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def _initial(self, model: Classifier, x: torch.Tensor, goal: Goal, draw: Draw,
                  counter: Counter) -> torch.Tensor:
         cfg = self.config
         n, c, h, w = x.shape
         k, p = cfg.pixels, cfg.population
-        pos = torch.rand(n, p, k, 2, generator=gen) * torch.tensor([h, w])
-        colour = (0.5 + 0.5 * torch.randn(n, p, k, c, generator=gen)).clamp(0, 1)  # Su et al.: N(128, 127)
+        pos = draw.rand(n, p, k, 2).cpu() * torch.tensor([h, w])
+        colour = (0.5 + 0.5 * draw.randn(n, p, k, c).cpu()).clamp(0, 1)  # Su et al.: N(128, 127)
         pop = torch.cat([pos, colour], dim=-1).to(x.device)
         n_prior = round(cfg.prior_share * p) if cfg.init == "prior" else 0
         if n_prior:
@@ -131,7 +132,10 @@ class OnePixel(Attack):
             top = max(k, (h * w) // 20)
             vals, where = gain.flatten(1).topk(top, dim=1)
             weights = vals.clamp_min(0) + 1e-12
-            picks = torch.multinomial(weights.cpu(), n_prior * k, replacement=True, generator=gen).to(x.device)
+            # inverse-CDF sampling with replacement, from each image's own stream
+            cdf = weights.cumsum(1) / weights.sum(1, keepdim=True)
+            u = draw.rand(n, n_prior * k).to(cdf)
+            picks = torch.searchsorted(cdf, u).clamp_max(top - 1)
             loc = where.gather(1, picks).view(n, n_prior, k)
             loc[:, 0] = where[:, :k]  # the first prior candidate is the greedy one: the k best locations
             rows, cols = loc // w, loc % w
@@ -153,7 +157,7 @@ class OnePixel(Attack):
         return gain, corner
 
     # -- the search ------------------------------------------------------------------------------
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         n, _, h, w = x.shape
@@ -185,14 +189,14 @@ class OnePixel(Attack):
             return ~((best_fit[active] < 1) & (stale[active] >= cfg.patience))
 
         active = torch.arange(n, device=dev)
-        pop = clip_candidates(self._initial(model, x, goal, gen, counter), k, h, w)
+        pop = clip_candidates(self._initial(model, x, goal, rng.rows(), counter), k, h, w)
         fit, won = self._evaluate(model, x, goal, active, pop, counter, visibility)
         keep = settle(active, pop, fit, won)
         active, pop, fit = active[keep], pop[keep], fit[keep]
         for g in range(cfg.generations):
             if active.numel() == 0:
                 break
-            mutant = de_offspring(pop, fit, gen, f=cfg.f, crossover=cfg.crossover, strategy=cfg.strategy)
+            mutant = de_offspring(pop, fit, rng.rows(active), f=cfg.f, crossover=cfg.crossover, strategy=cfg.strategy)
             trial = clip_candidates(mutant, k, h, w)
             t_fit, t_won = self._evaluate(model, x, goal, active, trial, counter, visibility)
             generations[active] = g + 1

@@ -32,6 +32,7 @@ from medfool.attacks.fewpixel.evolution import EvolutionConfig, de_offspring, ns
 from medfool.attacks.fewpixel.pixels import Conspicuity, candidate_logits, clip_candidates, write_pixels
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
+from medfool.utils.rng import ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,7 +94,7 @@ class ParetoPixels(Attack):
             obj[:, 1] = visibility(owner, cand, k)
         return obj, won
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         cfg = self.config
         n, c, h, w = x.shape
@@ -101,10 +102,11 @@ class ParetoPixels(Attack):
         dev = x.device
         visibility = Conspicuity(x)
         d = k * (3 + c)
-        genes = torch.rand(n, p, k, 3 + c, generator=gen)
+        draw = rng.rows()  # every image stays to the end: one row per image throughout
+        genes = draw.rand(n, p, k, 3 + c).cpu()
         genes[..., 0] *= h
         genes[..., 1] *= w
-        genes[..., 2:2 + c] = (0.5 + 0.5 * torch.randn(n, p, k, c, generator=gen)).clamp(0, 1)
+        genes[..., 2:2 + c] = (0.5 + 0.5 * draw.randn(n, p, k, c).cpu()).clamp(0, 1)
         pop = genes.view(n, p, d).to(dev)
         owner_p = torch.arange(n, device=dev).repeat_interleave(p)
 
@@ -118,7 +120,7 @@ class ParetoPixels(Attack):
         obj, won = obj.view(n, p, 2), won.view(n, p)
         counter.count(None, queries=p)
         for _ in range(cfg.generations):
-            trial = clip(de_offspring(pop, obj[..., 0], gen, f=cfg.f, crossover=cfg.crossover))
+            trial = clip(de_offspring(pop, obj[..., 0], draw, f=cfg.f, crossover=cfg.crossover))
             t_obj, t_won = self._evaluate(model, x, goal, visibility, owner_p, trial.view(n * p, d))
             counter.count(None, queries=p)
             both = torch.cat([pop, trial], dim=1)

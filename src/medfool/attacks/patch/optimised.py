@@ -39,6 +39,7 @@ from medfool.attacks.transforms import hed_jitter
 from medfool.errors import DataError
 from medfool.models.classifier import Classifier
 from medfool.utils.io import atomic_open
+from medfool.utils.rng import GeneratorDraw, ImageStreams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,7 +174,7 @@ class AdversarialPatch(Attack):
                                           rotate=cfg.rotate)
                 patched, _ = paste(x[idx], pixels, m, where)
                 if cfg.stain_jitter > 0 and c == 3:
-                    patched = hed_jitter(patched, gen, cfg.stain_jitter)
+                    patched = hed_jitter(patched, GeneratorDraw(gen, x.device), cfg.stain_jitter)
                 z = two_logits(model(patched))
                 if target is not None:
                     loss = F.cross_entropy(z, torch.full_like(idx, target))
@@ -204,7 +205,7 @@ class AdversarialPatch(Attack):
             wall_s=time.perf_counter() - start,
             extras={"patch": patch.pixels, "patch_mask": patch.mask, "mask": mask, "history": patch.history})
 
-    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, gen: torch.Generator,
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         """Craft on the batch itself and paste at random placements (the universal-patch threat
         measured on its own training images; use craft + apply for held-out numbers)."""
@@ -213,7 +214,7 @@ class AdversarialPatch(Attack):
             if bool((goal.target != goal.target[0]).any()):
                 raise ValueError("a universal patch has one target class for every image")
             target = int(goal.target[0])
-        patch = self.craft(model, x, goal.labels, gen, target, counter)
-        x_adv, mask = self.paste_random(x, patch, gen)
+        patch = self.craft(model, x, goal.labels, rng.generator, target, counter)  # universal: one generator
+        x_adv, mask = self.paste_random(x, patch, rng.generator)
         counter.extras.update(patch=patch.pixels, patch_mask=patch.mask, mask=mask, history=patch.history)
         return x_adv
