@@ -1,6 +1,6 @@
 """Attacks: one interface (``Attack``, ``AttackResult``) and a registry of every method."""
 
-from medfool.attacks import blackbox, evasion, fewpixel, patch  # noqa: F401  (registers the attacks)
+from medfool.attacks import blackbox, ensemble, evasion, fewpixel, patch  # noqa: F401  (registers the attacks)
 from medfool.attacks.base import (
     Attack,
     AttackConfig,

@@ -74,8 +74,8 @@ class AttackConfig:
 
 # -- results ------------------------------------------------------------------------------------
 # extras that hold one row per image (joined by AttackResult.concat)
-PER_IMAGE_EXTRAS = frozenset({"transform_success", "parameters", "mask", "candidate", "delta_e", "generations",
-                              "front", "front_candidates"})
+PER_IMAGE_EXTRAS = frozenset({"broken_by", "transform_success", "parameters", "mask", "candidate", "delta_e",
+                              "generations", "front", "front_candidates"})
 
 @dataclass
 class AttackResult:

@@ -133,6 +133,7 @@ class ImageStreams:
             torch.tensor([(seed >> 32) & _MASK], dtype=torch.int64) + 0x632BE5AB)
         self.keys = mix32(seed_key ^ mix32(ids & _MASK) ^ mix32((ids >> 32) + 0x2545F491))
         self.counts = torch.zeros(ids.numel(), dtype=torch.int64)
+        self.ids = ids
         self.seed = seed
         # batch-level randomness (universal attacks), seeded from the run seed alone
         self.generator = torch.Generator().manual_seed(seed & ((1 << 63) - 1))
@@ -158,6 +159,7 @@ class ImageStreams:
         sub = ImageStreams.__new__(ImageStreams)
         i = idx.to(torch.int64).cpu()
         sub.device, sub.keys, sub.counts, sub.seed = self.device, self.keys[i], self.counts[i].clone(), self.seed
+        sub.ids = self.ids[i]
         sub.generator = self.generator
         return sub
 

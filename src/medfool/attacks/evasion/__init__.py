@@ -1,3 +1,3 @@
 """White-box evasion attacks; importing this package registers them."""
 
-from medfool.attacks.evasion import apgd, cw, deepfool, eot, fgsm, jsma, pgd, stain, uap  # noqa: F401
+from medfool.attacks.evasion import apgd, cw, deepfool, eot, fab, fgsm, jsma, pgd, stain, uap  # noqa: F401

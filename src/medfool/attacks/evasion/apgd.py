@@ -29,7 +29,7 @@ from medfool.attacks.base import (
     loss_and_grad,
     register_attack,
 )
-from medfool.attacks.goal import Goal, effective_loss
+from medfool.attacks.goal import Goal, effective_loss, two_logits
 from medfool.attacks.norms import ascent_direction, project, random_in_ball
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
@@ -83,11 +83,15 @@ class APGD(Attack):
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
+        kind = loss_for(self.config.loss, goal, model.meta.num_outputs, self.name)
+        done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        return self.search(model, x, goal, goal, kind, rng, counter, done, x.clone())
+
+    def search(self, model: Classifier, x: torch.Tensor, goal: Goal, loss_goal: Goal, kind: str,
+               rng: ImageStreams, counter: Counter, done: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """APGD on the images not ``done``: ascend ``loss_goal``'s loss of ``kind``, stop an image
+        at ``goal``'s success. Writes into ``x_adv`` and ``done``; returns ``x_adv``."""
         cfg = self.config
-        kind = loss_for(cfg.loss, goal, model.meta.num_outputs, self.name)
-        n = x.shape[0]
-        x_adv = x.clone()
-        done = torch.zeros(n, dtype=torch.bool, device=x.device)
         k_first = max(int(0.22 * cfg.steps), 1)
         k_decr, k_min = max(int(0.03 * cfg.steps), 1), max(int(0.06 * cfg.steps), 1)
         for _ in range(cfg.restarts):
@@ -99,7 +103,7 @@ class APGD(Attack):
             if cfg.norm == "linf":  # push the start to the surface of the box, as the reference does
                 start = start / start.flatten(1).abs().max(1).values.clamp_min(1e-12).view(-1, 1, 1, 1) * cfg.eps
             cur = (x0 + start).clamp(0, 1)
-            logits, loss, grad = loss_and_grad(model, cur, goal, act, kind)
+            logits, loss, grad = loss_and_grad(model, cur, loss_goal, act, kind)
             counter.count(act, gradients=1, queries=1)
             # per-sample state, all indexed like `act`
             state = {
@@ -121,7 +125,7 @@ class APGD(Attack):
                 new = _project(s["x0"], s["cur"] + a * (z - s["cur"]) + (1 - a) * (s["cur"] - s["prev"]),
                                cfg.norm, cfg.eps)
                 s["prev"], s["cur"] = s["cur"], new
-                logits, loss, grad = loss_and_grad(model, new, goal, act, kind)
+                logits, loss, grad = loss_and_grad(model, new, loss_goal, act, kind)
                 counter.count(act, gradients=1, queries=1)
                 s["grad"] = grad
                 s["n_incr"] += (loss > s["loss_prev"]).float()
@@ -169,3 +173,43 @@ class APGDDLR(APGD):
     Config = APGDDLRConfig
 
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class APGDTConfig(APGDConfig):
+    loss: str = "dlr"
+    targets: int = 9  # the most likely other classes tried, one after another
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("targets", self.targets, 1)
+
+
+@register_attack
+class APGDT(APGD):
+    """APGD-T (Croce & Hein 2020): APGD with the targeted DLR loss towards each of the
+    ``targets`` most likely other classes in turn, each run only on the images no earlier
+    target broke. Success is untargeted (any wrong class): the targets are a search tool. With
+    fewer than four classes, where targeted DLR is undefined, the targeted margin loss."""
+
+    name = "apgd-t"
+    Config = APGDTConfig
+    tasks = frozenset({"multi-class", "binary"})
+    targeted_ok = False
+    config: APGDTConfig
+
+    def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
+            counter: Counter) -> torch.Tensor:
+        with torch.no_grad():
+            z = two_logits(model(x))
+        counter.count(None, queries=1)
+        others = z.scatter(1, goal.labels[:, None], float("-inf")).argsort(dim=1, descending=True)  # (n, K)
+        done = goal.success(z)
+        x_adv = x.clone()
+        for rank in range(min(self.config.targets, z.shape[1] - 1)):
+            if bool(done.all()):
+                break
+            loss_goal = Goal(goal.task, goal.labels, others[:, rank])
+            kind = effective_loss(self.config.loss, goal.task, z.shape[1], True)  # margin below 4 classes
+            self.search(model, x, goal, loss_goal, kind, rng, counter, done, x_adv)
+        return x_adv
