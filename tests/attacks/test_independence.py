@@ -16,7 +16,7 @@ FAST = {"pgd": {"steps": 5}, "bim": {"steps": 5}, "apgd-ce": {"steps": 10}, "apg
         "stain": {"steps": 5}, "square": {"queries": 60}, "simba": {"queries": 60}, "hsj": {"queries": 120},
         "boundary": {"queries": 120}, "noise": {"tries": 5}, "onepixel": {"population": 20, "generations": 3},
         "pixel-pareto": {"population": 20, "generations": 2}, "jsma": {"gamma": 0.05}, "fgsm": {},
-        "ensemble": {"preset": "fast"}}
+        "ensemble": {"preset": "fast"}, "apgd-t": {"steps": 10, "targets": 2}, "fab-t": {"steps": 10, "targets": 2}}
 PER_IMAGE = [n for n in attack_names() if n not in UNIVERSAL and n not in ("transfer", "fooling")]
 
 
