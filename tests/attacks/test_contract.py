@@ -11,6 +11,7 @@ from medfool.attacks.norms import l0, l2, linf
 # fast options per attack; a new attack must add itself here
 FAST = {
     "fgsm": {}, "bim": {"steps": 5}, "pgd": {"steps": 5}, "apgd-ce": {"steps": 5}, "apgd-dlr": {"steps": 5},
+    "apgd-t": {"steps": 5, "targets": 2}, "fab-t": {"steps": 5, "targets": 2}, "ensemble": {"preset": "fast"},
     "cw": {"steps": 10, "search_steps": 2}, "deepfool": {"steps": 10}, "jsma": {"gamma": 0.05},
     "uap": {"passes": 2}, "eot-pgd": {"steps": 3, "samples": 2, "eval_samples": 4}, "stain": {"steps": 5},
     "patch": {"steps": 5, "batch_size": 8}, "onepixel": {"population": 20, "generations": 3},
