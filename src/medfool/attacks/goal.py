@@ -34,6 +34,12 @@ def effective_loss(kind: str, task: str, n_outputs: int, targeted: bool) -> str:
     return kind
 
 
+def ranked_others(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(n, K) class indices by decreasing logit, the true class last: the targets APGD-T and
+    FAB-T try in turn."""
+    return z.scatter(1, labels[:, None], float("-inf")).argsort(dim=1, descending=True)
+
+
 def _other_max(z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     """max_{j != cls} z_j per row."""
     masked = z.scatter(1, cls[:, None], float("-inf"))

@@ -154,15 +154,6 @@ class ImageStreams:
             idx = torch.arange(len(self))
         return _Rows(self, idx, copies)
 
-    def subset(self, idx: torch.Tensor) -> ImageStreams:
-        """The streams of images ``idx`` as a batch of their own (they keep advancing here only)."""
-        sub = ImageStreams.__new__(ImageStreams)
-        i = idx.to(torch.int64).cpu()
-        sub.device, sub.keys, sub.counts, sub.seed = self.device, self.keys[i], self.counts[i].clone(), self.seed
-        sub.ids = self.ids[i]
-        sub.generator = self.generator
-        return sub
-
 
 def as_ids(ids: torch.Tensor | list[int] | range | None, n: int) -> torch.Tensor:
     """Image ids for a batch of n: the given dataset indices, or 0..n-1."""

@@ -29,7 +29,7 @@ from medfool.attacks.base import (
     loss_and_grad,
     register_attack,
 )
-from medfool.attacks.goal import Goal, effective_loss, two_logits
+from medfool.attacks.goal import Goal, effective_loss, ranked_others, two_logits
 from medfool.attacks.norms import ascent_direction, project, random_in_ball
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
@@ -203,7 +203,7 @@ class APGDT(APGD):
         with torch.no_grad():
             z = two_logits(model(x))
         counter.count(None, queries=1)
-        others = z.scatter(1, goal.labels[:, None], float("-inf")).argsort(dim=1, descending=True)  # (n, K)
+        others = ranked_others(z, goal.labels)
         done = goal.success(z)
         x_adv = x.clone()
         for rank in range(min(self.config.targets, z.shape[1] - 1)):

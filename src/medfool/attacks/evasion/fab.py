@@ -25,7 +25,7 @@ from medfool.attacks.base import (
     check_range,
     register_attack,
 )
-from medfool.attacks.goal import Goal, two_logits
+from medfool.attacks.goal import Goal, ranked_others, two_logits
 from medfool.attacks.norms import norm_of, project
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
@@ -98,7 +98,7 @@ class FABT(Attack):
             z = two_logits(model(x))
         counter.count(None, queries=1)
         y = goal.labels
-        others = z.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
+        others = ranked_others(z, y)
         done = goal.success(z)
         x_adv = x.clone()
         best_norm = torch.full((n,), float("inf"), device=x.device)
