@@ -3,7 +3,7 @@ fooling images, and the ONNX path.
 
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/blackbox.py --model CKPT [--dataset pathmnist]
         [--n 64] [--eps 8] [--queries 1000] [--hsj-n 32] [--hsj-queries 1000 3000 10000]
-        [--fooling-queries 400000] [--out DIR] [--parts square hsj fooling onnx]
+        [--fooling-queries 400000] [--out DIR] [--parts square square-seeds hsj fooling onnx] [--seeds 0 1 2]
 
 One process, one model, the same correctly classified test tiles for every contender. Every
 model evaluation is counted by a wrapper around the model (one image = one query).
@@ -14,6 +14,8 @@ Prints
       iterations (ART queries the model about three times per iteration) and at about the
       same number of queries; the success difference in points and the time ratios; and
       medfool's queries per second over the model's plain forward throughput (the floor);
+  (a2) square-seeds: medfool's Square and torchattacks' at the same query budget, one run per
+      seed (--seeds), and the medians;
   (b) HopSkipJump (labels only) at several budgets: median L2 over white-box C&W's on the same
       images (target <= 1.5), success, seconds per image; Boundary (labels) and SimBA (scores)
       at the largest budget beside it;
@@ -111,6 +113,27 @@ def part_square(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float,
           "(later iterations run on the few images still resisting: smaller batches)")
 
 
+def part_square_seeds(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, q: int,
+                      seeds: list[int]) -> None:
+    """medfool's Square against torchattacks' at equal queries, one row per seed and the medians."""
+    import statistics
+
+    import torchattacks
+
+    print(f"\n(a2) Square vs torchattacks Square, Linf {eps * 255:g}/255, {q} queries, {x.shape[0]} correctly "
+          f"classified tiles, seeds {seeds}")
+    ours, theirs = [], []
+    for seed in seeds:
+        r = get_attack("square", eps=eps, queries=q, p_init=0.05)(model, x, y, seed=seed)
+        ta = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=q - 2, p_init=0.05, loss="margin",
+                                 n_restarts=1, seed=seed)
+        ours.append(r.success_rate)
+        theirs.append(fooled(model, ta(x, y), y))
+        print(f"  seed {seed}: medfool {ours[-1]:.3f}  torchattacks {theirs[-1]:.3f}")
+    print(f"  median: medfool {statistics.median(ours):.3f}  torchattacks {statistics.median(theirs):.3f}  "
+          f"difference {100 * (statistics.median(ours) - statistics.median(theirs)):+.1f} pt")
+
+
 def part_hsj(model: Classifier, x: torch.Tensor, y: torch.Tensor, budgets: list[int]) -> None:
     n = x.shape[0]
     print(f"\n(b) HopSkipJump (labels only) vs white-box C&W (L2), {n} correctly classified tiles")
@@ -185,12 +208,13 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--eps", type=float, default=8.0, help="Linf budget in 1/255 (default 8)")
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="for --parts square-seeds")
     parser.add_argument("--hsj-n", type=int, default=32)
     parser.add_argument("--hsj-queries", type=int, nargs="+", default=[1000, 3000, 10000])
     parser.add_argument("--fooling-queries", type=int, default=400_000)
     parser.add_argument("--out", default=None, help="folder for the fooling-image grids")
     parser.add_argument("--parts", nargs="+", default=["square", "hsj", "fooling", "onnx"],
-                        choices=["square", "hsj", "fooling", "onnx"])
+                        choices=["square", "square-seeds", "hsj", "fooling", "onnx"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -205,6 +229,8 @@ def main() -> int:
     print(f"{args.dataset}, model {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "square" in args.parts:
         part_square(model, x, y, eps, args.queries)
+    if "square-seeds" in args.parts:
+        part_square_seeds(model, x, y, eps, args.queries, args.seeds)
     if "hsj" in args.parts:
         part_hsj(model, x[: args.hsj_n], y[: args.hsj_n], args.hsj_queries)
     if "fooling" in args.parts:

@@ -71,7 +71,10 @@ def make_npz(tmp_path: Path) -> NpzFactory:
 TINY = """\
 n = 24
 batch_size = 8
+[corruptions]
+severities = [1, 3, 5]
 [whitebox]
+ensemble = "fast"
 eps = [1, 4, 16]
 steps = 5
 [blackbox]

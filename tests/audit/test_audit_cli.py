@@ -13,7 +13,8 @@ import pytest
 
 from medfool.cli.main import main
 
-SECTIONS = ("findings", "threats", "clean", "attacks", "flips", "examples", "patch", "maps", "sanity", "repro")
+SECTIONS = ("findings", "threats", "clean", "attacks", "corruptions", "flips", "examples", "patch", "maps", "sanity",
+            "repro")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_report_has_every_section_from_the_store(audited: Path):
     assert data["meta"]["seed"] == 0 and data["meta"]["config"]["n"] == 24
     assert data["meta"]["environment"]["torch"]
     stages = {s["stage"] for s in data["summaries"]}
-    assert stages == {"whitebox", "minimal", "blackbox", "patch", "onepixel"}
+    assert stages == {"corruption", "whitebox", "minimal", "blackbox", "patch", "onepixel"}
     # every number in the summary is recomputed here from the stored rows
     rows = sqlite3.connect(audited / "audit.sqlite").execute(
         "SELECT success, clean_correct FROM rows WHERE stage='whitebox' AND attack='pgd' AND budget='16/255'"
@@ -46,6 +47,40 @@ def test_report_has_every_section_from_the_store(audited: Path):
     assert len(rows) == 24 == pgd["n"]
     assert pgd["success_rate"] == pytest.approx(sum(s and c for s, c in rows) / sum(c for _, c in rows))
     assert len(data["findings"]) >= 6 and data["findings"][0].startswith("Before any attack the model is right")
+
+
+def test_headline_is_the_ensemble_beside_the_naive_attacker(audited: Path):
+    """The ensemble runs at every budget, is at least as strong as PGD there, records which
+    member broke each image, and the findings lead with it and name the naive attacker."""
+    data = json.loads((audited / "results.json").read_text())
+    by = {(s["attack"], s["budget"]): s for s in data["summaries"] if s["stage"] == "whitebox"}
+    for eps in ("1/255", "4/255", "16/255"):
+        ens, pgd = by[("ensemble", eps)], by[("pgd", eps)]
+        assert ens["role"] == "worst case" and pgd["role"] == "naive" and by[("fgsm", eps)]["role"] == "naive"
+        assert ens["robust_accuracy"] <= pgd["robust_accuracy"]
+        broke = data["ensemble_members"][eps]
+        assert set(broke) == {"apgd-ce", "apgd-t", "fab-t", "square"}
+        assert sum(broke.values()) == round(ens["success_rate"] * ens["clean_correct"])
+    assert any(f.startswith("Against the strongest attacker the audit runs") and "naive attacker" in f
+               for f in data["findings"])
+    assert "(worst case)" in (audited / "report.html").read_text()
+
+
+def test_natural_variation_is_measured_per_corruption_and_severity(audited: Path):
+    from medfool.eval.corruptions import HISTOLOGY
+
+    data = json.loads((audited / "results.json").read_text())
+    table = data["corruptions"]
+    assert set(table) == {c.name for c in HISTOLOGY}  # the synthetic tiles are RGB: the histology set
+    assert all(set(row) == {"1", "3", "5"} for row in table.values())
+    con = sqlite3.connect(audited / "audit.sqlite")
+    n = con.execute("SELECT COUNT(*) FROM rows WHERE stage='corruption' AND attack='jpeg' AND budget='severity 5'")
+    assert n.fetchone()[0] == 24
+    # accuracy under a corruption is recomputed from the rows
+    rows = con.execute("SELECT success, clean_correct FROM rows WHERE stage='corruption' AND attack='noise' "
+                       "AND budget='severity 5'").fetchall()
+    assert table["noise"]["5"] == pytest.approx(sum(c and not s for s, c in rows) / len(rows))
+    assert any(f.startswith("Ordinary variation, no attacker") for f in data["findings"])
 
 
 def test_store_rows_are_unique_and_complete(audited: Path):
@@ -109,8 +144,9 @@ def test_bad_inputs_exit_2_and_write_nothing(tiny_model: Path, tmp_path: Path, c
 
 def test_other_settings_are_refused_then_fresh_starts_over(tiny_model: Path, tmp_path: Path, capsys):
     cfg = tmp_path / "a.toml"
-    cfg.write_text("n = 4\n[whitebox]\neps = [2]\nminimal = []\n[blackbox]\nenabled = false\n[patch]\nenabled = false\n"
-                   "[onepixel]\nenabled = false\n[maps]\nenabled = false\n")
+    cfg.write_text("n = 4\n[corruptions]\nenabled = false\n[whitebox]\nensemble = \"off\"\neps = [2]\nminimal = []\n"
+                   "[blackbox]\nenabled = false\n[patch]\nenabled = false\n[onepixel]\nenabled = false\n"
+                   "[maps]\nenabled = false\n")
     out = tmp_path / "out"
     base = ["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(cfg), "--out", str(out)]
     assert main(base) == 0
@@ -139,12 +175,14 @@ def test_multilabel_model_is_audited_without_the_single_label_parts(tmp_path: Pa
     (tmp_path / "ml.json").write_text(json.dumps({"name": "ml", "task": "multi-label", "n_channels": 3,
                                                   "label": {str(i): f"pattern_{i}" for i in range(4)}}))
     cfg = tmp_path / "a.toml"
-    cfg.write_text("n = 8\n[whitebox]\neps = [4]\n[onepixel]\nn = 4\npixels = [1]\ngenerations = 2\n"
-                   "population = 8\n[maps]\nn = 1\nsamples = 0\n")
+    cfg.write_text("n = 8\n[whitebox]\nensemble = \"fast\"\neps = [4]\n[onepixel]\nn = 4\npixels = [1]\n"
+                   "generations = 2\npopulation = 8\n[maps]\nn = 1\nsamples = 0\n")
     out = tmp_path / "out"
     assert main(["audit", "-m", str(ckpt), "-d", str(npz), "--config", str(cfg), "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
-    assert {s["stage"] for s in data["summaries"]} == {"whitebox", "blackbox", "onepixel"}
+    assert {s["stage"] for s in data["summaries"]} == {"corruption", "whitebox", "blackbox", "onepixel"}
+    assert data["ensemble_members"]["4/255"].keys() == {"apgd-ce", "apgd-margin", "square"}
+    assert any("APGD with the margin loss" in f for f in data["findings"])
     assert any("patch" in s for s in data["meta"]["skipped"]) and any("deepfool" in s for s in data["meta"]["skipped"])
     assert data["flip_matrices"] == []
 
@@ -153,8 +191,9 @@ def test_backdoor_retraining_runs_when_asked(tiny_model: Path, tmp_path: Path):
     """[backdoor] enabled: clean and poisoned retrains of the audited architecture, a detector,
     a retrain without its flags; the report shows it and its findings."""
     cfg = tmp_path / "audit.toml"
-    cfg.write_text("n = 8\n[whitebox]\nattacks = [\"fgsm\"]\neps = [4]\nminimal = []\n[blackbox]\nenabled = false\n"
-                   "[patch]\nenabled = false\n[onepixel]\nenabled = false\n[maps]\nenabled = false\n"
+    cfg.write_text("n = 8\n[corruptions]\nenabled = false\n[whitebox]\nensemble = \"off\"\nattacks = [\"fgsm\"]\n"
+                   "eps = [4]\nminimal = []\n[blackbox]\nenabled = false\n[patch]\nenabled = false\n"
+                   "[onepixel]\nenabled = false\n[maps]\nenabled = false\n"
                    "[backdoor]\nenabled = true\nrate = 0.1\nepochs = 2\ndetectors = [\"activation-clustering\"]\n")
     out = tmp_path / "out"
     assert main(["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(cfg), "--out", str(out)]) == 0

@@ -19,6 +19,7 @@ CONFIG = """\
 n = 24
 batch_size = 4
 [whitebox]
+ensemble = "fast"
 eps = [1, 4, 16]
 steps = 5
 [blackbox]

@@ -9,8 +9,11 @@ Example (every key optional)::
     seed = 0
     n = 64                      # test images attacked
     [whitebox]
-    attacks = ["fgsm", "pgd"]   # budgeted Linf attacks, each at every eps
+    attacks = ["fgsm", "pgd"]   # the naive attacker: budgeted Linf attacks, each at every eps
+    ensemble = "standard"       # the headline: AutoAttack's protocol (standard | fast | off)
     eps = [1, 2, 4, 8]
+    [corruptions]
+    severities = [1, 2, 3, 4, 5]
     [onepixel]
     pixels = [1, 3]
 """
@@ -33,23 +36,50 @@ else:  # pragma: no cover
 
 BUDGETED = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr")
 MINIMAL = ("deepfool", "cw")
+ENSEMBLE = ("standard", "fast", "off")
 
 
 @dataclass(frozen=True)
 class WhiteboxConfig:
-    """Gradient attacks with full model access: the robust-accuracy-vs-epsilon curve."""
+    """Gradient attacks with full model access: the robust-accuracy-vs-epsilon curve.
+
+    ``attacks`` are the naive attacker (FGSM and PGD-10 with cross-entropy saturate on
+    over-confident models and overstate robustness); ``ensemble`` is the headline, the worst
+    case per image over APGD-CE, APGD-T, FAB-T and Square (medfool.attacks.ensemble).
+    """
 
     enabled: bool = True
     attacks: tuple[str, ...] = ("fgsm", "pgd")
+    ensemble: str = "standard"  # standard (AutoAttack's budgets), fast (the demo's) or off
     eps: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)  # in 1/255
     steps: int = 10
     minimal: tuple[str, ...] = ("deepfool",)  # minimal-perturbation attacks: how small can a flip be
 
     def check(self) -> None:
+        if self.ensemble not in ENSEMBLE:
+            raise ConfigError(f"whitebox.ensemble must be one of {', '.join(ENSEMBLE)}, got {self.ensemble!r}")
         _one_of("whitebox.attacks", self.attacks, BUDGETED)
         _one_of("whitebox.minimal", self.minimal, MINIMAL)
         _eps_list("whitebox.eps", self.eps)
         _at_least("whitebox.steps", self.steps, 1)
+
+
+@dataclass(frozen=True)
+class CorruptionsConfig:
+    """Natural variation: accuracy under graded corruptions of the modality (after MedMNIST-C)."""
+
+    enabled: bool = True
+    kinds: tuple[str, ...] = ()  # empty: the modality's set (histology for RGB, X-ray for grayscale)
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+    def check(self) -> None:
+        from medfool.eval.corruptions import SEVERITIES, known_names
+
+        _one_of("corruptions.kinds", self.kinds, known_names(), what="corruption")
+        if not self.severities or list(self.severities) != sorted(set(self.severities)) or any(
+                s not in SEVERITIES for s in self.severities):
+            raise ConfigError(f"corruptions.severities must be increasing values from 1 to 5, got "
+                              f"{list(self.severities)}")
 
 
 @dataclass(frozen=True)
@@ -145,6 +175,7 @@ class AuditConfig:
     n: int = 128  # test images audited (a seeded random sample of the split)
     split: str = "test"
     batch_size: int = 64
+    corruptions: CorruptionsConfig = field(default_factory=CorruptionsConfig)
     whitebox: WhiteboxConfig = field(default_factory=WhiteboxConfig)
     blackbox: BlackboxConfig = field(default_factory=BlackboxConfig)
     patch: PatchConfig = field(default_factory=PatchConfig)
@@ -157,7 +188,8 @@ class AuditConfig:
         _at_least("batch_size", self.batch_size, 1)
         if self.split not in ("train", "val", "test"):
             raise ConfigError(f"split must be one of train, val, test, got {self.split!r}")
-        for section in (self.whitebox, self.blackbox, self.patch, self.onepixel, self.maps, self.backdoor):
+        for section in (self.corruptions, self.whitebox, self.blackbox, self.patch, self.onepixel, self.maps,
+                        self.backdoor):
             section.check()
         if self.blackbox.enabled and not self.whitebox.enabled:
             raise ConfigError("blackbox needs whitebox enabled (it runs at the white-box budgets)")
@@ -190,10 +222,10 @@ def _at_least(name: str, value: int, lo: int) -> None:
         raise ConfigError(f"{name} must be >= {lo}, got {value}")
 
 
-def _one_of(name: str, values: tuple[str, ...], known: tuple[str, ...]) -> None:
+def _one_of(name: str, values: tuple[str, ...], known: tuple[str, ...], what: str = "attack") -> None:
     for v in values:
         if v not in known:
-            raise ConfigError(f"{name}: unknown attack {v!r} (known: {', '.join(known)})")
+            raise ConfigError(f"{name}: unknown {what} {v!r} (known: {', '.join(known)})")
 
 
 def _eps_list(name: str, values: tuple[float, ...]) -> None:

@@ -73,6 +73,22 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
     units = [U.Unit("clean", "clean evaluation",
                     U.clean_unit(model, info, dataset.split(cfg.split), ids, x, y, b)),
              U.Unit("sanity", "sanity checks", U.sanity_unit(model, x[:b], y[:b]))]
+    cc = cfg.corruptions
+    if cc.enabled:
+        from medfool.eval.corruptions import corruptions_for
+
+        modality = corruptions_for(x.shape[1])
+        chosen = tuple(c for c in modality if not cc.kinds or c.name in cc.kinds)
+        for name in [k for k in cc.kinds if k not in {c.name for c in modality}]:
+            skipped.append(f"corruption {name} (not for {x.shape[1]}-channel images)")
+        seeds = {c.name: unit_seed(cfg.seed, f"corruption/{c.name}") for c in chosen}
+        for c in chosen:
+            for k, sl in chunks:
+                units.append(U.Unit(f"corruption/{c.name}/{k}", "natural variation", U.corruption_unit(
+                    model, ids[sl], x[sl], y[sl], c, cc.severities, seeds[c.name])))
+        if chosen:
+            units.append(U.Unit("corruption/figure", "natural variation", U.corruption_figure_unit(
+                x[:1], ids[0], chosen, cc.severities, seeds)))
     wb = cfg.whitebox
     if wb.enabled:
         for name in [a for a in wb.attacks if _supported(a, model.task, skipped)]:
@@ -85,6 +101,14 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                         "whitebox", name, opts, f"{eps:g}/255", model, info, ids[sl], x[sl], y[sl],
                         f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
                         unit_seed(cfg.seed, f"whitebox/{name}/{eps:g}"))))
+        if wb.ensemble != "off" and _supported("ensemble", model.task, skipped):
+            for eps in wb.eps:
+                for k, sl in chunks:
+                    units.append(U.Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", U.attack_unit(
+                        "whitebox", "ensemble", {"eps": eps / 255, "preset": wb.ensemble}, f"{eps:g}/255", model,
+                        info, ids[sl], x[sl], y[sl],
+                        "grid-whitebox-ensemble" if k == 0 and eps == wb.eps[-1] else None,
+                        unit_seed(cfg.seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}")))
         for name in [a for a in wb.minimal if _supported(a, model.task, skipped)]:
             for k, sl in chunks:
                 units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(

@@ -25,11 +25,13 @@ from medfool.attacks.base import AttackResult
 from medfool.attacks.fewpixel.maps import vulnerability_map
 from medfool.attacks.patch.natural import natural_patch
 from medfool.attacks.patch.optimised import AdversarialPatch, Patch
+from medfool.eval.corruptions import Corruption, corrupt
 from medfool.eval.perceptibility import perceptibility
 from medfool.eval.sanity import model_checks
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.report.grid import result_grid
 from medfool.report.plots import heatmap_row
+from medfool.utils.rng import ImageStreams
 
 Artifact = tuple[str, str, bytes]  # name, kind (png | json | npz), bytes
 UnitOutput = tuple[list[dict[str, Any]], list[Artifact]]
@@ -114,16 +116,76 @@ def sanity_unit(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> Callable
 
 def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, model: Classifier, info: Any,
                 ids: list[int], x: torch.Tensor, y: torch.Tensor, grid: str | None, seed: int,
-                target: int | None = None) -> Callable[[torch.Generator], UnitOutput]:
+                target: int | None = None, members: str | None = None) -> Callable[[torch.Generator], UnitOutput]:
     """One registered attack on one chunk of images. ``seed`` is the attack's at this budget,
     the same for every chunk: with the images' dataset indices as their ids, each image draws
-    the same random numbers whichever chunk it falls in."""
+    the same random numbers whichever chunk it falls in. ``members`` names a JSON artifact for
+    an ensemble's record of which member broke each image."""
     def run(_gen: torch.Generator) -> UnitOutput:
         r = get_attack(name, **options)(model, x, y, seed=seed, ids=ids, target=target)
         artifacts = []
         if grid is not None:
             artifacts.append(grid_artifact(grid, model, info, x, y, r, f"{name} {budget} on {info.name}"))
+        if members is not None and "broken_by" in r.extras:
+            record = {"budget": budget, "members": r.extras["members"],
+                      "broken_by": dict(zip(ids, r.extras["broken_by"].tolist(), strict=True))}
+            artifacts.append((members, "json", json.dumps(record).encode()))
         return result_rows(stage, budget, ids, x, y, r), artifacts
+
+    return run
+
+
+def corruption_unit(model: Classifier, ids: list[int], x: torch.Tensor, y: torch.Tensor, corruption: Corruption,
+                    severities: tuple[int, ...], seed: int) -> Callable[[torch.Generator], UnitOutput]:
+    """Accuracy under one corruption at each severity: one row per image and severity, as an
+    attack's (success = a correctly classified image now misread), so robust accuracy is the
+    accuracy under the corruption."""
+    def run(_gen: torch.Generator) -> UnitOutput:
+        rows: list[dict[str, Any]] = []
+        single = y.dim() == 1
+        with torch.no_grad(), model.padded():
+            clean = logits_to_labels(model(x), model.task)
+            for s in severities:
+                start = time.perf_counter()
+                streams = ImageStreams(seed + s, torch.tensor(ids), x.device)
+                xc = corrupt(x, corruption, s, streams.rows(torch.arange(len(ids))))
+                pred = logits_to_labels(model(xc), model.task)
+                ok = clean == y if single else (clean == y).all(1)
+                still = pred == y if single else (pred == y).all(1)
+                delta = (xc - x).flatten(1)
+                pc = {k: v.tolist() for k, v in perceptibility(x.cpu(), xc.cpu()).items()}
+                per_image = (time.perf_counter() - start) / max(1, len(ids))
+                for j, image in enumerate(ids):
+                    rows.append({
+                        "stage": "corruption", "attack": corruption.name, "budget": f"severity {s}",
+                        "image": image, "label": int(y[j]) if single else None,
+                        "clean_pred": int(clean[j]) if single else None, "adv_pred": int(pred[j]) if single else None,
+                        "clean_correct": int(ok[j]), "success": int(ok[j] and not still[j]),
+                        "l0": float((delta[j] != 0).sum()), "l2": float(delta[j].norm()),
+                        "linf": float(delta[j].abs().max()), "psnr": _finite(pc["psnr"][j]),
+                        "ssim": _finite(pc["ssim"][j]), "ciede2000": _finite(pc["ciede2000"][j]),
+                        "queries": 1, "gradients": 0, "time_s": per_image})
+        return rows, []
+
+    return run
+
+
+def corruption_figure_unit(x: torch.Tensor, image: int, corruptions: tuple[Corruption, ...],
+                           severities: tuple[int, ...],
+                           seeds: dict[str, int]) -> Callable[[torch.Generator], UnitOutput]:
+    """One tile under every corruption and severity (rows: corruptions; columns: clean, severities),
+    drawn with the corruption units' seeds: the pictures are the images that were classified."""
+    def run(_gen: torch.Generator) -> UnitOutput:
+        from medfool.report.grid import class_grid
+
+        k = len(corruptions)
+        columns = [x.expand(k, -1, -1, -1).cpu()]
+        for s in severities:
+            columns.append(torch.cat([corrupt(x, c, s, ImageStreams(seeds[c.name] + s, torch.tensor([image]), x.device)
+                                              .rows(torch.arange(1))) for c in corruptions]).cpu())
+        captions = [(c.name, *[f"severity {s}" for s in severities]) for c in corruptions]
+        png = _png_bytes(lambda p: class_grid(p, columns, captions, f"tile {image}: clean | severities"))
+        return [], [("corruptions-png", "png", png)]
 
     return run
 

@@ -92,6 +92,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_writable(out)
     audit_cfg = load_config(args.config, seed=args.seed, n=args.n)
+    if args.config is None:  # the demo's ensemble is the fast preset (the standard one is the audit's default)
+        audit_cfg = replace(audit_cfg, whitebox=replace(audit_cfg.whitebox, ensemble="fast"))
     device = resolve_device(args.device)
     dataset, why = choose_dataset(args.data_dir, not args.no_download, args.split_seed)
     _say(f"demo dataset: {why}")

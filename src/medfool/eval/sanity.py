@@ -89,7 +89,7 @@ def result_checks(rows: list[dict[str, Any]]) -> list[Check]:
                           "budget"))
     unchanged = []
     for (stage, attack, budget), group in by.items():
-        if stage == "clean":
+        if stage in ("clean", "corruption"):
             continue
         fooled_same = [i for i, r in group.items() if r["success"] and r["clean_correct"] and r["l0"] == 0]
         if fooled_same:

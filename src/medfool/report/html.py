@@ -35,6 +35,8 @@ span.missed{background:#f4b6b6}span.alarm{background:#fde3b0}
 """
 
 THREATS = {
+    "corruption": ("natural variation (no attacker)", "nothing", "nothing: scanner, stain and acquisition vary",
+                   "graded corruptions (MedMNIST-C)"),
     "whitebox": ("white-box gradient attacks", "everything: weights and gradients", "the image file before the model",
                  "every pixel value, by at most eps"),
     "minimal": ("minimal-perturbation attack", "weights and gradients", "the image file before the model",
@@ -75,7 +77,8 @@ def _curve_png(summaries: list[dict[str, Any]]) -> bytes | None:
     series: dict[str, dict[float, float]] = {}
     for s in summaries:
         if s["stage"] in ("whitebox", "blackbox") and s["budget"].endswith("/255"):
-            label = s["attack"] + (" (black-box)" if s["stage"] == "blackbox" else "")
+            label = s["attack"] + (" (black-box)" if s["stage"] == "blackbox" else f" ({s['role']})" if s.get("role")
+                                   else "")
             series.setdefault(label, {})[float(s["budget"][:-4])] = s["robust_accuracy"]
     if not series:
         return None
@@ -112,6 +115,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
     maps = [json.loads(d) for n, _, d in store.artifacts("map-") if n.endswith("-json")]
     clean = store.json_artifact("clean")
     backdoor = store.json_artifact("backdoor-json")
+    members = ensemble_members([json.loads(d) for _, _, d in store.artifacts("members-")])
     flips = []
     if meta["task"] != "multi-label":
         for stage in ("whitebox", "onepixel"):
@@ -121,8 +125,20 @@ def collect(store: ResultStore) -> dict[str, Any]:
                               "matrix": S.flip_matrix(rows, stage, top["attack"], top["budget"], len(meta["classes"]))})
     return {"meta": meta, "clean": clean, "findings": S.findings(meta, clean, summaries, rows, maps, checks, backdoor),
             "sanity": checks, "summaries": summaries, "flip_matrices": flips, "maps": maps, "rows": rows,
-            "backdoor": backdoor,
+            "backdoor": backdoor, "corruptions": S.corruption_table(summaries), "ensemble_members": members,
             "units_done": len(store.done_units())}
+
+
+def ensemble_members(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """{budget: {member: correctly classified images it was the first to break}} from the
+    ensemble's per-chunk records."""
+    out: dict[str, dict[str, int]] = {}
+    for rec in records:
+        row = out.setdefault(rec["budget"], dict.fromkeys(rec["members"], 0))
+        for k in rec["broken_by"].values():
+            if k >= 0:
+                row[rec["members"][k]] += 1
+    return out
 
 
 def render(store: ResultStore, out: Path) -> Path:
@@ -207,18 +223,47 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
     curve = _curve_png(summaries)
     if curve:
         parts.append(f"<div class='figs'>{_img(curve, 'robust accuracy vs epsilon')}</div>")
+    shown = [s for s in summaries if s["stage"] != "corruption"]
     parts.append(_table(
         ["stage", "attack", "budget", "images (correct)", "success", "robust acc.", "median L2", "median Linf",
          "median L0", "PSNR dB", "SSIM", "CIEDE2000", "queries / image", "gradients / image", "s / image"],
-        [[html.escape(s["stage"]), html.escape(s["attack"]), html.escape(s["budget"]),
+        [[html.escape(s["stage"]), html.escape(s["attack"] + (f" ({s['role']})" if s.get("role") else "")),
+          html.escape(s["budget"]),
           f"{s['n']} ({s['clean_correct']})", _pct(s["success_rate"]), _pct(s["robust_accuracy"]),
           _num(s["median_l2"]), "&ndash;" if math.isnan(s["median_linf_255"]) else f"{s['median_linf_255']:.1f}/255",
           _num(s["median_l0"], 0), _num(s["mean_psnr"], 1), _num(s["mean_ssim"]), _num(s["mean_ciede2000"], 2),
           _num(s["mean_queries"], 0), _num(s["mean_gradients"], 0), _num(s["time_per_image_s"], 3)]
-         for s in summaries], left=3))
+         for s in shown], left=3))
     parts.append("<p class='muted'>Sizes and perceptibility (PSNR, SSIM, CIEDE2000 mean colour difference) are over "
                  "the successful adversarial images; queries and gradients over the correctly classified images "
-                 "(those the success rate counts); time over all.</p>")
+                 "(those the success rate counts); time over all. <b>worst case</b>: the ensemble (AutoAttack's "
+                 "protocol: APGD-CE, APGD-T, FAB-T and Square, each on the images no earlier one broke), the number "
+                 "to sign; <b>naive</b>: single-loss fixed-step attacks, shown because they are what many evaluations "
+                 "stop at; they overstate robustness on over-confident models.</p>")
+    members = data.get("ensemble_members") or {}
+    if members:
+        names = list(next(iter(members.values())))
+        robust = {s["budget"]: s for s in summaries if s["stage"] == "whitebox" and s["attack"] == "ensemble"}
+        parts.append("<h3>Which member of the ensemble broke each image</h3>" + _table(
+            ["budget", *names, "still correct"],
+            [[html.escape(b), *[str(row.get(m, 0)) for m in names],
+              str(round(robust[b]["robust_accuracy"] * robust[b]["n"])) if b in robust else "&ndash;"]
+             for b, row in sorted(members.items(), key=lambda kv: float(kv[0].split("/")[0]))]))
+    corr = data.get("corruptions") or {}
+    if corr:
+        sev = sorted({k for row in corr.values() for k in row})
+        parts.append("<h2 id='corruptions'>Natural variation</h2><p class='muted'>Accuracy on the audited images under "
+                     "graded corruptions of the kind a scanner or an acquisition chain produces (after MedMNIST-C; "
+                     "severity 1 mild to 5 severe), with no attacker: the yardstick for the adversarial numbers. "
+                     "Blur radii are scaled from 224 px to the image's size.</p>" + _table(
+                         ["corruption", *[f"severity {k}" for k in sev]],
+                         [[html.escape(name), *[_pct(row.get(k)) for k in sev]] for name, row in corr.items()]))
+        n_clean = sum(1 for r in data["rows"] if r["stage"] == "clean" and r["clean_correct"])
+        parts.append(f"<p class='muted'>Without corruption: {n_clean} of {len(meta['images'] or [])} audited images "
+                     f"correct ({_pct(n_clean / max(1, len(meta['images'] or [])))}).</p>")
+        fig = store.artifact("corruptions-png")
+        if fig:
+            parts.append(f"<div class='figs'>{_img(fig[1], 'one tile under each corruption')}</div>")
     # flip matrices
     if data["flip_matrices"]:
         parts.append("<h2 id='flips'>Clinical flip matrix</h2><p class='legend'>Counts of correctly classified images "

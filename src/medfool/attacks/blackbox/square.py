@@ -158,13 +158,20 @@ class Square(BlackBoxAttack):
                    gen: torch.Generator | None) -> torch.Tensor:
         k, c, h, w = x.shape
         shared = gen is not None
-        randint = _draws(k, draw, gen, x.device)
-        top, left = _windows(h, w, s, randint)
+        if shared:
+            randint = _draws(k, draw, gen, x.device)
+            top, left = _windows(h, w, s, randint)
+            sign = (randint(0, 2, (c, 1, 1)) * 2 - 1).float()
+        else:  # one draw per image for the window and the signs (the hash is a measurable share of a step)
+            u = draw.rand(k, 2 + c)
+            span = max(1, h - s), max(1, w - s)
+            top = (u[:, 0] * span[0]).long().clamp_max(span[0] - 1)
+            left = (u[:, 1] * span[1]).long().clamp_max(span[1] - 1)
+            sign = torch.where(u[:, 2:] < 0.5, -1.0, 1.0).view(k, c, 1, 1).to(x)
         inside = _mask(top, left, s, h, w)
-        sign = (randint(0, 2, (c, 1, 1)) * 2 - 1).float()
         new = (x + self.config.eps * sign).clamp(0, 1)
         # a window already at the drawn corner would waste the query: flip its signs instead
-        same = ((new - best).abs() * inside).flatten(1).amax(1) < 1e-7
+        same = _take(new - best, top, left, s).abs().flatten(1).amax(1) < 1e-7
         if not shared and bool(same.any()):
             new[same] = (x[same] - self.config.eps * sign[same]).clamp(0, 1)
         return torch.where(inside, new, best)

@@ -53,7 +53,15 @@ class CWConfig(AttackConfig):
 
 
 def _to_tanh(x: torch.Tensor) -> torch.Tensor:
-    return torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+    return torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6).double()).to(x.dtype)
+
+
+def _from_tanh(w: torch.Tensor) -> torch.Tensor:
+    """(tanh(w) + 1) / 2, with tanh in float64 rounded back: CPU kernels compute float32 tanh
+    and atanh with vector code in the middle of a tensor and scalar code at its tail, which
+    differ in the last bit, so the same image would get other bits alone than in a batch; in
+    float64 that difference almost never survives the rounding to float32."""
+    return ((torch.tanh(w.double()) + 1) / 2).to(w.dtype)
 
 
 @register_attack
@@ -98,7 +106,7 @@ class CarliniWagnerL2(Attack):
             for t in range(1, cfg.steps + 1):
                 wa = w[act].detach().requires_grad_(True)
                 with torch.enable_grad():
-                    xa = (torch.tanh(wa) + 1) / 2
+                    xa = _from_tanh(wa)
                     logits = model(xa)
                     dist = (xa - x[act]).flatten(1).pow(2).sum(1)
                     margin = goal.margin(logits, act)
