@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 BUDGET_S = 600.0
-SECTIONS = ("findings", "threats", "clean", "attacks", "flips", "examples", "patch", "maps", "sanity")
+SECTIONS = ("findings", "threats", "clean", "attacks", "corruptions", "flips", "examples", "patch", "maps", "sanity")
 
 
 def main() -> None:
