@@ -9,6 +9,9 @@ a pure function of ``(seed, id, t)`` and of the shape drawn, computed by an inte
 (counter-based, like Philox), all images at once and with no Python loop over them.
 
 Attacks see a :class:`Draw`: ``rand``, ``randn`` and ``randint`` over a batch of rows.
+``bulk=True`` (for draws of many numbers per image, such as HopSkipJump's random directions)
+takes each row from a CPU generator seeded with that row's key instead: still a pure function
+of ``(seed, id, t)``, one generator call per row, and far cheaper per number than the hash.
 ``ImageStreams.rows(idx)`` draws for the images at positions ``idx`` of the batch;
 :class:`GeneratorDraw` wraps a ``torch.Generator`` for work that is batch-level by nature
 (crafting a universal perturbation or patch).
@@ -17,6 +20,7 @@ Attacks see a :class:`Draw`: ``rand``, ``randn`` and ``randint`` over a batch of
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -52,15 +56,27 @@ def _uniform(keys: torch.Tensor, count: int) -> torch.Tensor:
     return (_bits(keys, count) >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
+def _per_row(keys: torch.Tensor, count: int,
+             fn: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """(k, count) numbers, row r from a CPU generator seeded with key r (one generator call per
+    row: the loop is over rows, each drawing ``count`` numbers at once)."""
+    out = torch.empty(keys.numel(), count)
+    gen = torch.Generator()
+    for r, key in enumerate(keys.tolist()):
+        gen.manual_seed(key)
+        out[r] = fn(count, generator=gen)
+    return out
+
+
 class Draw(Protocol):
     """Random numbers for a batch of rows: each method returns a tensor of ``shape`` (its first
     dimension is the number of rows) on ``device``."""
 
     device: torch.device
 
-    def rand(self, *shape: int) -> torch.Tensor: ...
+    def rand(self, *shape: int, bulk: bool = False) -> torch.Tensor: ...
 
-    def randn(self, *shape: int) -> torch.Tensor: ...
+    def randn(self, *shape: int, bulk: bool = False) -> torch.Tensor: ...
 
     def randint(self, low: int, high: int, *shape: int) -> torch.Tensor: ...
 
@@ -72,10 +88,10 @@ class GeneratorDraw:
         self.gen = gen
         self.device = torch.device(device)
 
-    def rand(self, *shape: int) -> torch.Tensor:
+    def rand(self, *shape: int, bulk: bool = False) -> torch.Tensor:
         return torch.rand(shape, generator=self.gen).to(self.device)
 
-    def randn(self, *shape: int) -> torch.Tensor:
+    def randn(self, *shape: int, bulk: bool = False) -> torch.Tensor:
         return torch.randn(shape, generator=self.gen).to(self.device)
 
     def randint(self, low: int, high: int, *shape: int) -> torch.Tensor:
@@ -100,13 +116,18 @@ class _Rows:
             keys = mix32(keys[:, None] ^ mix32(c + 0x51ED27)[None, :]).flatten()
         return keys
 
-    def rand(self, *shape: int) -> torch.Tensor:
-        keys = self._keys(shape)
-        return _uniform(keys, math.prod(shape[1:])).view(shape).to(self.device)
-
-    def randn(self, *shape: int) -> torch.Tensor:
+    def rand(self, *shape: int, bulk: bool = False) -> torch.Tensor:
         keys = self._keys(shape)
         m = math.prod(shape[1:])
+        if bulk:
+            return _per_row(keys, m, torch.rand).view(shape).to(self.device)
+        return _uniform(keys, m).view(shape).to(self.device)
+
+    def randn(self, *shape: int, bulk: bool = False) -> torch.Tensor:
+        keys = self._keys(shape)
+        m = math.prod(shape[1:])
+        if bulk:
+            return _per_row(keys, m, torch.randn).view(shape).to(self.device)
         u = _uniform(keys, 2 * m)
         u1, u2 = u[:, :m].clamp_min(1e-7), u[:, m:]  # Box-Muller
         z = (-2 * u1.log()).sqrt() * torch.cos(2 * math.pi * u2)

@@ -78,7 +78,7 @@ class Boundary(BlackBoxAttack):
             diff = xo[live] - cur[live]                                   # towards the original
             dist = diff.flatten(1).norm(dim=1).clamp_min(1e-12)
             unit = diff / dist.view(-1, 1, 1, 1)
-            eta = rng.rows(todo[live]).randn(live.numel(), *x.shape[1:])
+            eta = rng.rows(todo[live]).randn(live.numel(), *x.shape[1:], bulk=True)
             eta = eta - (eta * unit).flatten(1).sum(1).view(-1, 1, 1, 1) * unit   # orthogonal part
             eta = eta / eta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             sphere = cur[live] + (sph[live] * dist).view(-1, 1, 1, 1) * eta

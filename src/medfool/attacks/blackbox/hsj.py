@@ -65,9 +65,10 @@ class HopSkipJump(BlackBoxAttack):
         k, shape = idx.numel(), cur.shape[1:]
         m = int(n_evals.max())
         valid = torch.arange(m, device=cur.device).view(1, m) < n_evals.view(k, 1)           # (k, m)
-        # each image's probes from its own stream: probe j is the same whatever m is
-        draw = rng.rows(idx)
-        noise = draw.randn(k, m, *shape) if self.config.norm == "l2" else draw.rand(k, m, *shape) * 2 - 1
+        # each image's probes from its own stream, probe j from sub-stream j: the same whatever m is
+        draw = rng.rows(idx, copies=m)
+        noise = (draw.randn(k * m, *shape, bulk=True) if self.config.norm == "l2"
+                 else draw.rand(k * m, *shape, bulk=True) * 2 - 1).view(k, m, *shape)
         noise = noise / noise.flatten(2).norm(dim=2).clamp_min(1e-12).view(k, m, 1, 1, 1)
         d = delta.view(k, 1, 1, 1, 1)
         probes = (cur[:, None] + d * noise).clamp(0, 1)
