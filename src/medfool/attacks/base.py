@@ -22,7 +22,7 @@ import torch
 
 from medfool.attacks.goal import Goal, two_logits
 from medfool.attacks.norms import l0, l2, linf
-from medfool.models.classifier import Classifier
+from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.utils.rng import ImageStreams, as_ids
 
 log = logging.getLogger(__name__)
@@ -127,16 +127,22 @@ class AttackResult:
                 y: torch.Tensor, *, target: int | None = None, wall_s: float = 0.0, gradients: int = 0,
                 queries: int = 2, extras: dict[str, Any] | None = None) -> AttackResult:
         """Build a result for a batch perturbed by something crafted elsewhere (a universal
-        perturbation or patch applied to held-out images): predictions, norms and success are
-        computed here, the same way the attack call computes them. Single-label models."""
+        perturbation or patch applied to held-out images, a natural corruption): predictions,
+        norms and success are computed here, the same way the attack call computes them. For a
+        multi-label model an image counts as correct when every label is, and as fooled when
+        any label flips."""
         with torch.no_grad():
-            clean_pred = two_logits(model(x)).argmax(1)
-            adv_pred = two_logits(model(x_adv)).argmax(1)
+            clean_pred = logits_to_labels(model(x), model.task)
+            adv_pred = logits_to_labels(model(x_adv), model.task)
+        if model.task == "multi-label":
+            clean_correct, fooled = (clean_pred == y).all(1), (adv_pred != y).any(1)
+        else:
+            clean_correct, fooled = clean_pred == y, adv_pred == target if target is not None else adv_pred != y
         delta = x_adv - x
         ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
         return cls(
-            attack=attack, x_adv=x_adv, success=adv_pred == target if target is not None else adv_pred != y,
-            clean_correct=clean_pred == y, clean_pred=clean_pred, adv_pred=adv_pred, l0=l0(delta), l2=l2(delta),
+            attack=attack, x_adv=x_adv, success=fooled,
+            clean_correct=clean_correct, clean_pred=clean_pred, adv_pred=adv_pred, l0=l0(delta), l2=l2(delta),
             linf=linf(delta), gradients=gradients * ones, queries=queries * ones, wall_s=wall_s,
             config={"attack": attack, **config}, target=None if target is None else torch.full_like(y, target),
             extras=extras or {},

@@ -137,34 +137,18 @@ def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, mod
 
 def corruption_unit(model: Classifier, ids: list[int], x: torch.Tensor, y: torch.Tensor, corruption: Corruption,
                     severities: tuple[int, ...], seed: int) -> Callable[[torch.Generator], UnitOutput]:
-    """Accuracy under one corruption at each severity: one row per image and severity, as an
-    attack's (success = a correctly classified image now misread), so robust accuracy is the
-    accuracy under the corruption."""
+    """Accuracy under one corruption at each severity, stored as an attack's rows (success: the
+    corrupted image is misread), so robust accuracy is the accuracy under the corruption."""
     def run(_gen: torch.Generator) -> UnitOutput:
         rows: list[dict[str, Any]] = []
-        single = y.dim() == 1
-        with torch.no_grad(), model.padded():
-            clean = logits_to_labels(model(x), model.task)
-            for s in severities:
-                start = time.perf_counter()
-                streams = ImageStreams(seed + s, torch.tensor(ids), x.device)
+        for s in severities:
+            start = time.perf_counter()
+            streams = ImageStreams(seed + s, torch.tensor(ids), x.device)
+            with model.padded():
                 xc = corrupt(x, corruption, s, streams.rows(torch.arange(len(ids))))
-                pred = logits_to_labels(model(xc), model.task)
-                ok = clean == y if single else (clean == y).all(1)
-                still = pred == y if single else (pred == y).all(1)
-                delta = (xc - x).flatten(1)
-                pc = {k: v.tolist() for k, v in perceptibility(x.cpu(), xc.cpu()).items()}
-                per_image = (time.perf_counter() - start) / max(1, len(ids))
-                for j, image in enumerate(ids):
-                    rows.append({
-                        "stage": "corruption", "attack": corruption.name, "budget": f"severity {s}",
-                        "image": image, "label": int(y[j]) if single else None,
-                        "clean_pred": int(clean[j]) if single else None, "adv_pred": int(pred[j]) if single else None,
-                        "clean_correct": int(ok[j]), "success": int(ok[j] and not still[j]),
-                        "l0": float((delta[j] != 0).sum()), "l2": float(delta[j].norm()),
-                        "linf": float(delta[j].abs().max()), "psnr": _finite(pc["psnr"][j]),
-                        "ssim": _finite(pc["ssim"][j]), "ciede2000": _finite(pc["ciede2000"][j]),
-                        "queries": 1, "gradients": 0, "time_s": per_image})
+                r = AttackResult.measure(corruption.name, {"severity": s}, model, x, xc, y, queries=1,
+                                         wall_s=time.perf_counter() - start)
+            rows += result_rows("corruption", f"severity {s}", ids, x, y, r)
         return rows, []
 
     return run

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medfool.attacks.hed import hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
+from medfool.attacks.transforms import gaussian_noise, hed_jitter
 from medfool.utils.rng import Draw
 
 REFERENCE_SIZE = 224  # MedMNIST-C's spatial parameters are for 224 px images
@@ -131,18 +131,13 @@ def jpeg(x: torch.Tensor, quality: float, _draw: Draw) -> torch.Tensor:
 
 
 def noise(x: torch.Tensor, sigma: float, draw: Draw) -> torch.Tensor:
-    return (x + sigma * draw.randn(*x.shape)).clamp(0, 1)
+    return gaussian_noise(x, draw, sigma)
 
 
 def stain(x: torch.Tensor, sigma: float, draw: Draw) -> torch.Tensor:
     """H&E stain jitter (Tellez et al.): each stain concentration scaled by U(1-s, 1+s) and
-    shifted by U(-s, s), per image and stain, in colour-deconvolution space."""
-    n = x.shape[0]
-    alpha = 1 + sigma * (2 * draw.rand(n, 3) - 1)
-    beta = sigma * (2 * draw.rand(n, 3) - 1)
-    hed = od_to_hed(rgb_to_od(x))
-    hed = hed * alpha.view(n, 3, 1, 1).to(x) + beta.view(n, 3, 1, 1).to(x)
-    return od_to_rgb(hed_to_od(hed)).clamp(0, 1)
+    shifted by U(-s, s), per image and stain, in colour-deconvolution space (EOT's transform)."""
+    return hed_jitter(x, draw, sigma)
 
 
 HISTOLOGY: tuple[Corruption, ...] = (
