@@ -10,7 +10,7 @@ Example (every key optional)::
     n = 64                      # test images attacked
     [whitebox]
     attacks = ["fgsm", "pgd"]   # the naive attacker: budgeted Linf attacks, each at every eps
-    ensemble = "standard"       # the headline: AutoAttack's protocol (standard | fast | off)
+    ensemble = "fast"           # the headline: AutoAttack's protocol (fast | standard | off)
     eps = [1, 2, 4, 8]
     [corruptions]
     severities = [1, 2, 3, 4, 5]
@@ -50,7 +50,9 @@ class WhiteboxConfig:
 
     enabled: bool = True
     attacks: tuple[str, ...] = ("fgsm", "pgd")
-    ensemble: str = "standard"  # standard (AutoAttack's budgets), fast (the demo's) or off
+    # fast: within a point of torchattacks' AutoAttack at a tenth to half of its time;
+    # standard: AutoAttack's own budgets (100 steps, 9 targets), about its 100-step time; off
+    ensemble: str = "fast"
     eps: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)  # in 1/255
     steps: int = 10
     minimal: tuple[str, ...] = ("deepfool",)  # minimal-perturbation attacks: how small can a flip be

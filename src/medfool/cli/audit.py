@@ -4,12 +4,13 @@ re-renders it from the results store.
 The audit measures a seeded sample of --n (default 128) test images under graded natural
 corruptions (scanner and acquisition variation, no attacker), then attacks them: the
 headline is the worst case per image over an ensemble of white-box and query attacks
-(AutoAttack's protocol; [whitebox] ensemble = "standard", "fast" or "off") at several budgets,
+(AutoAttack's protocol; [whitebox] ensemble = "fast", "standard" or "off") at several budgets,
 beside the naive FGSM and PGD-10; then a minimal-perturbation attack, a score-based black-box
 search, a universal patch crafted on training images, few-pixel differential evolution and
 single-pixel vulnerability maps, each at a documented default budget (see 'medfool audit
---print-config'). The standard ensemble is the slow part: Square's 5,000 queries on every
-image no gradient attack broke. Every result row goes into OUT/audit.sqlite as it is
+--print-config'). The ensemble is the slow part: Square's queries on every image no
+gradient attack broke (500 in the default "fast" preset, 5,000 in "standard", AutoAttack's
+own budgets). Every result row goes into OUT/audit.sqlite as it is
 produced: run the same command again after an interruption and it continues where it
 stopped. OUT/report.html is one self-contained page; OUT/results.json holds the same numbers.
 """

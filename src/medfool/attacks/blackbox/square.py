@@ -101,12 +101,15 @@ def _mask(top: torch.Tensor, left: torch.Tensor, s: int, h: int, w: int) -> torc
     return inside[:, None]
 
 
-def _take(t: torch.Tensor, top: torch.Tensor, left: torch.Tensor, s: int) -> torch.Tensor:
-    """(k, C, s, s): each image's window of t (k, C, H, W)."""
-    k = t.shape[0]
+def _take(t: torch.Tensor, top: torch.Tensor, left: torch.Tensor, s: int,
+          which: torch.Tensor | None = None) -> torch.Tensor:
+    """(k, C, s, s): the window of t (N, C, H, W) for each of k images (rows ``which`` of t, or
+    all k rows)."""
+    k = top.numel()
     rows = (top.view(k, 1) + torch.arange(s, device=t.device)).view(k, s, 1)
     cols = (left.view(k, 1) + torch.arange(s, device=t.device)).view(k, 1, s)
-    return t[torch.arange(k, device=t.device).view(k, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
+    pick = torch.arange(k, device=t.device) if which is None else which
+    return t[pick.view(k, 1, 1), :, rows, cols].permute(0, 3, 1, 2)
 
 
 def _put(t: torch.Tensor, top: torch.Tensor, left: torch.Tensor, values: torch.Tensor) -> None:
@@ -154,9 +157,12 @@ class Square(BlackBoxAttack):
                     delta[:, :, r:r + s, q:q + s] += profile * signs(n, c, 1, 1)
         return (x + delta / (_norm(delta) + 1e-12) * eps).clamp(0, 1)
 
-    def _step_linf(self, x: torch.Tensor, best: torch.Tensor, s: int, draw: Draw,
+    def _step_linf(self, x: torch.Tensor, best: torch.Tensor, active: torch.Tensor, s: int, draw: Draw,
                    gen: torch.Generator | None) -> torch.Tensor:
-        k, c, h, w = x.shape
+        """Candidates for the images at ``active``: their best point with one s x s window moved
+        to x +- eps. Only the windows are computed (a full-image update per step would cost
+        more than a small model's forward pass)."""
+        k, (_, c, h, w) = active.numel(), x.shape
         shared = gen is not None
         if shared:
             randint = _draws(k, draw, gen, x.device)
@@ -168,13 +174,15 @@ class Square(BlackBoxAttack):
             top = (u[:, 0] * span[0]).long().clamp_max(span[0] - 1)
             left = (u[:, 1] * span[1]).long().clamp_max(span[1] - 1)
             sign = torch.where(u[:, 2:] < 0.5, -1.0, 1.0).view(k, c, 1, 1).to(x)
-        inside = _mask(top, left, s, h, w)
-        new = (x + self.config.eps * sign).clamp(0, 1)
+        cand = best[active]
+        x_win = _take(x, top, left, s, active)
+        new = (x_win + self.config.eps * sign).clamp(0, 1)
         # a window already at the drawn corner would waste the query: flip its signs instead
-        same = _take(new - best, top, left, s).abs().flatten(1).amax(1) < 1e-7
+        same = (new - _take(cand, top, left, s)).abs().flatten(1).amax(1) < 1e-7
         if not shared and bool(same.any()):
-            new[same] = (x[same] - self.config.eps * sign[same]).clamp(0, 1)
-        return torch.where(inside, new, best)
+            new[same] = (x_win[same] - self.config.eps * sign[same]).clamp(0, 1)
+        _put(cand, top, left, new)
+        return cand
 
     def _step_l2(self, x: torch.Tensor, best: torch.Tensor, s: int, draw: Draw,
                  gen: torch.Generator | None) -> torch.Tensor:
@@ -210,6 +218,8 @@ class Square(BlackBoxAttack):
         margin = goal.margin(clean)
         todo = (margin > 0).nonzero().flatten()  # images the model already gets wrong are left alone
         todo = todo[oracle.remaining(todo) > 0]
+        pending = torch.zeros(n, dtype=torch.bool, device=x.device)
+        pending[todo] = True
         if todo.numel() == 0:
             return best, scores
         init = self._init(x[todo], rng.rows(todo))
@@ -220,14 +230,13 @@ class Square(BlackBoxAttack):
         margin[todo] = goal.margin(s_init, todo)
         n_iters = cfg.queries
         for it in range(n_iters):
-            active = everyone[(margin > 0) & (oracle.remaining() > 0)]
-            active = active[torch.isin(active, todo)]
+            active = everyone[pending & (margin > 0) & (oracle.remaining() > 0)]
             if active.numel() == 0:
                 break
             p = p_selection(cfg.p_init, it, n_iters)
             if cfg.norm == "linf":
                 side = min(max(round(math.sqrt(p * h * w)), 1), h - 1)
-                cand = self._step_linf(x[active], best[active], side, rng.rows(active), gen)
+                cand = self._step_linf(x, best, active, side, rng.rows(active), gen)
             else:
                 side = max(round(math.sqrt(p * h * w)), 3)
                 side = min(side + (side % 2 == 0), h - 1)
