@@ -40,9 +40,9 @@ from torch import nn
 from counting import Counting  # benchmarks/counting.py (the script folder is on sys.path)
 from medfool.attacks import get_attack
 from medfool.attacks.blackbox.fooling import FoolingConfig, fooling_images
-from medfool.attacks.blackbox.oracle import OnnxModel, export_onnx, from_callable, from_classifier
 from medfool.data import load_dataset
 from medfool.models import Classifier, load_classifier
+from medfool.models.predict import OnnxModel, export_onnx, from_callable, from_classifier
 
 
 def fooled(model: Classifier, x_adv: torch.Tensor | np.ndarray, y: torch.Tensor) -> float:

@@ -114,3 +114,26 @@ def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "audit.toml"
     path.write_text(TINY)
     return path
+
+
+FailsCleanly = Callable[..., None]
+
+
+@pytest.fixture
+def fails_cleanly(capsys: pytest.CaptureFixture[str]) -> FailsCleanly:
+    """Run the command line and check it failed as a user error should: exit code 2, one line
+    'medfool: error: ...' matching ``pattern``, no traceback, and (with ``out``) nothing written."""
+    import re
+
+    from medfool.cli.main import main
+
+    def check(argv: list[str], pattern: str, out: Path | None = None) -> None:
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2
+        assert err[-1].startswith("medfool: error: ") and "Traceback" not in "\n".join(err)
+        assert re.search(pattern, err[-1]), err[-1]
+        if out is not None:
+            assert not out.exists(), "nothing may be written on a user error"
+
+    return check

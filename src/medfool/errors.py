@@ -7,6 +7,8 @@ Programming errors (bugs) are *not* MedfoolErrors and keep their traceback.
 
 from __future__ import annotations
 
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DownloadError", "MedfoolError"]
+
 
 class MedfoolError(ValueError):
     """Base class for problems caused by user input (files, options, configs)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 
 from medfool.attacks import get_attack
@@ -38,6 +39,7 @@ def test_multilabel_goal():
     assert tg.success(torch.tensor([[-2.0, 1.0, 0.0]])).tolist() == [True]
 
 
+@pytest.mark.slow
 def test_early_stop_spends_fewer_steps(multiclass):
     model, x, y = multiclass
     eager = get_attack("pgd", eps=0.5, steps=20)(model, x, y)
@@ -71,6 +73,7 @@ def test_uap_is_one_perturbation_for_all(multiclass):
     assert len(r.extras["fooling_history"]) >= 1
 
 
+@pytest.mark.slow
 def test_jsma_changes_few_features_to_the_extreme(multiclass):
     model, x, y = multiclass
     r = get_attack("jsma", gamma=0.05)(model, x, y, target=(y + 1) % 3)
@@ -80,7 +83,7 @@ def test_jsma_changes_few_features_to_the_extreme(multiclass):
 
 
 def test_security_curve_is_monotone_and_counts_only_correct_images(multiclass):
-    from medfool.eval.robustness import security_curve
+    from medfool.runs.curve import security_curve
 
     model, x, y = multiclass
     curve = security_curve(model, x, y, attack="pgd", eps_list=[0.0, 2 / 255, 16 / 255, 64 / 255], steps=10)

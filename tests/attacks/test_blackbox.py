@@ -8,8 +8,9 @@ import torch
 
 from medfool.attacks import get_attack
 from medfool.attacks.blackbox.fooling import FoolingConfig, fooling_images
-from medfool.attacks.blackbox.oracle import BudgetExceeded, QueryCounter, from_callable, from_classifier
+from medfool.attacks.blackbox.oracle import BudgetExceeded, QueryCounter
 from medfool.attacks.blackbox.transfer import transfer_attack
+from medfool.models.predict import from_callable, from_classifier
 
 BLACK = {"square": {}, "simba": {}, "hsj": {"init_evals": 10}, "boundary": {}}
 
@@ -62,6 +63,7 @@ def test_gradients_stay_hidden(multiclass):
     assert labels.dtype == torch.int64 and labels.shape == (x.shape[0],)
 
 
+@pytest.mark.slow
 def test_score_based_attacks_refuse_a_label_only_model(multiclass):
     model, x, y = multiclass
     with pytest.raises(ValueError, match="needs probabilities"):
@@ -70,6 +72,7 @@ def test_score_based_attacks_refuse_a_label_only_model(multiclass):
     assert bool(r.success[r.clean_correct].any())
 
 
+@pytest.mark.slow
 def test_square_respects_its_ball_and_beats_noise(multiclass):
     model, x, y = multiclass
     for norm, eps in (("linf", 24 / 255), ("l2", 1.5)):
@@ -81,6 +84,7 @@ def test_square_respects_its_ball_and_beats_noise(multiclass):
             assert r.success_rate > noise.success_rate
 
 
+@pytest.mark.slow
 def test_decision_based_attacks_shrink_with_more_queries(multiclass):
     """HopSkipJump and Boundary walk towards the original: more queries, smaller perturbations;
     HopSkipJump ends within 3x of white-box C&W's L2 on these images, Boundary within 2.1x."""
@@ -99,6 +103,7 @@ def test_decision_based_attacks_shrink_with_more_queries(multiclass):
     assert float(large.l2[ok].median()) <= 2.1 * float(cw.l2[ok].median())
 
 
+@pytest.mark.slow
 def test_simba_bases_both_work_and_dct_is_smoother(multiclass):
     model, x, y = multiclass
     pixel = get_attack("simba", basis="pixel", eps=0.5, queries=400)(model, x, y, seed=0)
@@ -117,6 +122,7 @@ def test_transfer_from_itself_is_complete_and_from_another_model_is_measured(mul
     assert int(same.on_victim.queries.max()) == 2
 
 
+@pytest.mark.slow
 def test_fooling_images_reach_every_synthetic_class_and_repeat(multiclass):
     model, _, _ = multiclass
     pm = from_classifier(model)
@@ -134,10 +140,11 @@ def test_fooling_images_reach_every_synthetic_class_and_repeat(multiclass):
     assert cppn.queries <= 5_000 and cppn.images.shape[:2] == (3, 4)
 
 
+@pytest.mark.slow
 def test_onnx_export_gives_the_same_answers_and_attack_results(multiclass, tmp_path):
     pytest.importorskip("onnxruntime", reason="pip install 'medfool[onnx]'")
     pytest.importorskip("onnx", reason="pip install 'medfool[onnx]'")
-    from medfool.attacks.blackbox.oracle import OnnxModel, export_onnx
+    from medfool.models.predict import OnnxModel, export_onnx
 
     model, x, y = multiclass
     path = export_onnx(model, tmp_path / "m.onnx")
@@ -151,6 +158,7 @@ def test_onnx_export_gives_the_same_answers_and_attack_results(multiclass, tmp_p
         assert a.success_rate == b.success_rate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BLACK))
 def test_targeted_black_box_attacks_aim_at_the_target(name, multiclass):
     model, x, y = multiclass

@@ -34,6 +34,7 @@ def test_pgd_with_dlr_runs_on_binary_models(fixture: str, request: pytest.Fixtur
     assert r.success_rate >= 0.9
 
 
+@pytest.mark.slow
 def test_jsma_attacks_one_and_two_logit_binary_models_alike(binary_one_logit, binary_two_logit) -> None:
     # the one-logit fixture is the two-logit network read as z1 - z0: the same decisions
     one = get_attack("jsma", gamma=0.4, theta=-1.0)(*binary_one_logit)
@@ -43,6 +44,7 @@ def test_jsma_attacks_one_and_two_logit_binary_models_alike(binary_one_logit, bi
     assert float(one.l0[one.success].float().median()) > 0
 
 
+@pytest.mark.slow
 def test_cw_deepfool_start_respects_kappa(multiclass) -> None:
     model, x, y = multiclass
     r = get_attack("cw", kappa=2.0, steps=30, search_steps=3, lr=0.01)(model, x, y)

@@ -31,3 +31,15 @@ def test_fab_t_stays_within_budget_and_breaks_images(multiclass) -> None:
     r = get_attack("fab-t", eps=0.1, steps=30, targets=2)(model, x, y)
     assert float(r.linf.max()) <= 0.1 + 1e-6
     assert r.success_rate >= 0.5
+
+
+def test_ensemble_skips_members_once_every_image_is_broken(multiclass) -> None:
+    """At a budget that breaks everything, APGD-CE breaks every image and no later member runs
+    (the fast loop's check of the ensemble's bookkeeping)."""
+    model, x, y = multiclass
+    r = get_attack("ensemble", eps=0.5, preset="fast")(model, x[:6], y[:6], seed=0)
+    won = r.success & r.clean_correct
+    assert bool(won[r.clean_correct].all())
+    assert r.extras["members"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert set(r.extras["broken_by"][won].tolist()) == {0}
+    assert int(r.queries.max()) <= 1 + 20 + 2  # the clean query and APGD-CE's steps, nothing from Square

@@ -66,6 +66,7 @@ def test_patch_attack_keeps_changes_inside_its_mask(multiclass):
     assert r.extras["patch"].shape == (3, 8, 8)
 
 
+@pytest.mark.slow
 def test_targeted_patch_learns_on_synthetic_patterns(multiclass):
     model, x, y = multiclass
     attack = get_attack("patch", area=0.25, steps=60, batch_size=24, lr=0.3)

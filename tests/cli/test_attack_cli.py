@@ -79,6 +79,7 @@ def test_uap_is_crafted_on_train_and_measured_on_test(ckpt, tmp_path, capsys):
         assert z["perturbation_0"].shape == (1, 3, 28, 28)
 
 
+@pytest.mark.slow
 def test_patch_crafts_on_train_measures_on_test_and_resumes(ckpt, tmp_path, capsys):
     surrogate = tmp_path / "s"
     assert main(["train", "-d", "synthetic", "--epochs", "3", "--width", "8", "--seed", "1",

@@ -4,20 +4,11 @@ fooling images, and their user errors."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from medfool.cli.main import main
-
-
-def _fails_cleanly(argv, capsys, pattern):
-    code = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
-    assert err[-1].startswith("medfool: error: ") and "Traceback" not in "\n".join(err)
-    assert re.search(pattern, err[-1]), err[-1]
 
 
 def test_export_then_attack_the_onnx_file(tiny_model: Path, tmp_path: Path):
@@ -34,6 +25,7 @@ def test_export_then_attack_the_onnx_file(tiny_model: Path, tmp_path: Path):
     assert (out / "grid.png").is_file()
 
 
+@pytest.mark.slow
 def test_labels_only_transfer_and_fooling(tiny_model: Path, tmp_path: Path):
     out = tmp_path / "hsj"
     assert main(["attack", "hsj", "-m", str(tiny_model), "-d", "synthetic", "--labels-only", "--queries", "60",
@@ -53,21 +45,21 @@ def test_labels_only_transfer_and_fooling(tiny_model: Path, tmp_path: Path):
     assert (out / "fooling_direct.png").is_file() and (out / "fooling_direct.npz").is_file()
 
 
-def test_black_box_user_errors(tiny_model: Path, tmp_path: Path, capsys):
+def test_black_box_user_errors(tiny_model: Path, tmp_path: Path, capsys, fails_cleanly):
     fake = tmp_path / "bad.onnx"
     fake.write_bytes(b"not a model")
     (tmp_path / "bad.json").write_text(json.dumps({"task": "multi-class", "class_names": ["a", "b", "c"],
                                                    "input_shape": [3, 28, 28], "mean": [0, 0, 0],
                                                    "std": [1, 1, 1], "num_outputs": 3}))
     base = ["-d", "synthetic", "--n", "4", "--out", str(tmp_path / "o")]
-    _fails_cleanly(["attack", "pgd", "-m", str(fake), *base], capsys, "pgd needs gradients")
-    _fails_cleanly(["attack", "pgd", "-m", str(tiny_model), "--queries", "10", *base], capsys,
+    fails_cleanly(["attack", "pgd", "-m", str(fake), *base], "pgd needs gradients")
+    fails_cleanly(["attack", "pgd", "-m", str(tiny_model), "--queries", "10", *base],
                    "--queries is the budget of black-box attacks")
-    _fails_cleanly(["attack", "transfer", "-m", str(tiny_model), *base], capsys, "transfer needs --surrogate")
-    _fails_cleanly(["attack", "square", "-m", str(tiny_model), "--queries", "1", *base], capsys,
+    fails_cleanly(["attack", "transfer", "-m", str(tiny_model), *base], "transfer needs --surrogate")
+    fails_cleanly(["attack", "square", "-m", str(tiny_model), "--queries", "1", *base],
                    "queries must be an integer >= 2")
-    _fails_cleanly(["attack", "fooling", "-m", str(tiny_model), "-o", "encoding=dna", *base], capsys,
+    fails_cleanly(["attack", "fooling", "-m", str(tiny_model), "-o", "encoding=dna", *base],
                    "encoding must be one of direct, cppn")
-    _fails_cleanly(["export", "-m", str(tiny_model), "--out", str(tmp_path / "m.pt")], capsys, "must end in .onnx")
+    fails_cleanly(["export", "-m", str(tiny_model), "--out", str(tmp_path / "m.pt")], "must end in .onnx")
     if __import__("importlib").util.find_spec("onnxruntime"):
-        _fails_cleanly(["attack", "square", "-m", str(fake), *base], capsys, r"bad\.onnx: not a readable ONNX model")
+        fails_cleanly(["attack", "square", "-m", str(fake), *base], r"bad\.onnx: not a readable ONNX model")

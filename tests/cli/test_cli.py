@@ -28,16 +28,6 @@ def test_every_subcommand_is_tested():
     assert sorted(actions[0].choices) == sorted(SUBCOMMANDS)
 
 
-def _fails_cleanly(argv, capsys, pattern):
-    code = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
-    assert err[-1].startswith("medfool: error: ")
-    assert "Traceback" not in "\n".join(err)
-    import re
-
-    assert re.search(pattern, err[-1]), err[-1]
-
 
 def _train(tmp_path, dataset, *extra):
     return ["train", "-d", str(dataset), "--epochs", "1", "--width", "4", "--out", str(tmp_path / "run"), *extra]
@@ -51,21 +41,21 @@ def _train(tmp_path, dataset, *extra):
     (lambda p, mk: mk("bad.npz", val_images=np.zeros((0, 8, 8, 3), np.uint8), val_labels=np.zeros((0, 1))),
      r"\[val\]: the split is empty"),
 ], ids=["corrupt", "missing-key", "nan", "shape", "empty-split"])
-def test_train_bad_data(tmp_path, capsys, make_npz, builder, pattern):
+def test_train_bad_data(tmp_path, capsys, make_npz, builder, pattern, fails_cleanly):
     path = builder(tmp_path / "bad.npz", make_npz)
-    _fails_cleanly(_train(tmp_path, path), capsys, pattern)
+    fails_cleanly(_train(tmp_path, path), pattern)
     assert not (tmp_path / "run").exists()
 
 
-def test_train_labels_out_of_range(tmp_path, capsys, make_npz):
+def test_train_labels_out_of_range(tmp_path, capsys, make_npz, fails_cleanly):
     import json
 
     path = make_npz("bad.npz", classes=3)
     path.with_suffix(".json").write_text(json.dumps({"task": "binary", "label": ["a", "b"]}))
-    _fails_cleanly(_train(tmp_path, path), capsys, r"labels must be in \[0, 1\] for 2 classes")
+    fails_cleanly(_train(tmp_path, path), r"labels must be in \[0, 1\] for 2 classes")
 
 
-def test_train_unreadable_image_folder(tmp_path, capsys):
+def test_train_unreadable_image_folder(tmp_path, capsys, fails_cleanly):
     from PIL import Image
 
     for c in ("a", "b"):
@@ -73,7 +63,7 @@ def test_train_unreadable_image_folder(tmp_path, capsys):
         for i in range(5):
             Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / c / f"{i}.png")
     (tmp_path / "imgs" / "b" / "x.jpg").write_bytes(b"not a jpeg")
-    _fails_cleanly(_train(tmp_path, tmp_path / "imgs"), capsys, r"x\.jpg: unreadable image")
+    fails_cleanly(_train(tmp_path, tmp_path / "imgs"), r"x\.jpg: unreadable image")
 
 
 def test_train_evaluate_info_round_trip(tmp_path, capsys):
@@ -89,43 +79,44 @@ def test_train_evaluate_info_round_trip(tmp_path, capsys):
     assert "small_cnn" in capsys.readouterr().out
 
 
-def test_evaluate_on_mismatched_dataset(tmp_path, capsys, make_npz):
+def test_evaluate_on_mismatched_dataset(tmp_path, capsys, make_npz, fails_cleanly):
     assert main(_train(tmp_path, "synthetic")) == 0
     capsys.readouterr()
     other = make_npz("gray.npz", channels=1, size=28)
-    _fails_cleanly(["evaluate", "-m", str(tmp_path / "run" / "model.safetensors"), "-d", str(other)], capsys,
+    fails_cleanly(["evaluate", "-m", str(tmp_path / "run" / "model.safetensors"), "-d", str(other)],
                    r"model expects images \(3, 28, 28\).*has \(1, 28, 28\)")
 
 
-def test_bad_checkpoints(tmp_path, capsys):
+def test_bad_checkpoints(tmp_path, capsys, fails_cleanly):
     import torch
 
     evil = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(1), "o": os.getcwd}, evil)
     (tmp_path / "evil.json").write_text('{"task": "binary", "class_names": ["a", "b"], "input_shape": [1, 8, 8], '
                                         '"mean": [0], "std": [1], "num_outputs": 2, "arch": "small_cnn"}')
-    _fails_cleanly(["info", str(evil)], capsys, r"evil\.pt: refused: contains pickled objects")
+    fails_cleanly(["info", str(evil)], r"evil\.pt: refused: contains pickled objects")
     trunc = tmp_path / "t.safetensors"
     trunc.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
-    _fails_cleanly(["info", str(trunc)], capsys, r"t\.safetensors: not a readable safetensors file")
+    fails_cleanly(["info", str(trunc)], r"t\.safetensors: not a readable safetensors file")
 
 
-def test_unwritable_output(tmp_path, capsys):
+def test_unwritable_output(tmp_path, capsys, fails_cleanly):
     if os.geteuid() == 0:
         (tmp_path / "file").write_text("x")
-        _fails_cleanly([*_train(tmp_path, "synthetic")[:-2], "--out", str(tmp_path / "file")], capsys,
+        fails_cleanly([*_train(tmp_path, "synthetic")[:-2], "--out", str(tmp_path / "file")],
                        "exists and is not a folder")
     else:
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
-        _fails_cleanly([*_train(tmp_path, "synthetic")[:-2], "--out", str(ro / "x")], capsys, "not writable")
+        fails_cleanly([*_train(tmp_path, "synthetic")[:-2], "--out", str(ro / "x")], "not writable")
 
 
-def test_unknown_dataset_and_bad_option(capsys):
-    _fails_cleanly(["train", "-d", "pathmnst"], capsys, "did you mean 'pathmnist'")
-    _fails_cleanly(["train", "-d", "synthetic", "--epochs", "0"], capsys, "epochs must be >= 1")
+def test_unknown_dataset_and_bad_option(capsys, fails_cleanly):
+    fails_cleanly(["train", "-d", "pathmnst"], "did you mean 'pathmnist'")
+    fails_cleanly(["train", "-d", "synthetic", "--epochs", "0"], "epochs must be >= 1")
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(tmp_path):
     """The installed entry point: no traceback, exit 2, one line on stderr."""
     proc = subprocess.run([sys.executable, "-m", "medfool.cli.main", "evaluate", "-m", str(tmp_path / "no.pt"),

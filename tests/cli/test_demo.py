@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from medfool.cli.main import main
 
 
+@pytest.mark.slow
 def test_demo_without_data_says_so_loudly(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MEDFOOL_DATA_DIR", raising=False)
-    monkeypatch.setattr("medfool.cli.demo.DEMO_CONFIG",
+    monkeypatch.setattr("medfool.runs.demo.DEMO_CONFIG",
                         __import__("medfool.models.train", fromlist=["TrainConfig"]).TrainConfig(
                             epochs=2, arch_kwargs={"width": 4}))
     code = main(["demo", "--data-dir", str(tmp_path / "empty"), "--no-download", "--out", str(tmp_path / "out")])

@@ -13,6 +13,7 @@ from medfool.cli.main import main
 FAST = ["-d", "synthetic", "--epochs", "2", "--seed", "0"]
 
 
+@pytest.mark.slow
 def test_backdoor_command_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bd"
     assert main(["poison", "backdoor", *FAST, "--trigger", "stain", "--rate", "0.1", "--detect", "ac,spectral",
@@ -31,6 +32,7 @@ def test_backdoor_command_writes_everything(tmp_path: Path, capsys: pytest.Captu
         assert int(z["poisoned"].sum()) == 30
 
 
+@pytest.mark.slow
 def test_availability_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "av"
     assert main(["poison", "availability", *FAST, "--method", "label-flip", "--rates", "0.2,50%",

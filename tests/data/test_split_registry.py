@@ -87,6 +87,7 @@ def test_synthetic_is_deterministic_and_labelled():
     assert "not medical" in a.info.notes[0]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_datasets(real_data, monkeypatch):
     monkeypatch.setenv("MEDFOOL_DATA_DIR", str(real_data))

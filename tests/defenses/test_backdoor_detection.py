@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import medfool.eval.tampering as tampering
+import medfool.runs.poisoning as tampering
 from medfool.attacks.poisoning.backdoor import BackdoorConfig, PoisonedSet, attack_success, poison
 from medfool.attacks.poisoning.triggers import make_trigger
 from medfool.data import make_synthetic
@@ -66,6 +66,7 @@ def test_spectral_scores_rank_the_poisons_first_in_their_class(backdoored: tuple
     assert flags.flagged.sum() == sum(round(1.5 * 0.3 * (ps.split.labels == k).sum().item()) for k in range(4))
 
 
+@pytest.mark.slow
 def test_detectors_flag_little_on_a_clean_model() -> None:
     ds = make_synthetic(n_classes=4, seed=5, per_split=(600, 120, 160))
     model = fit(ds, CFG).model
@@ -83,6 +84,7 @@ def test_strip_threshold_rejects_the_chosen_share_of_clean_inputs(backdoored: tu
     assert flags.scores.shape == (len(ps.split),) and flags.flagged.dtype == bool
 
 
+@pytest.mark.slow
 def test_neural_cleanse_finds_the_target(backdoored: tuple) -> None:
     model, ds, _ = backdoored
     result = neural_cleanse(model, ds.split("val"), steps=120, batch_size=16, seed=0)

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from medfool.eval.perceptibility import ciede2000, mean_ciede2000, psnr, rgb_to_lab, ssim
+from medfool.eval.perceptibility import mean_ciede2000, psnr, ssim
+from medfool.utils.colour import ciede2000, rgb_to_lab
 
 # Sharma, Wu & Dalal (2005), Table 1: (L1, a1, b1), (L2, a2, b2), dE00
 SHARMA = [

@@ -12,12 +12,14 @@ from medfool.models.train import TrainConfig, fit
 FAST = {"arch_kwargs": {"width": 8}, "epochs": 3, "batch_size": 64, "lr": 1e-2}
 
 
+@pytest.mark.slow
 def test_learns_synthetic_patterns():
     result = fit(make_synthetic(seed=1), TrainConfig(**FAST))
     assert result.test is not None and result.test["accuracy"] >= 0.9  # chance is 1/3
     assert result.record["seed"] == 0 and "torch" in result.record["environment"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_differs():
     ds = make_synthetic(seed=1)
     a = fit(ds, TrainConfig(**FAST, seed=5)).model.state_dict()
@@ -27,6 +29,7 @@ def test_same_seed_same_weights_other_seed_differs():
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_multilabel_and_binary_and_grayscale():
     ml = fit(make_synthetic(task="multi-label", n_classes=4, seed=2), TrainConfig(**FAST))
     assert ml.model.task == "multi-label" and len(ml.test["auc_per_label"]) == 4

@@ -10,24 +10,39 @@ Subclasses write one method, :meth:`Attack.run`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
 
 from medfool.attacks.goal import Goal, two_logits
-from medfool.attacks.norms import l0, l2, linf
+from medfool.attacks.norms import NORMS, l0, l2, linf
+from medfool.data.dataset import DatasetInfo
 from medfool.models.classifier import Classifier, logits_to_labels
+from medfool.models.predict import PredictModel
 from medfool.utils.rng import ImageStreams, as_ids
+
+__all__ = [
+    "PER_IMAGE_EXTRAS", "Attack", "AttackConfig", "AttackResult", "Counter", "TargetSpec", "Victim",
+    "attack_class", "attack_names", "check_choice", "check_inputs", "check_int", "check_norm_eps",
+    "check_range", "evaluating", "get_attack", "loss_and_grad", "register_attack", "resolve_attack_labels",
+    "resolve_target", "run_seed",
+]
 
 log = logging.getLogger(__name__)
 
 TargetSpec = None | int | str | torch.Tensor
+
+Victim = Classifier | PredictModel
+"""A model under attack: our :class:`Classifier` (gradients available), or a predict-only view
+of a model (:class:`medfool.models.predict.PredictModel`) for query attacks."""
 
 
 # -- configs ------------------------------------------------------------------------------------
@@ -52,8 +67,6 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 def check_norm_eps(norm: str, eps: float) -> None:
     """The Lp ball of a budgeted attack: Linf radius within the [0, 1] pixel range, L2 any size."""
-    from medfool.attacks.norms import NORMS
-
     check_choice("norm", norm, NORMS)
     check_range("eps", eps, 0.0, 1.0 if norm == "linf" else 1e4)
 
@@ -123,30 +136,35 @@ class AttackResult:
                    extras=extras, **per_sample)
 
     @classmethod
+    def from_scores(cls, attack: str, config: dict[str, Any], task: str, x: torch.Tensor, x_adv: torch.Tensor,
+                    y: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor, *, gradients: torch.Tensor,
+                    queries: torch.Tensor, wall_s: float, target: torch.Tensor | None = None,
+                    label_mask: torch.Tensor | None = None, extras: dict[str, Any] | None = None) -> AttackResult:
+        """The one way a result is built: from the model's scores on the clean and the returned
+        batch (logits, or a predict-only model's pseudo-logits). Success and correctness are
+        the :class:`Goal`'s (a multi-label image is correct when every label is, fooled when any
+        chosen label flips); norms are measured on ``x_adv - x``."""
+        goal, truth = Goal(task, y, target, label_mask), Goal(task, y, None, label_mask)
+        delta = x_adv - x
+        return cls(
+            attack=attack, x_adv=x_adv, success=goal.success(adv), clean_correct=~truth.success(clean),
+            clean_pred=logits_to_labels(clean, task), adv_pred=logits_to_labels(adv, task), l0=l0(delta),
+            l2=l2(delta), linf=linf(delta), gradients=gradients, queries=queries, wall_s=wall_s, config=config,
+            target=target, extras=extras if extras is not None else {})
+
+    @classmethod
     def measure(cls, attack: str, config: dict[str, Any], model: Classifier, x: torch.Tensor, x_adv: torch.Tensor,
                 y: torch.Tensor, *, target: int | None = None, wall_s: float = 0.0, gradients: int = 0,
                 queries: int = 2, extras: dict[str, Any] | None = None) -> AttackResult:
-        """Build a result for a batch perturbed by something crafted elsewhere (a universal
-        perturbation or patch applied to held-out images, a natural corruption): predictions,
-        norms and success are computed here, the same way the attack call computes them. For a
-        multi-label model an image counts as correct when every label is, and as fooled when
-        any label flips."""
+        """A result for a batch perturbed by something crafted elsewhere (a universal
+        perturbation or patch applied to held-out images, a natural corruption): the model is
+        asked about both batches, then :meth:`from_scores`."""
         with torch.no_grad():
-            clean_pred = logits_to_labels(model(x), model.task)
-            adv_pred = logits_to_labels(model(x_adv), model.task)
-        if model.task == "multi-label":
-            clean_correct, fooled = (clean_pred == y).all(1), (adv_pred != y).any(1)
-        else:
-            clean_correct, fooled = clean_pred == y, adv_pred == target if target is not None else adv_pred != y
-        delta = x_adv - x
+            clean, adv = model(x), model(x_adv)
         ones = torch.ones(x.shape[0], dtype=torch.int64, device=x.device)
-        return cls(
-            attack=attack, x_adv=x_adv, success=fooled,
-            clean_correct=clean_correct, clean_pred=clean_pred, adv_pred=adv_pred, l0=l0(delta), l2=l2(delta),
-            linf=linf(delta), gradients=gradients * ones, queries=queries * ones, wall_s=wall_s,
-            config={"attack": attack, **config}, target=None if target is None else torch.full_like(y, target),
-            extras=extras or {},
-        )
+        return cls.from_scores(attack, {"attack": attack, **config}, model.task, x, x_adv, y, clean, adv,
+                               gradients=gradients * ones, queries=queries * ones, wall_s=wall_s,
+                               target=None if target is None else torch.full_like(y, target), extras=extras or {})
 
     @property
     def success_rate(self) -> float:
@@ -253,6 +271,12 @@ class Attack(ABC):
     tasks: ClassVar[frozenset[str]] = frozenset({"multi-class", "binary", "multi-label"})
     targeted_ok: ClassVar[bool] = True
     paper: ClassVar[str] = ""
+    kind: ClassVar[str] = "per-image"
+    """"per-image": every image gets its own perturbation (call the attack on the images);
+    "universal": one perturbation or patch is crafted on some images and applied unchanged to
+    others (:meth:`craft_and_apply`)."""
+    budget_kind: ClassVar[str] = "norm"  # "norm": an Lp ball (eps); "area": the share of the image covered
+    queries_only: ClassVar[bool] = False  # True: sees only the model's answers (black-box)
 
     def __init__(self, config: AttackConfig | None = None, **kwargs: Any) -> None:
         if config is not None and kwargs:
@@ -280,8 +304,42 @@ class Attack(ABC):
         randomness comes from ``rng.rows(idx)``; batch-level randomness (universal attacks)
         from ``rng.generator``."""
 
-    # -------------------------------------------------------------------------------------------
-    def __call__(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, *, target: TargetSpec = None,
+    def craft_and_apply(self, model: Classifier, craft_x: torch.Tensor, craft_y: torch.Tensor, x: torch.Tensor,
+                        y: torch.Tensor, *, seed: int, target: int | None = None) -> AttackResult:
+        """Universal attacks: craft on (craft_x, craft_y), measure on the held-out (x, y)."""
+        raise TypeError(f"{self.name} is a per-image attack: call it on the images")
+
+    # -- the template ------------------------------------------------------------------------
+    def victim(self, model: Victim) -> Victim:
+        """What the attack sees of ``model``: the model itself, gradients included. Query-only
+        attacks override this with the predict-only view."""
+        if not isinstance(model, Classifier):
+            raise TypeError(f"{self.name} needs the model's gradients (a Classifier), got {type(model).__name__}")
+        return model
+
+    def clean_scores(self, victim: Victim, x: torch.Tensor, counter: Counter,
+                     clean_logits: torch.Tensor | None) -> torch.Tensor:
+        """The model's scores on the clean batch (one query per image, unless the caller
+        already has the logits)."""
+        assert isinstance(victim, Classifier)
+        if clean_logits is None:
+            with torch.no_grad():
+                clean_logits = victim(x)
+            counter.count(None, queries=1)
+        elif clean_logits.shape[0] != x.shape[0] or clean_logits.shape[1] != victim.meta.num_outputs:
+            raise ValueError(f"clean_logits must have shape ({x.shape[0]}, {victim.meta.num_outputs}), "
+                             f"got {tuple(clean_logits.shape)}")
+        return clean_logits
+
+    def solve(self, victim: Victim, x: torch.Tensor, goal: Goal, rng: ImageStreams, counter: Counter,
+              clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adversarial batch and the model's scores on it: :meth:`run`, then one forward."""
+        assert isinstance(victim, Classifier)
+        x_adv = self.run(victim, x, goal, rng, counter).detach().clamp(0.0, 1.0)
+        with torch.no_grad():
+            return x_adv, victim(x_adv)
+
+    def __call__(self, model: Victim, x: torch.Tensor, y: torch.Tensor, *, target: TargetSpec = None,
                  generator: torch.Generator | None = None, seed: int | None = None,
                  attack_labels: list[int] | None = None, clean_logits: torch.Tensor | None = None,
                  ids: torch.Tensor | list[int] | range | None = None) -> AttackResult:
@@ -291,49 +349,42 @@ class Attack(ABC):
         from ``generator``, else 0. ``clean_logits`` (the model's logits on ``x``), when the
         caller already has them (an audit running many attacks on the same images), saves a
         forward."""
-        check_inputs(model, x, y)
-        if model.task not in self.tasks:
-            raise ValueError(f"{self.name} does not support {model.task} models "
+        victim = self.victim(model)
+        check_inputs(victim, x, y)
+        if victim.task not in self.tasks:
+            raise ValueError(f"{self.name} does not support {victim.task} models "
                              f"(supported: {', '.join(sorted(self.tasks))})")
         rng = ImageStreams(run_seed(seed, generator), as_ids(ids, x.shape[0]), x.device)
-        was_training = model.training
-        model.eval()
-        with model.padded():
-            return self._call(model, x, y, target, rng, attack_labels, clean_logits, was_training)
+        with evaluating(model):
+            start = time.perf_counter()
+            counter = Counter(x.shape[0], x.device)
+            clean = self.clean_scores(victim, x, counter, clean_logits)
+            tgt = resolve_target(victim, clean, y, target)
+            if tgt is not None and not self.targeted_ok:
+                raise ValueError(f"{self.name} is untargeted only")
+            labels_idx = resolve_attack_labels(victim, attack_labels)
+            goal = Goal(victim.task, y, tgt, labels_idx)
+            x_adv, adv_scores = self.solve(victim, x, goal, rng, counter, clean)
+        return AttackResult.from_scores(
+            self.name, {"attack": self.name, **self.config.to_json()}, victim.task, x, x_adv, y, clean, adv_scores,
+            gradients=counter.gradients, queries=counter.queries, wall_s=time.perf_counter() - start, target=tgt,
+            label_mask=labels_idx, extras=counter.extras)
 
-    def _call(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, target: TargetSpec, rng: ImageStreams,
-              attack_labels: list[int] | None, clean_logits: torch.Tensor | None, was_training: bool) -> AttackResult:
-        start = time.perf_counter()
-        counter = Counter(x.shape[0], x.device)
-        if clean_logits is None:
-            with torch.no_grad():
-                clean_logits = model(x)
-            counter.count(None, queries=1)
-        elif clean_logits.shape[0] != x.shape[0] or clean_logits.shape[1] != model.meta.num_outputs:
-            raise ValueError(f"clean_logits must have shape ({x.shape[0]}, {model.meta.num_outputs}), "
-                             f"got {tuple(clean_logits.shape)}")
-        tgt = resolve_target(model, clean_logits, y, target)
-        if tgt is not None and not self.targeted_ok:
-            raise ValueError(f"{self.name} is untargeted only")
-        labels_idx = _resolve_attack_labels(model, attack_labels)
-        goal = Goal(model.task, y, tgt, labels_idx)
-        try:
-            x_adv = self.run(model, x, goal, rng, counter).detach()
-        finally:
-            model.train(was_training)
-        x_adv = x_adv.clamp(0.0, 1.0)
-        with torch.no_grad():
-            adv_logits = model(x_adv)
-        wall = time.perf_counter() - start
-        truth = Goal(model.task, y, None, labels_idx)
-        delta = x_adv - x
-        return AttackResult(
-            attack=self.name, x_adv=x_adv, success=goal.success(adv_logits),
-            clean_correct=~truth.success(clean_logits), clean_pred=_pred(clean_logits, model.task),
-            adv_pred=_pred(adv_logits, model.task), l0=l0(delta), l2=l2(delta), linf=linf(delta),
-            gradients=counter.gradients, queries=counter.queries, wall_s=wall,
-            config={"attack": self.name, **self.config.to_json()}, target=tgt, extras=counter.extras,
-        )
+
+@contextlib.contextmanager
+def evaluating(model: Victim) -> Iterator[None]:
+    """Eval mode and padded small batches for the duration of an attack (our own models; a
+    predict-only model is whatever it is), the training flag restored afterwards."""
+    if not isinstance(model, Classifier):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        with model.padded():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def run_seed(seed: int | None, generator: torch.Generator | None) -> int:
@@ -345,13 +396,7 @@ def run_seed(seed: int | None, generator: torch.Generator | None) -> int:
     return 0
 
 
-def _pred(logits: torch.Tensor, task: str) -> torch.Tensor:
-    if task == "multi-label":
-        return (logits > 0).long()
-    return two_logits(logits).argmax(dim=1)
-
-
-def _resolve_attack_labels(model: Classifier, attack_labels: list[int] | None) -> torch.Tensor | None:
+def resolve_attack_labels(model: Victim, attack_labels: list[int] | None) -> torch.Tensor | None:
     if attack_labels is None:
         return None
     if model.task != "multi-label":
@@ -363,7 +408,7 @@ def _resolve_attack_labels(model: Classifier, attack_labels: list[int] | None) -
 
 
 # -- checks -------------------------------------------------------------------------------------
-def check_inputs(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> None:
+def check_inputs(model: Victim, x: torch.Tensor, y: torch.Tensor) -> None:
     """One check at the public entry: rank, dtype, shape, finiteness, range, labels, device."""
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
@@ -400,7 +445,7 @@ def check_inputs(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> None:
                              f"[{int(y.min())}, {int(y.max())}]")
 
 
-def resolve_target(model: Classifier, clean_logits: torch.Tensor, y: torch.Tensor,
+def resolve_target(model: Victim, clean_logits: torch.Tensor, y: torch.Tensor,
                    target: TargetSpec) -> torch.Tensor | None:
     """None (untargeted); a class index or name; 'least-likely'; or a per-sample tensor."""
     if target is None:
@@ -415,8 +460,6 @@ def resolve_target(model: Classifier, clean_logits: torch.Tensor, y: torch.Tenso
             # the least likely class other than the true one
             t = two_logits(clean_logits).scatter(1, y.long()[:, None], float("inf")).argmin(dim=1)
         else:
-            from medfool.data.dataset import DatasetInfo
-
             info = DatasetInfo(name=model.meta.dataset or "model", task=model.task, class_names=model.class_names,
                                n_channels=model.meta.input_shape[0], image_size=model.meta.input_shape[1:])
             t = torch.full((n,), info.class_index(target), dtype=torch.long, device=y.device)

@@ -38,6 +38,8 @@ from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["PRESETS", "Ensemble", "EnsembleConfig", "members"]
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "standard": {"apgd-ce": {"steps": 100}, "apgd-t": {"steps": 100, "targets": 9},
                  "fab-t": {"steps": 100, "targets": 9}, "square": {"queries": 5000}},

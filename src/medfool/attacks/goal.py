@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+__all__ = ["Goal", "effective_loss", "ranked_others", "two_logits"]
+
 
 def two_logits(logits: torch.Tensor) -> torch.Tensor:
     """Binary one-logit models as two logits: softmax([0, z]) == [1 - sigmoid(z), sigmoid(z)]."""

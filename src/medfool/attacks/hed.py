@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["HED_FROM_RGB", "RGB_FROM_HED", "hed_to_od", "od_to_hed", "od_to_rgb", "rgb_to_od"]
+
 # rows: OD colour of haematoxylin, eosin, DAB (Ruifrok & Johnston's H&E-DAB vectors)
 RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
 HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)

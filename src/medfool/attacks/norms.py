@@ -9,6 +9,8 @@ import torch
 
 from medfool.utils.rng import Draw
 
+__all__ = ["NORMS", "ascent_direction", "clip_box", "l0", "l2", "linf", "norm_of", "project", "random_in_ball"]
+
 NORMS = ("linf", "l2")
 
 

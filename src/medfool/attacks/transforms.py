@@ -19,6 +19,11 @@ from medfool.attacks.hed import HED_FROM_RGB, RGB_FROM_HED, od_to_rgb, rgb_to_od
 from medfool.data.transforms import dihedral
 from medfool.utils.rng import Draw
 
+__all__ = [
+    "TRANSFORMS", "Transform", "TransformSet", "gaussian_blur", "gaussian_noise", "hed_jitter", "jpeg_like",
+    "random_dihedral",
+]
+
 Transform = Callable[[torch.Tensor, Draw], torch.Tensor]
 
 

@@ -16,126 +16,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-import torch
+from medfool.cli.common import add_data_options, add_run_options, command_record, data_source, parse_option, say
+from medfool.runs.analyze import KINDS, AnalysisJob, run_analysis
 
-from medfool.attacks import get_attack
-from medfool.attacks.fewpixel.maps import locality, propagation_map, vulnerability_map
-from medfool.cli.attack import _parse_option
-from medfool.cli.commands import _check_writable, _load, _say, check_compatible
-from medfool.cli.common import add_data_options, add_run_options, command_record
-from medfool.errors import ConfigError
-from medfool.models import load_classifier
-from medfool.report.plots import heatmap_row, line_chart
-from medfool.utils.device import resolve_device
-from medfool.utils.io import atomic_write_json
-from medfool.utils.progress import progress
-from medfool.utils.repro import environment, seed_everything
-
-KINDS = ("pixel-map", "locality", "propagation")
-
-
-def _images(args: argparse.Namespace, model: Any, dataset: Any, target: int | None,
-            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    split = dataset.split(args.split)
-    index = torch.as_tensor(split.sample_index(max(4 * args.n, 64), args.seed))
-    x, y = split.get(index.numpy())
-    x, y = x.to(device), y.to(device)
-    with torch.no_grad():
-        keep = model.predict(x) == y
-    if target is not None:
-        keep &= y != target
-    index, x, y = index[keep.cpu()][: args.n], x[keep][: args.n], y[keep][: args.n]
-    if index.numel() == 0:
-        raise ConfigError(f"no correctly classified {args.split} images to analyse")
-    return index, x, y
+__all__ = ["cmd_analyze", "register"]
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    _check_writable(out)
-    options = dict(args.option or [])
-    try:
-        attack = get_attack("onepixel", **{"pixels": 1, **options})
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc)) from None
-    device = resolve_device(args.device)
-    model, _ = load_classifier(args.model, device=device)
-    if model.task == "multi-label":
-        raise ConfigError("pixel analyses support multi-class and binary models")
-    dataset = _load(args)
-    check_compatible(model, dataset, args.model)
-    seed_everything(args.seed)
-    info = dataset.info
-    target = None if args.target is None else info.class_index(args.target)
-    index, x, y = _images(args, model, dataset, target, device)
-    _say(f"{args.kind} on {index.numel()} correctly classified {info.name} [{args.split}] images")
-    record: dict[str, Any] = {"analysis": args.kind, "model": str(args.model), "dataset": info.name,
-                              "split": args.split, "seed": args.seed, "target": args.target,
-                              "environment": environment(),
-                              "command": command_record(args)}
-    if args.kind == "pixel-map":
-        rows = []
-        for i in progress(range(x.shape[0]), desc="pixel maps", unit="image"):
-            vm = vulnerability_map(model, x[i:i + 1], y[i:i + 1], target=target, samples=args.samples,
-                                   seed=args.seed)
-            r, c = divmod(int(vm.drop.argmax()), x.shape[3])
-            heatmap_row(out / f"pixel_map_{i}.png", [("confidence drop", vm.drop), ("fools alone", vm.fooled.float())],
-                        image=x[i].cpu(), marks=[(r, c)],
-                        title=f"image {int(index[i])} ({info.class_names[int(y[i])]}): "
-                              f"{int(vm.fooled.sum())} of {vm.fooled.numel()} pixels fool alone")
-            rows.append({"index": int(index[i]), "label": int(y[i]), "clean_confidence": vm.clean_resistance,
-                         "max_drop": float(vm.drop.max()), "best_pixel": [r, c],
-                         "best_colour": vm.colour[r, c].tolist(), "fooling_pixels": int(vm.fooled.sum()),
-                         "queries": vm.queries, "drop": vm.drop.cpu().tolist()})
-            _say(f"  image {int(index[i])}: best pixel ({r}, {c}) drops confidence by {float(vm.drop.max()):.3f}; "
-                 f"{int(vm.fooled.sum())} pixel(s) fool alone")
-        record["images"] = rows
-        atomic_write_json(out / "pixel_map.json", record)
-        _say(f"wrote {out}/pixel_map.json and {len(rows)} pixel_map_<i>.png")
-        return 0
-
-    result = attack(model, x, y, target=target, seed=args.seed)
-    won = (result.success & result.clean_correct).cpu()
-    _say(f"  one-pixel attack: {int(won.sum())} of {x.shape[0]} fooled "
-         f"(population {attack.config.population}, {attack.config.generations} generations)")  # type: ignore[attr-defined]
-    if not bool(won.any()):
-        raise ConfigError("the one-pixel attack fooled none of these images: nothing to analyse "
-                          "(try more images with --n, or more generations with -o generations=...)")
-    cand = result.extras["candidate"][won.to(x.device)]
-    tgt = None if target is None else torch.full((int(won.sum()),), target, device=device)
-    if args.kind == "locality":
-        rings = locality(model, x[won.to(x.device)], y[won.to(x.device)], cand, target=tgt,
-                         max_distance=args.max_distance)
-        for ring in rings:
-            _say(f"  distance {ring['distance']:g}: {ring['success']:.3f} of {ring['positions']:g} moved pixels "
-                 "still fool")
-        record["rows"] = rings
-        record["attacked"], record["fooled"] = int(x.shape[0]), int(won.sum())
-        atomic_write_json(out / "locality.json", record)
-        line_chart(out / "locality.png", [ring["distance"] for ring in rings],
-                   {"still fooled": [ring["success"] for ring in rings]},
-                   xlabel="distance from the successful pixel (Chebyshev)", ylabel="success rate",
-                   title=f"one-pixel locality on {info.name}")
-        _say(f"wrote {out}/locality.json and locality.png")
-        return 0
-
-    rows = []
-    fooled_idx = won.nonzero().squeeze(1)[: args.max_images]
-    for j, i in enumerate(fooled_idx.tolist()):
-        maps = propagation_map(model, x[i:i + 1], result.x_adv[i:i + 1])
-        pos = result.extras["candidate"][i, 0, :2].floor().long().tolist()
-        heatmap_row(out / f"propagation_{j}.png", [(f"layer {name}", m) for name, m in maps],
-                    image=result.x_adv[i].cpu(), marks=[tuple(pos)],
-                    title=f"image {int(index[i])}: {info.class_names[int(y[i])]} -> "
-                          f"{info.class_names[int(result.adv_pred[i])]}")
-        rows.append({"index": int(index[i]), "pixel": pos, "layers": [
-            {"layer": name, "shape": list(m.shape), "total": float(m.sum()), "max": float(m.max()),
-             "changed_share": float((m > 1e-6).float().mean())} for name, m in maps]})
-    record["images"] = rows
-    atomic_write_json(out / "propagation.json", record)
-    _say(f"wrote {out}/propagation.json and {len(rows)} propagation_<i>.png")
+    run_analysis(AnalysisJob(
+        kind=args.kind, model=args.model, data=data_source(args), out=Path(args.out), seed=args.seed,
+        device=args.device, split=args.split, n=args.n, target=args.target, samples=args.samples,
+        max_distance=args.max_distance, max_images=args.max_images, options=dict(args.option or []),
+        command=command_record(args)), say)
     return 0
 
 
@@ -153,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="pixel-map: random colours tried at each location besides the cube's corners (default 8)")
     p.add_argument("--max-distance", type=int, default=3, help="locality: largest distance (default 3)")
     p.add_argument("--max-images", type=int, default=4, help="propagation: images drawn (default 4)")
-    p.add_argument("--option", "-o", type=_parse_option, action="append", metavar="KEY=VALUE",
+    p.add_argument("--option", "-o", type=parse_option, action="append", metavar="KEY=VALUE",
                    help="one-pixel attack options for locality and propagation, e.g. -o generations=30")
     p.add_argument("--out", default="medfool-analyze", help="output folder (default medfool-analyze)")
     p.set_defaults(func=cmd_analyze)

@@ -18,18 +18,15 @@ stopped. OUT/report.html is one self-contained page; OUT/results.json holds the 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from medfool.audit.config import AuditConfig, load_config
-from medfool.audit.runner import STORE, patch_target, run_audit
-from medfool.cli.commands import _check_writable, _load, _say, check_compatible
-from medfool.cli.common import add_data_options, command_record
+from medfool.cli.common import add_data_options, command_record, data_source, say
 from medfool.errors import ConfigError
-from medfool.eval.store import ResultStore
-from medfool.models import load_classifier
-from medfool.report.html import render
-from medfool.utils.device import DEVICE_CHOICES, resolve_device
+from medfool.runs.audit.config import AuditConfig
+from medfool.runs.audit.job import AuditJob, audit, rerender
+from medfool.utils.device import DEVICE_CHOICES
+
+__all__ = ["cmd_audit", "cmd_report", "register"]
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -38,37 +35,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     if not args.model or not args.dataset:
         raise ConfigError("audit needs --model and --dataset (or --print-config)")
-    # everything is checked before anything is written
-    cfg = load_config(args.config, seed=args.seed, n=args.n)
-    out = Path(args.out)
-    _check_writable(out)
-    model, _ = load_classifier(args.model, device=resolve_device(args.device))
-    dataset = _load(args)
-    check_compatible(model, dataset, args.model)
-    if cfg.patch.enabled and model.task != "multi-label":
-        patch_target(dataset.info, cfg, model.meta.critical_classes)  # an unknown class name fails here
-    _say(f"auditing {args.model} on {dataset.info.name}: {cfg.n} {cfg.split} images, seed {cfg.seed} -> {out}/")
-    report = run_audit(model, args.model, dataset, cfg, out, fresh=args.fresh,
-                       command=command_record(args))
-    _summary(report)
+    audit(AuditJob(model=args.model, data=data_source(args), out=Path(args.out), config=args.config, seed=args.seed,
+                   n=args.n, device=args.device, fresh=args.fresh, command=command_record(args)), say)
     return 0
 
 
-def _summary(report: Path) -> None:
-    data = json.loads((report.parent / "results.json").read_text())
-    for line in data["findings"]:
-        _say(f"  - {line}")
-    _say(f"report: {report}")
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    folder = Path(args.folder)
-    _check_writable(folder)
-    with ResultStore.open(folder / STORE, create=False) as store:
-        if store.get_meta("fingerprint") is None:
-            raise ConfigError(f"{folder / STORE}: the audit never started properly; rerun 'medfool audit'")
-        report = render(store, folder)  # reads everything before it writes anything
-    _summary(report)
+    rerender(Path(args.folder), say)
     return 0
 
 

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-from typing import Any
 
-from medfool.cli.common import add_data_options, add_run_options, emit_json, fmt
-from medfool.data import list_datasets, load_dataset
+from medfool.cli.common import add_data_options, add_run_options, data_source, emit_json, say
+from medfool.data import list_datasets
 from medfool.data.catalog import MEDMNIST, SIZES
-from medfool.data.dataset import Dataset
 from medfool.data.download import download
 from medfool.data.locate import cache_dir, find_file
 from medfool.errors import ConfigError, DataError
-from medfool.models import architectures, load_classifier, read_header, save_checkpoint
-from medfool.models.classifier import Classifier
-from medfool.models.train import TrainConfig, fit
+from medfool.models import architectures, load_classifier, read_header
+from medfool.models.metrics import evaluate
+from medfool.models.train import TrainConfig
+from medfool.runs.common import check_compatible, check_writable, fmt
+from medfool.runs.train import train_and_save
 from medfool.utils.device import resolve_device
-from medfool.utils.io import atomic_write_json
 
-log = logging.getLogger("medfool")
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
+__all__ = ["cmd_datasets", "cmd_download", "cmd_evaluate", "cmd_info", "cmd_train", "register"]
 
 
 # -- datasets ---------------------------------------------------------------------------------
@@ -37,7 +31,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     width = max(len(r.name) for r in rows)
     for r in rows:
         where = str(r.path) if r.path else "-"
-        _say(f"{r.name:<{width}}  {r.kind:<20}  {r.detail:<45}  {where}")
+        say(f"{r.name:<{width}}  {r.kind:<20}  {r.detail:<45}  {where}")
     return 0
 
 
@@ -49,35 +43,14 @@ def cmd_download(args: argparse.Namespace) -> int:
     target = Path(args.data_dir or cache_dir()) / entry.filename(args.size)
     existing = find_file(entry.filename(args.size), [target.parent])
     if existing is not None and not args.force:
-        _say(f"{existing} already present")
+        say(f"{existing} already present")
         return 0
     download(entry.url(args.size), target, entry.md5[args.size])
-    _say(f"saved {target} (MD5 verified)")
+    say(f"saved {target} (MD5 verified)")
     return 0
 
 
 # -- train ------------------------------------------------------------------------------------
-def _load(args: argparse.Namespace) -> Dataset:
-    dataset = load_dataset(args.dataset, size=args.size, data_dir=args.data_dir,
-                           allow_download=not args.no_download, split_seed=args.split_seed)
-    for note in dataset.info.notes:
-        log.warning("note: %s", note)
-    return dataset
-
-
-def _print_epoch(row: dict[str, float]) -> None:
-    log.info("epoch %d  train loss %.4f  val loss %.4f  val acc %.4f  val AUC %.4f  (%.0f s)",
-             row["epoch"], row["train_loss"], row["val_loss"], row["val_accuracy"], row["val_auc"], row["elapsed_s"])
-
-
-def train_and_save(dataset: Dataset, cfg: TrainConfig, out: Path, device: str) -> tuple[Classifier, dict[str, Any]]:
-    result = fit(dataset, cfg, device=resolve_device(device), on_epoch=_print_epoch)
-    ckpt = save_checkpoint(result.model, out / "model.safetensors", result.record)
-    atomic_write_json(out / "metrics.json", result.record)
-    log.info("wrote %s and %s", ckpt, out / "metrics.json")
-    return result.model, result.record
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     arch_kwargs = {"width": args.width} if args.width else {}
     cfg = TrainConfig(arch=args.arch, arch_kwargs=arch_kwargs, epochs=args.epochs, batch_size=args.batch_size,
@@ -85,66 +58,29 @@ def cmd_train(args: argparse.Namespace) -> int:
                       augment=args.augment, seed=args.seed)
     if args.arch not in architectures():
         raise ConfigError(f"unknown architecture {args.arch!r} (known: {', '.join(architectures())})")
-    dataset = _load(args)
+    dataset = data_source(args).load()
     out = Path(args.out or f"runs/{dataset.info.name}-{args.arch}-seed{args.seed}")
-    _check_writable(out)
-    _say(f"training {args.arch} on {dataset.summary()}")
-    _, record = train_and_save(dataset, cfg, out, args.device)
+    check_writable(out)
+    say(f"training {args.arch} on {dataset.summary()}")
+    _, record = train_and_save(dataset, cfg, out, resolve_device(args.device))
     test = record["metrics"]["test"] or record["metrics"]["val"]
     which = "test" if record["metrics"]["test"] else "val"
-    _say(f"{dataset.info.name}: {which} accuracy {fmt(test['accuracy'])}, AUC {fmt(test['auc'])} "
+    say(f"{dataset.info.name}: {which} accuracy {fmt(test['accuracy'])}, AUC {fmt(test['auc'])} "
          f"(best epoch {record['best_epoch']}/{record['epochs_run']}, {record['train_wall_s']:.0f} s) -> "
          f"{out / 'model.safetensors'}")
     return 0
 
 
-def _check_writable(out: Path) -> None:
-    """Fail before any work if ``out`` cannot become a folder we write into. Probes with a real
-    temporary file (permission bits say nothing for root or read-only mounts); creates nothing."""
-    import os
-    import tempfile
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: output path exists and is not a folder")
-    probe_dir = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not probe_dir.is_dir():
-        raise ConfigError(f"{out}: cannot create the output folder, {probe_dir} is a file")
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"{out}: output folder is not writable")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".medfool-probe-", dir=probe_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(f"{out}: output folder is not writable ({exc.strerror or exc})") from None
-
-
 # -- evaluate ---------------------------------------------------------------------------------
-def check_compatible(model: Classifier, dataset: Dataset, model_path: str) -> None:
-    """Refuse to evaluate or attack a model on data it was not built for."""
-    split = next(iter(dataset.splits.values()))
-    if tuple(split.image_shape) != tuple(model.meta.input_shape):
-        raise DataError(f"{model_path}: model expects images {model.meta.input_shape} (C, H, W) but "
-                        f"{dataset.info.name} has {split.image_shape}")
-    if model.task != dataset.info.task or len(model.class_names) != dataset.info.num_classes:
-        raise DataError(f"{model_path}: model is {model.task} over {len(model.class_names)} classes but "
-                        f"{dataset.info.name} is {dataset.info.task} over {dataset.info.num_classes}")
-    if [c.lower() for c in model.class_names] != [c.lower() for c in dataset.info.class_names] and not all(
-            c.startswith("class_") for c in dataset.info.class_names):
-        log.warning("class names differ: model %s, dataset %s", model.class_names, dataset.info.class_names)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from medfool.eval.metrics import evaluate
-
     model, _ = load_classifier(args.model, device=resolve_device(args.device))
-    dataset = _load(args)
+    dataset = data_source(args).load()
     check_compatible(model, dataset, args.model)
     metrics = evaluate(model, dataset.split(args.split))
     if args.json:
         emit_json(metrics)
     else:
-        _say(f"{dataset.info.name} [{args.split}] n={metrics['n']}: accuracy {fmt(metrics['accuracy'])}, "
+        say(f"{dataset.info.name} [{args.split}] n={metrics['n']}: accuracy {fmt(metrics['accuracy'])}, "
              f"AUC {fmt(metrics['auc'])}")
     return 0
 
@@ -158,13 +94,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     m = model.meta
     n_params = sum(p.numel() for p in model.parameters())
-    _say(f"{args.model}: {m.arch or 'external'} ({n_params:,} parameters), {m.task}, input {m.input_shape}")
-    _say(f"classes: {', '.join(m.class_names)}")
+    say(f"{args.model}: {m.arch or 'external'} ({n_params:,} parameters), {m.task}, input {m.input_shape}")
+    say(f"classes: {', '.join(m.class_names)}")
     if m.critical_classes:
-        _say(f"critical: {', '.join(m.class_names[i] for i in m.critical_classes)}")
+        say(f"critical: {', '.join(m.class_names[i] for i in m.critical_classes)}")
     test = (record.get("metrics") or {}).get("test")
     if test:
-        _say(f"trained on {record.get('dataset')}, seed {record.get('seed')}: test accuracy "
+        say(f"trained on {record.get('dataset')}, seed {record.get('seed')}: test accuracy "
              f"{fmt(test['accuracy'])}, AUC {fmt(test['auc'])}")
     return 0
 

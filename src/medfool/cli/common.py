@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from fractions import Fraction
 from typing import Any
 
+from medfool.runs.common import DataSource
 from medfool.utils.device import DEVICE_CHOICES
+
+__all__ = [
+    "add_data_options", "add_run_options", "command_record", "data_source", "emit_json", "parse_eps",
+    "parse_option", "say",
+]
 
 
 def add_data_options(p: argparse.ArgumentParser, *, dataset_required: bool = True) -> None:
@@ -30,6 +35,37 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to compute (default auto)")
 
 
+def say(text: str) -> None:
+    """The command line's output channel: one line on stdout, flushed."""
+    print(text, flush=True)
+
+
+def data_source(args: argparse.Namespace) -> DataSource:
+    """The --dataset, --size, --data-dir, --no-download and --split-seed options."""
+    return DataSource(args.dataset, size=args.size, data_dir=args.data_dir, allow_download=not args.no_download,
+                      split_seed=args.split_seed)
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """-o KEY=VALUE: booleans, integers, floats and comma-separated integers are typed."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options look like key=value, got {text!r}")
+    value: object = raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    elif "," in raw and all(part.strip().lstrip("-").isdigit() for part in raw.split(",")):
+        value = tuple(int(part) for part in raw.split(","))  # e.g. box=0,0,14,14
+    else:
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+    return key.replace("-", "_"), value
+
+
 def parse_eps(text: str) -> float:
     """'8/255', '0.03' -> float in [0, 1]; used by attack commands."""
     try:
@@ -44,12 +80,6 @@ def parse_eps(text: str) -> float:
 def command_record(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed command line as stored with every result (the handler function left out)."""
     return {k: v for k, v in vars(args).items() if k != "func"}
-
-
-def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
 
 
 def emit_json(obj: Any) -> None:

@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from medfool import __version__
-from medfool.cli import analyze, attack, audit, blackbox, commands, demo, poison
+from medfool.cli import analyze, attack, audit, commands, demo, export, poison
 from medfool.errors import MedfoolError
+
+__all__ = ["EPILOG", "build_parser", "main"]
 
 EPILOG = """\
 Pixel space is [0, 1]; epsilons are written as k/255. Data is looked up in --data-dir,
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.register(sub)
     analyze.register(sub)
     audit.register(sub)
-    blackbox.register_export(sub)
+    export.register(sub)
     poison.register(sub)
     return parser
 

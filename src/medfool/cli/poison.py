@@ -12,29 +12,26 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
 from medfool.attacks.poisoning.availability import METHODS, AvailabilityConfig
-from medfool.attacks.poisoning.backdoor import BackdoorConfig, check_feasible
+from medfool.attacks.poisoning.backdoor import BackdoorConfig
 from medfool.attacks.poisoning.triggers import COLOURS, KINDS, POSITIONS, SHAPES, make_trigger, parse_position
-from medfool.cli.commands import _check_writable, _load, _print_epoch, _say
-from medfool.cli.common import add_data_options, add_run_options, command_record, parse_eps
+from medfool.cli.common import add_data_options, add_run_options, command_record, data_source, parse_eps, say
 from medfool.data.dataset import Dataset, benign_class
-from medfool.errors import ConfigError
-from medfool.eval.tampering import (
+from medfool.models.train import TrainConfig
+from medfool.runs.common import check_writable
+from medfool.runs.poisoning import (
     DEFAULT_SWEEP,
     DETECTORS,
     SAMPLE_DETECTORS,
     BackdoorPlan,
+    availability_experiment,
+    backdoor_experiment,
     retrainable,
-    run_availability,
-    run_backdoor,
 )
-from medfool.models.train import TrainConfig
-from medfool.report.grid import class_grid
-from medfool.report.plots import line_chart
 from medfool.utils.device import resolve_device
-from medfool.utils.io import atomic_write_bytes
+
+__all__ = ["cmd_availability", "cmd_backdoor", "register"]
 
 log = logging.getLogger("medfool")
 
@@ -82,8 +79,8 @@ def _target(dataset: Dataset, text: str | None) -> int | None:
 
 def cmd_backdoor(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    _check_writable(out)
-    dataset = _load(args)
+    check_writable(out)
+    dataset = data_source(args).load()
     shape = dataset.split("train").image_shape
     trigger = make_trigger(args.trigger, shape, size=args.trigger_size, shape=args.shape, colour=args.colour,
                            position=parse_position(args.position), alpha=args.alpha, seed=args.seed)
@@ -92,49 +89,18 @@ def cmd_backdoor(args: argparse.Namespace) -> int:
                         clean_label=args.clean_label, clean_label_eps=args.clean_label_eps)
     plan = BackdoorPlan(detectors=args.detect, retrain=tuple(n for n in args.retrain if n in retrainable(args.detect)),
                         sweep=args.sweep or (), cleanse_steps=args.cleanse_steps)
-    check_feasible(dataset.split("train"), trigger, bd, num_classes=dataset.info.num_classes, task=dataset.info.task)
-    where = "all-to-all" if bd.mode == "all-to-all" else \
-        f"-> {dataset.info.class_names[target] if target is not None else 'no finding'}"
-    _say(f"backdoor on {dataset.summary()}: {trigger.description['kind']} trigger, {where}, rate {bd.rate:g}"
-         f"{', clean-label' if bd.clean_label else ''}")
-    _write_trigger_figure(out, dataset, trigger)
-    result = run_backdoor(dataset, trigger, bd, _train_config(args), plan, out, device=resolve_device(args.device),
-                          seed=args.seed, command=command_record(args), on_epoch=_print_epoch, say=_say)
-    if result.get("sweep"):
-        rows = result["sweep"]
-        line_chart(out / "sweep.png", [r["rate"] for r in rows],
-                   {"attack success rate": [r["asr"] for r in rows], "clean accuracy": [r["accuracy"] for r in rows]},
-                   xlabel="poisoned training images (%)", ylabel="rate", percent_x=True,
-                   title=f"{dataset.info.name}: {trigger.description['kind']} backdoor vs poison rate")
-    _say(f"results in {out}/ (results.json, poisoned_train.npz, trigger.png, models)")
+    backdoor_experiment(dataset, trigger, bd, _train_config(args), plan, out, device=resolve_device(args.device),
+                        seed=args.seed, command=command_record(args), say=say)
     return 0
-
-
-def _write_trigger_figure(out: Path, dataset: Dataset, trigger: Any) -> None:
-    atomic_write_bytes(out / "trigger.npz", trigger.to_bytes())
-    train = dataset.split("train")
-    x, y = train.get(train.sample_index(4, 0))
-    names = dataset.info.class_names
-    captions = [(names[int(v)][:28] if y.ndim == 1 else "", "with trigger") for v in y]
-    class_grid(out / "trigger.png", [x, trigger.apply(x)], captions, "training images: clean | with the trigger")
 
 
 def cmd_availability(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    _check_writable(out)
-    dataset = _load(args)
+    check_writable(out)
+    dataset = data_source(args).load()
     cfg = AvailabilityConfig(method=args.method, eps=args.eps, steps=args.steps)
-    for rate in args.rates:
-        if not 0 < rate <= 1:
-            raise ConfigError(f"poison rates must be in (0, 1], got {rate}")
-    _say(f"availability poisoning ({args.method}) on {dataset.summary()}")
-    result = run_availability(dataset, cfg, args.rates, _train_config(args), out, device=resolve_device(args.device),
-                              seed=args.seed, command=command_record(args), on_epoch=_print_epoch, say=_say)
-    rows = result["curve"]
-    line_chart(out / "accuracy.png", [r["rate"] for r in rows], {"clean test accuracy": [r["accuracy"] for r in rows]},
-               xlabel="poisoned training images (%)", ylabel="accuracy", percent_x=True,
-               title=f"{dataset.info.name}: {args.method} poisoning")
-    _say(f"results in {out}/ (results.json, accuracy.png, models)")
+    availability_experiment(dataset, cfg, args.rates, _train_config(args), out, device=resolve_device(args.device),
+                            seed=args.seed, command=command_record(args), say=say)
     return 0
 
 

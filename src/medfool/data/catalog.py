@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["MEDMNIST", "MEDMNIST_CITATION", "SIZES", "ZENODO_RECORD", "MedMNISTEntry"]
+
 ZENODO_RECORD = "https://zenodo.org/records/10519652/files"
 SIZES = (28, 64, 128, 224)
 

@@ -7,6 +7,7 @@ Labels are int64: shape (N,) for multi-class and binary tasks, (N, L) of 0/1 for
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -15,6 +16,11 @@ import numpy as np
 import torch
 
 from medfool.errors import DataError
+
+__all__ = [
+    "SPLITS", "TASKS", "Dataset", "DatasetInfo", "ImageSource", "Split", "as_nhwc", "benign_class",
+    "check_pixels", "make_split", "normalise_labels", "to_float_nchw",
+]
 
 TASKS = ("multi-class", "binary", "multi-label")
 SPLITS = ("train", "val", "test")
@@ -77,8 +83,6 @@ class DatasetInfo:
         if len(partial) > 1:
             raise DataError(f"class {name_or_index!r} is ambiguous for {self.name}: it matches "
                             f"{', '.join(self.class_names[i] for i in partial)}")
-        import difflib
-
         close = difflib.get_close_matches(key, lowered, n=1)
         hint = f"; did you mean {self.class_names[lowered.index(close[0])]!r}?" if close else ""
         raise DataError(f"unknown class {name_or_index!r} for {self.name}{hint} "

@@ -12,6 +12,8 @@ from medfool.errors import DownloadError
 from medfool.utils.io import atomic_open
 from medfool.utils.progress import progress
 
+__all__ = ["CHUNK", "download", "md5sum"]
+
 CHUNK = 1 << 20
 
 

@@ -20,6 +20,8 @@ from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
 from medfool.errors import DataError
 from medfool.utils.progress import progress
 
+__all__ = ["IMAGE_SUFFIXES", "load_image_folder", "load_manifest"]
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 

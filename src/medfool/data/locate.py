@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["ENV_VAR", "cache_dir", "data_dirs", "find_file", "find_sidecars"]
+
 ENV_VAR = "MEDFOOL_DATA_DIR"
 
 

@@ -21,6 +21,8 @@ from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, as_nhwc, make_spl
 from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
 from medfool.errors import DataError
 
+__all__ = ["info_from_sidecar", "load_npz", "read_sidecar", "sidecar_for"]
+
 _TASK_ALIASES = {
     "multi-class": "multi-class", "multiclass": "multi-class", "ordinal-regression": "multi-class",
     "binary": "binary", "binary-class": "binary",

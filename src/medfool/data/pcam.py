@@ -18,6 +18,8 @@ from medfool.data.dataset import Dataset, DatasetInfo, Split, normalise_labels
 from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
 from medfool.errors import DataError
 
+__all__ = ["PCAM_CITATION", "PCAM_CLASSES", "load_pcam"]
+
 PCAM_CLASSES = ("normal", "metastatic tumour")
 PCAM_CITATION = ("Veeling BS, Linmans J, Winkens J, Cohen T, Welling M. Rotation Equivariant CNNs for "
                  "Digital Pathology. MICCAI 2018.")

@@ -24,6 +24,8 @@ from medfool.data.pcam import load_pcam
 from medfool.data.synthetic import make_synthetic
 from medfool.errors import DataError, DownloadError
 
+__all__ = ["Available", "list_datasets", "load_dataset", "load_path"]
+
 log = logging.getLogger(__name__)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["DEFAULT_FRACTIONS", "stratified_split"]
+
 # Documented default: 70 % train, 10 % validation, 20 % held-out test.
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 

@@ -11,6 +11,8 @@ import numpy as np
 
 from medfool.data.dataset import Dataset, DatasetInfo, make_split
 
+__all__ = ["make_synthetic"]
+
 
 def make_synthetic(*, n_classes: int = 3, channels: int = 3, size: int = 28, per_split: tuple[int, int, int] = (
         300, 60, 90), seed: int = 0, task: str = "multi-class") -> Dataset:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["AUGMENTS", "augment", "dihedral", "random_dihedral", "random_hflip"]
+
 AUGMENTS = ("none", "flip", "dihedral")
 
 

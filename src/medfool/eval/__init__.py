@@ -1,1 +1,2 @@
-"""Evaluation: clean metrics now; robustness curves and perceptibility as attacks land."""
+"""Evaluation: perceptibility, natural corruptions, sanity checks and the results store. These
+compute on a model and its results; the jobs that run attacks live in :mod:`medfool.runs`."""

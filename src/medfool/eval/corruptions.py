@@ -31,6 +31,12 @@ from PIL import Image
 from medfool.attacks.transforms import gaussian_noise, hed_jitter
 from medfool.utils.rng import Draw
 
+__all__ = [
+    "HISTOLOGY", "REFERENCE_SIZE", "SEVERITIES", "XRAY", "Corruption", "blur", "brightness", "contrast",
+    "corrupt", "corruptions_for", "defocus", "disk_kernel", "gamma", "gaussian_kernel", "jpeg", "known_names",
+    "noise", "stain",
+]
+
 REFERENCE_SIZE = 224  # MedMNIST-C's spatial parameters are for 224 px images
 
 

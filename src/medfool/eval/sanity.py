@@ -16,6 +16,8 @@ import torch
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 
+__all__ = ["Check", "model_checks", "result_checks"]
+
 Check = dict[str, str]
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from medfool.errors import ConfigError
 
+__all__ = ["ROW_FIELDS", "SCHEMA_VERSION", "ResultStore", "unit_seed"]
+
 SCHEMA_VERSION = 1
 ROW_FIELDS = ("stage", "attack", "budget", "image", "label", "clean_pred", "adv_pred", "clean_correct", "success",
               "l0", "l2", "linf", "psnr", "ssim", "ciede2000", "queries", "gradients", "time_s")

@@ -16,6 +16,8 @@ from torch import nn
 
 from medfool.errors import ConfigError
 
+__all__ = ["Builder", "ResNet", "architectures", "build", "register", "resnet18", "small_cnn"]
+
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
 

@@ -28,6 +28,8 @@ from medfool.models.architectures import build
 from medfool.models.classifier import Classifier, ModelMeta
 from medfool.utils.io import atomic_write_bytes
 
+__all__ = ["FORMAT", "load_classifier", "read_header", "save_checkpoint"]
+
 FORMAT = "medfool-checkpoint/1"
 
 

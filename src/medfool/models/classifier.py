@@ -18,6 +18,8 @@ from torch import nn
 
 from medfool.errors import ConfigError
 
+__all__ = ["MIN_ROWS", "Classifier", "MetaView", "ModelMeta", "channel_stats", "logits_to_labels", "logits_to_probs"]
+
 
 @dataclass(frozen=True)
 class ModelMeta:

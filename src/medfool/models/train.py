@@ -21,11 +21,13 @@ import torch
 from medfool.data.dataset import Dataset, Split
 from medfool.data.transforms import AUGMENTS, augment
 from medfool.errors import ConfigError
-from medfool.eval.metrics import evaluate, loss_fn
 from medfool.models.architectures import build
 from medfool.models.classifier import Classifier, ModelMeta, channel_stats
+from medfool.models.metrics import evaluate, loss_fn
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
+
+__all__ = ["TrainConfig", "TrainResult", "auto_epochs", "build_classifier", "fit", "resolve_augment"]
 
 log = logging.getLogger(__name__)
 

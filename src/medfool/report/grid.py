@@ -12,10 +12,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from medfool.utils.io import atomic_open
 
+__all__ = ["amplify", "class_grid", "example_grid", "result_grid"]
+
 if TYPE_CHECKING:
     from medfool.attacks.base import AttackResult
     from medfool.data.dataset import DatasetInfo
-    from medfool.models.classifier import Classifier
 
 
 def _to_pil(t: torch.Tensor, scale: int) -> Image.Image:
@@ -80,19 +81,16 @@ def class_grid(path: Path, columns: Sequence[torch.Tensor], captions: Sequence[t
     return path
 
 
-def result_grid(path: Path, model: Classifier, info: DatasetInfo, x: torch.Tensor, y: torch.Tensor,
-                result: AttackResult, title: str, rows: int = 8) -> None:
-    """Example grid, successful examples first: original | adversarial | amplified difference,
-    captioned with labels, confidences and the perturbation's size."""
-    order = torch.argsort((~(result.success & result.clean_correct)).long().cpu(), stable=True)[:rows]
-    with torch.no_grad():
-        p_clean = model.probabilities(x[order])
-        p_adv = model.probabilities(result.x_adv[order])
+def result_grid(path: Path, info: DatasetInfo, task: str, x: torch.Tensor, y: torch.Tensor, result: AttackResult,
+                order: torch.Tensor, p_clean: torch.Tensor, p_adv: torch.Tensor, title: str) -> None:
+    """Example grid of the images at ``order``: original | adversarial | amplified difference,
+    captioned with labels, the model's confidences (``p_clean``, ``p_adv``: (len(order), K),
+    computed by the caller) and the perturbation's size."""
     names = [n if len(n) <= 22 else n[:20] + ".." for n in info.class_names]  # keep the confidence visible
     caps = []
     for j, i in enumerate(order.tolist()):
         size = f"L0 {int(result.l0[i])} px, L2 {float(result.l2[i]):.3f}\nLinf {float(result.linf[i]) * 255:.1f}/255"
-        if model.task == "multi-label":
+        if task == "multi-label":
             caps.append(("original", "adversarial", size))
             continue
         cp, ap = int(result.clean_pred[i]), int(result.adv_pred[i])

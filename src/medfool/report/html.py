@@ -20,6 +20,8 @@ from medfool.report import summary as S
 from medfool.report.plots import line_chart
 from medfool.utils.io import atomic_write_bytes, atomic_write_json, json_safe
 
+__all__ = ["CSS", "THREATS", "collect", "ensemble_members", "page", "render"]
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;
 line-height:1.45;padding:0 1em}

@@ -16,6 +16,8 @@ from PIL import Image
 
 from medfool.utils.io import atomic_open
 
+__all__ = ["heatmap_row", "image_png", "line_chart"]
+
 
 def _save(fig: Any, path: Path) -> None:
     """Lay out, write atomically as PNG, and free the figure (also after an error)."""

@@ -11,6 +11,11 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+__all__ = [
+    "NAIVE", "STAGE_ORDER", "Row", "backdoor_findings", "corruption_findings", "corruption_table",
+    "critical_flips", "findings", "flip_matrix", "role", "strongest", "summarise",
+]
+
 Row = dict[str, Any]
 STAGE_ORDER = ("corruption", "whitebox", "minimal", "blackbox", "patch", "onepixel")
 NAIVE = ("fgsm", "pgd", "bim")  # single-loss, fixed-step attacks: they overstate robustness on confident models
@@ -218,7 +223,7 @@ def corruption_findings(summaries: list[dict[str, Any]]) -> list[str]:
 
 
 def backdoor_findings(bd: dict[str, Any]) -> list[str]:
-    """Sentences about a backdoor retraining run (eval.tampering's results)."""
+    """Sentences about a backdoor retraining run (medfool.runs.poisoning's results)."""
     p, bad, clean = bd["poison"], bd["poisoned_model"], bd["clean_model"]
     drop = 100 * (clean["test"]["accuracy"] - bad["test"]["accuracy"])
     out = [f"Tampering with {p['n_poisoned']} of {p['n_train']:,} training images ({p['rate']:.1%}; {p['trigger']}) "

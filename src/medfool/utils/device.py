@@ -6,6 +6,8 @@ import torch
 
 from medfool.errors import ConfigError
 
+__all__ = ["DEVICE_CHOICES", "resolve_device"]
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 

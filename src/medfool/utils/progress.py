@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+__all__ = ["T", "progress"]
+
 T = TypeVar("T")
 
 

@@ -13,6 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfool import __version__
+
+__all__ = ["environment", "file_digest", "fingerprint", "seed_everything"]
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed the global RNGs (for third-party code we do not control) and return a generator.
@@ -29,8 +33,6 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def environment() -> dict[str, Any]:
     """Versions and machine facts to store next to every result."""
-    from medfool import __version__
-
     return {
         "medfool": __version__,
         "python": sys.version.split()[0],

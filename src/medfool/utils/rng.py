@@ -25,6 +25,8 @@ from typing import Protocol
 
 import torch
 
+__all__ = ["Draw", "GeneratorDraw", "ImageStreams", "as_ids", "mix32"]
+
 _MASK = 0xFFFFFFFF
 
 

@@ -24,6 +24,8 @@ from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["Boundary", "BoundaryConfig"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class BoundaryConfig(AttackConfig):

@@ -14,6 +14,8 @@ from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
 from medfool.utils.rng import Draw, ImageStreams
 
+__all__ = ["binary_search", "blend", "near_boundary_start", "noise_start"]
+
 
 def blend(x: torch.Tensor, far: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
     """The point a fraction ``alpha`` (k,) of the way from x to ``far`` (L2), or ``far``

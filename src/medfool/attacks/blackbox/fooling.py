@@ -31,7 +31,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medfool.attacks.blackbox.oracle import PredictModel, QueryCounter
+from medfool.attacks.blackbox.oracle import QueryCounter
+from medfool.models.predict import PredictModel
+
+__all__ = ["ENCODINGS", "FoolingConfig", "FoolingResult", "fooling_images"]
 
 ENCODINGS = ("direct", "cppn")
 _ACTS = (torch.sin, lambda t: torch.exp(-t * t), torch.tanh, torch.sigmoid)

@@ -23,6 +23,8 @@ from medfool.attacks.blackbox.oracle import QueryCounter, chunk_for
 from medfool.attacks.goal import Goal
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["HSJConfig", "HopSkipJump"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class HSJConfig(AttackConfig):

@@ -19,6 +19,8 @@ from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["NoiseConfig", "RandomNoise"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class NoiseConfig(AttackConfig):

@@ -22,6 +22,8 @@ from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
 from medfool.utils.rng import Draw, ImageStreams
 
+__all__ = ["SimBA", "SimBAConfig", "basis_order", "dct_matrix"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class SimBAConfig(AttackConfig):

@@ -26,6 +26,8 @@ from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
 from medfool.utils.rng import Draw, ImageStreams
 
+__all__ = ["Square", "SquareConfig", "eta", "p_selection"]
+
 # iteration thresholds (out of 10,000) at which p halves, from the paper's code
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from medfool.attacks.base import Attack, AttackResult, TargetSpec, _pred
-from medfool.attacks.blackbox.oracle import PredictModel, from_classifier
-from medfool.attacks.goal import Goal
-from medfool.attacks.norms import l0, l2, linf
+from medfool.attacks.base import Attack, AttackResult, TargetSpec
 from medfool.models.classifier import Classifier
+from medfool.models.predict import PredictModel, from_classifier
+
+__all__ = ["TransferResult", "measure_on", "transfer_attack"]
 
 
 @dataclass
@@ -47,14 +47,11 @@ def measure_on(victim: PredictModel, x: torch.Tensor, x_adv: torch.Tensor, y: to
     """The victim's verdict on images crafted elsewhere: two queries per image."""
     start = time.perf_counter()
     clean, adv = victim.scores(x), victim.scores(x_adv)
-    goal, truth = Goal(victim.task, y, target), Goal(victim.task, y, None)
-    delta = x_adv - x
     n = x.shape[0]
-    return AttackResult(attack=name, x_adv=x_adv, success=goal.success(adv), clean_correct=~truth.success(clean),
-                        clean_pred=_pred(clean, victim.task), adv_pred=_pred(adv, victim.task), l0=l0(delta),
-                        l2=l2(delta), linf=linf(delta), gradients=torch.zeros(n, dtype=torch.int64, device=x.device),
-                        queries=torch.full((n,), 2, dtype=torch.int64, device=x.device),
-                        wall_s=time.perf_counter() - start, config=config, target=target)
+    return AttackResult.from_scores(name, config, victim.task, x, x_adv, y, clean, adv,
+                                    gradients=torch.zeros(n, dtype=torch.int64, device=x.device),
+                                    queries=torch.full((n,), 2, dtype=torch.int64, device=x.device),
+                                    wall_s=time.perf_counter() - start, target=target)
 
 
 def transfer_attack(surrogate: Classifier, victim: Classifier | PredictModel, x: torch.Tensor, y: torch.Tensor,

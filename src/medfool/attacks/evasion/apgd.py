@@ -34,6 +34,8 @@ from medfool.attacks.norms import ascent_direction, project, random_in_ball
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["APGD", "APGDDLR", "APGDT", "APGDConfig", "APGDDLRConfig", "APGDTConfig", "loss_for"]
+
 log = logging.getLogger(__name__)
 
 

@@ -29,6 +29,8 @@ from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["CWConfig", "CarliniWagnerL2"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class CWConfig(AttackConfig):

@@ -29,6 +29,8 @@ from medfool.attacks.norms import NORMS
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["DeepFool", "DeepFoolConfig"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class DeepFoolConfig(AttackConfig):

@@ -30,6 +30,8 @@ from medfool.attacks.transforms import TRANSFORMS, TransformSet
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["EOTPGD", "EOTConfig"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class EOTConfig(AttackConfig):

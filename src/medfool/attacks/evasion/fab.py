@@ -30,6 +30,8 @@ from medfool.attacks.norms import norm_of, project
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["FABT", "FABConfig", "project_to_hyperplane"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class FABConfig(AttackConfig):

@@ -25,6 +25,8 @@ from medfool.attacks.norms import ascent_direction, clip_box
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["FGSM", "FGSMConfig"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class FGSMConfig(AttackConfig):

@@ -27,6 +27,8 @@ from medfool.attacks.goal import Goal, two_logits
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["JSMA", "JSMAConfig"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class JSMAConfig(AttackConfig):

@@ -31,6 +31,8 @@ from medfool.attacks.norms import ascent_direction, clip_box, project, random_in
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["BIM", "PGD", "BIMConfig", "PGDConfig", "pgd_loop"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class PGDConfig(AttackConfig):

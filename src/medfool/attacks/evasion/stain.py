@@ -28,6 +28,8 @@ from medfool.attacks.hed import RGB_FROM_HED, hed_to_od, od_to_hed, od_to_rgb, r
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["StainAttack", "StainConfig", "restain"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class StainConfig(AttackConfig):

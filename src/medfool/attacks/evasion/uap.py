@@ -36,10 +36,12 @@ from medfool.attacks.base import (
     register_attack,
 )
 from medfool.attacks.evasion.deepfool import DeepFool
-from medfool.attacks.goal import Goal, two_logits
+from medfool.attacks.goal import Goal
 from medfool.attacks.norms import ascent_direction, project
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+
+__all__ = ["UAPConfig", "UniversalPerturbation", "fooling_rate"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,9 +64,9 @@ class UAPConfig(AttackConfig):
             check_range("step_size", self.step_size, 0.0, 1e4, lo_open=True)
 
 
-def _pred(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+def _labels(model: Classifier, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return two_logits(model(x)).argmax(1)
+        return model.predict(x)
 
 
 def fooling_rate(model: Classifier, x: torch.Tensor, v: torch.Tensor, batch: int = 256) -> float:
@@ -72,7 +74,7 @@ def fooling_rate(model: Classifier, x: torch.Tensor, v: torch.Tensor, batch: int
     changed = 0
     for s in range(0, x.shape[0], batch):
         xb = x[s:s + batch]
-        changed += int((_pred(model, xb) != _pred(model, (xb + v).clamp(0, 1))).sum())
+        changed += int((_labels(model, xb) != _labels(model, (xb + v).clamp(0, 1))).sum())
     return changed / max(1, x.shape[0])
 
 
@@ -83,7 +85,21 @@ class UniversalPerturbation(Attack):
     tasks = frozenset({"multi-class", "binary"})
     targeted_ok = False
     paper = "Moosavi-Dezfooli et al., CVPR 2017"
+    kind = "universal"
     config: UAPConfig
+
+    def craft_and_apply(self, model: Classifier, craft_x: torch.Tensor, craft_y: torch.Tensor, x: torch.Tensor,
+                        y: torch.Tensor, *, seed: int, target: int | None = None) -> AttackResult:
+        """Craft one perturbation on the crafting images, then add it unchanged to the held-out
+        ones; ``extras["fooling_history"]``: the training fooling rate after each pass."""
+        if target is not None:
+            raise ValueError("uap is untargeted only")
+        start = time.perf_counter()
+        v, history = self.craft(model, craft_x, craft_y, torch.Generator().manual_seed(seed))
+        result = self.apply(model, v, x, y)
+        result.wall_s = time.perf_counter() - start
+        result.extras["fooling_history"] = history
+        return result
 
     def craft(self, model: Classifier, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
               counter: Counter | None = None) -> tuple[torch.Tensor, list[float]]:
@@ -92,7 +108,7 @@ class UniversalPerturbation(Attack):
         counter = counter or Counter(x.shape[0], x.device)
         v = torch.zeros_like(x[:1])
         alpha = cfg.step_size or cfg.eps / 10
-        clean = _pred(model, x)
+        clean = _labels(model, x)
         history: list[float] = []
         for _ in range(cfg.passes):
             order = torch.randperm(x.shape[0], generator=gen).to(x.device)
@@ -110,7 +126,7 @@ class UniversalPerturbation(Attack):
                     direction = ascent_direction(g[unfooled].mean(0, keepdim=True), cfg.norm)
                     v = project(v + alpha * direction, cfg.norm, cfg.eps)
                 else:
-                    unfooled = _pred(model, xv) == clean[idx]
+                    unfooled = _labels(model, xv) == clean[idx]
                     counter.count(idx, queries=1)
                     if not bool(unfooled.any()):
                         continue

@@ -14,6 +14,11 @@ import torch
 from medfool.attacks.base import AttackConfig, check_int, check_range
 from medfool.utils.rng import Draw
 
+__all__ = [
+    "EvolutionConfig", "crowding_distance", "de_offspring", "distinct_others", "nondominated_rank",
+    "nsga2_select",
+]
+
 
 @dataclass(frozen=True, kw_only=True)
 class EvolutionConfig(AttackConfig):

@@ -23,6 +23,8 @@ from medfool.attacks.fewpixel.pixels import candidate_logits, write_pixels
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 
+__all__ = ["VulnerabilityMap", "colour_set", "locality", "propagation_map", "ring_offsets", "vulnerability_map"]
+
 
 def colour_set(channels: int, samples: int, gen: torch.Generator) -> torch.Tensor:
     """(M, C): the 2^C corners of the colour cube, then ``samples`` uniform random colours."""

@@ -44,6 +44,8 @@ from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import Draw, ImageStreams
 
+__all__ = ["OnePixel", "OnePixelConfig"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class OnePixelConfig(EvolutionConfig):

@@ -34,6 +34,8 @@ from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
+__all__ = ["ParetoConfig", "ParetoPixels"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class ParetoConfig(EvolutionConfig):

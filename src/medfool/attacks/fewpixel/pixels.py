@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from medfool.utils.colour import ciede2000, rgb_to_lab
+
+__all__ = [
+    "Conspicuity", "auto_batch", "candidate_logits", "candidate_size", "clip_candidates", "split_candidates",
+    "write_pixels",
+]
+
 
 def candidate_size(k: int, channels: int) -> int:
     return k * (2 + channels)
@@ -46,8 +53,6 @@ class Conspicuity:
     Grayscale pixels are compared as grey RGB."""
 
     def __init__(self, x: torch.Tensor) -> None:
-        from medfool.eval.perceptibility import rgb_to_lab
-
         rgb = x if x.shape[1] == 3 else x[:, :1].expand(-1, 3, -1, -1)
         padded = torch.nn.functional.pad(rgb, (1, 1, 1, 1), mode="replicate")
         nbr = (torch.nn.functional.avg_pool2d(padded, 3, stride=1) * 9 - rgb) / 8
@@ -55,8 +60,6 @@ class Conspicuity:
 
     def __call__(self, owner: torch.Tensor, cand: torch.Tensor, k: int) -> torch.Tensor:
         """(m,) mean CIEDE2000 over each candidate's k pixels; ``owner`` gives each one's image."""
-        from medfool.eval.perceptibility import ciede2000, rgb_to_lab
-
         rows, cols, colours = split_candidates(cand, k)                      # (m, k), (m, k), (m, k, C)
         rgb = colours if colours.shape[-1] == 3 else colours[..., :1].expand(-1, -1, 3)
         new = rgb_to_lab(rgb.reshape(-1, 3, 1, 1))[:, :, 0, 0]                # (m*k, 3)

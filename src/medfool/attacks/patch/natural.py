@@ -17,6 +17,8 @@ from medfool.attacks.base import AttackResult, check_inputs
 from medfool.attacks.patch.placement import paste, patch_mask, sample_placements
 from medfool.models.classifier import Classifier
 
+__all__ = ["natural_patch", "random_crops"]
+
 
 def random_crops(pool: torch.Tensor, n: int, k: int, gen: torch.Generator) -> torch.Tensor:
     """n crops (n, C, k, k) from random images of ``pool`` (M, C, H, W) at random places."""

@@ -41,6 +41,8 @@ from medfool.models.classifier import Classifier
 from medfool.utils.io import atomic_open
 from medfool.utils.rng import GeneratorDraw, ImageStreams
 
+__all__ = ["AdversarialPatch", "Patch", "PatchConfig"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class PatchConfig(AttackConfig):
@@ -115,7 +117,19 @@ class AdversarialPatch(Attack):
     Config = PatchConfig
     tasks = frozenset({"multi-class", "binary"})
     paper = "Brown et al. 2017; Finlayson et al., Science 2019"
+    kind = "universal"
+    budget_kind = "area"
     config: PatchConfig
+
+    def craft_and_apply(self, model: Classifier, craft_x: torch.Tensor, craft_y: torch.Tensor, x: torch.Tensor,
+                        y: torch.Tensor, *, seed: int, target: int | None = None) -> AttackResult:
+        """Train the patch on the crafting images (generator seeded with ``seed``), paste it at
+        random places on the held-out ones (``seed + 1``)."""
+        start = time.perf_counter()
+        patch = self.craft(model, craft_x, craft_y, torch.Generator().manual_seed(seed), target=target)
+        result = self.apply(model, patch, x, y, torch.Generator().manual_seed(seed + 1))
+        result.wall_s = time.perf_counter() - start
+        return result
 
     def budget(self) -> float | None:
         return None  # the budget is the patch area: checked through extras["mask"]

@@ -17,6 +17,8 @@ import torch
 
 from medfool.data.transforms import dihedral
 
+__all__ = ["SHAPES", "Placement", "allowed_corners", "paste", "patch_mask", "patch_side", "sample_placements"]
+
 SHAPES = ("square", "circle")
 
 

@@ -12,6 +12,8 @@ from medfool.attacks.patch.natural import natural_patch
 from medfool.attacks.patch.optimised import AdversarialPatch, PatchConfig
 from medfool.models.classifier import Classifier
 
+__all__ = ["DEFAULT_AREAS", "size_sweep"]
+
 DEFAULT_AREAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.25)
 
 

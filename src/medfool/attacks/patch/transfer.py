@@ -16,6 +16,8 @@ from medfool.attacks.base import AttackResult
 from medfool.attacks.patch.optimised import AdversarialPatch, Patch
 from medfool.models.classifier import Classifier
 
+__all__ = ["Transfer", "transfer_patch"]
+
 
 @dataclass
 class Transfer:

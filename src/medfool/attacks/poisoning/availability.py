@@ -23,6 +23,8 @@ from medfool.data.dataset import Split
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 
+__all__ = ["METHODS", "AvailabilityConfig", "poison_availability"]
+
 METHODS = ("error-max", "label-flip")
 
 

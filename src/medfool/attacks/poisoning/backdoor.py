@@ -26,6 +26,11 @@ from medfool.data.dataset import Split
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 
+__all__ = [
+    "MODES", "BackdoorConfig", "PoisonedSet", "attack_success", "check_feasible", "is_target", "poison",
+    "poison_count", "surrogate_pgd", "target_labels",
+]
+
 MODES = ("all-to-one", "all-to-all")
 
 

@@ -20,6 +20,11 @@ import torch
 
 from medfool.errors import ConfigError, DataError
 
+__all__ = [
+    "COLOURS", "DEFAULT_COLOUR", "KINDS", "POSITIONS", "SHAPES", "Trigger", "describe", "make_trigger",
+    "parse_colour", "parse_position",
+]
+
 KINDS = ("patch", "blend", "stain", "pen")
 SHAPES = ("square", "checker", "cross")
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center", "corners")

@@ -27,6 +27,8 @@ from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 from medfool.utils.progress import progress
 
+__all__ = ["CleanseResult", "anomaly_index", "neural_cleanse"]
+
 
 @dataclass
 class CleanseResult:

@@ -26,6 +26,8 @@ from medfool.defenses.backdoor.features import label_activations
 from medfool.defenses.backdoor.flags import SampleFlags
 from medfool.models.classifier import Classifier
 
+__all__ = ["activation_clustering", "kmeans2", "reduce_dims", "silhouette"]
+
 
 def reduce_dims(z: torch.Tensor, dims: int) -> torch.Tensor:
     """Centre and project onto the top ``dims`` principal directions. Shape: (n, D) -> (n, <=dims)."""

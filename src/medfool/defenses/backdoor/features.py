@@ -21,6 +21,8 @@ from medfool.data.dataset import Split
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 
+__all__ = ["class_groups", "label_activations", "representation"]
+
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfool.eval.metrics import binary_auc
+from medfool.models.metrics import binary_auc
+
+__all__ = ["SampleFlags", "detection_rates"]
 
 
 @dataclass

@@ -24,6 +24,8 @@ from medfool.defenses.backdoor.flags import SampleFlags
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 
+__all__ = ["spectral_scores", "spectral_signatures"]
+
 
 def spectral_scores(z: torch.Tensor) -> torch.Tensor:
     """Squared projection on the top right singular vector of the centred rows. (n, D) -> (n,)."""

@@ -22,6 +22,8 @@ from medfool.defenses.backdoor.flags import SampleFlags
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 
+__all__ = ["Strip", "fit_strip", "strip_entropy", "strip_training_flags"]
+
 
 @dataclass(frozen=True)
 class Strip:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +20,36 @@ import torch
 from medfool.attacks import attack_class
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
-from medfool.audit import units as U
-from medfool.audit.config import AuditConfig
-from medfool.data.dataset import Dataset, benign_class
+from medfool.data.dataset import Dataset, DatasetInfo, benign_class
 from medfool.errors import ConfigError, DataError
+from medfool.eval.corruptions import corruptions_for
+from medfool import __version__
 from medfool.eval.store import ResultStore, unit_seed
 from medfool.models.classifier import Classifier
+from medfool.report.html import render
+from medfool.runs.audit import units as U
+from medfool.runs.audit.config import AuditConfig
+from medfool.runs.common import Say, quiet
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, file_digest, fingerprint
+
+__all__ = [
+    "STORE", "audit_images", "map_images", "model_digest", "open_store", "patch_target", "plan", "run_audit",
+    "settings_fingerprint",
+]
 
 log = logging.getLogger("medfool")
 STORE = "audit.sqlite"
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def patch_target(info: Any, cfg: AuditConfig, critical: tuple[int, ...]) -> int:
+def patch_target(info: DatasetInfo, cfg: AuditConfig, model: Classifier) -> int | None:
     """The patch's target class: the configured one, or a benign / normal class (the dangerous
-    direction is a cancer tile read as benign)."""
+    direction is a cancer tile read as benign); None when the audit has no patch stage."""
+    if not cfg.patch.enabled or model.task == "multi-label":
+        return None
     if cfg.patch.target != "auto":
         return int(info.class_index(cfg.patch.target))
-    return benign_class(info.class_names, critical)
+    return benign_class(info.class_names, model.meta.critical_classes)
 
 
 def audit_images(dataset: Dataset, cfg: AuditConfig) -> tuple[list[int], torch.Tensor, torch.Tensor]:
@@ -63,20 +71,20 @@ def _supported(name: str, task: str, skipped: list[str]) -> bool:
 
 
 def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], x: torch.Tensor,
-         y: torch.Tensor, patch_bytes: Any, out: Path | None = None) -> tuple[list[U.Unit], list[str]]:
+         y: torch.Tensor, patch_bytes: Callable[[], bytes], out: Path | None = None
+         ) -> tuple[list[U.Unit], list[str]]:
     """Every unit of the audit, in running order, and what was left out and why."""
     info = dataset.info
     skipped: list[str] = []
     single = model.task != "multi-label"
     b = cfg.batch_size
     chunks = [(k, slice(s, s + b)) for k, s in enumerate(range(0, len(ids), b))]
+    subject, images = U.Subject(model, info), U.Chunk(ids, x, y)
     units = [U.Unit("clean", "clean evaluation",
-                    U.clean_unit(model, info, dataset.split(cfg.split), ids, x, y, b)),
+                    U.clean_unit(subject, dataset.split(cfg.split), images, b)),
              U.Unit("sanity", "sanity checks", U.sanity_unit(model, x[:b], y[:b]))]
     cc = cfg.corruptions
     if cc.enabled:
-        from medfool.eval.corruptions import corruptions_for
-
         modality = corruptions_for(x.shape[1])
         chosen = tuple(c for c in modality if not cc.kinds or c.name in cc.kinds)
         for name in [k for k in cc.kinds if k not in {c.name for c in modality}]:
@@ -85,7 +93,7 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         for c in chosen:
             for k, sl in chunks:
                 units.append(U.Unit(f"corruption/{c.name}/{k}", "natural variation", U.corruption_unit(
-                    model, ids[sl], x[sl], y[sl], c, cc.severities, seeds[c.name])))
+                    model, images.take(sl), c, cc.severities, seeds[c.name])))
         if chosen:
             units.append(U.Unit("corruption/figure", "natural variation", U.corruption_figure_unit(
                 x[:1], ids[0], chosen, cc.severities, seeds)))
@@ -98,21 +106,21 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                     opts["steps"] = wb.steps
                 for k, sl in chunks:
                     units.append(U.Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", U.attack_unit(
-                        "whitebox", name, opts, f"{eps:g}/255", model, info, ids[sl], x[sl], y[sl],
+                        "whitebox", name, opts, f"{eps:g}/255", subject, images.take(sl),
                         f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
                         unit_seed(cfg.seed, f"whitebox/{name}/{eps:g}"))))
         if wb.ensemble != "off" and _supported("ensemble", model.task, skipped):
             for eps in wb.eps:
                 for k, sl in chunks:
                     units.append(U.Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", U.attack_unit(
-                        "whitebox", "ensemble", {"eps": eps / 255, "preset": wb.ensemble}, f"{eps:g}/255", model,
-                        info, ids[sl], x[sl], y[sl],
+                        "whitebox", "ensemble", {"eps": eps / 255, "preset": wb.ensemble}, f"{eps:g}/255",
+                        subject, images.take(sl),
                         "grid-whitebox-ensemble" if k == 0 and eps == wb.eps[-1] else None,
                         unit_seed(cfg.seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}")))
         for name in [a for a in wb.minimal if _supported(a, model.task, skipped)]:
             for k, sl in chunks:
                 units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(
-                    "minimal", name, {}, "minimal", model, info, ids[sl], x[sl], y[sl],
+                    "minimal", name, {}, "minimal", subject, images.take(sl),
                     f"grid-minimal-{name}" if k == 0 else None, unit_seed(cfg.seed, f"minimal/{name}"))))
     bb = cfg.blackbox
     if bb.enabled:
@@ -121,13 +129,13 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                 for k, sl in chunks:
                     units.append(U.Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", U.attack_unit(
                         "blackbox", name, {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries},
-                        f"{eps:g}/255", model, info, ids[sl], x[sl], y[sl], None,
+                        f"{eps:g}/255", subject, images.take(sl), None,
                         unit_seed(cfg.seed, f"blackbox/{name}/{eps:g}"))))
     pc = cfg.patch
     if pc.enabled and not single:
         skipped.append("patch (a universal patch targets one class; the model is multi-label)")
-    if pc.enabled and single:
-        target = patch_target(info, cfg, model.meta.critical_classes)
+    target = patch_target(info, cfg, model)
+    if target is not None:
         attack = AdversarialPatch(PatchAttackConfig(area=pc.area, steps=pc.steps))
         craft = dataset.split("train")
         craft_x, craft_y = craft.get(craft.sample_index(pc.n_craft, cfg.seed))
@@ -140,8 +148,8 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         for k, s in enumerate(range(0, others.numel(), b)):
             sel = others[s:s + b]
             units.append(U.Unit(f"patch/apply/{k}", "patch", U.patch_apply_unit(
-                attack, patch_bytes, model, info, craft_x, craft_y, [ids[i] for i in sel.tolist()], x[sel], y[sel],
-                target, budget, "grid-patch" if k == 0 else None)))
+                attack, patch_bytes, subject, craft_x, craft_y, images.take(sel), target, budget,
+                "grid-patch" if k == 0 else None)))
     op = cfg.onepixel
     if op.enabled and _supported("onepixel", model.task, skipped):
         # a seeded random subset of the audited images (splits are often stored sorted by class)
@@ -152,8 +160,8 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
             for k, s in enumerate(range(0, sub.numel(), b)):
                 sel = sub[s:s + b].to(x.device)
                 units.append(U.Unit(f"onepixel/{px}/{k}", f"{px}-pixel", U.attack_unit(
-                    "onepixel", "onepixel", opts, f"{px} px", model, info, [ids[i] for i in sel.tolist()], x[sel],
-                    y[sel], f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None,
+                    "onepixel", "onepixel", opts, f"{px} px", subject, images.take(sel),
+                    f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None,
                     unit_seed(cfg.seed, f"onepixel/{px}"))))
     mp = cfg.maps
     if mp.enabled:
@@ -162,7 +170,7 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         correct = (pred == y).all(1) if not single else pred == y
         for j in map_images(correct, y if single else None, model.meta.critical_classes, mp.n):
             units.append(U.Unit(f"maps/{ids[j]}", "vulnerability maps",
-                                U.map_unit(model, info, ids[j], x[j:j + 1], y[j:j + 1], mp.samples, cfg.seed)))
+                                U.map_unit(subject, images.take(slice(j, j + 1)), mp.samples, cfg.seed)))
     bd = cfg.backdoor
     if bd.enabled and model.meta.arch is None:
         skipped.append("backdoor (retraining needs a model built from medfool's architecture registry)")
@@ -183,13 +191,6 @@ def map_images(correct: torch.Tensor, y: torch.Tensor | None, critical: tuple[in
     return (first + rest)[:n]
 
 
-def _patch_meta(cfg: AuditConfig, info: Any, model: Classifier) -> dict[str, Any]:
-    if not cfg.patch.enabled or model.task == "multi-label":
-        return {}
-    t = patch_target(info, cfg, model.meta.critical_classes)
-    return {"patch_target": t, "patch_target_name": info.class_names[t]}
-
-
 def model_digest(model: Classifier) -> str:
     """SHA-256 of the weights and metadata (not of the file: a re-saved checkpoint is the same model)."""
     digest = hashlib.sha256(json.dumps(model.meta.to_json(), sort_keys=True).encode())
@@ -200,8 +201,6 @@ def model_digest(model: Classifier) -> str:
 
 
 def settings_fingerprint(cfg: AuditConfig, model: Classifier, dataset: Dataset, ids: list[int]) -> str:
-    from medfool import __version__
-
     src = Path(dataset.info.source)
     return fingerprint({"config": cfg.to_json(), "model": model_digest(model),
                         "dataset": dataset.info.name, "data": file_digest(src) if src.is_file() else str(src),
@@ -225,10 +224,9 @@ def open_store(out: Path, fp: str, fresh: bool) -> tuple[ResultStore, bool]:
 
 
 def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditConfig, out: Path, *,
-              fresh: bool = False, command: dict[str, Any] | None = None) -> Path:
+              fresh: bool = False, command: dict[str, Any] | None = None, say: Say = quiet) -> Path:
     """Run (or resume) the audit into ``out``; returns the report's path."""
-    from medfool.report.html import render
-
+    target = patch_target(dataset.info, cfg, model)  # an unknown class name fails before anything is written
     ids, x, y = audit_images(dataset, cfg)
     x, y = x.to(model.device), y.to(model.device)
     fp = settings_fingerprint(cfg, model, dataset, ids)
@@ -242,7 +240,8 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
                 "dataset": info.name, "dataset_source": info.source, "classes": list(info.class_names),
                 "critical": list(model.meta.critical_classes), "task": model.task, "images": ids,
                 "image_shape": list(x.shape[1:]), "command": command or {}, "started": time.time(),
-                **_patch_meta(cfg, info, model),
+                **({} if target is None else {"patch_target": target,
+                                              "patch_target_name": info.class_names[target]}),
             }.items():
                 store.set_meta(key, value)
             store.set_meta("fingerprint", fp)  # last: a store without it was never started properly
@@ -259,14 +258,14 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
         done = store.done_units()
         todo = [u for u in units if u.name not in done]
         if resumed:
-            _say(f"resuming: {len(units) - len(todo)} of {len(units)} units already in {store.path}")
+            say(f"resuming: {len(units) - len(todo)} of {len(units)} units already in {store.path}")
         bar = progress(total=len(units), initial=len(units) - len(todo), desc="audit", unit="unit", leave=True)
         stage = ""
         try:
             for unit in todo:
                 if unit.stage != stage:
                     stage = unit.stage
-                    _say(f"  {stage} ...")
+                    say(f"  {stage} ...")
                     bar.set_description(stage)
                 start = time.perf_counter()
                 gen = torch.Generator().manual_seed(unit_seed(cfg.seed, unit.name))

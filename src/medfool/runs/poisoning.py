@@ -36,14 +36,24 @@ from medfool.data.dataset import Dataset, Split
 from medfool.defenses.backdoor import SampleFlags, activation_clustering, detection_rates, spectral_signatures
 from medfool.defenses.backdoor.cleanse import neural_cleanse
 from medfool.defenses.backdoor.features import representation
-from medfool.defenses.backdoor.strip import fit_strip, strip_training_flags
+from medfool.defenses.backdoor.strip import Strip, fit_strip, strip_training_flags
 from medfool.errors import ConfigError
-from medfool.eval.metrics import evaluate
 from medfool.models.checkpoint import load_classifier, save_checkpoint
 from medfool.models.classifier import Classifier
+from medfool.models.metrics import evaluate
 from medfool.models.train import TrainConfig, fit
-from medfool.utils.io import atomic_write_json, json_safe
+from medfool.report.grid import class_grid
+from medfool.report.plots import line_chart
+from medfool.runs.common import log_epoch
+from medfool.utils.io import atomic_open, atomic_write_bytes, atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
+
+__all__ = [
+    "BackdoorPlan", "DEFAULT_SWEEP", "DETECTORS", "ModelCache", "Results", "SAMPLE_DETECTORS",
+    "availability_experiment", "backdoor_experiment", "check_backdoor", "detect", "retrainable",
+    "run_availability", "run_backdoor", "save_poisoned_set", "split_digest", "sweep", "trigger_figure",
+    "unlearning_set",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +148,13 @@ class Results:
         atomic_write_json(self.path, self.data)
 
 
+def check_backdoor(dataset: Dataset, trigger: Trigger, bd: BackdoorConfig, plan: BackdoorPlan) -> None:
+    """Every error the poisoning can raise, at every rate of the plan, before any work."""
+    info, train = dataset.info, dataset.split("train")
+    for rate in {bd.rate, *plan.sweep}:
+        check_feasible(train, trigger, replace(bd, rate=rate), num_classes=info.num_classes, task=info.task)
+
+
 def run_backdoor(dataset: Dataset, trigger: Trigger, bd: BackdoorConfig, train_cfg: TrainConfig, plan: BackdoorPlan,
                  out: Path, *, device: torch.device | str = "cpu", seed: int = 0, command: dict[str, Any] | None = None,
                  on_epoch: Callable[[dict[str, float]], None] | None = None,
@@ -146,8 +163,7 @@ def run_backdoor(dataset: Dataset, trigger: Trigger, bd: BackdoorConfig, train_c
     optional poison-rate sweep; returns (and writes) ``out/results.json``."""
     info = dataset.info
     train = dataset.split("train")
-    for rate in {bd.rate, *plan.sweep}:  # every error before the first model is trained
-        check_feasible(train, trigger, replace(bd, rate=rate), num_classes=info.num_classes, task=info.task)
+    check_backdoor(dataset, trigger, bd, plan)
     cache = ModelCache(out, dataset, train_cfg, device, on_epoch)
     res = Results(out / "results.json", {
         "kind": "backdoor", "dataset": info.name, "dataset_source": info.source, "seed": seed,
@@ -195,6 +211,49 @@ def run_backdoor(dataset: Dataset, trigger: Trigger, bd: BackdoorConfig, train_c
         res.put("sweep", sweep(cache, dataset, trigger, bd, plan.sweep, seed=seed, clean_model=clean_model,
                                say=say, known={bd.rate: (poisoned, scored)}))
     return res.data
+
+
+def backdoor_experiment(dataset: Dataset, trigger: Trigger, bd: BackdoorConfig, train_cfg: TrainConfig,
+                        plan: BackdoorPlan, out: Path, *, device: torch.device, seed: int, command: dict[str, Any],
+                        say: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """``medfool poison backdoor``: :func:`run_backdoor` with its figures (trigger.png, and
+    sweep.png when the poison rate is swept)."""
+    info = dataset.info
+    check_backdoor(dataset, trigger, bd, plan)  # before anything is written
+    where = "all-to-all" if bd.mode == "all-to-all" else \
+        f"-> {info.class_names[bd.target] if bd.target is not None else 'no finding'}"
+    say(f"backdoor on {dataset.summary()}: {trigger.description['kind']} trigger, {where}, rate {bd.rate:g}"
+        f"{', clean-label' if bd.clean_label else ''}")
+    atomic_write_bytes(out / "trigger.npz", trigger.to_bytes())
+    trigger_figure(out / "trigger.png", dataset, trigger)
+    result = run_backdoor(dataset, trigger, bd, train_cfg, plan, out, device=device, seed=seed, command=command,
+                          on_epoch=log_epoch, say=say)
+    if result.get("sweep"):
+        rows = result["sweep"]
+        line_chart(out / "sweep.png", [r["rate"] for r in rows],
+                   {"attack success rate": [r["asr"] for r in rows], "clean accuracy": [r["accuracy"] for r in rows]},
+                   xlabel="poisoned training images (%)", ylabel="rate", percent_x=True,
+                   title=f"{info.name}: {trigger.description['kind']} backdoor vs poison rate")
+    say(f"results in {out}/ (results.json, poisoned_train.npz, trigger.png, models)")
+    return result
+
+
+def availability_experiment(dataset: Dataset, cfg: AvailabilityConfig, rates: Sequence[float],
+                            train_cfg: TrainConfig, out: Path, *, device: torch.device, seed: int,
+                            command: dict[str, Any], say: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """``medfool poison availability``: :func:`run_availability` and its accuracy.png."""
+    for rate in rates:
+        if not 0 < rate <= 1:
+            raise ConfigError(f"poison rates must be in (0, 1], got {rate}")
+    say(f"availability poisoning ({cfg.method}) on {dataset.summary()}")
+    result = run_availability(dataset, cfg, rates, train_cfg, out, device=device, seed=seed, command=command,
+                              on_epoch=log_epoch, say=say)
+    rows = result["curve"]
+    line_chart(out / "accuracy.png", [r["rate"] for r in rows], {"clean test accuracy": [r["accuracy"] for r in rows]},
+               xlabel="poisoned training images (%)", ylabel="accuracy", percent_x=True,
+               title=f"{dataset.info.name}: {cfg.method} poisoning")
+    say(f"results in {out}/ (results.json, accuracy.png, models)")
+    return result
 
 
 def detect(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: BackdoorPlan, *, seed: int,
@@ -251,17 +310,24 @@ def _cleanse(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: B
     return list(nc.infected)
 
 
+def trigger_figure(path: Path, dataset: Dataset, trigger: Trigger, seed: int = 0) -> Path:
+    """Four training images, clean and with the trigger, side by side."""
+    train = dataset.split("train")
+    x, y = train.get(train.sample_index(4, seed))
+    names = dataset.info.class_names
+    captions = [(names[int(v)][:28] if y.ndim == 1 else "", "with trigger") for v in y]
+    return class_grid(path, [x, trigger.apply(x)], captions, "training images: clean | with the trigger")
+
+
 def _reversed_figure(path: Path, triggers: Sequence[Trigger], names: Sequence[str], norms: Sequence[float]) -> None:
     """One row per class: the reversed mask and the stamp it carries (mask x pattern)."""
-    from medfool.report.grid import class_grid
-
     masks = torch.stack([t.mask.expand_as(t.pattern) for t in triggers])
     stamps = torch.stack([t.mask * t.pattern for t in triggers])
     captions = [(f"{n[:18]} L1 {v:.1f}", "mask x pattern") for n, v in zip(names, norms, strict=True)]
     class_grid(path, [masks, stamps], captions, "Neural Cleanse: smallest trigger per class")
 
 
-def _strip_inference(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, screen: Any,
+def _strip_inference(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, screen: Strip,
                      seed: int) -> dict[str, Any]:
     """STRIP as a run-time screen: triggered test inputs caught vs clean test inputs rejected."""
     test = dataset.split("test")
@@ -307,8 +373,6 @@ def sweep(cache: ModelCache, dataset: Dataset, trigger: Trigger, bd: BackdoorCon
 
 def save_poisoned_set(poisoned: PoisonedSet, path: Path) -> None:
     """The poisoned training set as an image file would carry it, plus the ground truth."""
-    from medfool.utils.io import atomic_open
-
     split = poisoned.split
     with atomic_open(path) as handle:
         np.savez_compressed(handle, train_images=split.raw(np.arange(len(split))),

@@ -28,6 +28,7 @@ def audited(tiny_model: Path, tiny_text: str, tmp_path_factory: pytest.TempPathF
     return out
 
 
+@pytest.mark.slow
 def test_report_has_every_section_from_the_store(audited: Path):
     page = (audited / "report.html").read_text()
     for section in SECTIONS:
@@ -104,45 +105,37 @@ def test_rerun_reuses_everything_and_report_rerenders(audited: Path, tiny_model:
     assert (audited / "report.html").read_bytes() == html  # re-rendered from the store, nothing recomputed
 
 
-def _fails_cleanly(argv, capsys, pattern, out: Path | None = None):
-    code = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
-    assert err[-1].startswith("medfool: error: ") and "Traceback" not in "\n".join(err)
-    assert re.search(pattern, err[-1]), err[-1]
-    if out is not None:
-        assert not out.exists(), "nothing may be written on a user error"
 
-
-def test_bad_inputs_exit_2_and_write_nothing(tiny_model: Path, tmp_path: Path, capsys, make_npz):
+def test_bad_inputs_exit_2_and_write_nothing(tiny_model: Path, tmp_path: Path, capsys, make_npz, fails_cleanly):
     out = tmp_path / "out"
     base = ["audit", "-m", str(tiny_model), "-d", "synthetic", "--out", str(out)]
     bad = tmp_path / "bad.toml"
     bad.write_text("[whitebox]\nepss = [1]\n")
-    _fails_cleanly([*base, "--config", str(bad)], capsys, r"bad\.toml: unknown key 'epss' in \[whitebox\]", out)
+    fails_cleanly([*base, "--config", str(bad)], r"bad\.toml: unknown key 'epss' in \[whitebox\]", out)
     bad.write_text("[whitebox]\neps = [1000]\n")
-    _fails_cleanly([*base, "--config", str(bad)], capsys, r"must be in \(0, 255\], got 1000", out)
+    fails_cleanly([*base, "--config", str(bad)], r"must be in \(0, 255\], got 1000", out)
     bad.write_text("[patch]\ntarget = 'tumour'\n")
-    _fails_cleanly([*base, "--config", str(bad)], capsys, "unknown class 'tumour'", out)
-    _fails_cleanly([*base, "--n", "0"], capsys, "n must be >= 1", out)
+    fails_cleanly([*base, "--config", str(bad)], "unknown class 'tumour'", out)
+    fails_cleanly([*base, "--n", "0"], "n must be >= 1", out)
     # a dataset whose classes do not match the model's
     toy = make_npz("four.npz", n=12, size=28, classes=4)
-    _fails_cleanly(["audit", "-m", str(tiny_model), "-d", str(toy), "--out", str(out)], capsys,
+    fails_cleanly(["audit", "-m", str(tiny_model), "-d", str(toy), "--out", str(out)],
                    r"model is multi-class over 3 classes but .* over 4", out)
     # an output folder that cannot be written
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _fails_cleanly(["audit", "-m", str(tiny_model), "-d", "synthetic", "--out", str(blocker / "sub")], capsys,
+    fails_cleanly(["audit", "-m", str(tiny_model), "-d", "synthetic", "--out", str(blocker / "sub")],
                    "is a file")
     if os.geteuid() != 0:
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
-        _fails_cleanly(["audit", "-m", str(tiny_model), "-d", "synthetic", "--out", str(ro / "x")], capsys,
+        fails_cleanly(["audit", "-m", str(tiny_model), "-d", "synthetic", "--out", str(ro / "x")],
                        "not writable", ro / "x")
-    _fails_cleanly(["report", str(tmp_path / "nowhere")], capsys, "no results store here")
+    fails_cleanly(["report", str(tmp_path / "nowhere")], "no results store here")
 
 
-def test_other_settings_are_refused_then_fresh_starts_over(tiny_model: Path, tmp_path: Path, capsys):
+@pytest.mark.slow
+def test_other_settings_are_refused_then_fresh_starts_over(tiny_model: Path, tmp_path: Path, capsys, fails_cleanly):
     cfg = tmp_path / "a.toml"
     cfg.write_text("n = 4\n[corruptions]\nenabled = false\n[whitebox]\nensemble = \"off\"\neps = [2]\nminimal = []\n"
                    "[blackbox]\nenabled = false\n[patch]\nenabled = false\n[onepixel]\nenabled = false\n"
@@ -150,12 +143,13 @@ def test_other_settings_are_refused_then_fresh_starts_over(tiny_model: Path, tmp
     out = tmp_path / "out"
     base = ["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(cfg), "--out", str(out)]
     assert main(base) == 0
-    _fails_cleanly([*base, "--seed", "1"], capsys, "holds an audit made with other settings.*--fresh")
+    fails_cleanly([*base, "--seed", "1"], "holds an audit made with other settings.*--fresh")
     assert main([*base, "--seed", "1", "--fresh"]) == 0
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["seed"] == 1 and {s["stage"] for s in data["summaries"]} == {"whitebox"}
 
 
+@pytest.mark.slow
 def test_multilabel_model_is_audited_without_the_single_label_parts(tmp_path: Path):
     from medfool.data import make_synthetic
     from medfool.models import save_checkpoint
@@ -187,6 +181,7 @@ def test_multilabel_model_is_audited_without_the_single_label_parts(tmp_path: Pa
     assert data["flip_matrices"] == []
 
 
+@pytest.mark.slow
 def test_backdoor_retraining_runs_when_asked(tiny_model: Path, tmp_path: Path):
     """[backdoor] enabled: clean and poisoned retrains of the audited architecture, a detector,
     a retrain without its flags; the report shows it and its findings."""

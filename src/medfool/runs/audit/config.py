@@ -28,6 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from medfool.errors import ConfigError
+from medfool.runs.poisoning import DETECTORS
+from medfool.eval.corruptions import SEVERITIES, known_names
+from medfool.attacks.poisoning.triggers import KINDS
+
+__all__ = [
+    "AuditConfig", "BUDGETED", "BackdoorSection", "BlackboxConfig", "CorruptionsConfig", "ENSEMBLE",
+    "MINIMAL", "MapsConfig", "OnePixelConfig", "PatchConfig", "WhiteboxConfig", "config_from_dict",
+    "load_config",
+]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,8 +84,6 @@ class CorruptionsConfig:
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
 
     def check(self) -> None:
-        from medfool.eval.corruptions import SEVERITIES, known_names
-
         _one_of("corruptions.kinds", self.kinds, known_names(), what="corruption")
         if not self.severities or list(self.severities) != sorted(set(self.severities)) or any(
                 s not in SEVERITIES for s in self.severities):
@@ -158,8 +165,6 @@ class BackdoorSection:
     epochs: int = 0  # per model; 0 = as medfool train chooses
 
     def check(self) -> None:
-        from medfool.attacks.poisoning.triggers import KINDS
-        from medfool.eval.tampering import DETECTORS
 
         if self.trigger not in KINDS:
             raise ConfigError(f"backdoor.trigger must be one of {', '.join(KINDS)}, got {self.trigger!r}")

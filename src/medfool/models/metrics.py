@@ -1,4 +1,6 @@
-"""Clean-performance metrics computed in torch: accuracy and ROC AUC (no scikit-learn needed)."""
+"""Clean-performance metrics and the training loss, in torch: accuracy and ROC AUC (no
+scikit-learn needed). They live beside the models because training selects epochs by them;
+every layer above (defences, evaluation, runs) reads the same definitions."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import torch
 
 from medfool.data.dataset import Split
 from medfool.models.classifier import Classifier, logits_to_labels, logits_to_probs
+
+__all__ = ["binary_auc", "classification_metrics", "evaluate", "loss_fn", "predict_split"]
 
 
 def binary_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:

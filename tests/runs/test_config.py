@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medfool.audit.config import AuditConfig, config_from_dict, load_config
+from medfool.runs.audit.config import AuditConfig, config_from_dict, load_config
 from medfool.errors import ConfigError
 
 

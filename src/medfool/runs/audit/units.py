@@ -28,13 +28,52 @@ from medfool.attacks.patch.optimised import AdversarialPatch, Patch
 from medfool.eval.corruptions import Corruption, corrupt
 from medfool.eval.perceptibility import perceptibility
 from medfool.eval.sanity import model_checks
+from medfool.attacks.poisoning.backdoor import BackdoorConfig
+from medfool.attacks.poisoning.triggers import make_trigger
+from medfool.data.dataset import Dataset, DatasetInfo, Split, benign_class
 from medfool.models.classifier import Classifier, logits_to_labels
-from medfool.report.grid import result_grid
-from medfool.report.plots import heatmap_row
+from medfool.models.metrics import evaluate
+from medfool.models.train import TrainConfig
+from medfool.report.grid import class_grid
+from medfool.report.plots import heatmap_row, image_png
+from medfool.runs.audit.config import AuditConfig
+from medfool.runs.common import save_result_grid
+from medfool.runs.poisoning import BackdoorPlan, retrainable, run_backdoor, trigger_figure
+from medfool.utils.io import json_safe
 from medfool.utils.rng import ImageStreams
+
+__all__ = [
+    "Artifact", "Unit", "UnitOutput", "attack_unit", "backdoor_unit", "clean_unit", "corruption_figure_unit",
+    "corruption_unit", "grid_artifact", "load_patch", "map_unit", "patch_apply_unit", "patch_craft_unit",
+    "result_rows", "sanity_unit",
+]
 
 Artifact = tuple[str, str, bytes]  # name, kind (png | json | npz), bytes
 UnitOutput = tuple[list[dict[str, Any]], list[Artifact]]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The audited model and what its outputs mean."""
+
+    model: Classifier
+    info: DatasetInfo
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Audited images: their dataset indices (``ids``, the keys of their random streams),
+    pixels and labels."""
+
+    ids: list[int]
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def take(self, which: slice | torch.Tensor) -> Chunk:
+        """The images at a slice or at the positions of an index tensor."""
+        if isinstance(which, slice):
+            return Chunk(self.ids[which], self.x[which], self.y[which])
+        return Chunk([self.ids[i] for i in which.tolist()], self.x[which], self.y[which])
 
 
 @dataclass(frozen=True)
@@ -59,13 +98,9 @@ def result_rows(stage: str, budget: str, ids: list[int], x: torch.Tensor, y: tor
             "adv_pred": int(r.adv_pred[j]) if single else None,
             "clean_correct": int(r.clean_correct[j]), "success": int(r.success[j]),
             "l0": float(r.l0[j]), "l2": float(r.l2[j]), "linf": float(r.linf[j]),
-            "psnr": _finite(pc["psnr"][j]), "ssim": _finite(pc["ssim"][j]), "ciede2000": _finite(pc["ciede2000"][j]),
+            "psnr": json_safe(pc["psnr"][j]), "ssim": json_safe(pc["ssim"][j]), "ciede2000": json_safe(pc["ciede2000"][j]),
             "queries": int(r.queries[j]), "gradients": int(r.gradients[j]), "time_s": per_image})
     return rows
-
-
-def _finite(v: float) -> float | None:
-    return None if math.isnan(v) or math.isinf(v) else float(v)
 
 
 def _png_bytes(write: Callable[[Path], Any]) -> bytes:
@@ -76,17 +111,16 @@ def _png_bytes(write: Callable[[Path], Any]) -> bytes:
         return path.read_bytes()
 
 
-def grid_artifact(name: str, model: Classifier, info: Any, x: torch.Tensor, y: torch.Tensor, r: AttackResult,
-                  title: str) -> Artifact:
-    return (name, "png", _png_bytes(lambda p: result_grid(p, model, info, x, y, r, title, rows=6)))
+def grid_artifact(name: str, model: Classifier, info: DatasetInfo, x: torch.Tensor, y: torch.Tensor,
+                  r: AttackResult, title: str) -> Artifact:
+    return (name, "png", _png_bytes(lambda p: save_result_grid(p, model, info, x, y, r, title, rows=6)))
 
 
 # -- units ------------------------------------------------------------------------------------
-def clean_unit(model: Classifier, info: Any, split: Any, ids: list[int], x: torch.Tensor, y: torch.Tensor,
-               batch: int) -> Callable[[torch.Generator], UnitOutput]:
-    def run(_gen: torch.Generator) -> UnitOutput:
-        from medfool.eval.metrics import evaluate
+def clean_unit(subject: Subject, split: Split, images: Chunk, batch: int) -> Callable[[torch.Generator], UnitOutput]:
+    model, ids, x, y = subject.model, images.ids, images.x, images.y
 
+    def run(_gen: torch.Generator) -> UnitOutput:
         start = time.perf_counter()
         metrics = evaluate(model, split)
         with torch.no_grad():
@@ -114,15 +148,16 @@ def sanity_unit(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> Callable
     return run
 
 
-def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, model: Classifier, info: Any,
-                ids: list[int], x: torch.Tensor, y: torch.Tensor, grid: str | None, seed: int,
-                target: int | None = None, members: str | None = None) -> Callable[[torch.Generator], UnitOutput]:
+def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, subject: Subject, images: Chunk,
+                grid: str | None, seed: int, members: str | None = None) -> Callable[[torch.Generator], UnitOutput]:
     """One registered attack on one chunk of images. ``seed`` is the attack's at this budget,
     the same for every chunk: with the images' dataset indices as their ids, each image draws
     the same random numbers whichever chunk it falls in. ``members`` names a JSON artifact for
     an ensemble's record of which member broke each image."""
+    model, info, ids, x, y = subject.model, subject.info, images.ids, images.x, images.y
+
     def run(_gen: torch.Generator) -> UnitOutput:
-        r = get_attack(name, **options)(model, x, y, seed=seed, ids=ids, target=target)
+        r = get_attack(name, **options)(model, x, y, seed=seed, ids=ids)
         artifacts = []
         if grid is not None:
             artifacts.append(grid_artifact(grid, model, info, x, y, r, f"{name} {budget} on {info.name}"))
@@ -135,10 +170,12 @@ def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, mod
     return run
 
 
-def corruption_unit(model: Classifier, ids: list[int], x: torch.Tensor, y: torch.Tensor, corruption: Corruption,
-                    severities: tuple[int, ...], seed: int) -> Callable[[torch.Generator], UnitOutput]:
+def corruption_unit(model: Classifier, images: Chunk, corruption: Corruption, severities: tuple[int, ...],
+                    seed: int) -> Callable[[torch.Generator], UnitOutput]:
     """Accuracy under one corruption at each severity, stored as an attack's rows (success: the
     corrupted image is misread), so robust accuracy is the accuracy under the corruption."""
+    ids, x, y = images.ids, images.x, images.y
+
     def run(_gen: torch.Generator) -> UnitOutput:
         rows: list[dict[str, Any]] = []
         for s in severities:
@@ -160,8 +197,6 @@ def corruption_figure_unit(x: torch.Tensor, image: int, corruptions: tuple[Corru
     """One tile under every corruption and severity (rows: corruptions; columns: clean, severities),
     drawn with the corruption units' seeds: the pictures are the images that were classified."""
     def run(_gen: torch.Generator) -> UnitOutput:
-        from medfool.report.grid import class_grid
-
         k = len(corruptions)
         columns = [x.expand(k, -1, -1, -1).cpu()]
         for s in severities:
@@ -182,8 +217,6 @@ def patch_craft_unit(attack: AdversarialPatch, model: Classifier, craft_x: torch
         buf = io.BytesIO()
         np.savez(buf, pixels=patch.pixels.cpu().numpy(), mask=patch.mask.cpu().numpy(),
                  history=np.array(patch.history), wall_s=np.array(time.perf_counter() - start))
-        from medfool.report.plots import image_png
-
         png = _png_bytes(lambda p: image_png(p, patch.pixels, scale=12))
         return [], [("patch-npz", "npz", buf.getvalue()), ("patch-png", "png", png)]
 
@@ -196,10 +229,12 @@ def load_patch(data: bytes, target: int, device: torch.device) -> Patch:
                      f["history"].tolist())
 
 
-def patch_apply_unit(attack: AdversarialPatch, patch_bytes: Callable[[], bytes], model: Classifier, info: Any,
-                     pool_x: torch.Tensor, pool_y: torch.Tensor, ids: list[int], x: torch.Tensor, y: torch.Tensor,
-                     target: int, budget: str, grid: str | None) -> Callable[[torch.Generator], UnitOutput]:
+def patch_apply_unit(attack: AdversarialPatch, patch_bytes: Callable[[], bytes], subject: Subject,
+                     pool_x: torch.Tensor, pool_y: torch.Tensor, images: Chunk, target: int, budget: str,
+                     grid: str | None) -> Callable[[torch.Generator], UnitOutput]:
     """Paste the crafted patch on held-out images, next to a natural crop of the target class."""
+    model, info, ids, x, y = subject.model, subject.info, images.ids, images.x, images.y
+
     def run(gen: torch.Generator) -> UnitOutput:
         patch = load_patch(patch_bytes(), target, x.device)
         r = attack.apply(model, patch, x, y, gen)
@@ -214,9 +249,10 @@ def patch_apply_unit(attack: AdversarialPatch, patch_bytes: Callable[[], bytes],
     return run
 
 
-def map_unit(model: Classifier, info: Any, image: int, x: torch.Tensor, y: torch.Tensor,
-             samples: int, seed: int) -> Callable[[torch.Generator], UnitOutput]:
+def map_unit(subject: Subject, tile: Chunk, samples: int, seed: int) -> Callable[[torch.Generator], UnitOutput]:
     """An exhaustive single-pixel vulnerability map of one tile."""
+    model, info, image, x, y = subject.model, subject.info, tile.ids[0], tile.x, tile.y
+
     def run(_gen: torch.Generator) -> UnitOutput:
         start = time.perf_counter()
         vm = vulnerability_map(model, x, y, samples=samples, seed=seed)
@@ -234,19 +270,12 @@ def map_unit(model: Classifier, info: Any, image: int, x: torch.Tensor, y: torch
     return run
 
 
-def backdoor_unit(model: Classifier, dataset: Any, cfg: Any, workdir: Path) -> Callable[[torch.Generator], UnitOutput]:
+def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig, workdir: Path) -> Callable[[torch.Generator], UnitOutput]:
     """Retrain the audited model's architecture on a poisoned copy of its training set (and a
     clean copy, same seed), then run the backdoor detectors. Models are kept in ``workdir``, so an
     interrupted audit resumes this unit model by model."""
 
     def run(_gen: torch.Generator) -> UnitOutput:
-        from medfool.attacks.poisoning.backdoor import BackdoorConfig
-        from medfool.attacks.poisoning.triggers import make_trigger
-        from medfool.data.dataset import benign_class
-        from medfool.eval.tampering import BackdoorPlan, retrainable, run_backdoor
-        from medfool.models.train import TrainConfig
-        from medfool.report.grid import class_grid
-
         bd, info = cfg.backdoor, dataset.info
         train = dataset.split("train")
         trigger = make_trigger(bd.trigger, train.image_shape, seed=cfg.seed)
@@ -262,10 +291,7 @@ def backdoor_unit(model: Classifier, dataset: Any, cfg: Any, workdir: Path) -> C
                             if bd.retrain else ())
         result = run_backdoor(dataset, trigger, BackdoorConfig(rate=bd.rate, target=target), train_cfg, plan,
                               workdir, device=model.device, seed=cfg.seed)
-        x, yy = train.get(train.sample_index(4, cfg.seed))
-        names = [info.class_names[int(v)][:24] if yy.ndim == 1 else "" for v in yy]
-        figure = _png_bytes(lambda p: class_grid(p, [x, trigger.apply(x)], [(n, "with trigger") for n in names],
-                                                 "training images: clean | with the trigger"))
+        figure = _png_bytes(lambda p: trigger_figure(p, dataset, trigger, cfg.seed))
         blob = json.dumps(result, default=str).encode()
         return [], [("backdoor-json", "json", blob), ("backdoor-trigger", "png", figure)]
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medfool.eval.metrics import binary_auc, classification_metrics
+from medfool.models.metrics import binary_auc, classification_metrics
 
 
 def _brute_auc(scores, pos):

@@ -1,0 +1,126 @@
+"""The architecture as a test: layers import downwards only, and private names stay private.
+
+Every ``import`` in ``src/medfool`` (at the top of a module or inside a function) is read from
+the source and mapped to its layer; an import of a higher layer fails, as does importing a
+name with a leading underscore from another module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).parents[1] / "src" / "medfool"
+
+# lowest first; a module may import its own layer and the ones before it
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "utils"),
+    ("data",),
+    ("models",),
+    ("attacks",),
+    ("defenses",),
+    ("eval",),
+    ("report",),
+    ("runs", "audit"),
+    ("serve", "cli"),
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``medfool.X...`` (the package root holds only the version: the bottom)."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return 0
+    for rank, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return rank
+    raise AssertionError(f"{module}: its package {parts[1]!r} is in no layer; add it to LAYERS")
+
+
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = path.relative_to(src.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, src: Path = SRC) -> list[tuple[int, str, tuple[str, ...]]]:
+    """(line, imported module, names) for every medfool import in the file."""
+    here = module_name(path, src)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name, ()) for a in node.names if a.name.split(".")[0] == "medfool"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "medfool":
+                out.append((node.lineno, target, tuple(a.name for a in node.names)))
+    return out
+
+
+def upward_imports(src: Path = SRC) -> list[str]:
+    bad = []
+    for path in sorted(src.rglob("*.py")):
+        here = module_name(path, src)
+        for line, target, _ in imports(path, src):
+            if layer_of(target) > layer_of(here):
+                bad.append(f"{path.relative_to(src.parent)}:{line}: {here} imports {target} (a higher layer)")
+    return bad
+
+
+def private_imports(src: Path = SRC) -> list[str]:
+    bad = []
+    for path in sorted(src.rglob("*.py")):
+        for line, target, names in imports(path, src):
+            hidden = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if hidden:
+                bad.append(f"{path.relative_to(src.parent)}:{line}: imports private {', '.join(hidden)} from {target}")
+    return bad
+
+
+def test_layers_import_downwards_only() -> None:
+    assert upward_imports() == []
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    assert private_imports() == []
+
+
+def prints_outside_the_cli(src: Path = SRC) -> list[str]:
+    """Calls of ``print`` below the command line (the library reports through logging and a
+    run's ``say`` callback)."""
+    bad = []
+    for path in sorted(src.rglob("*.py")):
+        if module_name(path, src).split(".")[1:2] == ["cli"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                bad.append(f"{path.relative_to(src.parent)}:{node.lineno}: print() in library code")
+    return bad
+
+
+def test_the_library_never_prints() -> None:
+    assert prints_outside_the_cli() == []
+
+
+def test_the_check_catches_an_upward_and_a_private_import(tmp_path: Path) -> None:
+    """The checks themselves can fail: a copy of a low module with an import of the report layer
+    added, and one importing a private name."""
+    pkg = tmp_path / "medfool"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "report").mkdir()
+    (pkg / "models" / "train.py").write_text("def f():\n    from medfool.report.html import render\n")
+    (pkg / "report" / "html.py").write_text("from medfool.models.train import _helper\n")
+    assert [b.split(": ", 1)[1] for b in upward_imports(pkg)] == [
+        "medfool.models.train imports medfool.report.html (a higher layer)"]
+    assert [b.split(": ", 1)[1] for b in private_imports(pkg)] == ["imports private _helper from medfool.models.train"]
+
+
+@pytest.mark.parametrize("module", ["medfool.attacks.base", "medfool.cli.main"])
+def test_every_package_has_a_layer(module: str) -> None:
+    assert 0 <= layer_of(module) < len(LAYERS)
