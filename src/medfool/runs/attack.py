@@ -1,0 +1,340 @@
+"""One attack on a model and dataset, at one or several budgets: ``medfool attack NAME``.
+
+An :class:`AttackJob` says what to run; :func:`run_attack` loads the model and the images,
+routes the job by the attack's kind (per-image, universal, or one of the two experiments built
+on attacks: transfer and fooling images) and writes OUT/results.json (config, seed, versions,
+per-budget summary, perceptibility, per-image rows), OUT/adversarial.npz and OUT/grid.png.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfool.attacks import attack_class, get_attack
+from medfool.attacks.base import Attack, AttackResult, TargetSpec, Victim
+from medfool.attacks.blackbox.fooling import FoolingConfig, fooling_images
+from medfool.attacks.blackbox.transfer import transfer_attack
+from medfool.data.dataset import Dataset
+from medfool.errors import ConfigError
+from medfool.eval.perceptibility import perceptibility
+from medfool.models import load_classifier
+from medfool.models.classifier import Classifier
+from medfool.models.predict import OnnxModel, PredictModel, from_classifier
+from medfool.report.grid import class_grid
+from medfool.runs.patch import run_patch
+from medfool.runs.common import DataSource, Say, check_compatible, check_writable, fmt, quiet, save_result_grid
+from medfool.utils.device import resolve_device
+from medfool.utils.io import atomic_open, atomic_write_json
+from medfool.utils.progress import progress
+from medfool.utils.repro import environment, seed_everything
+
+__all__ = ["EXPERIMENTS", "AttackJob", "Images", "load_victim", "run_attack", "select_images"]
+
+log = logging.getLogger("medfool")
+
+EXPERIMENTS = ("fooling", "transfer")
+"""Runs built on attacks that are not attacks themselves (no registry entry)."""
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    """Everything ``medfool attack`` needs. ``eps`` empty: the attack's own budget (or none)."""
+
+    name: str
+    model: str
+    data: DataSource
+    out: Path
+    eps: tuple[float, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "auto"
+    split: str = "test"
+    n: int = 256
+    only_class: str | None = None
+    target: str | None = None
+    batch_size: int = 128
+    craft_split: str = "train"
+    n_craft: int = 1000
+    surrogate: str | None = None
+    sweep: tuple[float, ...] | None = None
+    queries: int | None = None
+    labels_only: bool = False
+    command: dict[str, Any] = field(default_factory=dict)  # the command line, recorded with the results
+
+    @property
+    def budgets(self) -> list[float | None]:
+        return list(self.eps) or [None]
+
+
+@dataclass(frozen=True)
+class Images:
+    """The attacked images: positions ``index`` in their split, pixels and labels, the target
+    the job asks for (None, a class index or 'least-likely') and the dataset they come from."""
+
+    index: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    target: TargetSpec
+    dataset: Dataset
+
+
+def load_victim(path: str, device: str, labels_only: bool) -> Victim:
+    """A model to attack through queries: an ONNX export, or a checkpoint (labels only on request)."""
+    output = "labels" if labels_only else "probs"
+    if path.endswith(".onnx"):
+        return OnnxModel.load(path, output)
+    model, _ = load_classifier(path, device=resolve_device(device))
+    return from_classifier(model, "labels") if labels_only else model
+
+
+def run_attack(job: AttackJob, say: Say = quiet) -> None:
+    """Check the job, run it and write its outputs."""
+    experiment = job.name in EXPERIMENTS
+    try:
+        cls = None if experiment else attack_class(job.name)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; also: {', '.join(EXPERIMENTS)}") from None
+    queries_only = experiment or (cls is not None and cls.queries_only)
+    if job.model.endswith(".onnx") and not queries_only:
+        raise ConfigError(f"{job.model}: {job.name} needs gradients; an ONNX model can be attacked with "
+                          "square, simba, hsj, boundary, fooling, or as the victim of transfer")
+    if job.labels_only and not queries_only:
+        raise ConfigError("--labels-only is for black-box attacks (hsj, boundary, transfer)")
+    if job.queries is not None and not queries_only:
+        raise ConfigError("--queries is the budget of black-box attacks (square, simba, hsj, boundary, fooling)")
+    if job.name == "fooling":
+        return _fooling(job, say)
+    options = dict(job.options)
+    if job.queries is not None and job.name != "transfer":
+        options["queries"] = job.queries
+    if job.name == "transfer":
+        return _transfer(job, options, say)
+    assert cls is not None
+    if cls.budget_kind == "area" and job.eps:
+        raise ConfigError("a patch has no epsilon: its budget is its area, e.g. -o area=0.1 (10 % of the image)")
+    if cls.budget_kind != "area" and (job.surrogate or job.sweep is not None):
+        raise ConfigError("--surrogate is an option of patch and transfer, --sweep of patch")
+    check_writable(job.out)
+    # build every config first: a bad option fails before any work is done
+    try:
+        attacks = [get_attack(cls.name, **options, **({} if eps is None else {"eps": eps})) for eps in job.budgets]
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    model: Victim = load_victim(job.model, job.device, job.labels_only) if queries_only else \
+        load_classifier(job.model, device=resolve_device(job.device))[0]
+    images = select_images(job, model, say)
+    say(f"{cls.name} on {images.index.numel()} {images.dataset.info.name} [{job.split}] images, model {job.model}")
+    if cls.budget_kind == "area":
+        run_patch(job, attacks[0], model, images, say)  # type: ignore[arg-type]
+        return None
+    return _run_attacks(job, cls.name, attacks, model, images, say)
+
+
+def _fooling(job: AttackJob, say: Say) -> None:
+    check_writable(job.out)
+    model = load_victim(job.model, job.device, job.labels_only)
+    dataset = job.data.load()
+    check_compatible(model, dataset, job.model)
+    pm = model if isinstance(model, PredictModel) else from_classifier(model)
+    try:
+        cfg = FoolingConfig(**job.options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"fooling: {exc}") from None
+    queries = job.queries or 300_000
+    say(f"evolving fooling images ({cfg.encoding} encoding) for {pm.num_classes} classes, at most {queries:,} "
+        "queries in all")
+    result = fooling_images(pm, cfg, torch.Generator().manual_seed(job.seed), queries=queries)
+    names = pm.class_names
+    k, e = result.confidence.shape
+    cols = [min(j, e - 1) for j in range(3)]  # the three best images of each class, one row per class
+    images = result.images.cpu()
+    captions = [tuple(f"{names[i][:18] + ' ' if j == 0 else ''}{float(result.confidence[i, c]):.4f}"
+                      for j, c in enumerate(cols)) for i in range(k)]
+    out = job.out
+    class_grid(out / f"fooling_{cfg.encoding}.png", [images[:, c] for c in cols], captions,
+               f"fooling images ({cfg.encoding}) for {dataset.info.name}: model confidence")
+    summary = result.summary(names, cfg.threshold)
+    with atomic_open(out / f"fooling_{cfg.encoding}.npz") as handle:
+        np.savez_compressed(handle, images=result.images.cpu().numpy(),  # type: ignore[arg-type]
+                            confidence=result.confidence.cpu().numpy())
+    atomic_write_json(out / "results.json", {
+        "attack": "fooling", "model": str(job.model), "dataset": dataset.info.name, "seed": job.seed,
+        "config": {**cfg.__dict__, "queries": queries}, "summary": summary, "history": result.history,
+        "environment": environment(), "command": job.command})
+    for name, conf in summary["best_confidence"].items():
+        say(f"  {name:<40} {conf:.4f}{'  >= ' + str(cfg.threshold) if conf >= cfg.threshold else ''}")
+    say(f"{summary['classes_reached']} of {summary['classes']} classes reach {cfg.threshold:g} confidence, "
+        f"{result.queries:,} queries, {result.wall_s:.0f} s -> {out}/fooling_{cfg.encoding}.png")
+
+
+def _transfer(job: AttackJob, options: dict[str, Any], say: Say) -> None:
+    if len(job.eps) > 1:
+        raise ConfigError("transfer takes one --eps")
+    check_writable(job.out)
+    victim = load_victim(job.model, job.device, job.labels_only)
+    images = select_images(job, victim, say)
+    say(f"transfer on {images.index.numel()} {images.dataset.info.name} [{job.split}] images: crafted on "
+        f"{job.surrogate}, victim {job.model}")
+    if not job.surrogate:
+        raise ConfigError("transfer needs --surrogate CKPT: the model the attack is crafted on")
+    x, y, eps = images.x, images.y, job.budgets[0]
+    surrogate, _ = load_classifier(job.surrogate, device=str(x.device))
+    base = options.pop("base", "pgd")
+    try:
+        if "early_stop" in {f.name for f in fields(attack_class(base).Config)}:
+            # stopping at the surrogate's boundary makes perturbations that barely transfer
+            options.setdefault("early_stop", False)
+        attack = get_attack(base, **options, **({} if eps is None else {"eps": eps}))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        t = transfer_attack(surrogate, victim, x, y, attack, target=images.target,
+                            generator=torch.Generator().manual_seed(job.seed))
+    except ValueError as exc:
+        raise ConfigError(f"{job.surrogate}: {exc}") from None
+    s = t.summary()
+    say(f"  {base} on the surrogate: success {fmt(s['surrogate_success'])}; on the victim: success "
+        f"{fmt(s['victim_success'])}, transfer rate {fmt(s['transfer_rate'])} (fooled on the surrogate -> fooled "
+        "on the victim)")
+    info = images.dataset.info
+    atomic_write_json(job.out / "results.json", {
+        "attack": "transfer", "base": base, "model": str(job.model), "surrogate": str(job.surrogate),
+        "dataset": info.name, "seed": job.seed, "eps": eps, "summary": s,
+        "surrogate_summary": t.on_surrogate.summary(), "victim_summary": t.on_victim.summary(),
+        "images": [{"index": int(i), "surrogate_success": bool(a), "victim_success": bool(b),
+                    "victim_clean_correct": bool(c)} for i, a, b, c in
+                   zip(images.index, t.on_surrogate.success, t.on_victim.success, t.on_victim.clean_correct,
+                       strict=True)],
+        "environment": environment(), "command": job.command})
+    save_result_grid(job.out / "grid.png", victim, info, x, y, t.on_victim,
+                     f"transfer of {base} from {Path(job.surrogate).name} to {Path(str(job.model)).name}")
+    say(f"wrote {job.out}/results.json, grid.png")
+
+
+def select_images(job: AttackJob, model: Victim, say: Say) -> Images:
+    """The attacked images: the split, class filter, target and seeded sample the job asks for."""
+    dataset = job.data.load()
+    check_compatible(model, dataset, job.model)
+    seed_everything(job.seed)
+    split = dataset.split(job.split)
+    labels = split.labels
+    index = torch.arange(len(split))
+    info = dataset.info
+    if job.only_class is not None:
+        index = index[labels == info.class_index(job.only_class)]
+    target: TargetSpec = None
+    if job.target is not None:
+        if job.target in ("least-likely", "ll"):
+            target = "least-likely"
+        else:
+            t = info.class_index(job.target)
+            if model.task != "multi-label":
+                dropped = int((labels[index] == t).sum())
+                index = index[labels[index] != t]
+                if dropped:
+                    say(f"  skipping {dropped} image(s) already labelled {info.class_names[t]!r} (the target)")
+            target = t
+    if index.numel() > job.n:  # a seeded random sample: splits are often stored sorted by class
+        pick = torch.randperm(index.numel(), generator=torch.Generator().manual_seed(job.seed))[: job.n]
+        index = index[pick.sort().values]
+    if index.numel() == 0:
+        raise ConfigError("no images left to attack (check --only-class, --target and --n)")
+    x, y = split.get(index.numpy())
+    device = str(model.device)
+    return Images(index, x.to(device), y.to(device), target, dataset)
+
+
+def _run_batched(attack: Attack, model: Victim, x: torch.Tensor, y: torch.Tensor, target: TargetSpec, seed: int,
+                 batch: int, desc: str) -> AttackResult:
+    """Attack in batches (bounded memory); the generator runs on across batches."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    parts = []
+    for start in progress(range(0, x.shape[0], batch), desc=desc, unit="batch"):
+        sl = slice(start, start + batch)
+        tgt = target[sl] if isinstance(target, torch.Tensor) else target
+        parts.append(attack(model, x[sl], y[sl], target=tgt, generator=gen))
+    return AttackResult.concat(parts)
+
+
+def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim, images: Images, say: Say) -> None:
+    x, y, dataset = images.x, images.y, images.dataset
+    device = x.device
+    rows: list[dict[str, Any]] = []
+    results = []
+    craft_x = craft_y = None
+    if attacks[0].kind == "universal":
+        craft = dataset.split(job.craft_split)
+        craft_x, craft_y = craft.get(craft.sample_index(job.n_craft, job.seed))
+        craft_x, craft_y = craft_x.to(device), craft_y.to(device)
+        say(f"  crafting on {craft_x.shape[0]} {job.craft_split} images, measuring on the {job.split} images")
+    for eps, attack in zip(job.budgets, attacks, strict=True):
+        desc = f"{name}" + ("" if eps is None else f" eps={eps * 255:.3g}/255")
+        if attack.kind == "universal":
+            assert craft_x is not None and craft_y is not None and isinstance(model, Classifier)
+            r = attack.craft_and_apply(model, craft_x, craft_y, x, y, seed=job.seed)
+            say(f"  held-out fooling rate (prediction changed) {fmt(r.extras['heldout_fooling_rate'])}, "
+                f"training fooling rate {fmt(r.extras['fooling_history'][-1])}")
+        else:
+            r = _run_batched(attack, model, x, y, images.target, job.seed, job.batch_size, desc)
+        results.append(r)
+        summary = r.summary()
+        pc = perceptibility(x.cpu(), r.x_adv.cpu())
+        ok = (r.success & r.clean_correct).cpu()
+        for k, v in pc.items():
+            summary[f"mean_{k}"] = float(v[ok].mean()) if bool(ok.any()) else float("nan")
+        if "delta_e" in r.extras:  # few-pixel attacks: how visible the changed pixels are
+            de = r.extras["delta_e"].cpu()
+            summary["mean_delta_e2000"] = float(de[ok].mean()) if bool(ok.any()) else float("nan")
+        summary["eps"] = eps
+        summary["eps_255"] = None if eps is None else round(eps * 255, 3)
+        rows.append(summary)
+        budget = "" if eps is None else f"eps {eps * 255:.3g}/255: "
+        say(f"  {budget}success {fmt(r.success_rate)} of {int(r.clean_correct.sum())} correctly classified, "
+            f"robust accuracy {fmt(r.robust_accuracy)}, median L2 {fmt(summary['median_l2'])}, "
+            f"SSIM {fmt(summary['mean_ssim'])}, {r.wall_s:.1f} s"
+            + (f", changed pixels' CIEDE2000 to their neighbourhood {summary['mean_delta_e2000']:.1f}"
+               if "mean_delta_e2000" in summary else ""))
+    _write_outputs(job, model, images, results, rows)
+    say(f"wrote {job.out}/results.json, adversarial.npz, grid.png")
+
+
+def _write_outputs(job: AttackJob, model: Victim, images: Images, results: list[AttackResult],
+                   rows: list[dict[str, Any]]) -> None:
+    index, x, y, info, out = images.index, images.x, images.y, images.dataset.info, job.out
+    eps_list = job.budgets
+    per_image = [
+        {"index": int(i), "label": int(lab) if lab.dim() == 0 else lab.tolist(), "eps": eps,
+         "success": bool(s), "clean_correct": bool(c), "l2": float(l2), "linf": float(li), "l0": int(l0),
+         "gradients": int(g), "queries": int(q)}
+        for eps, r in zip(eps_list, results, strict=True)
+        for i, lab, s, c, l2, li, l0, g, q in zip(index, y.cpu(), r.success, r.clean_correct, r.l2, r.linf, r.l0,
+                                                   r.gradients, r.queries, strict=True)
+    ]
+    atomic_write_json(out / "results.json", {
+        "attack": job.name, "model": str(job.model), "dataset": info.name, "split": job.split,
+        "classes": list(info.class_names), "seed": job.seed, "target": job.target, "only_class": job.only_class,
+        "summaries": rows, "images": per_image, "environment": environment(),
+        "command": job.command,
+    })
+    arrays: dict[str, np.ndarray] = {"index": index.numpy(), "labels": y.cpu().numpy(),
+                                     "clean": x.cpu().numpy(), "eps": np.array([e if e is not None else np.nan
+                                                                                 for e in eps_list])}
+    for k, r in enumerate(results):
+        arrays[f"adversarial_{k}"] = r.x_adv.cpu().numpy()
+        arrays[f"success_{k}"] = r.success.cpu().numpy()
+        arrays[f"adv_pred_{k}"] = r.adv_pred.cpu().numpy()
+        for key in ("perturbation", "parameters", "transform_success", "candidate", "delta_e", "front"):
+            if key in r.extras:
+                arrays[f"{key}_{k}"] = r.extras[key].detach().cpu().numpy()
+    with atomic_open(out / "adversarial.npz") as handle:
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+    eps = eps_list[-1]
+    title = f"{job.name} on {info.name}" + ("" if eps is None else f", eps {eps * 255:.3g}/255")
+    save_result_grid(out / "grid.png", model, info, x, y, results[-1], title)

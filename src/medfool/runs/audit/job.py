@@ -1,0 +1,68 @@
+"""``medfool audit`` and ``medfool report`` as runs: everything is checked before anything is
+written, then the audit runs (or resumes) and its findings are reported line by line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medfool.errors import ConfigError
+from medfool.eval.store import ResultStore
+from medfool.models import load_classifier
+from medfool.report.html import render
+from medfool.runs.audit.config import load_config
+from medfool.runs.audit.runner import STORE, run_audit
+from medfool.runs.common import DataSource, Say, check_compatible, check_writable, quiet
+from medfool.utils.device import resolve_device
+
+__all__ = ["AuditJob", "audit", "rerender"]
+
+
+@dataclass(frozen=True)
+class AuditJob:
+    """Everything ``medfool audit`` needs; ``seed`` and ``n`` (None: the config's) override the
+    config file's."""
+
+    model: str
+    data: DataSource
+    out: Path
+    config: str | None = None
+    seed: int | None = None
+    n: int | None = None
+    device: str = "auto"
+    fresh: bool = False
+    command: dict[str, Any] = field(default_factory=dict)
+
+
+def audit(job: AuditJob, say: Say = quiet) -> Path:
+    """Run (or resume) the audit; returns the report's path."""
+    cfg = load_config(job.config, seed=job.seed, n=job.n)
+    check_writable(job.out)
+    model, _ = load_classifier(job.model, device=resolve_device(job.device))
+    dataset = job.data.load()
+    check_compatible(model, dataset, job.model)
+    say(f"auditing {job.model} on {dataset.info.name}: {cfg.n} {cfg.split} images, seed {cfg.seed} -> {job.out}/")
+    report = run_audit(model, job.model, dataset, cfg, job.out, fresh=job.fresh, command=job.command, say=say)
+    findings(report, say)
+    return report
+
+
+def rerender(folder: Path, say: Say = quiet) -> Path:
+    """Write an audit's report and results.json again from its store (no recomputation)."""
+    check_writable(folder)
+    with ResultStore.open(folder / STORE, create=False) as store:
+        if store.get_meta("fingerprint") is None:
+            raise ConfigError(f"{folder / STORE}: the audit never started properly; rerun 'medfool audit'")
+        report = render(store, folder)  # reads everything before it writes anything
+    findings(report, say)
+    return report
+
+
+def findings(report: Path, say: Say) -> None:
+    """The report's findings, one line each, and where the report is."""
+    data = json.loads((report.parent / "results.json").read_text())
+    for line in data["findings"]:
+        say(f"  - {line}")
+    say(f"report: {report}")
