@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medfool.runs.audit.config import AuditConfig, config_from_dict, load_config
 from medfool.errors import ConfigError
+from medfool.runs.audit.config import AuditConfig, config_from_dict, load_config
 
 
 def test_defaults_are_valid_and_round_trip():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -18,8 +19,19 @@ import torch
 from medfool.errors import DataError
 
 __all__ = [
-    "SPLITS", "TASKS", "Dataset", "DatasetInfo", "ImageSource", "Split", "as_nhwc", "benign_class",
-    "check_pixels", "make_split", "normalise_labels", "to_float_nchw",
+    "SPLITS",
+    "TASKS",
+    "Dataset",
+    "DatasetInfo",
+    "ImageSource",
+    "Split",
+    "as_nhwc",
+    "benign_class",
+    "check_pixels",
+    "confined",
+    "make_split",
+    "normalise_labels",
+    "to_float_nchw",
 ]
 
 TASKS = ("multi-class", "binary", "multi-label")
@@ -251,6 +263,17 @@ def check_pixels(images: np.ndarray, origin: str) -> None:
     if images.size and (images.min() < 0.0 or images.max() > 1.0):
         raise DataError(f"{origin}: float pixels must be in [0, 1], found values in "
                         f"[{float(images.min()):.3g}, {float(images.max()):.3g}]")
+
+
+def confined(base: Path, relative: str, origin: str, allow_outside: bool) -> Path:
+    """``relative`` resolved against the folder ``base``; a path that leaves the folder (``..``,
+    an absolute path, a symlink out) is refused unless ``allow_outside`` (files named by a
+    manifest or sidecar are untrusted input)."""
+    target = (base / relative).resolve()
+    if not allow_outside and not target.is_relative_to(base.resolve()):
+        raise DataError(f"{origin}: path {relative!r} leaves the folder {base} (pass --allow-outside-paths to "
+                        "allow it)")
+    return target
 
 
 def as_nhwc(images: np.ndarray, origin: str) -> np.ndarray:

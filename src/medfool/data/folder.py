@@ -15,15 +15,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, make_split
+from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, confined, make_split
 from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
 from medfool.errors import DataError
 from medfool.utils.progress import progress
 
-__all__ = ["IMAGE_SUFFIXES", "load_image_folder", "load_manifest"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "load_image_folder", "load_manifest"]
 
+MAX_PIXELS = 50_000_000  # one decoded image; a header claiming more is refused before decoding
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """16-bit (and 32-bit integer) greyscale scaled by its bit depth to 8 bits: converting it
+    with PIL would clip every value above 255 to white."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return image.copy()
+    arr = np.asarray(image).astype(np.float64)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise DataError(f"{path}: integer image with values outside 0..65535 (a 16-bit image is expected)")
+    return Image.fromarray(np.round(arr * (255.0 / 65535.0)).astype(np.uint8), "L")
 
 
 def _read_images(files: Sequence[Path], size: int | None) -> np.ndarray:
@@ -32,11 +44,16 @@ def _read_images(files: Sequence[Path], size: int | None) -> np.ndarray:
     for f in progress(files, desc="read images", unit="img"):
         try:
             with Image.open(f) as opened:
+                if opened.width * opened.height > MAX_PIXELS:
+                    raise DataError(f"{f}: header claims {opened.width} x {opened.height} pixels, over the "
+                                    f"{MAX_PIXELS:,}-pixel limit for one image")
                 opened.load()
-                decoded.append(opened.copy())
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+                decoded.append(_eight_bit(opened, f))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            if isinstance(exc, DataError):
+                raise
             raise DataError(f"{f}: unreadable image ({exc})") from None
-    grey = all(d.mode in ("L", "I;16", "I", "1") for d in decoded)
+    grey = all(d.mode in ("L", "1") for d in decoded)
     mode = "L" if grey else "RGB"
     target = (size, size) if size else decoded[0].size
     arrays = []
@@ -108,13 +125,18 @@ def load_image_folder(root: Path, *, size: int | None = None, split_seed: int = 
         files[split], labels[split] = [], []
         for ci, cls in enumerate(classes):
             found = _images_in(folder / cls) if (folder / cls).is_dir() else []
+            if (folder / cls).is_dir() and not found:
+                raise DataError(f"{folder / cls}: class folder holds no images "
+                                f"({', '.join(sorted(IMAGE_SUFFIXES))}); remove it or add its images")
             files[split] += found
             labels[split] += [ci] * len(found)
     return _finish(root.name, root, files, labels, classes, size, split_seed)
 
 
-def load_manifest(path: Path, *, size: int | None = None, split_seed: int = 0) -> Dataset:
-    """A CSV with columns ``path,label`` (and optionally ``split``); paths relative to the CSV."""
+def load_manifest(path: Path, *, size: int | None = None, split_seed: int = 0,
+                  allow_outside_paths: bool = False) -> Dataset:
+    """A CSV with columns ``path,label`` (and optionally ``split``); paths relative to the CSV and
+    inside its folder unless ``allow_outside_paths``."""
     try:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -124,6 +146,9 @@ def load_manifest(path: Path, *, size: int | None = None, split_seed: int = 0) -
         raise DataError(f"{path}: the manifest has no rows")
     if not {"path", "label"} <= set(rows[0]):
         raise DataError(f"{path}: the manifest needs columns 'path' and 'label', got {', '.join(rows[0])}")
+    for line, r in enumerate(rows, start=2):
+        if not (r.get("label") or "").strip() or not (r.get("path") or "").strip():
+            raise DataError(f"{path}:{line}: the row needs a path and a label")
     raw_labels = [r["label"].strip() for r in rows]
     if all(lab.isdigit() for lab in raw_labels):
         n = max(int(lab) for lab in raw_labels) + 1
@@ -139,7 +164,7 @@ def load_manifest(path: Path, *, size: int | None = None, split_seed: int = 0) -
         if split is None and row.get("split"):
             raise DataError(f"{path}:{line}: unknown split {row['split']!r} (use train, val or test)")
         split = split or "all"
-        f = (path.parent / row["path"].strip()).resolve()
+        f = confined(path.parent, row["path"].strip(), f"{path}:{line}", allow_outside_paths)
         if not f.is_file():
             raise DataError(f"{path}:{line}: image file not found: {row['path']}")
         files.setdefault(split, []).append(f)

@@ -41,6 +41,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: cannot be read ({exc})") from None
     if magic != b"PK\x03\x04":
         raise DataError(f"{path}: not a readable .npz file (not a zip archive: corrupt, or another format)")
+    _check_headers(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
@@ -52,6 +53,35 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
             raise DataError(f"{path}: contains pickled objects, which medfool refuses to load") from None
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+
+
+def _check_headers(path: Path) -> None:
+    """Read every array's header before any array: the bytes its shape and dtype claim must be
+    what the archive holds (a 50 KB file claiming a 10^10-image array is refused, not allocated)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if not member.filename.endswith(".npy"):
+                    continue
+                key = member.filename[:-4]
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+                    header = handle.tell()
+                if dtype.hasobject:
+                    raise DataError(f"{path}: key {key!r} contains pickled objects, which medfool refuses "
+                                    "to load")
+                claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                if claimed > member.file_size - header:
+                    raise DataError(f"{path}: key {key!r} claims shape {tuple(shape)} ({claimed:,} bytes) but the "
+                                    f"file holds {max(0, member.file_size - header):,}: corrupt or forged header")
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz file, truncated or corrupt ({exc})") from None
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -125,6 +155,10 @@ def load_npz(path: Path, info: DatasetInfo | None = None, *, split_seed: int = 0
             if f"{s}_{kind}" not in arrays:
                 raise DataError(f"{path}: has '{s}_{'labels' if kind == 'images' else 'images'}' "
                                 f"but is missing key '{s}_{kind}'")
+    for s in present:  # every split's labels, before any is used
+        lab = arrays[f"{s}_labels"]
+        if lab.size and not (np.issubdtype(lab.dtype, np.number) or lab.dtype == np.bool_):
+            raise DataError(f"{path}[{s}_labels]: labels must be integers, got dtype {lab.dtype}")
     first = as_nhwc(arrays[f"{present[0]}_images"], f"{path}[{present[0]}_images]")
     size = (int(first.shape[1]), int(first.shape[2]))
     if info is None:

@@ -33,7 +33,10 @@ def _open(path: Path, key: str) -> h5py.Dataset:
         raise DataError(f"{path}: not a readable HDF5 file, truncated or corrupt ({exc})") from None
     if key not in handle:
         raise DataError(f"{path}: missing dataset {key!r} (found: {', '.join(handle.keys()) or 'none'})")
-    return handle[key]
+    item = handle[key]
+    if not isinstance(item, h5py.Dataset):
+        raise DataError(f"{path}: {key!r} must be an array (HDF5 dataset), got a {type(item).__name__}")
+    return item
 
 
 def _split(x: h5py.Dataset, y: h5py.Dataset, info: DatasetInfo, origin: str) -> Split:

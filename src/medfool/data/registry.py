@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medfool.data.catalog import MEDMNIST, MEDMNIST_CITATION, SIZES
-from medfool.data.dataset import Dataset, DatasetInfo
+from medfool.data.dataset import Dataset, DatasetInfo, confined
 from medfool.data.download import download, md5sum
 from medfool.data.folder import load_image_folder, load_manifest
 from medfool.data.locate import cache_dir, data_dirs, find_file, find_sidecars
@@ -85,13 +85,14 @@ def _load_medmnist(name: str, size: int, dirs: list[Path], allow_download: bool,
 
 
 def load_dataset(spec: str, *, size: int | None = None, data_dir: str | os.PathLike[str] | None = None,
-                 allow_download: bool = True, split_seed: int = 0) -> Dataset:
-    """Load a dataset by name or path; see the module docstring for the lookup order."""
+                 allow_download: bool = True, split_seed: int = 0, allow_outside_paths: bool = False) -> Dataset:
+    """Load a dataset by name or path; see the module docstring for the lookup order. Files named
+    by a manifest or a sidecar must lie inside its folder unless ``allow_outside_paths``."""
     if spec == "synthetic":
         return make_synthetic(size=size or 28, seed=split_seed)
     path = Path(spec).expanduser()
     if path.exists() or any(sep in spec for sep in ("/", os.sep)) or path.suffix in (".npz", ".h5", ".csv"):
-        return load_path(path, size=size, split_seed=split_seed)
+        return load_path(path, size=size, split_seed=split_seed, allow_outside_paths=allow_outside_paths)
     dirs = data_dirs(data_dir)
     name, wanted = _parse_name(spec.lower(), size)
     if name in MEDMNIST:
@@ -105,7 +106,8 @@ def load_dataset(spec: str, *, size: int | None = None, data_dir: str | os.PathL
         key = str(wanted or min(files, key=lambda s: int(s) if s.isdigit() else 0))
         if key not in files:
             raise DataError(f"{sidecar}: {name} comes in sizes {', '.join(files)}, not {key}")
-        dataset = load_npz(sidecar.parent / files[key], split_seed=split_seed)
+        dataset = load_npz(confined(sidecar.parent, files[key], f"{sidecar} ['files'][{key!r}]", allow_outside_paths),
+                           split_seed=split_seed)
         smallest = min(int(k) for k in files if k.isdigit()) if any(k.isdigit() for k in files) else None
         label = name if not key.isdigit() or int(key) == smallest else f"{name}_{key}"
         dataset.info = replace(dataset.info, name=label)
@@ -116,7 +118,8 @@ def load_dataset(spec: str, *, size: int | None = None, data_dir: str | os.PathL
     raise DataError(f"unknown dataset {spec!r}{hint} (known: {', '.join(known)}; or give a path)")
 
 
-def load_path(path: Path, *, size: int | None = None, split_seed: int = 0) -> Dataset:
+def load_path(path: Path, *, size: int | None = None, split_seed: int = 0,
+              allow_outside_paths: bool = False) -> Dataset:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.suffix == ".npz":
@@ -124,7 +127,7 @@ def load_path(path: Path, *, size: int | None = None, split_seed: int = 0) -> Da
     if path.suffix in (".h5", ".hdf5"):
         return load_pcam(path, split_seed=split_seed)
     if path.suffix == ".csv":
-        return load_manifest(path, size=size, split_seed=split_seed)
+        return load_manifest(path, size=size, split_seed=split_seed, allow_outside_paths=allow_outside_paths)
     if path.is_dir():
         if any(path.glob("camelyonpatch_level_2_split_*_x.h5")):
             return load_pcam(path, split_seed=split_seed)

@@ -27,8 +27,8 @@ from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
 from medfool.models.predict import OnnxModel, PredictModel, from_classifier
 from medfool.report.grid import class_grid
-from medfool.runs.patch import run_patch
 from medfool.runs.common import DataSource, Say, check_compatible, check_writable, fmt, quiet, save_result_grid
+from medfool.runs.patch import run_patch
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.progress import progress

@@ -19,9 +19,9 @@ import numpy as np
 
 from medfool import __version__
 from medfool.data import load_dataset
-from medfool.data.download import download
 from medfool.data.catalog import MEDMNIST
 from medfool.data.dataset import Dataset
+from medfool.data.download import download
 from medfool.data.locate import cache_dir
 from medfool.data.split import stratified_split
 from medfool.errors import DataError, DownloadError

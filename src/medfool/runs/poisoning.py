@@ -49,9 +49,23 @@ from medfool.utils.io import atomic_open, atomic_write_bytes, atomic_write_json,
 from medfool.utils.repro import environment, fingerprint
 
 __all__ = [
-    "BackdoorPlan", "DEFAULT_SWEEP", "DETECTORS", "ModelCache", "Results", "SAMPLE_DETECTORS",
-    "availability_experiment", "backdoor_experiment", "check_backdoor", "detect", "retrainable",
-    "run_availability", "run_backdoor", "save_poisoned_set", "split_digest", "sweep", "trigger_figure",
+    "DEFAULT_SWEEP",
+    "DETECTORS",
+    "SAMPLE_DETECTORS",
+    "BackdoorPlan",
+    "ModelCache",
+    "Results",
+    "availability_experiment",
+    "backdoor_experiment",
+    "check_backdoor",
+    "detect",
+    "retrainable",
+    "run_availability",
+    "run_backdoor",
+    "save_poisoned_set",
+    "split_digest",
+    "sweep",
+    "trigger_figure",
     "unlearning_set",
 ]
 

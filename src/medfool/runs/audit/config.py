@@ -27,14 +27,24 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from medfool.errors import ConfigError
-from medfool.runs.poisoning import DETECTORS
-from medfool.eval.corruptions import SEVERITIES, known_names
 from medfool.attacks.poisoning.triggers import KINDS
+from medfool.errors import ConfigError
+from medfool.eval.corruptions import SEVERITIES, known_names
+from medfool.runs.poisoning import DETECTORS
 
 __all__ = [
-    "AuditConfig", "BUDGETED", "BackdoorSection", "BlackboxConfig", "CorruptionsConfig", "ENSEMBLE",
-    "MINIMAL", "MapsConfig", "OnePixelConfig", "PatchConfig", "WhiteboxConfig", "config_from_dict",
+    "BUDGETED",
+    "ENSEMBLE",
+    "MINIMAL",
+    "AuditConfig",
+    "BackdoorSection",
+    "BlackboxConfig",
+    "CorruptionsConfig",
+    "MapsConfig",
+    "OnePixelConfig",
+    "PatchConfig",
+    "WhiteboxConfig",
+    "config_from_dict",
     "load_config",
 ]
 

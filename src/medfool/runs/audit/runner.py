@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
+from medfool import __version__
 from medfool.attacks import attack_class
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
 from medfool.data.dataset import Dataset, DatasetInfo, benign_class
 from medfool.errors import ConfigError, DataError
 from medfool.eval.corruptions import corruptions_for
-from medfool import __version__
 from medfool.eval.store import ResultStore, unit_seed
 from medfool.models.classifier import Classifier
 from medfool.report.html import render

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,12 +24,12 @@ from medfool.attacks.base import AttackResult
 from medfool.attacks.fewpixel.maps import vulnerability_map
 from medfool.attacks.patch.natural import natural_patch
 from medfool.attacks.patch.optimised import AdversarialPatch, Patch
-from medfool.eval.corruptions import Corruption, corrupt
-from medfool.eval.perceptibility import perceptibility
-from medfool.eval.sanity import model_checks
 from medfool.attacks.poisoning.backdoor import BackdoorConfig
 from medfool.attacks.poisoning.triggers import make_trigger
 from medfool.data.dataset import Dataset, DatasetInfo, Split, benign_class
+from medfool.eval.corruptions import Corruption, corrupt
+from medfool.eval.perceptibility import perceptibility
+from medfool.eval.sanity import model_checks
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.models.metrics import evaluate
 from medfool.models.train import TrainConfig
@@ -98,7 +97,8 @@ def result_rows(stage: str, budget: str, ids: list[int], x: torch.Tensor, y: tor
             "adv_pred": int(r.adv_pred[j]) if single else None,
             "clean_correct": int(r.clean_correct[j]), "success": int(r.success[j]),
             "l0": float(r.l0[j]), "l2": float(r.l2[j]), "linf": float(r.linf[j]),
-            "psnr": json_safe(pc["psnr"][j]), "ssim": json_safe(pc["ssim"][j]), "ciede2000": json_safe(pc["ciede2000"][j]),
+            "psnr": json_safe(pc["psnr"][j]), "ssim": json_safe(pc["ssim"][j]),
+            "ciede2000": json_safe(pc["ciede2000"][j]),
             "queries": int(r.queries[j]), "gradients": int(r.gradients[j]), "time_s": per_image})
     return rows
 
@@ -270,7 +270,8 @@ def map_unit(subject: Subject, tile: Chunk, samples: int, seed: int) -> Callable
     return run
 
 
-def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig, workdir: Path) -> Callable[[torch.Generator], UnitOutput]:
+def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
+                  workdir: Path) -> Callable[[torch.Generator], UnitOutput]:
     """Retrain the audited model's architecture on a poisoned copy of its training set (and a
     clean copy, same seed), then run the backdoor detectors. Models are kept in ``workdir``, so an
     interrupted audit resumes this unit model by model."""
