@@ -64,8 +64,5 @@ def test_user_errors_are_one_line(argv: list[str], pattern: str, tmp_path: Path,
     assert "Traceback" not in "\n".join(err)
 
 
-def test_unknown_detector_is_an_argument_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["poison", "backdoor", "-d", "synthetic", "--detect", "magic"])
-    assert exc.value.code == 2
-    assert "unknown name 'magic'" in capsys.readouterr().err
+def test_unknown_detector_is_an_argument_error(fails_cleanly) -> None:
+    fails_cleanly(["poison", "backdoor", "-d", "synthetic", "--detect", "magic"], "unknown name 'magic'")

@@ -116,7 +116,7 @@ def test_bad_inputs_exit_2_and_write_nothing(tiny_model: Path, tmp_path: Path, c
     fails_cleanly([*base, "--config", str(bad)], r"must be in \(0, 255\], got 1000", out)
     bad.write_text("[patch]\ntarget = 'tumour'\n")
     fails_cleanly([*base, "--config", str(bad)], "unknown class 'tumour'", out)
-    fails_cleanly([*base, "--n", "0"], "n must be >= 1", out)
+    fails_cleanly([*base, "--n", "0"], "argument --n: must be >= 1", out)
     # a dataset whose classes do not match the model's
     toy = make_npz("four.npz", n=12, size=28, classes=4)
     fails_cleanly(["audit", "-m", str(tiny_model), "-d", str(toy), "--out", str(out)],

@@ -17,7 +17,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfool.cli.common import add_data_options, add_run_options, command_record, data_source, parse_option, say
+from medfool.cli.common import (
+    add_data_options,
+    add_run_options,
+    command_record,
+    data_source,
+    int_in,
+    parse_option,
+    positive,
+    say,
+)
 from medfool.runs.analyze import KINDS, AnalysisJob, run_analysis
 
 __all__ = ["cmd_analyze", "register"]
@@ -40,12 +49,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data_options(p)
     add_run_options(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--n", type=int, default=4, help="images to analyse (default 4)")
+    p.add_argument("--n", type=positive, default=4, help="images to analyse (default 4)")
     p.add_argument("--target", default=None, help="a class name or index (default: away from the true class)")
-    p.add_argument("--samples", type=int, default=8,
+    p.add_argument("--samples", type=int_in(0), default=8,
                    help="pixel-map: random colours tried at each location besides the cube's corners (default 8)")
-    p.add_argument("--max-distance", type=int, default=3, help="locality: largest distance (default 3)")
-    p.add_argument("--max-images", type=int, default=4, help="propagation: images drawn (default 4)")
+    p.add_argument("--max-distance", type=positive, default=3, help="locality: largest distance (default 3)")
+    p.add_argument("--max-images", type=positive, default=4, help="propagation: images drawn (default 4)")
     p.add_argument("--option", "-o", type=parse_option, action="append", metavar="KEY=VALUE",
                    help="one-pixel attack options for locality and propagation, e.g. -o generations=30")
     p.add_argument("--out", default="medfool-analyze", help="output folder (default medfool-analyze)")

@@ -29,8 +29,10 @@ from medfool.cli.common import (
     add_run_options,
     command_record,
     data_source,
+    float_in,
     parse_eps,
     parse_option,
+    positive,
     say,
 )
 from medfool.runs.attack import EXPERIMENTS, AttackJob, run_attack
@@ -67,8 +69,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--eps", type=parse_eps, nargs="+", default=None, metavar="EPS",
                    help="one or more budgets, e.g. 2/255 4/255 8/255 (attacks with a budget only)")
     p.add_argument("--norm", choices=("linf", "l2"), default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--restarts", type=int, default=None)
+    p.add_argument("--steps", type=positive, default=None)
+    p.add_argument("--restarts", type=positive, default=None)
     p.add_argument("--option", "-o", type=parse_option, action="append", metavar="KEY=VALUE",
                    help="any other attack option, e.g. -o kappa=0.5 -o search_steps=3; a patch kept off a "
                         "region of interest: -o region=outside -o box=TOP,LEFT,BOTTOM,RIGHT")
@@ -77,18 +79,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--craft-split", default="train", choices=("train", "val", "test"),
                    help="uap and patch: the split the universal perturbation or patch is crafted on (default train)")
-    p.add_argument("--n-craft", type=int, default=1000, help="uap and patch: images to craft on (default 1000)")
+    p.add_argument("--n-craft", type=positive, default=1000, help="uap and patch: images to craft on (default 1000)")
     p.add_argument("--surrogate", default=None, metavar="CKPT",
                    help="patch: also craft the patch on this other model and report its transfer to --model; "
                         "transfer: the model the attack (-o base=pgd) is crafted on")
-    p.add_argument("--sweep", type=float, nargs="*", default=None, metavar="AREA",
+    p.add_argument("--sweep", type=float_in(0.0, 1.0), nargs="*", default=None, metavar="AREA",
                    help="patch only: also measure success as the patch grows over these area fractions "
                         f"(default {' '.join(f'{a:g}' for a in DEFAULT_AREAS)})")
-    p.add_argument("--queries", type=int, default=None, metavar="N",
+    p.add_argument("--queries", type=positive, default=None, metavar="N",
                    help="black-box attacks: query budget per image (fooling: in all), the clean query included")
     p.add_argument("--labels-only", action="store_true",
                    help="black-box attacks: the model answers with labels only (decision-based: hsj, boundary)")
-    p.add_argument("--n", type=int, default=256, help="number of images to attack (default 256)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--n", type=positive, default=256, help="number of images to attack (default 256)")
+    p.add_argument("--batch-size", type=positive, default=128)
     p.add_argument("--out", default="medfool-attack", help="output folder (default medfool-attack)")
     p.set_defaults(func=cmd_attack)

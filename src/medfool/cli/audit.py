@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfool.cli.common import add_data_options, command_record, data_source, say
+from medfool.cli.common import add_data_options, command_record, data_source, positive, say, seed_value
 from medfool.errors import ConfigError
 from medfool.runs.audit.config import AuditConfig
 from medfool.runs.audit.job import AuditJob, audit, rerender
@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", "-c", default=None, help="TOML file overriding the default budgets")
     p.add_argument("--print-config", action="store_true",
                    help="print the default configuration as TOML (a starting point for --config) and exit")
-    p.add_argument("--n", type=int, default=None, help="test images to audit (default 128, or the config's n)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0, or the config's seed)")
+    p.add_argument("--n", type=positive, default=None, help="test images to audit (default 128, or the config's n)")
+    p.add_argument("--seed", type=seed_value, default=None, help="random seed (default 0, or the config's seed)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--out", default="medfool-audit", help="output folder (default medfool-audit)")
     p.add_argument("--fresh", action="store_true", help="discard results already in OUT and start over")

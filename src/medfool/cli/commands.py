@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfool.cli.common import add_data_options, add_run_options, data_source, emit_json, say
+from medfool.cli.common import add_data_options, add_run_options, data_source, emit_json, float_in, positive, say
 from medfool.data import list_datasets
 from medfool.data.catalog import MEDMNIST, SIZES
 from medfool.data.download import download
@@ -130,13 +130,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data_options(p)
     add_run_options(p)
     p.add_argument("--arch", default="small_cnn", help=f"architecture (known: {', '.join(architectures())})")
-    p.add_argument("--width", type=int, default=None, help="channel width of the architecture")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--width", type=positive, default=None, help="channel width of the architecture")
+    p.add_argument("--epochs", type=positive, default=None,
                    help="maximum epochs (default: about 60,000 images' worth, between 10 and 30)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--patience", type=int, default=10, help="epochs without validation gain before stopping")
+    p.add_argument("--batch-size", type=positive, default=128)
+    p.add_argument("--lr", type=float_in(1e-12, 100.0), default=3e-3)
+    p.add_argument("--weight-decay", type=float_in(0.0, 1.0), default=5e-4)
+    p.add_argument("--patience", type=positive, default=10, help="epochs without validation gain before stopping")
     p.add_argument("--balanced", action="store_true", help="sample classes equally often (imbalanced data)")
     p.add_argument("--augment", default="auto", choices=("auto", "none", "flip", "dihedral"),
                    help="auto: flips and 90-degree rotations for RGB tiles, none for grayscale")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any
+from typing import Any, NoReturn
 
 from medfool.runs.common import DataSource
 from medfool.utils.device import DEVICE_CHOICES
@@ -17,21 +18,68 @@ __all__ = [
 ]
 
 
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with medfool's error style: one line, 'medfool: error: ...', exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"medfool: error: {self.prog}: {message}\n")
+
+
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a finite number in [lo, hi]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not (lo <= value <= hi):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive = int_in(1)
+seed_value = int_in(0, MAX_SEED)
+
+
 def add_data_options(p: argparse.ArgumentParser, *, dataset_required: bool = True) -> None:
     p.add_argument("--dataset", "-d", required=dataset_required, metavar="NAME_OR_PATH",
                    help="a MedMNIST name (pathmnist, pneumoniamnist, chestmnist, ...), a dataset described by a "
                         "JSON sidecar (e.g. lc25000_lung), 'synthetic', or a path to an .npz, PCam .h5, CSV "
                         "manifest or class-per-folder tree")
-    p.add_argument("--size", type=int, default=None, help="image size for MedMNIST (28, 64, 128, 224)")
+    p.add_argument("--size", type=positive, default=None, help="image size for MedMNIST (28, 64, 128, 224)")
     p.add_argument("--data-dir", default=None,
                    help="folder with dataset files; searched before $MEDFOOL_DATA_DIR and the user cache")
     p.add_argument("--no-download", action="store_true", help="never download missing files")
-    p.add_argument("--split-seed", type=int, default=0,
+    p.add_argument("--allow-outside-paths", action="store_true",
+                   help="let a CSV manifest or JSON sidecar name files outside its own folder (refused by default)")
+    p.add_argument("--split-seed", type=seed_value, default=0,
                    help="seed of the stratified split made for files without val/test splits (default 0)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="random seed, recorded in every output (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="random seed, recorded in every output (default 0)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to compute (default auto)")
 
 
@@ -43,7 +91,7 @@ def say(text: str) -> None:
 def data_source(args: argparse.Namespace) -> DataSource:
     """The --dataset, --size, --data-dir, --no-download and --split-seed options."""
     return DataSource(args.dataset, size=args.size, data_dir=args.data_dir, allow_download=not args.no_download,
-                      split_seed=args.split_seed)
+                      split_seed=args.split_seed, allow_outside_paths=args.allow_outside_paths)
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -70,7 +118,7 @@ def parse_eps(text: str) -> float:
     """'8/255', '0.03' -> float in [0, 1]; used by attack commands."""
     try:
         value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise argparse.ArgumentTypeError(f"epsilon must be a number like 8/255 or 0.03, got {text!r}") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"epsilon must be in [0, 1], got {text}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfool.cli.common import add_run_options, command_record, say
+from medfool.cli.common import add_run_options, command_record, positive, say, seed_value
 from medfool.runs.demo import DemoJob, run_demo
 
 __all__ = ["cmd_demo", "register"]
@@ -29,10 +29,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-download", action="store_true", help="never try to download PathMNIST")
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--split-seed", type=seed_value, default=0)
     p.add_argument("--retrain", action="store_true", help="ignore the cached demo model")
     p.add_argument("--out", default="medfool-demo", help="output folder (default medfool-demo)")
-    p.add_argument("--n", type=int, default=None, help="test images to audit (default 128)")
+    p.add_argument("--n", type=positive, default=None, help="test images to audit (default 128)")
     p.add_argument("--config", default=None, help="TOML audit config (see 'medfool audit --print-config')")
     p.add_argument("--fresh", action="store_true", help="discard an earlier demo audit in OUT and start over")
     add_run_options(p)

@@ -16,7 +16,16 @@ from pathlib import Path
 from medfool.attacks.poisoning.availability import METHODS, AvailabilityConfig
 from medfool.attacks.poisoning.backdoor import BackdoorConfig
 from medfool.attacks.poisoning.triggers import COLOURS, KINDS, POSITIONS, SHAPES, make_trigger, parse_position
-from medfool.cli.common import add_data_options, add_run_options, command_record, data_source, parse_eps, say
+from medfool.cli.common import (
+    add_data_options,
+    add_run_options,
+    command_record,
+    data_source,
+    float_in,
+    parse_eps,
+    positive,
+    say,
+)
 from medfool.data.dataset import Dataset, benign_class
 from medfool.models.train import TrainConfig
 from medfool.runs.common import check_writable
@@ -106,7 +115,7 @@ def cmd_availability(args: argparse.Namespace) -> int:
 
 def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="small_cnn", help="architecture of every model trained (default small_cnn)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs per model (default: as medfool train)")
+    p.add_argument("--epochs", type=positive, default=None, help="maximum epochs per model (default: as medfool train)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -128,11 +137,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="patch: BadNets square/checker/cross; blend: noise mixed in at --alpha; stain: a "
                         "haematoxylin blob; pen: a marker stroke (default patch)")
     p.add_argument("--shape", default="checker", choices=SHAPES, help="patch shape (default checker)")
-    p.add_argument("--trigger-size", type=int, default=None, help="trigger side in pixels (default: by kind)")
+    p.add_argument("--trigger-size", type=positive, default=None, help="trigger side in pixels (default: by kind)")
     p.add_argument("--colour", default=None, help=f"#rrggbb or one of {', '.join(COLOURS)}")
     p.add_argument("--position", default="bottom-right",
                    help=f"row,col or one of {', '.join(POSITIONS)} (default bottom-right)")
-    p.add_argument("--alpha", type=float, default=0.1, help="blend trigger opacity (default 0.1)")
+    p.add_argument("--alpha", type=float_in(0.0, 1.0), default=0.1, help="blend trigger opacity (default 0.1)")
     p.add_argument("--target", default="auto",
                    help="class the trigger should produce (default auto: a benign/normal class; multi-label: "
                         "'none' = no finding)")
@@ -141,7 +150,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="poison target-class images only, labels kept (Turner et al.)")
     p.add_argument("--clean-label-eps", type=parse_eps, default=8 / 255,
                    help="clean-label: adversarial perturbation before the trigger (default 8/255; 0 = none)")
-    p.add_argument("--rate", type=float, default=0.05,
+    p.add_argument("--rate", type=float_in(0.0, 1.0), default=0.05,
                    help="share of the training set poisoned: exactly round(rate x N) images (default 0.05)")
     p.add_argument("--detect", type=lambda t: _names(t, DETECTORS), default=DETECTORS,
                    help="detectors: comma list of activation-clustering (ac), spectral-signatures (spectral), strip, "
@@ -153,7 +162,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "unlearning with its reversed trigger); all or none (default all that ran)")
     p.add_argument("--sweep", nargs="?", type=_rates, const=DEFAULT_SWEEP, default=None,
                    help="also train at these poison rates (default 0.5%%,1%%,2%%,5%%,10%%) -> sweep.png")
-    p.add_argument("--cleanse-steps", type=int, default=300, help="Neural Cleanse optimisation steps (default 300)")
+    p.add_argument("--cleanse-steps", type=positive, default=300,
+                   help="Neural Cleanse optimisation steps (default 300)")
     _add_training(p)
     p.add_argument("--out", default="medfool-backdoor", help="output folder (default medfool-backdoor)")
     p.set_defaults(func=cmd_backdoor)
@@ -169,7 +179,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rates", type=_rates, default=(0.1, 0.25, 0.5, 1.0),
                    help="poison rates, comma separated (default 10%%,25%%,50%%,100%%)")
     p.add_argument("--eps", type=parse_eps, default=8 / 255, help="error-max noise budget, Linf (default 8/255)")
-    p.add_argument("--steps", type=int, default=10, help="error-max PGD steps (default 10)")
+    p.add_argument("--steps", type=positive, default=10, help="error-max PGD steps (default 10)")
     _add_training(p)
     p.add_argument("--out", default="medfool-availability", help="output folder (default medfool-availability)")
     p.set_defaults(func=cmd_availability)

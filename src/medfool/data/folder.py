@@ -49,7 +49,10 @@ def _read_images(files: Sequence[Path], size: int | None) -> np.ndarray:
                                     f"{MAX_PIXELS:,}-pixel limit for one image")
                 opened.load()
                 decoded.append(_eight_bit(opened, f))
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError:
+            raise DataError(f"{f}: header claims more than {MAX_PIXELS:,} pixels (a decompression bomb, or not "
+                            "an image medfool can hold)") from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"{f}: unreadable image ({exc})") from None

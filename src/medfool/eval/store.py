@@ -54,10 +54,23 @@ class ResultStore:
         self.conn = conn
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = True) -> ResultStore:
+    def open(cls, path: str | Path, *, create: bool = True, readonly: bool = False) -> ResultStore:
+        """Open (or create) the store; ``readonly`` opens an existing one without changing a byte
+        of it (``medfool report``)."""
         p = Path(path)
-        if not create and not p.is_file():
+        if (readonly or not create) and not p.is_file():
             raise ConfigError(f"{p}: no results store here (run 'medfool audit' first)")
+        if readonly:
+            try:
+                conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("SELECT count(*) FROM units").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise ConfigError(f"{p}: not a readable results store ({exc})") from None
+            if version != SCHEMA_VERSION:
+                conn.close()
+                raise ConfigError(f"{p}: results store of schema {version}, this medfool reads {SCHEMA_VERSION}")
+            return cls(p, conn)
         try:
             conn = sqlite3.connect(p, isolation_level=None)  # explicit transactions below
             conn.execute("PRAGMA journal_mode=WAL")
@@ -83,6 +96,23 @@ class ResultStore:
     def get_meta(self, key: str) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def claim(self, fingerprint: str, meta: dict[str, Any]) -> bool:
+        """Bind the store to one run's settings, in one transaction (two processes cannot both
+        find it empty): a new store gets ``meta`` and the fingerprint; a store with the same
+        fingerprint is resumed; another fingerprint is refused. Returns True when resuming."""
+        with self._transaction():
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+            if row is not None:
+                if json.loads(row[0]) != fingerprint:
+                    raise ConfigError(f"{self.path}: holds an audit made with other settings (model, data or "
+                                      "config); rerun with --fresh to start over, or choose another --out")
+                return True
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                  [(k, json.dumps(v, default=str)) for k, v in meta.items()])
+            # last: a store without it was never started properly
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (json.dumps(fingerprint),))
+            return False
 
     def set_meta(self, key: str, value: Any) -> None:
         with self._transaction():

@@ -28,7 +28,7 @@ from medfool.models.architectures import build
 from medfool.models.classifier import Classifier, ModelMeta
 from medfool.utils.io import atomic_write_bytes
 
-__all__ = ["FORMAT", "load_classifier", "read_header", "save_checkpoint"]
+__all__ = ["FORMAT", "check_finite", "load_classifier", "read_header", "save_checkpoint"]
 
 FORMAT = "medfool-checkpoint/1"
 
@@ -84,17 +84,25 @@ def _from_state_dict(path: Path, meta: ModelMeta, state: dict[str, torch.Tensor]
         raise CheckpointError(f"{path}: plain weights need an 'arch' in their metadata to be rebuilt")
     try:
         network = build(meta.arch, in_channels=meta.input_shape[0], num_outputs=meta.num_outputs, **meta.arch_kwargs)
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    except (ConfigError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot build architecture {meta.arch!r} with {meta.arch_kwargs} ({first})") \
+            from None
     model = Classifier(network, meta)
     # Accept both a whole-Classifier state dict and a bare network state dict.
     if not any(k.startswith("network.") for k in state):
         state = {f"network.{k}": v for k, v in state.items()}
         state.setdefault("mean", model.mean.clone())
         state.setdefault("std", model.std.clone())
+    own = model.state_dict()
+    shape_errors = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if shape_errors:  # before load_state_dict, which raises on the first mismatch in torch's words
+        k = shape_errors[0]
+        raise CheckpointError(f"{path}: weights do not fit the metadata: {k} is {tuple(state[k].shape)}, the "
+                              f"{meta.arch!r} model described ({meta.num_outputs} outputs, {meta.arch_kwargs}) "
+                              f"needs {tuple(own[k].shape)}")
     result = model.load_state_dict(state, strict=False)
-    shape_errors = [k for k, v in state.items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or shape_errors:
+    if result.missing_keys or result.unexpected_keys:
         parts = []
         if result.missing_keys:
             parts.append(f"missing {len(result.missing_keys)} tensor(s) e.g. {result.missing_keys[0]}")
@@ -156,4 +164,13 @@ def load_classifier(path: str | Path, *, device: torch.device | str = "cpu") -> 
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
         model = _from_state_dict(path, meta, obj)
+    check_finite(model, str(path))
     return model.to(device).eval(), record
+
+
+def check_finite(model: Classifier, origin: str) -> None:
+    """Refuse a model with NaN or infinite weights or normalisation: it would answer with NaN
+    logits, which every metric downstream turns into a plausible-looking number."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{origin}: the model's {name} holds NaN or infinite values")

@@ -9,6 +9,7 @@ clinically critical.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +38,24 @@ class ModelMeta:
     dataset: str = ""
 
     def __post_init__(self) -> None:
+        if self.task not in ("multi-class", "binary", "multi-label"):
+            raise ConfigError(f"task must be multi-class, binary or multi-label, got {self.task!r}")
+        if len(self.input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in self.input_shape) \
+                or self.input_shape[0] not in (1, 3):
+            raise ConfigError(f"input_shape must be (C, H, W) with C in (1, 3) and positive sizes, "
+                              f"got {self.input_shape}")
         c = self.input_shape[0]
         if len(self.mean) != c or len(self.std) != c:
             raise ConfigError(f"mean/std need {c} values (one per channel), got {len(self.mean)}/{len(self.std)}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ConfigError(f"mean and std must be finite, got mean {self.mean}, std {self.std}")
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"std values must be > 0, got {self.std}")
+        k = len(self.class_names)
+        bad = [i for i in self.critical_classes if not isinstance(i, int) or not 0 <= i < k]
+        if bad:
+            raise ConfigError(f"critical_classes must be class indices in [0, {k - 1}], "
+                              f"got {list(self.critical_classes)}")
         expected = (1, 2) if self.task == "binary" else (len(self.class_names),)
         if self.num_outputs not in expected:
             raise ConfigError(f"a {self.task} model over {len(self.class_names)} classes must have "

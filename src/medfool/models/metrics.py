@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from medfool.data.dataset import Split
+from medfool.errors import CheckpointError
 from medfool.models.classifier import Classifier, logits_to_labels, logits_to_probs
 
 __all__ = ["binary_auc", "classification_metrics", "evaluate", "loss_fn", "predict_split"]
@@ -80,7 +81,12 @@ def predict_split(model: Classifier, split: Split, *, batch_size: int = 512) -> 
         x, y = split.get(range(start, min(start + batch_size, len(split))))
         logits.append(model(x.to(model.device)).float().cpu())
         labels.append(y)
-    return torch.cat(logits), torch.cat(labels)
+    out = torch.cat(logits)
+    if not bool(torch.isfinite(out).all()):
+        bad = int((~torch.isfinite(out)).any(dim=1).sum())
+        raise CheckpointError(f"the model answers NaN or infinite values on {bad} of {len(split)} images of "
+                              f"{split.origin or 'the split'}")
+    return out, torch.cat(labels)
 
 
 def evaluate(model: Classifier, split: Split, *, batch_size: int = 512) -> dict[str, Any]:

@@ -10,10 +10,12 @@ import base64
 import html
 import json
 import math
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from medfool.errors import ConfigError
 from medfool.eval.sanity import result_checks
 from medfool.eval.store import ResultStore
 from medfool.report import summary as S
@@ -144,10 +146,15 @@ def ensemble_members(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]
 
 
 def render(store: ResultStore, out: Path) -> Path:
-    """Write out/report.html and out/results.json from the store."""
-    data = collect(store)
+    """Write out/report.html and out/results.json from the store: everything is read and both
+    files are composed before either is written, so a damaged store changes nothing."""
+    try:
+        data = collect(store)
+        html_text = page(store, data)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{store.path}: the results store is damaged ({exc})") from None
     atomic_write_json(out / "results.json", json_safe(data))
-    atomic_write_bytes(out / "report.html", page(store, data).encode())
+    atomic_write_bytes(out / "report.html", html_text.encode())
     return out / "report.html"
 
 

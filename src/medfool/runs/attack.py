@@ -27,7 +27,16 @@ from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
 from medfool.models.predict import OnnxModel, PredictModel, from_classifier
 from medfool.report.grid import class_grid
-from medfool.runs.common import DataSource, Say, check_compatible, check_writable, fmt, quiet, save_result_grid
+from medfool.runs.common import (
+    DataSource,
+    Say,
+    check_compatible,
+    check_outputs,
+    check_writable,
+    fmt,
+    quiet,
+    save_result_grid,
+)
 from medfool.runs.patch import run_patch
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_open, atomic_write_json
@@ -247,7 +256,9 @@ def select_images(job: AttackJob, model: Victim, say: Say) -> Images:
         raise ConfigError("no images left to attack (check --only-class, --target and --n)")
     x, y = split.get(index.numpy())
     device = str(model.device)
-    return Images(index, x.to(device), y.to(device), target, dataset)
+    x, y = x.to(device), y.to(device)
+    check_outputs(model, x, job.model)
+    return Images(index, x, y, target, dataset)
 
 
 def _run_batched(attack: Attack, model: Victim, x: torch.Tensor, y: torch.Tensor, target: TargetSpec, seed: int,

@@ -8,11 +8,13 @@ come from :mod:`medfool.utils.progress`, per-epoch lines from :func:`log_epoch`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +23,17 @@ import torch
 from medfool.attacks.base import AttackResult
 from medfool.data import load_dataset
 from medfool.data.dataset import Dataset, DatasetInfo
-from medfool.errors import ConfigError, DataError
+from medfool.errors import CheckpointError, ConfigError, DataError
 from medfool.models.classifier import Classifier
 from medfool.models.predict import PredictModel
 from medfool.report.grid import result_grid
 
-__all__ = ["DataSource", "Say", "check_compatible", "check_writable", "fmt", "log_epoch", "quiet", "result_order",
-           "save_result_grid"]
+__all__ = ["LOCK", "DataSource", "Say", "check_compatible", "check_outputs", "check_writable", "fmt", "folder_lock",
+           "log_epoch", "quiet", "result_order", "save_result_grid"]
 
 log = logging.getLogger("medfool")
+
+LOCK = ".medfool.lock"  # see folder_lock
 
 Say = Callable[[str], None]
 """A run's output channel: called with one line of text per event."""
@@ -49,11 +53,13 @@ class DataSource:
     data_dir: str | None = None
     allow_download: bool = True
     split_seed: int = 0
+    allow_outside_paths: bool = False  # manifests and sidecars may name files outside their folder
 
     def load(self) -> Dataset:
         """The dataset, with its loader's notes (a split made on the fly, ...) logged as warnings."""
         dataset = load_dataset(self.dataset, size=self.size, data_dir=self.data_dir,
-                               allow_download=self.allow_download, split_seed=self.split_seed)
+                               allow_download=self.allow_download, split_seed=self.split_seed,
+                               allow_outside_paths=self.allow_outside_paths)
         for note in dataset.info.notes:
             log.warning("note: %s", note)
         return dataset
@@ -90,6 +96,34 @@ def check_writable(out: Path) -> None:
         raise ConfigError(f"{out}: output folder is not writable ({exc.strerror or exc})") from None
 
 
+@contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """One run per output folder at a time: an advisory lock on OUT/.medfool.lock holding the
+    owner's pid. A second run into the same folder gets one line naming that pid."""
+    path = out / LOCK
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(f"{out}: another medfool run (pid {holder}) is writing into this folder; wait for it "
+                              "to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
 def check_compatible(model: Classifier | PredictModel, dataset: Dataset, model_path: str) -> None:
     """Refuse to evaluate or attack a model on data it was not built for."""
     split = next(iter(dataset.splits.values()))
@@ -102,6 +136,15 @@ def check_compatible(model: Classifier | PredictModel, dataset: Dataset, model_p
     if [c.lower() for c in model.class_names] != [c.lower() for c in dataset.info.class_names] and not all(
             c.startswith("class_") for c in dataset.info.class_names):
         log.warning("class names differ: model %s, dataset %s", model.class_names, dataset.info.class_names)
+
+
+def check_outputs(model: Classifier | PredictModel, x: torch.Tensor, origin: str) -> None:
+    """Refuse a model whose answers on these images are NaN or infinite (finite weights do not
+    guarantee finite outputs): every number computed from them would be meaningless."""
+    with torch.no_grad():
+        out = model(x[:64]) if isinstance(model, Classifier) else model.predict(x[:64])
+    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+        raise CheckpointError(f"{origin}: the model answers NaN or infinite values on the images")
 
 
 def save_result_grid(path: Path, model: Classifier | PredictModel, info: DatasetInfo, x: torch.Tensor,

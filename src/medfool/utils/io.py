@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "json_safe"]
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "json_safe", "remove_stray_parts"]
 
 
 @contextlib.contextmanager
@@ -45,6 +45,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def remove_stray_parts(folder: Path) -> int:
+    """Delete the temporary ``.NAME.*.part`` files an interrupted atomic write left in
+    ``folder`` (call it only while no other process writes there); returns how many."""
+    stray = list(folder.glob(".*.part"))
+    for p in stray:
+        p.unlink(missing_ok=True)
+    return len(stray)
 
 
 def json_safe(obj: Any) -> Any:

@@ -35,6 +35,7 @@ from medfool.runs.poisoning import DETECTORS
 __all__ = [
     "BUDGETED",
     "ENSEMBLE",
+    "MAX_SEED",
     "MINIMAL",
     "AuditConfig",
     "BackdoorSection",
@@ -53,6 +54,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 BUDGETED = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr")
 MINIMAL = ("deepfool", "cw")
 ENSEMBLE = ("standard", "fast", "off")
@@ -201,6 +203,8 @@ class AuditConfig:
     backdoor: BackdoorSection = field(default_factory=BackdoorSection)
 
     def check(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         _at_least("n", self.n, 1)
         _at_least("batch_size", self.batch_size, 1)
         if self.split not in ("train", "val", "test"):

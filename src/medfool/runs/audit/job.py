@@ -52,7 +52,7 @@ def audit(job: AuditJob, say: Say = quiet) -> Path:
 def rerender(folder: Path, say: Say = quiet) -> Path:
     """Write an audit's report and results.json again from its store (no recomputation)."""
     check_writable(folder)
-    with ResultStore.open(folder / STORE, create=False) as store:
+    with ResultStore.open(folder / STORE, readonly=True) as store:
         if store.get_meta("fingerprint") is None:
             raise ConfigError(f"{folder / STORE}: the audit never started properly; rerun 'medfool audit'")
         report = render(store, folder)  # reads everything before it writes anything

@@ -22,14 +22,15 @@ from medfool.attacks import attack_class
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
 from medfool.data.dataset import Dataset, DatasetInfo, benign_class
-from medfool.errors import ConfigError, DataError
+from medfool.errors import DataError
 from medfool.eval.corruptions import corruptions_for
 from medfool.eval.store import ResultStore, unit_seed
 from medfool.models.classifier import Classifier
 from medfool.report.html import render
 from medfool.runs.audit import units as U
 from medfool.runs.audit.config import AuditConfig
-from medfool.runs.common import Say, quiet
+from medfool.runs.common import Say, check_outputs, folder_lock, quiet
+from medfool.utils.io import remove_stray_parts
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, file_digest, fingerprint
 
@@ -207,20 +208,20 @@ def settings_fingerprint(cfg: AuditConfig, model: Classifier, dataset: Dataset, 
                         "images": ids, "medfool": __version__})
 
 
-def open_store(out: Path, fp: str, fresh: bool) -> tuple[ResultStore, bool]:
-    """The store in ``out``: new, resumed (same settings) or refused (other settings)."""
+def open_store(out: Path, fp: str, meta: dict[str, Any], fresh: bool) -> tuple[ResultStore, bool]:
+    """The store in ``out``: new, resumed (same settings) or refused (other settings). The
+    caller holds the folder's lock."""
     path = out / STORE
     if fresh:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
-    resumed = path.is_file()
     store = ResultStore.open(path)
-    old = store.get_meta("fingerprint")
-    if resumed and old is not None and old != fp:
+    try:
+        resumed = store.claim(fp, meta)
+    except BaseException:
         store.close()
-        raise ConfigError(f"{path}: holds an audit made with other settings (model, data or config); "
-                          "rerun with --fresh to start over, or choose another --out")
-    return store, resumed and old is not None
+        raise
+    return store, resumed
 
 
 def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditConfig, out: Path, *,
@@ -229,23 +230,25 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
     target = patch_target(dataset.info, cfg, model)  # an unknown class name fails before anything is written
     ids, x, y = audit_images(dataset, cfg)
     x, y = x.to(model.device), y.to(model.device)
+    check_outputs(model, x, model_path)  # before the store exists: a refused model leaves nothing behind
     fp = settings_fingerprint(cfg, model, dataset, ids)
+    info = dataset.info
+    meta = {
+        "config": cfg.to_json(), "seed": cfg.seed, "environment": environment(), "model": model_path,
+        "dataset": info.name, "dataset_source": info.source, "classes": list(info.class_names),
+        "critical": list(model.meta.critical_classes), "task": model.task, "images": ids,
+        "image_shape": list(x.shape[1:]), "command": command or {}, "started": time.time(),
+        **({} if target is None else {"patch_target": target, "patch_target_name": info.class_names[target]}),
+    }
     out.mkdir(parents=True, exist_ok=True)
-    store, resumed = open_store(out, fp, fresh)
-    with store:
-        if not resumed:
-            info = dataset.info
-            for key, value in {
-                "config": cfg.to_json(), "seed": cfg.seed, "environment": environment(), "model": model_path,
-                "dataset": info.name, "dataset_source": info.source, "classes": list(info.class_names),
-                "critical": list(model.meta.critical_classes), "task": model.task, "images": ids,
-                "image_shape": list(x.shape[1:]), "command": command or {}, "started": time.time(),
-                **({} if target is None else {"patch_target": target,
-                                              "patch_target_name": info.class_names[target]}),
-            }.items():
-                store.set_meta(key, value)
-            store.set_meta("fingerprint", fp)  # last: a store without it was never started properly
+    with folder_lock(out):
+        return _run(model, dataset, cfg, out, ids, x, y, fp, meta, fresh, say)
 
+
+def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: list[int], x: torch.Tensor,
+         y: torch.Tensor, fp: str, meta: dict[str, Any], fresh: bool, say: Say) -> Path:
+    store, resumed = open_store(out, fp, meta, fresh)
+    with store:
         def patch_bytes() -> bytes:
             found = store.artifact("patch-npz")
             assert found is not None, "patch applied before it was crafted"
@@ -276,4 +279,5 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
         finally:
             bar.close()
         report = render(store, out)
+    remove_stray_parts(out)  # left by a run killed while writing (this run holds the folder's lock)
     return report
