@@ -152,10 +152,9 @@ def load_classifier(path: str | Path, *, device: torch.device | str = "cpu") -> 
         meta = _sidecar_meta(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            first = str(exc).splitlines()[0][:200]
+        except pickle.UnpicklingError:
             raise CheckpointError(f"{path}: refused: contains pickled objects other than plain tensors, which "
-                                  f"medfool never unpickles ({first})") from None
+                                  "medfool never unpickles") from None
         except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
             raise CheckpointError(f"{path}: not a readable PyTorch weights file ({exc})") from None
         for key in ("state_dict", "model_state_dict", "model"):
