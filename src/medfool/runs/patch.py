@@ -3,8 +3,8 @@
 The patch is crafted on the crafting split and measured on the attacked images beside two
 natural baselines (a real crop of the target class, and of the image's own class, pasted the
 same way); optionally its transfer from a surrogate model and a sweep of its size. The crafted
-patches (patch.npz) and finished sweep rows (sweep.json) carry a fingerprint of the settings
-that made them, so a rerun with the same settings reuses them.
+patches and finished sweep rows are units of the folder's ledger (OUT/run.sqlite, keyed by the
+fingerprint of the settings that made them), so a rerun with the same settings reuses them.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from medfool.attacks.patch.placement import patch_side
 from medfool.attacks.patch.sweep import DEFAULT_AREAS, size_sweep
 from medfool.attacks.patch.transfer import transfer_patch
 from medfool.data.dataset import Dataset
-from medfool.errors import ConfigError, DataError
+from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
 from medfool.report.plots import image_png, line_chart
 from medfool.runs.common import Say, check_compatible, fmt, save_result_grid
-from medfool.utils.io import atomic_open, atomic_write_json
+from medfool.runs.ledger import LEDGER, Ledger
+from medfool.utils.io import atomic_open, atomic_write_bytes, atomic_write_json
 from medfool.utils.repro import environment, file_digest, fingerprint
 
 if TYPE_CHECKING:  # runs.attack routes patch jobs here
@@ -42,19 +43,19 @@ log = logging.getLogger("medfool")
 
 def _crafted(attack: AdversarialPatch, model: Classifier, craft_x: torch.Tensor, craft_y: torch.Tensor,
              target: int | None, seed: int, path: Path, fp: str, say: Say) -> Patch:
-    """The patch for these settings: read back from ``path`` when a previous run made it."""
-    if path.is_file():
-        try:
-            patch, old = Patch.load(path)
-        except DataError as exc:
-            log.warning("ignoring %s", exc)
-        else:
-            if old == fp:
-                say(f"  reusing {path} (crafted earlier with the same settings)")
-                return patch.__class__(patch.pixels.to(craft_x.device), patch.mask.to(craft_x.device),
-                                       patch.target, patch.history)
-    patch = attack.craft(model, craft_x, craft_y, torch.Generator().manual_seed(seed), target=target)
-    patch.save(path, fp)
+    """The patch for these settings: a finished unit of the folder's ledger, or crafted now;
+    ``path`` (patch.npz) is written from it either way."""
+    with Ledger.open(path.parent) as ledger:
+        saved = ledger.get(path.stem, fp)
+        if saved is not None:
+            atomic_write_bytes(path, saved)
+            patch, _ = Patch.load(path)
+            say(f"  reusing {path} (crafted earlier with the same settings)")
+            return patch.__class__(patch.pixels.to(craft_x.device), patch.mask.to(craft_x.device),
+                                   patch.target, patch.history)
+        patch = attack.craft(model, craft_x, craft_y, torch.Generator().manual_seed(seed), target=target)
+        patch.save(path, fp)
+        ledger.put(path.stem, fp, path.read_bytes(), "npz")
     return patch
 
 
@@ -158,23 +159,20 @@ def _sweep(job: AttackJob, attack: AdversarialPatch, model: Classifier, craft_x:
     fp = fingerprint({**base, "config": {**attack.config.to_json(), "area": None},
                       "heldout": int(x.shape[0]), "split": job.split})
     path = out / "sweep.json"
-    done: dict[float, dict[str, Any]] = {}
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("fingerprint") == fp:
-                done = {float(r["area"]): r for r in saved["rows"]}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring %s: %s", path, exc)
+    rows: list[dict[str, Any]] = []
+    with Ledger.open(out) as ledger:
+        done = {float(a): json.loads(blob) for a in areas if (blob := ledger.get(f"sweep/{float(a)!r}", fp))}
     if done:
-        say(f"  sweep: reusing {len(done)} area(s) from {path}")
-    rows: list[dict[str, Any]] = list(done.values())
+        say(f"  sweep: reusing {len(done)} area(s) from {out / LEDGER}")
+    rows += list(done.values())
 
     def save(row: dict[str, Any]) -> None:
+        with Ledger.open(out) as ledger:
+            ledger.put(f"sweep/{float(row['area'])!r}", fp, json.dumps(row).encode(), "json")
         rows.append(row)
         atomic_write_json(path, {"fingerprint": fp, "target": target, "rows": rows})
         say(f"  sweep {100 * row['covered']:5.1f} % of the image: adversarial {fmt(row['adversarial'])}, "
-             f"natural {fmt(row['natural'])}, control {fmt(row['control'])}")
+            f"natural {fmt(row['natural'])}, control {fmt(row['control'])}")
 
     result = size_sweep(model, craft_x, craft_y, x, y, target=target, config=attack.config, areas=areas,
                         seed=job.seed, done=done, on_row=save)

@@ -1,8 +1,9 @@
 """Training-process tampering, measured end to end.
 
-One experiment folder holds every model it trains (``NAME/model.safetensors`` with its
-record and the fingerprint of its settings), so an interrupted run started again with the
-same command reuses what is finished and trains only what is missing. Results go to
+One experiment folder holds every model it trains (``NAME/model.safetensors``); each finished
+model is also a unit of the folder's ledger (OUT/run.sqlite, keyed by the fingerprint of its
+training set and settings), so an interrupted run started again with the same command reuses
+what is finished and trains only what is missing. Results go to
 ``results.json`` after every stage. Every model is trained by the one training loop
 (:func:`medfool.models.train.fit`), with the same seed as the clean reference, so the only
 difference between two models is the training set.
@@ -45,6 +46,7 @@ from medfool.models.train import TrainConfig, fit
 from medfool.report.grid import class_grid
 from medfool.report.plots import line_chart
 from medfool.runs.common import log_epoch
+from medfool.runs.ledger import Ledger
 from medfool.utils.io import atomic_open, atomic_write_bytes, atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
 
@@ -95,7 +97,8 @@ def split_digest(split: Split, batch: int = 4096) -> str:
 
 
 class ModelCache:
-    """Trains models into ``root/NAME/`` or reuses one trained there with the same settings."""
+    """Trains models into ``root/NAME/``, or reuses one finished with the same settings (a unit of
+    the folder's :class:`~medfool.runs.ledger.Ledger`)."""
 
     def __init__(self, root: Path, dataset: Dataset, cfg: TrainConfig, device: torch.device | str,
                  on_epoch: Callable[[dict[str, float]], None] | None = None) -> None:
@@ -105,17 +108,21 @@ class ModelCache:
         train = train if train is not None else self.dataset.split("train")
         key = fingerprint({"train": split_digest(train), "dataset": self.dataset.info.name,
                            "cfg": asdict(self.cfg), "version": __version__})
-        folder = self.root / name
-        path = folder / "model.safetensors"
-        if path.is_file():
+        path = self.root / name / "model.safetensors"
+        with Ledger.open(self.root) as ledger:
+            saved = ledger.get(f"model/{name}", key)
+        if saved is not None:
+            if not path.is_file() or path.read_bytes() != saved:
+                atomic_write_bytes(path, saved)  # the output file, rewritten from the finished unit
             model, record = load_classifier(path, device=self.device)
-            if record.get("fingerprint") == key:
-                log.info("%s: reusing %s", name, path)
-                return model, record
+            log.info("%s: reusing %s", name, path)
+            return model, record
         log.info("%s: training on %d images", name, len(train))
         result = fit(self.dataset, self.cfg, device=self.device, train_split=train, on_epoch=self.on_epoch)
         record = {**result.record, "fingerprint": key, "name": name}
         save_checkpoint(result.model, path, record)
+        with Ledger.open(self.root) as ledger:
+            ledger.put(f"model/{name}", key, path.read_bytes(), "safetensors")
         return result.model, record
 
 

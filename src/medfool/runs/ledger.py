@@ -1,0 +1,54 @@
+"""One resume idiom for every run: finished units in the run folder's SQLite store.
+
+A long run is a list of units (a crafted patch, one row of a size sweep, one trained model, one
+audit stage on one chunk of images). Each finished unit is committed to OUT/run.sqlite (the same
+store the audit keeps in OUT/audit.sqlite: a unit and its artifact are written in one
+transaction) under its name and the fingerprint of everything it depends on: inputs, settings,
+medfool's version. A rerun asks for each unit by name and fingerprint; a hit is reused, a miss
+(another setting, or a run killed before the unit finished) is computed again. Output files are
+written from the units, so deleting an output never loses work and an output file is never trusted
+as a cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medfool.eval.store import ResultStore
+
+__all__ = ["LEDGER", "Ledger"]
+
+LEDGER = "run.sqlite"
+
+
+class Ledger:
+    """Finished units of a run, by name and fingerprint. Use as a context manager."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+
+    @classmethod
+    def open(cls, folder: Path) -> Ledger:
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(ResultStore.open(folder / LEDGER))
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+    @staticmethod
+    def _key(unit: str, fingerprint: str) -> str:
+        return f"{unit}@{fingerprint}"
+
+    def get(self, unit: str, fingerprint: str) -> bytes | None:
+        """The unit's bytes when it finished with this fingerprint, else None."""
+        found = self.store.artifact(self._key(unit, fingerprint))
+        return None if found is None else found[1]
+
+    def put(self, unit: str, fingerprint: str, data: bytes, kind: str = "bin") -> None:
+        """Record a finished unit (a unit already recorded under this fingerprint is kept)."""
+        key = self._key(unit, fingerprint)
+        if self.store.artifact(key) is None:
+            self.store.commit_unit(key, artifacts=[(key, kind, data)])
