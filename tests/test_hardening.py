@@ -45,6 +45,15 @@ def test_string_labels_in_a_later_split(tmp_path: Path, fails_cleanly) -> None:
                   "integers", tmp_path / "o")
 
 
+def test_a_huge_label_is_not_a_huge_class_list(tmp_path: Path, fails_cleanly) -> None:
+    """Without a sidecar the largest label sets the class count: 1e300 must not allocate 1e300 names."""
+    arrays = _good_arrays()
+    arrays["val_labels"] = np.full((12, 1), 1e300)
+    f = _npz(tmp_path / "h.npz", **arrays)
+    fails_cleanly(["train", "-d", str(f), "--out", str(tmp_path / "o")], r"h\.npz\[val_labels\]: labels must be whole "
+                  r"numbers in \[0, 9999\]", tmp_path / "o")
+
+
 def test_forged_array_header_is_refused_before_allocating(tmp_path: Path, fails_cleanly) -> None:
     header = np.lib.format.header_data_from_array_1_0(np.zeros((2, 28, 28), np.uint8))
     header["shape"] = (10**10, 28, 28)
@@ -243,7 +252,8 @@ _ARRAYS = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(arrays=st.dictionaries(_KEYS, _ARRAYS, max_size=6))
 def test_fuzzed_npz_fails_cleanly_or_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            arrays: dict[str, np.ndarray]) -> None:
@@ -259,7 +269,8 @@ def test_fuzzed_npz_fails_cleanly_or_loads(tmp_path: Path, capsys: pytest.Captur
     assert not out.exists()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blob=st.binary(max_size=600), suffix=st.sampled_from([".npz", ".h5", ".csv", ".safetensors", ".pt"]))
 def test_fuzzed_bytes_fail_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str], blob: bytes,
                                    suffix: str) -> None:

@@ -21,7 +21,9 @@ from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, as_nhwc, make_spl
 from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
 from medfool.errors import DataError
 
-__all__ = ["info_from_sidecar", "load_npz", "read_sidecar", "sidecar_for"]
+__all__ = ["MAX_CLASSES", "info_from_sidecar", "load_npz", "read_sidecar", "sidecar_for"]
+
+MAX_CLASSES = 10_000  # a file without a sidecar: its largest label says how many classes there are
 
 _TASK_ALIASES = {
     "multi-class": "multi-class", "multiclass": "multi-class", "ordinal-regression": "multi-class",
@@ -202,8 +204,16 @@ def _inferred_info(path: Path, arrays: dict[str, np.ndarray], present: list[str]
     else:
         if labels.size and not np.issubdtype(labels.dtype, np.number):
             raise DataError(f"{path}: labels must be integers, got dtype {labels.dtype}")
-        n = int(max(int(arrays[f"{s}_labels"].max()) for s in present if arrays[f"{s}_labels"].size) + 1) \
-            if labels.size else 2
+        top = 0
+        for s in present:
+            lab = arrays[f"{s}_labels"]
+            if not lab.size:
+                continue
+            if not np.isfinite(lab).all() or (lab != np.round(lab)).any() or lab.min() < 0 or lab.max() >= MAX_CLASSES:
+                raise DataError(f"{path}[{s}_labels]: labels must be whole numbers in [0, {MAX_CLASSES - 1}] "
+                                "(or give the file a JSON sidecar)")
+            top = max(top, int(lab.max()))
+        n = top + 1 if labels.size else 2
         n = max(n, 2)
         task = "binary" if n == 2 else "multi-class"
     return DatasetInfo(name=path.stem, task=task, class_names=tuple(f"class_{i}" for i in range(n)),

@@ -155,8 +155,9 @@ def load_classifier(path: str | Path, *, device: torch.device | str = "cpu") -> 
         except pickle.UnpicklingError:
             raise CheckpointError(f"{path}: refused: contains pickled objects other than plain tensors, which "
                                   "medfool never unpickles") from None
-        except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-            raise CheckpointError(f"{path}: not a readable PyTorch weights file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001  (torch's unpickler raises IndexError, KeyError... on junk bytes)
+            first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{path}: not a readable PyTorch weights file ({first})") from None
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
