@@ -199,6 +199,21 @@ def test_nan_weights_are_refused_everywhere(ckpt: Path, tmp_path: Path, fails_cl
                   tmp_path / "au")
 
 
+def test_a_refusal_inside_the_first_audit_unit_leaves_nothing(ckpt: Path, tmp_path: Path, fails_cleanly,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN outputs on a test image outside the audited sample surface in the clean unit, after the
+    store exists: the folder the audit created is removed again."""
+    from medfool.errors import CheckpointError
+    from medfool.runs.audit import units
+
+    def nan_split(*_a: object, **_k: object) -> None:
+        raise CheckpointError("the model answers NaN or infinite values on 1 of 90 images of synthetic[test]")
+
+    monkeypatch.setattr(units, "evaluate", nan_split)
+    fails_cleanly(["audit", "-m", str(ckpt), "-d", "synthetic", "--n", "4", "--out", str(tmp_path / "o")],
+                  "answers NaN", tmp_path / "o")
+
+
 # -- numbers on the command line and in configs ---------------------------------------------------
 @pytest.mark.parametrize(("argv", "pattern"), [
     (["train", "-d", "synthetic", "--seed", "99999999999999999999999"], r"--seed: must be in \[0, 4294967295\]"),

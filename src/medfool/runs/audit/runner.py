@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from medfool.attacks import attack_class
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
 from medfool.data.dataset import Dataset, DatasetInfo, benign_class
-from medfool.errors import DataError
+from medfool.errors import ConfigError, DataError, MedfoolError
 from medfool.eval.corruptions import corruptions_for
 from medfool.eval.store import ResultStore, unit_seed
 from medfool.models.classifier import Classifier
@@ -240,9 +241,24 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
         "image_shape": list(x.shape[1:]), "command": command or {}, "started": time.time(),
         **({} if target is None else {"patch_target": target, "patch_target_name": info.class_names[target]}),
     }
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out):
-        return _run(model, dataset, cfg, out, ids, x, y, fp, meta, fresh, say)
+    try:
+        with folder_lock(out):
+            return _run(model, dataset, cfg, out, ids, x, y, fp, meta, fresh, say)
+    except MedfoolError:
+        if created and not _has_results(out):  # a refusal in the first unit leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _has_results(out: Path) -> bool:
+    """Whether the folder's store holds any finished unit."""
+    try:
+        with ResultStore.open(out / STORE, readonly=True) as store:
+            return bool(store.done_units())
+    except ConfigError:
+        return False
 
 
 def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: list[int], x: torch.Tensor,
