@@ -116,7 +116,7 @@ def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
     result = attack(model, x, y, target=target, seed=job.seed)
     won = (result.success & result.clean_correct).cpu()
     say(f"  one-pixel attack: {int(won.sum())} of {x.shape[0]} fooled "
-         f"(population {attack.config.population}, {attack.config.generations} generations)")  # type: ignore[attr-defined]
+        f"(population {attack.config.population}, {attack.config.generations} generations)")  # type: ignore[attr-defined]
     if not bool(won.any()):
         raise ConfigError("the one-pixel attack fooled none of these images: nothing to analyse "
                           "(try more images with --n, or more generations with -o generations=...)")

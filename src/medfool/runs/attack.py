@@ -185,13 +185,13 @@ def _fooling(job: AttackJob, say: Say) -> None:
 def _transfer(job: AttackJob, options: dict[str, Any], say: Say) -> None:
     if len(job.eps) > 1:
         raise ConfigError("transfer takes one --eps")
+    if not job.surrogate:
+        raise ConfigError("transfer needs --surrogate CKPT: the model the attack is crafted on")
     check_writable(job.out)
     victim = load_victim(job.model, job.device, job.labels_only)
     images = select_images(job, victim, say)
     say(f"transfer on {images.index.numel()} {images.dataset.info.name} [{job.split}] images: crafted on "
         f"{job.surrogate}, victim {job.model}")
-    if not job.surrogate:
-        raise ConfigError("transfer needs --surrogate CKPT: the model the attack is crafted on")
     x, y, eps = images.x, images.y, job.budgets[0]
     surrogate, _ = load_classifier(job.surrogate, device=str(x.device))
     base = options.pop("base", "pgd")

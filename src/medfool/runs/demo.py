@@ -139,7 +139,7 @@ def run_demo(job: DemoJob, say: Say = quiet) -> Path:
     atomic_write_json(out / "demo.json", {"dataset": dataset.info.name, "why": why, "test": metrics,
                                           "seed": job.seed, "record": record})
     say(f"test accuracy {fmt(metrics['accuracy'])}, AUC {fmt(metrics['auc'])} on {metrics['n']:,} held-out "
-         f"{dataset.info.name} images")
+        f"{dataset.info.name} images")
     say(f"auditing the model on {audit_cfg.n} {audit_cfg.split} images (seed {audit_cfg.seed}) ...")
     report = run_audit(model, str(out / "model.safetensors"), dataset, audit_cfg, out, fresh=job.fresh,
                        command=job.command, say=say)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medfool.eval.store import ResultStore
+from medfool.utils.io import atomic_write_bytes
 
 __all__ = ["LEDGER", "Ledger"]
 
@@ -52,3 +53,17 @@ class Ledger:
         key = self._key(unit, fingerprint)
         if self.store.artifact(key) is None:
             self.store.commit_unit(key, artifacts=[(key, kind, data)])
+
+    def restore(self, unit: str, fingerprint: str, path: Path) -> bool:
+        """Whether the unit finished under this fingerprint; if so ``path`` (its output file)
+        holds its bytes afterwards, rewritten when it is missing or differs."""
+        saved = self.get(unit, fingerprint)
+        if saved is None:
+            return False
+        if not path.is_file() or path.read_bytes() != saved:
+            atomic_write_bytes(path, saved)
+        return True
+
+    def record(self, unit: str, fingerprint: str, path: Path, kind: str = "bin") -> None:
+        """Record a unit whose output the caller has just written to ``path``."""
+        self.put(unit, fingerprint, path.read_bytes(), kind)

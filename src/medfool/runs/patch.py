@@ -10,7 +10,6 @@ fingerprint of the settings that made them), so a rerun with the same settings r
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ from medfool.models.classifier import Classifier
 from medfool.report.plots import image_png, line_chart
 from medfool.runs.common import Say, check_compatible, fmt, save_result_grid
 from medfool.runs.ledger import LEDGER, Ledger
-from medfool.utils.io import atomic_open, atomic_write_bytes, atomic_write_json
+from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.repro import environment, file_digest, fingerprint
 
 if TYPE_CHECKING:  # runs.attack routes patch jobs here
@@ -38,24 +37,20 @@ if TYPE_CHECKING:  # runs.attack routes patch jobs here
 
 __all__ = ["run_patch"]
 
-log = logging.getLogger("medfool")
-
 
 def _crafted(attack: AdversarialPatch, model: Classifier, craft_x: torch.Tensor, craft_y: torch.Tensor,
              target: int | None, seed: int, path: Path, fp: str, say: Say) -> Patch:
     """The patch for these settings: a finished unit of the folder's ledger, or crafted now;
     ``path`` (patch.npz) is written from it either way."""
     with Ledger.open(path.parent) as ledger:
-        saved = ledger.get(path.stem, fp)
-        if saved is not None:
-            atomic_write_bytes(path, saved)
+        if ledger.restore(path.stem, fp, path):
             patch, _ = Patch.load(path)
             say(f"  reusing {path} (crafted earlier with the same settings)")
             return patch.__class__(patch.pixels.to(craft_x.device), patch.mask.to(craft_x.device),
                                    patch.target, patch.history)
         patch = attack.craft(model, craft_x, craft_y, torch.Generator().manual_seed(seed), target=target)
         patch.save(path, fp)
-        ledger.put(path.stem, fp, path.read_bytes(), "npz")
+        ledger.record(path.stem, fp, path, "npz")
     return patch
 
 
@@ -88,7 +83,7 @@ def run_patch(job: AttackJob, attack: AdversarialPatch, model: Classifier, image
     area = k * k / (x.shape[2] * x.shape[3])
     goal = "untargeted" if target is None else f"target {info.class_names[target]!r}"
     say(f"  {goal}; patch {k}x{k} px ({100 * area:.1f} % of the image, {cfg.shape}), {cfg.steps} steps on "
-         f"{craft_x.shape[0]} {job.craft_split} images; measured on the {x.shape[0]} {job.split} images")
+        f"{craft_x.shape[0]} {job.craft_split} images; measured on the {x.shape[0]} {job.split} images")
     base = {"model": file_digest(job.model), "dataset": info.name, "split_seed": job.data.split_seed,
             "craft_split": job.craft_split, "n_craft": int(craft_x.shape[0]), "config": cfg.to_json(),
             "target": target, "seed": job.seed}
@@ -98,14 +93,14 @@ def run_patch(job: AttackJob, attack: AdversarialPatch, model: Classifier, image
     summary: dict[str, Any] = {"patch": {**_rates(adv), "side": k, "area": area,
                                          "training_history": patch.history}}
     say(f"  adversarial patch: success {fmt(adv.success_rate)} of {int(adv.clean_correct.sum())} correctly "
-         "classified held-out images")
+        "classified held-out images")
     if target is not None:
         for control in (False, True):
             r = natural_patch(model, craft_x, craft_y, x, y, k, torch.Generator().manual_seed(job.seed + 2),
                               target=target, control=control, shape=cfg.shape)
             summary[r.attack] = _rates(r)
         say(f"  natural {info.class_names[target]} crop: {fmt(summary['natural-patch']['success_rate'])}; "
-             f"same-class control: {fmt(summary['natural-patch-control']['success_rate'])}")
+            f"same-class control: {fmt(summary['natural-patch-control']['success_rate'])}")
     if job.surrogate:
         summary["transfer"] = _transfer(job, attack, model, dataset, craft_x, craft_y, x, y, target, base, say)
     sweep_rows = None
@@ -147,7 +142,7 @@ def _transfer(job: AttackJob, attack: AdversarialPatch, victim: Classifier, data
                        patch=patch)
     image_png(out / "surrogate_patch.png", patch.pixels, alpha=None if attack.config.shape == "square" else patch.mask)
     say(f"  transfer from {job.surrogate}: success {fmt(t.on_surrogate.success_rate)} on the surrogate, "
-         f"{fmt(t.on_victim.success_rate)} on the victim")
+        f"{fmt(t.on_victim.success_rate)} on the victim")
     return {"surrogate": str(job.surrogate), **t.summary()}
 
 
@@ -162,20 +157,19 @@ def _sweep(job: AttackJob, attack: AdversarialPatch, model: Classifier, craft_x:
     rows: list[dict[str, Any]] = []
     with Ledger.open(out) as ledger:
         done = {float(a): json.loads(blob) for a in areas if (blob := ledger.get(f"sweep/{float(a)!r}", fp))}
-    if done:
-        say(f"  sweep: reusing {len(done)} area(s) from {out / LEDGER}")
-    rows += list(done.values())
+        if done:
+            say(f"  sweep: reusing {len(done)} area(s) from {out / LEDGER}")
+        rows += list(done.values())
 
-    def save(row: dict[str, Any]) -> None:
-        with Ledger.open(out) as ledger:
+        def save(row: dict[str, Any]) -> None:
             ledger.put(f"sweep/{float(row['area'])!r}", fp, json.dumps(row).encode(), "json")
-        rows.append(row)
-        atomic_write_json(path, {"fingerprint": fp, "target": target, "rows": rows})
-        say(f"  sweep {100 * row['covered']:5.1f} % of the image: adversarial {fmt(row['adversarial'])}, "
-            f"natural {fmt(row['natural'])}, control {fmt(row['control'])}")
+            rows.append(row)
+            atomic_write_json(path, {"fingerprint": fp, "target": target, "rows": rows})
+            say(f"  sweep {100 * row['covered']:5.1f} % of the image: adversarial {fmt(row['adversarial'])}, "
+                f"natural {fmt(row['natural'])}, control {fmt(row['control'])}")
 
-    result = size_sweep(model, craft_x, craft_y, x, y, target=target, config=attack.config, areas=areas,
-                        seed=job.seed, done=done, on_row=save)
+        result = size_sweep(model, craft_x, craft_y, x, y, target=target, config=attack.config, areas=areas,
+                            seed=job.seed, done=done, on_row=save)
     atomic_write_json(path, {"fingerprint": fp, "target": target, "rows": result})
     line_chart(out / "sweep.png", [r["covered"] for r in result],
                {"optimised patch": [r["adversarial"] for r in result],

@@ -110,19 +110,15 @@ class ModelCache:
                            "cfg": asdict(self.cfg), "version": __version__})
         path = self.root / name / "model.safetensors"
         with Ledger.open(self.root) as ledger:
-            saved = ledger.get(f"model/{name}", key)
-        if saved is not None:
-            if not path.is_file() or path.read_bytes() != saved:
-                atomic_write_bytes(path, saved)  # the output file, rewritten from the finished unit
-            model, record = load_classifier(path, device=self.device)
-            log.info("%s: reusing %s", name, path)
-            return model, record
-        log.info("%s: training on %d images", name, len(train))
-        result = fit(self.dataset, self.cfg, device=self.device, train_split=train, on_epoch=self.on_epoch)
-        record = {**result.record, "fingerprint": key, "name": name}
-        save_checkpoint(result.model, path, record)
-        with Ledger.open(self.root) as ledger:
-            ledger.put(f"model/{name}", key, path.read_bytes(), "safetensors")
+            if ledger.restore(f"model/{name}", key, path):
+                model, record = load_classifier(path, device=self.device)
+                log.info("%s: reusing %s", name, path)
+                return model, record
+            log.info("%s: training on %d images", name, len(train))
+            result = fit(self.dataset, self.cfg, device=self.device, train_split=train, on_epoch=self.on_epoch)
+            record = {**result.record, "fingerprint": key, "name": name}
+            save_checkpoint(result.model, path, record)
+            ledger.record(f"model/{name}", key, path, "safetensors")
         return result.model, record
 
 

@@ -73,9 +73,10 @@ def _supported(name: str, task: str, skipped: list[str]) -> bool:
 
 
 def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], x: torch.Tensor,
-         y: torch.Tensor, patch_bytes: Callable[[], bytes], out: Path | None = None
+         y: torch.Tensor, patch_bytes: Callable[[], bytes], target: int | None, out: Path | None = None
          ) -> tuple[list[U.Unit], list[str]]:
-    """Every unit of the audit, in running order, and what was left out and why."""
+    """Every unit of the audit, in running order, and what was left out and why. ``target`` is
+    the patch's target class (:func:`patch_target`; None: no patch stage)."""
     info = dataset.info
     skipped: list[str] = []
     single = model.task != "multi-label"
@@ -136,7 +137,6 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
     pc = cfg.patch
     if pc.enabled and not single:
         skipped.append("patch (a universal patch targets one class; the model is multi-label)")
-    target = patch_target(info, cfg, model)
     if target is not None:
         attack = AdversarialPatch(PatchAttackConfig(area=pc.area, steps=pc.steps))
         craft = dataset.split("train")
@@ -245,7 +245,7 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
     out.mkdir(parents=True, exist_ok=True)
     try:
         with folder_lock(out):
-            return _run(model, dataset, cfg, out, ids, x, y, fp, meta, fresh, say)
+            return _run(model, dataset, cfg, out, ids, x, y, target, fp, meta, fresh, say)
     except MedfoolError:
         if created and not _has_results(out):  # a refusal in the first unit leaves nothing behind
             shutil.rmtree(out, ignore_errors=True)
@@ -262,7 +262,7 @@ def _has_results(out: Path) -> bool:
 
 
 def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: list[int], x: torch.Tensor,
-         y: torch.Tensor, fp: str, meta: dict[str, Any], fresh: bool, say: Say) -> Path:
+         y: torch.Tensor, target: int | None, fp: str, meta: dict[str, Any], fresh: bool, say: Say) -> Path:
     store, resumed = open_store(out, fp, meta, fresh)
     with store:
         def patch_bytes() -> bytes:
@@ -270,7 +270,7 @@ def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: 
             assert found is not None, "patch applied before it was crafted"
             return found[1]
 
-        units, skipped = plan(model, dataset, cfg, ids, x, y, patch_bytes, out)
+        units, skipped = plan(model, dataset, cfg, ids, x, y, patch_bytes, target, out)
         store.set_meta("skipped", skipped)
         if store.prune({u.name for u in units}):
             log.info("dropped results of units this version no longer plans")
