@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from medfool.data import make_synthetic
-from medfool.models import save_checkpoint
+from medfool.data import load_dataset, make_synthetic
+from medfool.data.split import stratified_split
+from medfool.models import load_classifier, save_checkpoint
 from medfool.models.train import TrainConfig, fit
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -137,3 +138,32 @@ def fails_cleanly(capsys: pytest.CaptureFixture[str]) -> FailsCleanly:
             assert not out.exists(), "nothing may be written on a user error"
 
     return check
+
+
+# -- default-trained models on the real data (what users get), shared by every test directory --
+def _trained(real_data: Path, name: str, tmp: Path, max_train: int | None, epochs: int | None) -> tuple:
+    import os
+
+    os.environ["MEDFOOL_DATA_DIR"] = str(real_data)
+    ds = load_dataset(name)
+    train = ds.split("train")
+    if max_train and len(train) > max_train:
+        keep = stratified_split(train.labels.numpy(), {"a": max_train / len(train), "b": 1 - max_train / len(train)},
+                                0)["a"]
+        train = train.subset(np.asarray(keep))
+    result = fit(ds, TrainConfig(epochs=epochs), train_split=train)
+    path = save_checkpoint(result.model, tmp / f"{name}.safetensors", result.record)
+    model, _ = load_classifier(path)
+    return model, ds
+
+
+@pytest.fixture(scope="session")
+def path_model(real_data, tmp_path_factory):
+    """An undefended small CNN on the PathMNIST subset (about 30 s to train)."""
+    return _trained(real_data, "pathmnist", tmp_path_factory.mktemp("m"), None, None)
+
+
+@pytest.fixture(scope="session")
+def lung_model(real_data, tmp_path_factory):
+    """An undefended small CNN on 3,000 LC25000 lung tiles (about 30 s to train)."""
+    return _trained(real_data, "lc25000_lung", tmp_path_factory.mktemp("m"), 3000, 8)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from medfool.data import load_dataset, make_synthetic
-from medfool.data.split import stratified_split
-from medfool.models import Classifier, ModelMeta, load_classifier, save_checkpoint
+from medfool.data import make_synthetic
+from medfool.models import Classifier, ModelMeta
 from medfool.models.train import TrainConfig, fit
 
 FAST = TrainConfig(arch_kwargs={"width": 8}, epochs=4, batch_size=64, lr=1e-2)
@@ -61,31 +57,3 @@ def multilabel() -> tuple[Classifier, torch.Tensor, torch.Tensor]:
     model = fit(ds, FAST).model
     x, y = ds.split("test").get(range(24))
     return model, x, y
-
-
-def _trained(real_data: Path, name: str, tmp: Path, max_train: int | None, epochs: int | None) -> tuple:
-    import os
-
-    os.environ["MEDFOOL_DATA_DIR"] = str(real_data)
-    ds = load_dataset(name)
-    train = ds.split("train")
-    if max_train and len(train) > max_train:
-        keep = stratified_split(train.labels.numpy(), {"a": max_train / len(train), "b": 1 - max_train / len(train)},
-                                0)["a"]
-        train = train.subset(np.asarray(keep))
-    result = fit(ds, TrainConfig(epochs=epochs), train_split=train)
-    path = save_checkpoint(result.model, tmp / f"{name}.safetensors", result.record)
-    model, _ = load_classifier(path)
-    return model, ds
-
-
-@pytest.fixture(scope="session")
-def path_model(real_data, tmp_path_factory):
-    """An undefended small CNN on the PathMNIST subset (about 30 s to train)."""
-    return _trained(real_data, "pathmnist", tmp_path_factory.mktemp("m"), None, None)
-
-
-@pytest.fixture(scope="session")
-def lung_model(real_data, tmp_path_factory):
-    """An undefended small CNN on 3,000 LC25000 lung tiles (about 30 s to train)."""
-    return _trained(real_data, "lc25000_lung", tmp_path_factory.mktemp("m"), 3000, 8)

@@ -59,3 +59,65 @@ def test_report_renders_in_headless_chromium(tiny_model: Path, tiny_config: Path
     with Image.open(shot) as im:
         assert im.width >= 1000 and im.height > 2000  # the whole page, not a blank viewport
         assert len(np.unique(np.asarray(im.convert("L").resize((64, 256))))) > 20  # not blank
+
+
+DEFENDED_CONFIG = """\
+n = 16
+[corruptions]
+enabled = false
+[whitebox]
+attacks = []
+minimal = []
+eps = [8]
+[blackbox]
+enabled = false
+[patch]
+enabled = false
+[onepixel]
+enabled = false
+[maps]
+enabled = false
+[defence]
+names = ["median"]
+eps = [8]
+eot = 2
+"""
+
+
+@pytest.mark.slow
+def test_defended_model_report_shows_naive_and_adaptive_side_by_side(tiny_model: Path, tmp_path: Path):
+    """Audit a model defended by bit-depth reduction (plus a median filter from the config): the
+    report's defence section has, per defence, the naive, masking-check and adaptive columns
+    with numbers, and the adaptive figure is never above the naive one."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    browser_path = _chromium()
+    defended = tmp_path / "defended.safetensors"
+    assert main(["defend", "transform", "-m", str(tiny_model), "-t", "bit-depth:bits=3", "-o", str(defended)]) == 0
+    config = tmp_path / "audit.toml"
+    config.write_text(DEFENDED_CONFIG)
+    out = tmp_path / "out"
+    assert main(["audit", "-m", str(defended), "-d", "synthetic", "--config", str(config), "--out", str(out)]) == 0
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto((out / "report.html").resolve().as_uri(), wait_until="load")
+            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+            tables = page.evaluate("""Array.from(document.querySelectorAll('#defences ~ h3')).map(h => {
+                let t = h.nextElementSibling; while (t && t.tagName !== 'TABLE') t = t.nextElementSibling;
+                return [h.textContent, Array.from(t.querySelectorAll('th')).map(c => c.textContent),
+                        Array.from(t.querySelectorAll('tbody tr td')).map(c => c.textContent)];})""")
+        finally:
+            browser.close()
+    assert problems == []
+    assert "Defences: the naive and the adaptive attacker" in headings
+    names = [t[0] for t in tables]
+    assert any(n.startswith("the audited model") for n in names) and any(n.startswith("median") for n in names)
+    for _, head, cells in tables:
+        assert head == ["budget", "naive", "masking check", "adaptive", "undefended"]
+        assert cells[0] == "8/255"
+        naive, masked, adaptive = (float(c.split()[0]) for c in cells[1:4])
+        assert adaptive <= min(naive, masked)

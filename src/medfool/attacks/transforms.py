@@ -9,7 +9,6 @@ composition per image.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from medfool.attacks.hed import HED_FROM_RGB, RGB_FROM_HED, od_to_rgb, rgb_to_od
 from medfool.data.transforms import dihedral
+from medfool.utils.imageops import jpeg_quantise
 from medfool.utils.rng import Draw
 
 __all__ = [
@@ -65,39 +65,11 @@ def gaussian_noise(x: torch.Tensor, draw: Draw, sigma: float = 0.02) -> torch.Te
     return (x + sigma * draw.randn(*x.shape).to(x)).clamp(0, 1)
 
 
-def _dct_matrix(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    k = torch.arange(size, dtype=torch.float64)
-    m = torch.cos(math.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * size)) * math.sqrt(2 / size)
-    m[0] /= math.sqrt(2)
-    return m.to(device=device, dtype=dtype)
-
-
-# JPEG's standard luminance quantisation table (ITU-T T.81, Annex K)
-_JPEG_Q = torch.tensor([
-    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
-    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
-    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]], dtype=torch.float64)
-
-
 def jpeg_like(x: torch.Tensor, draw: Draw, quality: tuple[int, int] = (50, 95)) -> torch.Tensor:
     """8x8 block DCT, quantisation with the JPEG luminance table at a random quality per image,
     inverse DCT. Rounding passes gradients straight through (BPDA, Athalye et al. 2018)."""
-    n, c, h, w = x.shape
-    q = draw.randint(quality[0], quality[1] + 1, n).double().cpu()
-    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
-    table = ((_JPEG_Q * scale.view(n, 1, 1) + 50) / 100).floor().clamp_min(1).to(x) / 255.0
-    table = table.view(n, 1, 1, 1, 8, 8)
-    ph, pw = (-h) % 8, (-w) % 8
-    xp = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    hh, ww = xp.shape[-2:]
-    blocks = xp.view(n, c, hh // 8, 8, ww // 8, 8).permute(0, 1, 2, 4, 3, 5)  # (n, c, bh, bw, 8, 8)
-    d = _dct_matrix(8, x.device, x.dtype)
-    coef = d @ (blocks - 0.5) @ d.T
-    scaled = coef / table
-    rounded = scaled + (torch.round(scaled) - scaled).detach()  # straight-through
-    out = d.T @ (rounded * table) @ d + 0.5
-    out = out.permute(0, 1, 2, 4, 3, 5).reshape(n, c, hh, ww)[..., :h, :w]
-    return out.clamp(0, 1)
+    q = draw.randint(quality[0], quality[1] + 1, x.shape[0]).cpu()
+    return jpeg_quantise(x, q, bpda=True)
 
 
 TRANSFORMS: dict[str, Transform] = {

@@ -10,9 +10,12 @@ search, a universal patch crafted on training images, few-pixel differential evo
 single-pixel vulnerability maps, each at a documented default budget (see 'medfool audit
 --print-config'). The ensemble is the slow part: Square's queries on every image no
 gradient attack broke (500 in the default "fast" preset, 5,000 in "standard", AutoAttack's
-own budgets). Every result row goes into OUT/audit.sqlite as it is
-produced: run the same command again after an interruption and it continues where it
-stopped. OUT/report.html is one self-contained page; OUT/results.json holds the same numbers.
+own budgets). With --defence (or a [defence] section), each defence is measured against the naive
+attacker, a gradient-free masking check and the adaptive attacker (BPDA, EOT), side by side; a
+defended model (input transforms, an ensemble) is always measured that way. Every result
+row goes into OUT/audit.sqlite as it is produced: run the same command again after an
+interruption and it continues where it stopped. OUT/report.html is one self-contained page;
+OUT/results.json holds the same numbers.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not args.model or not args.dataset:
         raise ConfigError("audit needs --model and --dataset (or --print-config)")
     audit(AuditJob(model=args.model, data=data_source(args), out=Path(args.out), config=args.config, seed=args.seed,
-                   n=args.n, device=args.device, fresh=args.fresh, command=command_record(args)), say)
+                   n=args.n, device=args.device, fresh=args.fresh, defences=tuple(args.defence),
+                   command=command_record(args)), say)
     return 0
 
 
@@ -58,6 +62,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--out", default="medfool-audit", help="output folder (default medfool-audit)")
     p.add_argument("--fresh", action="store_true", help="discard results already in OUT and start over")
+    p.add_argument("--defence", action="append", default=[], metavar="NAME",
+                   help="also measure a defence against the naive and the adaptive attacker: an input transform "
+                        "put in front of the model (jpeg, median:size=3, bit-depth:bits=4, blur, resize-pad, "
+                        "stain-norm) or a defended checkpoint (repeat; adds to the config's [defence] names)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="re-render an audit's report from its results store (no recomputation)",

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from medfool import __version__
-from medfool.cli import analyze, attack, audit, commands, demo, export, poison
+from medfool.cli import analyze, attack, audit, commands, defend, demo, export, poison
 from medfool.cli.common import Parser
 from medfool.errors import MedfoolError
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub)
     export.register(sub)
     poison.register(sub)
+    defend.register(sub)
     return parser
 
 

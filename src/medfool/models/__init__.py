@@ -3,6 +3,7 @@
 from medfool.models.architectures import architectures, build, register
 from medfool.models.checkpoint import load_classifier, read_header, save_checkpoint
 from medfool.models.classifier import Classifier, ModelMeta
+from medfool.models.ensemble import ensemble_classifier
 
-__all__ = ["Classifier", "ModelMeta", "architectures", "build", "load_classifier", "read_header",
+__all__ = ["Classifier", "ModelMeta", "architectures", "build", "ensemble_classifier", "load_classifier", "read_header",
            "register", "save_checkpoint"]

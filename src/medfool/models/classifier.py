@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medfool.errors import ConfigError
+from medfool.models.preprocess import AdaptiveLayer, build_preprocess, check_spec
 
 __all__ = ["MIN_ROWS", "Classifier", "MetaView", "ModelMeta", "channel_stats", "logits_to_labels", "logits_to_probs"]
 
@@ -36,8 +37,12 @@ class ModelMeta:
     arch: str | None = None
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: str = ""
+    # input-transform defences applied to [0, 1] pixels before normalisation (models.preprocess)
+    preprocess: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        for spec in self.preprocess:
+            check_spec(spec)
         if self.task not in ("multi-class", "binary", "multi-label"):
             raise ConfigError(f"task must be multi-class, binary or multi-label, got {self.task!r}")
         if len(self.input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in self.input_shape) \
@@ -62,7 +67,10 @@ class ModelMeta:
                               f"{' or '.join(map(str, expected))} outputs, got {self.num_outputs}")
 
     def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        if not self.preprocess:  # checkpoints of undefended models read as before
+            del out["preprocess"]
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelMeta:
@@ -116,6 +124,8 @@ class Classifier(MetaView, nn.Module):
         # channels_last runs convolutions about 20-25 % faster on CPUs (oneDNN); only for our own
         # registry networks, whose layers we know accept it.
         self._min_rows = 0  # see padded()
+        self._eot = 1       # see adaptive()
+        self.preprocess = build_preprocess(meta.preprocess)
         self.channels_last = meta.arch is not None
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -138,7 +148,37 @@ class Classifier(MetaView, nn.Module):
         finally:
             self._min_rows = old
 
+    @property
+    def randomised(self) -> bool:
+        """Whether an answer draws random numbers (a random input transform, anywhere inside)."""
+        return any(isinstance(m, AdaptiveLayer) and m.random for m in self.modules())
+
+    @contextlib.contextmanager
+    def adaptive(self, eot: int = 1) -> Iterator[Classifier]:
+        """The model as an attacker who knows its defences sees it (Athalye et al., ICML 2018):
+        within this block every defence layer keeps its forward pass and differentiates as the
+        identity (BPDA), and, where the model is random, each forward pass averages the logits
+        of ``eot`` fresh random draws (expectation over transformation)."""
+        layers = [m for m in self.modules() if isinstance(m, AdaptiveLayer)]
+        old = [(m.bpda, m.fresh) for m in layers]
+        old_eot = self._eot
+        for m in layers:
+            m.bpda, m.fresh = True, m.random
+        self._eot = eot if self.randomised else 1
+        try:
+            yield self
+        finally:
+            for m, (bpda, fresh) in zip(layers, old, strict=True):
+                m.bpda, m.fresh = bpda, fresh
+            self._eot = old_eot
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._eot > 1:
+            m, n = self._eot, x.shape[0]
+            return self._padded_forward(x.repeat(m, 1, 1, 1)).view(m, n, -1).mean(dim=0)
+        return self._padded_forward(x)
+
+    def _padded_forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         if self._min_rows and 0 < n < self._min_rows:
             pad = torch.zeros((self._min_rows - n, *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -146,6 +186,8 @@ class Classifier(MetaView, nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.preprocess):
+            x = self.preprocess(x)
         z = (x - self.mean) / self.std
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)

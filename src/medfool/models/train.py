@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from medfool.models.metrics import evaluate, loss_fn
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
 
-__all__ = ["TrainConfig", "TrainResult", "auto_epochs", "build_classifier", "fit", "resolve_augment"]
+__all__ = ["Objective", "TrainConfig", "TrainResult", "auto_epochs", "build_classifier", "fit", "resolve_augment"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,25 @@ class TrainConfig:
             raise ConfigError(f"augment must be one of auto, {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             raise ConfigError(f"time_limit_s must be > 0, got {self.time_limit_s}")
+
+
+class Objective(Protocol):
+    """What a training step minimises, when it is not the plain loss on the batch: defences
+    (adversarial training, noise for randomized smoothing) plug in here so that every model,
+    defended or not, comes out of the same seeded loop with the same record."""
+
+    def loss(self, model: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch loss to minimise (the model is in train mode on entry and must be on exit)."""
+        ...
+
+    def validate(self, model: Classifier, val: Split) -> dict[str, float]:
+        """Extra per-epoch validation figures (model in eval mode). A ``val_robust_accuracy``
+        entry makes epoch selection use the mean of clean and robust validation accuracy."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The objective's settings, for the checkpoint's record."""
+        ...
 
 
 @dataclass
@@ -122,11 +141,11 @@ def build_classifier(dataset: Dataset, cfg: TrainConfig, train: Split | None = N
 
 def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
         on_epoch: Callable[[dict[str, float]], None] | None = None,
-        train_split: Split | None = None) -> TrainResult:
+        train_split: Split | None = None, objective: Objective | None = None) -> TrainResult:
     """Train on ``train_split`` (default: the dataset's train split), select on ``val``, report ``test``.
 
     ``train_split`` lets other threat code (poisoning, adversarial training) reuse this
-    loop on a modified training set.
+    loop on a modified training set; ``objective`` replaces the plain loss (defences).
     """
     start = time.perf_counter()
     gen = seed_everything(cfg.seed)
@@ -151,7 +170,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         for idx in _batches(train.labels, cfg, model.task, gen):
             x, y = train.get(idx)
             x, y = augment(x.to(device), aug, gen), y.to(device)
-            loss = loss_fn(model(x), y, model.task)
+            loss = objective.loss(model, x, y) if objective else loss_fn(model(x), y, model.task)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -163,10 +182,17 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         row = {"epoch": epoch, "train_loss": running / seen, "val_loss": val_metrics["loss"],
                "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
                "elapsed_s": time.perf_counter() - start}
+        if objective:
+            model.eval()
+            row.update(objective.validate(model, val))
+            row["elapsed_s"] = time.perf_counter() - start
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        key = (val_metrics["accuracy"], -val_metrics["loss"])
+        score = val_metrics["accuracy"]
+        if "val_robust_accuracy" in row:  # a constant answer is "robust": select on clean and robust together
+            score = (score + row["val_robust_accuracy"]) / 2
+        key = (score, -val_metrics["loss"])
         if key > (best[0], -best[1]):
             best, best_state, best_epoch, stale = (key[0], -key[1]), copy.deepcopy(model.state_dict()), epoch, 0
         else:
@@ -186,7 +212,8 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     record = {
         "dataset": dataset.info.name, "dataset_source": dataset.info.source,
         "dataset_notes": list(dataset.info.notes),
-        "train_config": asdict(cfg), "epochs": epochs, "augment": aug, "best_epoch": best_epoch,
+        "train_config": asdict(cfg), "objective": objective.describe() if objective else None,
+        "epochs": epochs, "augment": aug, "best_epoch": best_epoch,
         "epochs_run": len(history),
         "metrics": {"val": val_best, "test": test}, "history": history, "train_wall_s": wall,
         "seed": cfg.seed, "environment": environment(),

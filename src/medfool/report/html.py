@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from medfool.defenses.evaluation import BudgetRow, DefenceReport
 from medfool.errors import ConfigError
 from medfool.eval.sanity import result_checks
 from medfool.eval.store import ResultStore
@@ -119,6 +120,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
     maps = [json.loads(d) for n, _, d in store.artifacts("map-") if n.endswith("-json")]
     clean = store.json_artifact("clean")
     backdoor = store.json_artifact("backdoor-json")
+    defences = defence_results(store, summaries)
     members = ensemble_members([json.loads(d) for _, _, d in store.artifacts("members-")])
     flips = []
     if meta["task"] != "multi-label":
@@ -127,10 +129,55 @@ def collect(store: ResultStore) -> dict[str, Any]:
             if top:
                 flips.append({"stage": stage, "attack": top["attack"], "budget": top["budget"],
                               "matrix": S.flip_matrix(rows, stage, top["attack"], top["budget"], len(meta["classes"]))})
-    return {"meta": meta, "clean": clean, "findings": S.findings(meta, clean, summaries, rows, maps, checks, backdoor),
+    found = S.findings(meta, clean, summaries, rows, maps, checks, backdoor) + [d["finding"] for d in defences]
+    return {"meta": meta, "clean": clean, "findings": found, "defences": defences,
             "sanity": checks, "summaries": summaries, "flip_matrices": flips, "maps": maps, "rows": rows,
             "backdoor": backdoor, "corruptions": S.corruption_table(summaries), "ensemble_members": members,
             "units_done": len(store.done_units())}
+
+
+def defence_results(store: ResultStore, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The defence units' reports, each budget joined with the audited model's worst case (the
+    white-box ensemble at that budget) as the undefended reference, and the finding re-worded
+    with it."""
+    ensemble = {s["budget"]: s["robust_accuracy"] for s in summaries
+                if s["stage"] == "whitebox" and s["attack"] == "ensemble"}
+    out = []
+    for _, _, blob in store.artifacts("defence-"):
+        data = json.loads(blob)
+        if data["name"] != "the audited model":
+            for row in data["rows"]:
+                row["baseline"] = ensemble.get(f"{row['eps_255']:g}/255")
+        report = DefenceReport(data["name"], data["kind"], data["clean_accuracy"], data["baseline_clean_accuracy"],
+                               [BudgetRow(r["eps"], r["naive"], r["masking_check"], r["adaptive"], r["baseline"])
+                                for r in data["rows"]], data["n"], data["cost"])
+        data["finding"] = report.finding
+        out.append(data)
+    return out
+
+
+def _defence_section(defences: list[dict[str, Any]]) -> str:
+    parts = ["<h2 id='defences'>Defences: the naive and the adaptive attacker</h2><p class='muted'>Robust accuracy "
+             "(share of all audited images still correctly classified). <b>naive</b>: the ensemble's gradient "
+             "attacks on the gradients the deployed model gives, defence ignored; <b>masking check</b>: Square, "
+             "gradient-free; <b>adaptive</b>: the whole ensemble with BPDA through input transforms and votes and "
+             "EOT over random transforms, per image the best of all three (Athalye et al. 2018; Tramer et al. "
+             "2020). A naive figure far above the adaptive one is gradient masking, not robustness. "
+             "<b>undefended</b>: the audited model under the white-box ensemble.</p>"]
+    for d in defences:
+        cost = d.get("cost") or {}
+        infer = (f"{cost['infer_ms']:.2f} ms / image" + (f" (undefended {cost['baseline_infer_ms']:.2f})"
+                                                          if "baseline_infer_ms" in cost else "")) if cost else ""
+        train = f", trained in {cost['train_s']:.0f} s" if "train_s" in cost else ""
+        clean = _pct(d["clean_accuracy"]) + (f" (undefended {_pct(d['baseline_clean_accuracy'])})"
+                                             if d.get("baseline_clean_accuracy") is not None else "")
+        parts.append(f"<h3>{html.escape(d['name'])} <span class='muted'>({html.escape(d['kind'])})</span></h3>"
+                     f"<p>{html.escape(d['finding'])}</p>"
+                     f"<p class='muted'>clean accuracy {clean} &middot; inference {infer}{train}</p>" + _table(
+                         ["budget", "naive", "masking check", "adaptive", "undefended"],
+                         [[f"{r['eps_255']:g}/255", _pct(r["naive"]), _pct(r["masking_check"]),
+                           f"<b>{_pct(r['adaptive'])}</b>", _pct(r.get("baseline"))] for r in d["rows"]]))
+    return "".join(parts)
 
 
 def ensemble_members(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -304,6 +351,8 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
                      "drop in the true class's probability when that pixel alone takes one of the colours tried, and "
                      "where that alone flips the prediction.</p><div class='figs'>"
                      + "".join(_img(d, n) for n, d in maps) + "</div>")
+    if data.get("defences"):
+        parts.append(_defence_section(data["defences"]))
     if data.get("backdoor"):
         parts.append(_backdoor_section(data["backdoor"], store.artifact("backdoor-trigger")))
     # sanity

@@ -76,6 +76,8 @@ def log_epoch(row: dict[str, float]) -> None:
     """One line per training epoch (the ``on_epoch`` callback of :func:`medfool.models.train.fit`)."""
     log.info("epoch %d  train loss %.4f  val loss %.4f  val acc %.4f  val AUC %.4f  (%.0f s)",
              row["epoch"], row["train_loss"], row["val_loss"], row["val_accuracy"], row["val_auc"], row["elapsed_s"])
+    if "val_robust_accuracy" in row:
+        log.info("epoch %d  val robust acc %.4f", row["epoch"], row["val_robust_accuracy"])
 
 
 def check_writable(out: Path) -> None:

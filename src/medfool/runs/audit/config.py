@@ -16,6 +16,9 @@ Example (every key optional)::
     severities = [1, 2, 3, 4, 5]
     [onepixel]
     pixels = [1, 3]
+    [defence]
+    names = ["jpeg", "median:size=3", "runs/adv/model.safetensors"]  # or medfool audit --defence NAME
+    eps = [2, 8]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from medfool.attacks.poisoning.triggers import KINDS
 from medfool.errors import ConfigError
 from medfool.eval.corruptions import SEVERITIES, known_names
+from medfool.models.preprocess import PREPROCESS, parse_spec
 from medfool.runs.poisoning import DETECTORS
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "BackdoorSection",
     "BlackboxConfig",
     "CorruptionsConfig",
+    "DefenceSection",
     "MapsConfig",
     "OnePixelConfig",
     "PatchConfig",
@@ -189,6 +194,31 @@ class BackdoorSection:
 
 
 @dataclass(frozen=True)
+class DefenceSection:
+    """Defences measured against the naive and the adaptive attacker, beside the audited model."""
+
+    # input transforms applied to the audited model (jpeg, median:size=3, ...) or paths to defended
+    # checkpoints (adversarially trained, ensembles); a defended audited model is always measured
+    names: tuple[str, ...] = ()
+    eps: tuple[float, ...] = (2.0, 8.0)  # in 1/255
+    eot: int = 8                         # EOT draws per step for random defences
+    preset: str = "fast"                 # the adaptive attacker's ensemble preset
+
+    def check(self) -> None:
+        _eps_list("defence.eps", self.eps)
+        _at_least("defence.eot", self.eot, 1)
+        if self.preset not in ("fast", "standard"):
+            raise ConfigError(f"defence.preset must be fast or standard, got {self.preset!r}")
+        for name in self.names:
+            if name.endswith((".safetensors", ".pt", ".pth", ".ts")) or "/" in name:
+                continue  # a model file, checked when the audit loads it
+            if name.partition(":")[0] not in PREPROCESS:
+                raise ConfigError(f"defence.names: {name!r} is neither an input transform ({', '.join(PREPROCESS)}) "
+                                  "nor a model file")
+            parse_spec(name)
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     seed: int = 0
     n: int = 128  # test images audited (a seeded random sample of the split)
@@ -201,6 +231,7 @@ class AuditConfig:
     onepixel: OnePixelConfig = field(default_factory=OnePixelConfig)
     maps: MapsConfig = field(default_factory=MapsConfig)
     backdoor: BackdoorSection = field(default_factory=BackdoorSection)
+    defence: DefenceSection = field(default_factory=DefenceSection)
 
     def check(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -210,7 +241,7 @@ class AuditConfig:
         if self.split not in ("train", "val", "test"):
             raise ConfigError(f"split must be one of train, val, test, got {self.split!r}")
         for section in (self.corruptions, self.whitebox, self.blackbox, self.patch, self.onepixel, self.maps,
-                        self.backdoor):
+                        self.backdoor, self.defence):
             section.check()
         if self.blackbox.enabled and not self.whitebox.enabled:
             raise ConfigError("blackbox needs whitebox enabled (it runs at the white-box budgets)")
@@ -318,7 +349,12 @@ def load_config(path: str | Path | None, **overrides: Any) -> AuditConfig:
             raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    defences = overrides.pop("defences", None)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    section = data.get("defence") or {}
+    if defences and isinstance(section, dict):  # medfool audit --defence NAME adds to the config's list
+        names = section.get("names", [])
+        data["defence"] = {**section, "names": [*(names if isinstance(names, list) else [names]), *defences]}
     try:
         return config_from_dict(data)
     except ConfigError as exc:

@@ -33,12 +33,13 @@ class AuditJob:
     n: int | None = None
     device: str = "auto"
     fresh: bool = False
+    defences: tuple[str, ...] = ()  # added to the config's [defence] names
     command: dict[str, Any] = field(default_factory=dict)
 
 
 def audit(job: AuditJob, say: Say = quiet) -> Path:
     """Run (or resume) the audit; returns the report's path."""
-    cfg = load_config(job.config, seed=job.seed, n=job.n)
+    cfg = load_config(job.config, seed=job.seed, n=job.n, defences=list(job.defences))
     check_writable(job.out)
     model, _ = load_classifier(job.model, device=resolve_device(job.device))
     dataset = job.data.load()

@@ -23,14 +23,17 @@ from medfool.attacks import attack_class
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
 from medfool.data.dataset import Dataset, DatasetInfo, benign_class
+from medfool.defenses.input_transforms import with_transforms
 from medfool.errors import ConfigError, DataError, MedfoolError
 from medfool.eval.corruptions import corruptions_for
 from medfool.eval.store import ResultStore, unit_seed
+from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
+from medfool.models.preprocess import parse_spec
 from medfool.report.html import render
 from medfool.runs.audit import units as U
 from medfool.runs.audit.config import AuditConfig
-from medfool.runs.common import Say, check_outputs, folder_lock, quiet
+from medfool.runs.common import Say, check_compatible, check_outputs, folder_lock, quiet
 from medfool.utils.io import remove_stray_parts
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, file_digest, fingerprint
@@ -173,12 +176,47 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         for j in map_images(correct, y if single else None, model.meta.critical_classes, mp.n):
             units.append(U.Unit(f"maps/{ids[j]}", "vulnerability maps",
                                 U.map_unit(subject, images.take(slice(j, j + 1)), mp.samples, cfg.seed)))
+    units += defence_units(model, dataset, cfg, images)
     bd = cfg.backdoor
     if bd.enabled and model.meta.arch is None:
         skipped.append("backdoor (retraining needs a model built from medfool's architecture registry)")
     elif bd.enabled and out is not None:
         units.append(U.Unit("backdoor", "backdoor retraining", U.backdoor_unit(model, dataset, cfg, out / "backdoor")))
     return units, skipped
+
+
+def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
+                    ) -> list[tuple[str, str, Classifier, str]]:
+    """(name, kind, model, identity) for each defence the audit measures: the audited model itself when it
+    carries defences (input transforms, an ensemble), then ``[defence] names``: input transforms
+    put in front of the audited model, or defended checkpoints (loaded and checked here, before
+    any unit runs)."""
+    out: list[tuple[str, str, Classifier, str]] = []
+    if model.meta.preprocess or model.meta.arch == "ensemble":
+        kind = "ensemble" if model.meta.arch == "ensemble" else "input transform"
+        out.append(("the audited model", kind, model, "audited"))
+    for name in cfg.defence.names:
+        if Path(name).suffix in (".safetensors", ".pt", ".pth", ".ts") or "/" in name:
+            defended, record = load_classifier(name, device=model.device)
+            check_compatible(defended, dataset, name)
+            objective = record.get("objective") or {}
+            kind = ("ensemble" if defended.meta.arch == "ensemble" else "input transform" if defended.meta.preprocess
+                    else f"robust training ({objective['method']})" if objective else "model")
+            out.append((name, kind, defended, file_digest(name)))
+        else:
+            out.append((name, "input transform", with_transforms(model, [parse_spec(name)]), name))
+    return out
+
+
+def defence_units(model: Classifier, dataset: Dataset, cfg: AuditConfig, images: U.Chunk) -> list[U.Unit]:
+    dc = cfg.defence
+    units = []
+    for k, (name, kind, defended, identity) in enumerate(defended_models(model, dataset, cfg)):
+        slug = f"{k}-{fingerprint({'name': name, 'identity': identity})[:8]}"
+        units.append(U.Unit(f"defence/{slug}", "defences", U.defence_unit(
+            slug, name, kind, defended, model, dataset.split(cfg.split), images, dc.eps, dc.preset, dc.eot,
+            unit_seed(cfg.seed, f"defence/{name}"))))
+    return units
 
 
 def map_images(correct: torch.Tensor, y: torch.Tensor | None, critical: tuple[int, ...], n: int) -> list[int]:

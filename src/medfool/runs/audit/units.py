@@ -27,6 +27,7 @@ from medfool.attacks.patch.optimised import AdversarialPatch, Patch
 from medfool.attacks.poisoning.backdoor import BackdoorConfig
 from medfool.attacks.poisoning.triggers import make_trigger
 from medfool.data.dataset import Dataset, DatasetInfo, Split, benign_class
+from medfool.defenses.evaluation import BudgetRow, DefenceReport, attack_defence, inference_ms
 from medfool.eval.corruptions import Corruption, corrupt
 from medfool.eval.perceptibility import perceptibility
 from medfool.eval.sanity import model_checks
@@ -43,8 +44,8 @@ from medfool.utils.rng import ImageStreams
 
 __all__ = [
     "Artifact", "Unit", "UnitOutput", "attack_unit", "backdoor_unit", "clean_unit", "corruption_figure_unit",
-    "corruption_unit", "grid_artifact", "load_patch", "map_unit", "patch_apply_unit", "patch_craft_unit",
-    "result_rows", "sanity_unit",
+    "corruption_unit", "defence_unit", "grid_artifact", "load_patch", "map_unit", "patch_apply_unit",
+    "patch_craft_unit", "result_rows", "sanity_unit",
 ]
 
 Artifact = tuple[str, str, bytes]  # name, kind (png | json | npz), bytes
@@ -295,5 +296,28 @@ def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
         figure = _png_bytes(lambda p: trigger_figure(p, dataset, trigger, cfg.seed))
         blob = json.dumps(result, default=str).encode()
         return [], [("backdoor-json", "json", blob), ("backdoor-trigger", "png", figure)]
+
+    return run
+
+
+def defence_unit(slug: str, name: str, kind: str, defended: Classifier, audited: Classifier, split: Split,
+                 images: Chunk, eps: tuple[float, ...], preset: str, eot: int,
+                 seed: int) -> Callable[[torch.Generator], UnitOutput]:
+    """One defence at every budget: robust accuracy under the naive attacker, the masking check
+    and the adaptive attacker (medfool.defenses.evaluation), clean accuracy and inference cost."""
+
+    def run(_gen: torch.Generator) -> UnitOutput:
+        start = time.perf_counter()
+        rows = []
+        for e in eps:
+            naive, masked, adaptive = attack_defence(defended, images.x, images.y, images.ids, e / 255,
+                                                     preset=preset, seed=seed, eot=eot)
+            rows.append(BudgetRow(e / 255, naive, masked, adaptive))
+        cost = {"infer_ms": inference_ms(defended, images.x), "baseline_infer_ms": inference_ms(audited, images.x),
+                "eval_s": time.perf_counter() - start}
+        same = defended is audited
+        report = DefenceReport(name, kind, evaluate(defended, split)["accuracy"],
+                               None if same else evaluate(audited, split)["accuracy"], rows, len(images.ids), cost)
+        return [], [(f"defence-{slug}", "json", json.dumps(json_safe(report.to_json())).encode())]
 
     return run

@@ -1,0 +1,327 @@
+"""Adversarial-image detectors in front of the model: a flagged input is a result.
+
+Every detector gives a score per image (higher: more likely adversarial), differentiable in the
+pixels so that an adaptive attacker can descend it, and a threshold set on clean validation
+images at a stated false-positive rate (5 % by default). Detectors read the model's deep
+features (the input of its last linear layer) and, for LID, its intermediate activations.
+
+* ``mahalanobis``: Lee, Lee, Lee & Shin, NeurIPS 2018: the smallest Mahalanobis distance of the
+  penultimate features to a class mean, with one shared covariance (no input pre-processing,
+  one layer).
+* ``kd-bu``: Feinman, Curtin, Shintre & Gardner, 2017: kernel density of the features among
+  training images of the predicted class, plus Bayesian uncertainty (variance of Monte-Carlo
+  dropout predictions; zero for networks without dropout), combined by logistic regression.
+* ``lid``: Ma, Li, Wang, Erfani, Wijewickrema, Schoenebeck, Song, Houle & Bailey, ICLR 2018:
+  local intrinsic dimensionality of each tapped layer's activations among a fixed reference
+  set of clean training images (not the mini-batch, so an image's score never depends on
+  its neighbours), combined by logistic regression.
+* ``binary``: Ma, Niu, Gu, Wang, Zhao, Bailey & Lu, Pattern Recognition 110, 2021: a small
+  classifier on deep features trained to tell clean from PGD images ("a simple adversarial
+  image detector classifier is sufficient to protect the actual classifier from most of the
+  attacks").
+* ``squeeze``: Xu, Evans & Qi, NDSS 2018: the largest L1 distance between the model's
+  probabilities on the image and on squeezed copies (4-bit depth, 3x3 median filter); needs no
+  training. The squeezers pass gradients straight through for the adaptive attacker.
+
+Training detectors (KD-BU, LID, binary) see PGD images crafted on training images, and Gaussian
+noisy copies as extra negatives, as their papers do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfool.defenses.robust_training import pgd_linf
+from medfool.errors import ConfigError
+from medfool.models.classifier import Classifier, logits_to_labels, logits_to_probs
+from medfool.models.preprocess import BitDepth, Median
+
+__all__ = ["DETECTORS", "Detector", "FeatureTap", "fit_detector", "tpr_at_fpr"]
+
+DETECTORS = ("mahalanobis", "kd-bu", "lid", "binary", "squeeze")
+
+
+class FeatureTap:
+    """Captures activations during the model's forward pass: the input of the last linear layer
+    (deep features) and the outputs of pooling layers (LID's taps)."""
+
+    def __init__(self, model: Classifier) -> None:
+        self.model = model
+        linears = [m for m in model.network.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ConfigError("detectors need a network whose last layer is linear (deep features); "
+                              f"{model.meta.arch or 'this model'} has none")
+        self.last = linears[-1]
+        self.pools = [m for m in model.network.modules()
+                      if isinstance(m, nn.MaxPool2d | nn.AdaptiveAvgPool2d | nn.AvgPool2d)]
+        self.captured: dict[str, list[torch.Tensor]] = {}
+
+    @contextmanager
+    def tapping(self) -> Iterator[dict[str, list[torch.Tensor]]]:
+        self.captured = {"features": [], "layers": []}
+        hooks = [self.last.register_forward_pre_hook(lambda _m, args: self.captured["features"].append(args[0]))]
+        hooks += [p.register_forward_hook(lambda _m, _a, out: self.captured["layers"].append(out))
+                  for p in self.pools]
+        try:
+            yield self.captured
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(deep features (N, D), flattened activations per tap, logits). The deep features are
+        the last linear layer's input followed by the mean and standard deviation of every
+        channel at each tap: adversarial noise shows in early layers' statistics first."""
+        with self.tapping() as got:
+            logits = self.model(x)
+        stats = [torch.cat([a.mean(dim=(2, 3)), a.std(dim=(2, 3))], dim=1) for a in got["layers"]
+                 if a.dim() == 4 and a.shape[2] * a.shape[3] > 1]
+        feats = torch.cat([got["features"][-1].flatten(1), *stats], dim=1)
+        return feats, [a.flatten(1) for a in got["layers"]], logits
+
+
+def _logistic(features: torch.Tensor, positive: torch.Tensor, steps: int = 200) -> nn.Linear:
+    """Logistic regression on standardised features (L-BFGS, light L2)."""
+    mu, sd = features.mean(0), features.std(0).clamp_min(1e-6)
+    z = (features - mu) / sd
+    lin = nn.Linear(z.shape[1], 1).double()
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.zero_()
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+    target = positive.double()
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(lin(z.double())[:, 0], target) + 1e-3 * lin.weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    out = nn.Linear(z.shape[1], 1)
+    with torch.no_grad():  # fold the standardisation into the layer
+        w = lin.weight.float() / sd
+        out.weight.copy_(w)
+        out.bias.copy_(lin.bias.float() - (w * mu).sum())
+    return out
+
+
+class Detector(nn.Module):
+    """A fitted detector: ``score(x)`` (N,), ``flag(x)`` (N,) bool at the threshold."""
+
+    threshold: torch.Tensor
+
+    def __init__(self, kind: str, model: Classifier) -> None:
+        super().__init__()
+        if kind not in DETECTORS:
+            raise ConfigError(f"detector must be one of {', '.join(DETECTORS)}, got {kind!r}")
+        self.kind = kind
+        self.model = model
+        self.tap = FeatureTap(model)
+        self.register_buffer("threshold", torch.tensor(math.inf))
+        self.fpr = math.nan
+        self.clean_spread = 1.0  # std of clean scores: the adaptive attacker's unit
+        self.bpda = False        # squeezers pass gradients straight through (the adaptive attacker)
+        self._score: Callable[[torch.Tensor], torch.Tensor] = lambda x: torch.zeros(x.shape[0])
+        self.head: nn.Module | None = None
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self._score(x)
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        return torch.cat([self.score(x[i:i + batch]) for i in range(0, x.shape[0], batch)]) if len(x) else \
+            torch.zeros(0)
+
+    def flag(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(x) > self.threshold
+
+    def calibrate(self, clean_scores: torch.Tensor, fpr: float = 0.05) -> None:
+        """Threshold = the (1 - fpr) quantile of clean scores: ``fpr`` of clean images are flagged."""
+        self.threshold = torch.quantile(clean_scores.double(), 1 - fpr).float()
+        self.fpr = fpr
+        self.clean_spread = float(clean_scores.std().clamp_min(1e-6))
+
+
+def tpr_at_fpr(clean: torch.Tensor, adv: torch.Tensor, fpr: float = 0.05) -> float:
+    """True-positive rate on ``adv`` at the threshold flagging ``fpr`` of ``clean``."""
+    if adv.numel() == 0:
+        return math.nan
+    thr = torch.quantile(clean.double(), 1 - fpr)
+    return float((adv.double() > thr).float().mean())
+
+
+# -- fitting ---------------------------------------------------------------------------------
+def _lid(acts: torch.Tensor, ref: torch.Tensor, k: int) -> torch.Tensor:
+    """Maximum-likelihood LID of each row of ``acts`` among ``ref`` (Amsaleg et al. 2015)."""
+    d = torch.cdist(acts, ref).clamp_min(1e-12)
+    knn = d.topk(k + 1, dim=1, largest=False).values
+    knn = knn[:, 1:] if bool((knn[:, 0] < 1e-9).all()) else knn[:, :k]  # a reference image itself
+    return -1.0 / (torch.log(knn / knn[:, -1:]).mean(dim=1) - 1e-12)
+
+
+def fit_detector(kind: str, model: Classifier, x_train: torch.Tensor, y_train: torch.Tensor,
+                 x_val: torch.Tensor, *, eps: float = 8 / 255, seed: int = 0, fpr: float = 0.05,
+                 batch: int = 256) -> Detector:
+    """Fit a detector on training images (and PGD images crafted from them at ``eps``), then set
+    its threshold on the clean ``x_val`` at ``fpr``."""
+    model.eval()
+    det = Detector(kind, model)
+    tap = det.tap
+    gen = torch.Generator().manual_seed(seed)
+    task = model.task
+
+    def features_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, logits = [], []
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch):
+                f, _, z = tap(x[i:i + batch])
+                feats.append(f)
+                logits.append(z)
+        return torch.cat(feats), torch.cat(logits)
+
+    def adversarial(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        parts = [pgd_linf(model, x[i:i + batch], y[i:i + batch], eps, 10, generator=gen)
+                 for i in range(0, x.shape[0], batch)]
+        return torch.cat(parts).detach()
+
+    if kind == "squeeze":
+        squeezers = [BitDepth(bits=4), Median(size=3)]
+
+        def squeeze_score(x: torch.Tensor) -> torch.Tensor:
+            p = logits_to_probs(model(x), task)
+            out = []
+            for s in squeezers:
+                s.bpda = det.bpda
+                out.append((p - logits_to_probs(model(s(x)), task)).abs().sum(dim=1))
+            return torch.stack(out).max(dim=0).values
+
+        det._score = squeeze_score
+    elif kind == "mahalanobis":
+        feats, _ = features_of(x_train)
+        groups = [y_train == c for c in range(model.num_classes)] if task != "multi-label" else \
+            [torch.ones_like(y_train[:, 0], dtype=torch.bool)]
+        groups = [g for g in groups if bool(g.any())]
+        means = torch.stack([feats[g].mean(0) for g in groups])
+        centred = torch.cat([feats[g] - feats[g].mean(0) for g in groups])
+        cov = centred.T @ centred / centred.shape[0] + 1e-4 * torch.eye(feats.shape[1])
+        precision = torch.linalg.inv(cov)
+
+        def maha(x: torch.Tensor) -> torch.Tensor:
+            f, _, _ = tap(x)
+            diff = f[:, None, :] - means[None]                                        # (N, C, D)
+            dist = torch.einsum("ncd,de,nce->nc", diff, precision, diff)
+            return dist.min(dim=1).values
+
+        det._score = maha
+    else:
+        n = x_train.shape[0]
+        x_adv = adversarial(x_train, y_train)
+        noise = (x_train + (eps * torch.randn(x_train.shape, generator=gen)).to(x_train)).clamp(0, 1)
+        with torch.no_grad():
+            right = logits_to_labels(model(x_train), task)
+            right = (right == y_train).all(1) if task == "multi-label" else right == y_train
+            fooled = logits_to_labels(model(x_adv), task)
+            fooled = (fooled != y_train).any(1) if task == "multi-label" else fooled != y_train
+        keep_adv = right & fooled
+        if int(keep_adv.sum()) < 10:
+            raise ConfigError(f"PGD at {eps * 255:g}/255 fooled only {int(keep_adv.sum())} of {n} training images; "
+                              "a detector cannot be trained on so few (raise --eps)")
+        if kind == "binary":
+            feats, _ = features_of(torch.cat([x_train, noise, x_adv[keep_adv]]))
+            labels = torch.cat([torch.zeros(2 * n), torch.ones(int(keep_adv.sum()))])
+            head = nn.Sequential(nn.Linear(feats.shape[1], 64), nn.ReLU(), nn.Linear(64, 1))
+            mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-6)
+            opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
+            pos_weight = (labels == 0).sum() / labels.sum().clamp_min(1)
+            for _epoch in range(60):
+                perm = torch.randperm(labels.shape[0], generator=gen)
+                for i in range(0, perm.shape[0], 256):
+                    j = perm[i:i + 256]
+                    loss = F.binary_cross_entropy_with_logits(head((feats[j] - mu) / sd)[:, 0], labels[j],
+                                                              pos_weight=pos_weight)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            det.head = head.eval()
+
+            def binary(x: torch.Tensor) -> torch.Tensor:
+                f, _, _ = tap(x)
+                out: torch.Tensor = head((f - mu) / sd)[:, 0]
+                return out
+
+            det._score = binary
+        elif kind == "lid":
+            k = 20
+            ref_idx = torch.randperm(n, generator=gen)[:min(n, 200)]
+            with torch.no_grad():
+                _, layers, z = tap(x_train[ref_idx])
+            refs = [*layers, z]
+
+            def lid_vector(x: torch.Tensor) -> torch.Tensor:
+                _, acts, logits = tap(x)
+                return torch.stack([_lid(a, r, k) for a, r in zip([*acts, logits], refs, strict=True)], dim=1)
+
+            with torch.no_grad():
+                vec = torch.cat([lid_vector(v[i:i + batch]) for v in (x_train, noise, x_adv[keep_adv])
+                                 for i in range(0, v.shape[0], batch)])
+            labels = torch.cat([torch.zeros(2 * n), torch.ones(int(keep_adv.sum()))])
+            lid_head = det.head = _logistic(vec, labels)
+
+            def lid(x: torch.Tensor) -> torch.Tensor:
+                out: torch.Tensor = lid_head(lid_vector(x))[:, 0]
+                return out
+
+            det._score = lid
+        else:  # kd-bu
+            feats, logits = features_of(x_train)
+            pred = logits_to_labels(logits, task)
+            classes = model.num_classes if task != "multi-label" else 1
+            chosen = torch.cat([
+                torch.nonzero(pred == c if task != "multi-label" else torch.ones_like(pred[:, 0], dtype=torch.bool))
+                .flatten()[torch.randperm(int((pred == c).sum()) if task != "multi-label" else pred.shape[0],
+                                          generator=gen)[:500]]
+                for c in range(classes)])
+            bank, bank_cls = feats[chosen], pred[chosen] if task != "multi-label" else torch.zeros_like(chosen)
+            counts = torch.bincount(bank_cls, minlength=classes).clamp_min(1).float()
+            bandwidth = float(torch.cdist(feats[:200], feats[:200]).median().clamp_min(1e-6))
+            dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+
+            def kd_bu(x: torch.Tensor) -> torch.Tensor:
+                f, _, z = tap(x)
+                cls = logits_to_labels(z, task) if task != "multi-label" else torch.zeros(x.shape[0], dtype=torch.long)
+                logk = -torch.cdist(f, bank).square() / bandwidth**2                     # (N, bank)
+                logk = logk.masked_fill(bank_cls[None, :] != cls[:, None], float("-inf"))
+                kd = torch.logsumexp(logk, dim=1) - counts[cls].log()
+                if dropouts:
+                    for m in dropouts:
+                        m.train()
+                    try:
+                        draws = torch.stack([logits_to_probs(model(x), task) for _ in range(8)])
+                    finally:
+                        for m in dropouts:
+                            m.eval()
+                    bu = draws.var(dim=0).sum(dim=1)
+                else:
+                    bu = torch.zeros_like(kd)
+                return torch.stack([kd, bu], dim=1)
+
+            with torch.no_grad():
+                vec = torch.cat([kd_bu(v[i:i + batch]) for v in (x_train, noise, x_adv[keep_adv])
+                                 for i in range(0, v.shape[0], batch)])
+            labels = torch.cat([torch.zeros(2 * n), torch.ones(int(keep_adv.sum()))])
+            kd_head = det.head = _logistic(vec, labels)
+
+            def kdbu(x: torch.Tensor) -> torch.Tensor:
+                out: torch.Tensor = kd_head(kd_bu(x))[:, 0]
+                return out
+
+            det._score = kdbu
+    det.calibrate(det.scores(x_val), fpr)
+    return det

@@ -1,0 +1,102 @@
+"""Randomized smoothing's statistics, detectors' thresholds and the robust-training objectives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from medfool.data import make_synthetic
+from medfool.defenses.detector_attack import evaluate_detector
+from medfool.defenses.detectors import DETECTORS, fit_detector, tpr_at_fpr
+from medfool.defenses.evaluation import BudgetRow, DefenceReport, finding
+from medfool.defenses.robust_training import RobustObjective, robust_accuracy
+from medfool.defenses.smoothing import binomial_lower_bound, certified_accuracy, certify
+from medfool.errors import ConfigError
+from medfool.models.train import TrainConfig, fit
+
+FAST = TrainConfig(arch_kwargs={"width": 8}, epochs=4, batch_size=64, lr=1e-2)
+
+
+@pytest.mark.parametrize(("k", "n", "expected"), [
+    # scipy.stats.beta.ppf(0.001, k, n - k + 1), computed once
+    (990, 1000, 0.9760361871553114), (600, 1000, 0.5510754739370525), (1000, 1000, 0.9931160484209338),
+    (50, 100, 0.34479800642531777), (1, 10, 0.00010004502852067863),
+])
+def test_clopper_pearson_lower_bound_matches_scipy(k: int, n: int, expected: float) -> None:
+    assert binomial_lower_bound(k, n, 0.001) == pytest.approx(expected, abs=1e-10)
+
+
+def test_certify_abstains_on_a_coin_and_certifies_a_constant() -> None:
+    ds = make_synthetic(seed=1)
+    model = fit(ds, FAST).model
+    x, y = ds.split("test").get(range(6))
+    # huge noise: the base model's answers are close to a coin -> abstain or tiny radius
+    cert = certify(model, x, list(range(6)), sigma=50.0, n0=20, n=200)
+    assert cert.radius.max() < 50.0 * 3.1
+    # tiny noise: every answer is the base model's, certified with pA's bound at 0.001 (radius ~ 3.1 sigma)
+    cert = certify(model, x, list(range(6)), sigma=1e-4, n0=20, n=1000)
+    assert torch.equal(cert.prediction, model.predict(x))
+    expected = 1e-4 * float(torch.special.ndtri(torch.tensor(binomial_lower_bound(1000, 1000, 0.001))))
+    assert torch.allclose(cert.radius, torch.full((6,), expected, dtype=torch.float64))
+    acc = certified_accuracy(cert, y, [0.0, 1.0])
+    assert acc["1"] == 0.0 and acc["abstain"] == 0.0
+    assert acc["0"] == pytest.approx(float((model.predict(x) == y).float().mean()))
+
+
+def test_certificate_does_not_depend_on_the_batch() -> None:
+    ds = make_synthetic(seed=1)
+    model = fit(ds, FAST).model
+    x, _ = ds.split("test").get(range(5))
+    whole = certify(model, x, [10, 11, 12, 13, 14], sigma=0.25, n0=20, n=100)
+    alone = certify(model, x[3:4], [13], sigma=0.25, n0=20, n=100)
+    assert float(whole.p_lower[3]) == float(alone.p_lower[0])
+
+
+def test_multilabel_certify_is_refused() -> None:
+    ds = make_synthetic(task="multi-label", n_classes=4, seed=3)
+    model = fit(ds, FAST).model
+    x, _ = ds.split("test").get(range(2))
+    with pytest.raises(ConfigError, match="single-label"):
+        certify(model, x, [0, 1], sigma=0.25)
+
+
+def test_tpr_at_fpr() -> None:
+    clean = torch.arange(100, dtype=torch.float32)
+    assert tpr_at_fpr(clean, torch.tensor([200.0, 200.0, 0.0, 0.0])) == 0.5
+    assert math.isnan(tpr_at_fpr(clean, torch.zeros(0)))
+
+
+@pytest.mark.parametrize("kind", DETECTORS)
+def test_detectors_flag_five_percent_of_clean_validation_images(kind: str) -> None:
+    ds = make_synthetic(seed=1, per_split=(300, 200, 60))
+    model = fit(ds, FAST).model
+    xt, yt = ds.split("train").get(range(200))
+    xv, _ = ds.split("val").get(range(len(ds.split("val"))))
+    det = fit_detector(kind, model, xt, yt, xv, eps=16 / 255)
+    assert float(det.flag(xv).float().mean()) == pytest.approx(0.05, abs=0.03)
+    x, y = ds.split("test").get(range(40))
+    row = evaluate_detector(model, det, x, y, list(range(40)), 16 / 255, steps=10)
+    assert 0.0 <= row.naive_auc <= 1.0 and row.attacked > 0
+
+
+def test_robust_objectives_train_and_their_robust_check_sees_an_attack() -> None:
+    ds = make_synthetic(seed=1)
+    x, y = ds.split("val").get(range(32))
+    plain = fit(ds, FAST).model
+    # a do-nothing attack would leave robust accuracy at clean accuracy
+    clean = float((plain.predict(x) == y).float().mean())
+    assert robust_accuracy(plain, x, y, 32 / 255) < clean
+    for method in ("pgd", "trades", "fgsm-rs", "noise"):
+        result = fit(ds, FAST, objective=RobustObjective(method=method, eps=8 / 255, steps=2, val_images=16))
+        assert result.record["objective"]["method"] == method
+        assert ("val_robust_accuracy" in result.history[0]) == (method != "noise")
+
+
+def test_finding_words() -> None:
+    masked = DefenceReport("JPEG", "input transform", 0.9, 0.92, [BudgetRow(8 / 255, 0.71, 0.2, 0.03, 0.0)], 100)
+    assert "looks protective against a naive attacker (robust accuracy 71 %" in finding(masked)
+    assert "drops it to 3 %" in finding(masked)
+    holds = DefenceReport("PGD training", "robust training", 0.8, 0.9, [BudgetRow(8 / 255, 0.6, 0.62, 0.55, 0.0)], 100)
+    assert "holds against the adaptive attacker: robust accuracy 55 %" in finding(holds)
