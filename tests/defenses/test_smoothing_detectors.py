@@ -8,15 +8,24 @@ import pytest
 import torch
 
 from medfool.data import make_synthetic
+from medfool.data.dataset import Dataset
 from medfool.defenses.detector_attack import evaluate_detector
 from medfool.defenses.detectors import DETECTORS, fit_detector, tpr_at_fpr
 from medfool.defenses.evaluation import BudgetRow, DefenceReport, finding
 from medfool.defenses.robust_training import RobustObjective, robust_accuracy
 from medfool.defenses.smoothing import binomial_lower_bound, certified_accuracy, certify
 from medfool.errors import ConfigError
+from medfool.models import Classifier, ModelMeta
+from medfool.models.architectures import build
 from medfool.models.train import TrainConfig, fit
 
 FAST = TrainConfig(arch_kwargs={"width": 8}, epochs=4, batch_size=64, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Classifier, Dataset]:
+    ds = make_synthetic(seed=1, per_split=(300, 200, 60))
+    return fit(ds, FAST).model, ds
 
 
 @pytest.mark.parametrize(("k", "n", "expected"), [
@@ -28,9 +37,8 @@ def test_clopper_pearson_lower_bound_matches_scipy(k: int, n: int, expected: flo
     assert binomial_lower_bound(k, n, 0.001) == pytest.approx(expected, abs=1e-10)
 
 
-def test_certify_abstains_on_a_coin_and_certifies_a_constant() -> None:
-    ds = make_synthetic(seed=1)
-    model = fit(ds, FAST).model
+def test_certify_abstains_on_a_coin_and_certifies_a_constant(trained: tuple[Classifier, Dataset]) -> None:
+    model, ds = trained
     x, y = ds.split("test").get(range(6))
     # huge noise: the base model's answers are close to a coin -> abstain or tiny radius
     cert = certify(model, x, list(range(6)), sigma=50.0, n0=20, n=200)
@@ -45,9 +53,8 @@ def test_certify_abstains_on_a_coin_and_certifies_a_constant() -> None:
     assert acc["0"] == pytest.approx(float((model.predict(x) == y).float().mean()))
 
 
-def test_certificate_does_not_depend_on_the_batch() -> None:
-    ds = make_synthetic(seed=1)
-    model = fit(ds, FAST).model
+def test_certificate_does_not_depend_on_the_batch(trained: tuple[Classifier, Dataset]) -> None:
+    model, ds = trained
     x, _ = ds.split("test").get(range(5))
     whole = certify(model, x, [10, 11, 12, 13, 14], sigma=0.25, n0=20, n=100)
     alone = certify(model, x[3:4], [13], sigma=0.25, n0=20, n=100)
@@ -55,11 +62,11 @@ def test_certificate_does_not_depend_on_the_batch() -> None:
 
 
 def test_multilabel_certify_is_refused() -> None:
-    ds = make_synthetic(task="multi-label", n_classes=4, seed=3)
-    model = fit(ds, FAST).model
-    x, _ = ds.split("test").get(range(2))
+    meta = ModelMeta(task="multi-label", class_names=("a", "b"), input_shape=(1, 8, 8), mean=(0.5,), std=(0.25,),
+                     num_outputs=2, arch="small_cnn", arch_kwargs={"width": 4})
+    model = Classifier(build("small_cnn", in_channels=1, num_outputs=2, width=4), meta)
     with pytest.raises(ConfigError, match="single-label"):
-        certify(model, x, [0, 1], sigma=0.25)
+        certify(model, torch.rand(2, 1, 8, 8), [0, 1], sigma=0.25)
 
 
 def test_tpr_at_fpr() -> None:
@@ -68,28 +75,30 @@ def test_tpr_at_fpr() -> None:
     assert math.isnan(tpr_at_fpr(clean, torch.zeros(0)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", DETECTORS)
-def test_detectors_flag_five_percent_of_clean_validation_images(kind: str) -> None:
-    ds = make_synthetic(seed=1, per_split=(300, 200, 60))
-    model = fit(ds, FAST).model
-    xt, yt = ds.split("train").get(range(200))
+def test_detectors_flag_five_percent_of_clean_validation_images(kind: str, trained: tuple[Classifier, Dataset]
+                                                                ) -> None:
+    model, ds = trained
+    xt, yt = ds.split("train").get(range(120))
     xv, _ = ds.split("val").get(range(len(ds.split("val"))))
     det = fit_detector(kind, model, xt, yt, xv, eps=16 / 255)
     assert float(det.flag(xv).float().mean()) == pytest.approx(0.05, abs=0.03)
-    x, y = ds.split("test").get(range(40))
-    row = evaluate_detector(model, det, x, y, list(range(40)), 16 / 255, steps=10)
+    x, y = ds.split("test").get(range(16))
+    row = evaluate_detector(model, det, x, y, list(range(16)), 16 / 255, steps=5)
     assert 0.0 <= row.naive_auc <= 1.0 and row.attacked > 0
 
 
-def test_robust_objectives_train_and_their_robust_check_sees_an_attack() -> None:
-    ds = make_synthetic(seed=1)
+@pytest.mark.slow
+def test_robust_objectives_train_and_their_robust_check_sees_an_attack(trained: tuple[Classifier, Dataset]) -> None:
+    plain, ds = trained
     x, y = ds.split("val").get(range(32))
-    plain = fit(ds, FAST).model
     # a do-nothing attack would leave robust accuracy at clean accuracy
     clean = float((plain.predict(x) == y).float().mean())
     assert robust_accuracy(plain, x, y, 32 / 255) < clean
     for method in ("pgd", "trades", "fgsm-rs", "noise"):
-        result = fit(ds, FAST, objective=RobustObjective(method=method, eps=8 / 255, steps=2, val_images=16))
+        cfg = TrainConfig(arch_kwargs={"width": 8}, epochs=1, batch_size=64, lr=1e-2)
+        result = fit(ds, cfg, objective=RobustObjective(method=method, eps=8 / 255, steps=2, val_images=16))
         assert result.record["objective"]["method"] == method
         assert ("val_robust_accuracy" in result.history[0]) == (method != "noise")
 
@@ -99,4 +108,4 @@ def test_finding_words() -> None:
     assert "looks protective against a naive attacker (robust accuracy 71 %" in finding(masked)
     assert "drops it to 3 %" in finding(masked)
     holds = DefenceReport("PGD training", "robust training", 0.8, 0.9, [BudgetRow(8 / 255, 0.6, 0.62, 0.55, 0.0)], 100)
-    assert "holds against the adaptive attacker: robust accuracy 55 %" in finding(holds)
+    assert "raises robust accuracy at 8/255 from 0 % undefended to 55 %" in finding(holds)

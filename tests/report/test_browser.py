@@ -68,7 +68,7 @@ enabled = false
 [whitebox]
 attacks = []
 minimal = []
-eps = [8]
+eps = [64]
 [blackbox]
 enabled = false
 [patch]
@@ -79,7 +79,7 @@ enabled = false
 enabled = false
 [defence]
 names = ["median"]
-eps = [8]
+eps = [64]
 eot = 2
 """
 
@@ -118,6 +118,6 @@ def test_defended_model_report_shows_naive_and_adaptive_side_by_side(tiny_model:
     assert any(n.startswith("the audited model") for n in names) and any(n.startswith("median") for n in names)
     for _, head, cells in tables:
         assert head == ["budget", "naive", "masking check", "adaptive", "undefended"]
-        assert cells[0] == "8/255"
+        assert cells[0] == "64/255"
         naive, masked, adaptive = (float(c.split()[0]) for c in cells[1:4])
         assert adaptive <= min(naive, masked)

@@ -186,15 +186,15 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
 
 
 def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
-                    ) -> list[tuple[str, str, Classifier, str]]:
-    """(name, kind, model, identity) for each defence the audit measures: the audited model itself when it
-    carries defences (input transforms, an ensemble), then ``[defence] names``: input transforms
-    put in front of the audited model, or defended checkpoints (loaded and checked here, before
-    any unit runs)."""
-    out: list[tuple[str, str, Classifier, str]] = []
+                    ) -> list[tuple[str, str, Classifier, str, float | None]]:
+    """(name, kind, model, identity, training seconds) for each defence the audit measures: the
+    audited model itself when it carries defences (input transforms, an ensemble), then
+    ``[defence] names``: input transforms put in front of the audited model, or defended
+    checkpoints (loaded and checked here, before any unit runs)."""
+    out: list[tuple[str, str, Classifier, str, float | None]] = []
     if model.meta.preprocess or model.meta.arch == "ensemble":
         kind = "ensemble" if model.meta.arch == "ensemble" else "input transform"
-        out.append(("the audited model", kind, model, "audited"))
+        out.append(("the audited model", kind, model, "audited", None))
     for name in cfg.defence.names:
         if Path(name).suffix in (".safetensors", ".pt", ".pth", ".ts") or "/" in name:
             defended, record = load_classifier(name, device=model.device)
@@ -202,20 +202,20 @@ def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
             objective = record.get("objective") or {}
             kind = ("ensemble" if defended.meta.arch == "ensemble" else "input transform" if defended.meta.preprocess
                     else f"robust training ({objective['method']})" if objective else "model")
-            out.append((name, kind, defended, file_digest(name)))
+            out.append((name, kind, defended, file_digest(name), record.get("train_wall_s")))
         else:
-            out.append((name, "input transform", with_transforms(model, [parse_spec(name)]), name))
+            out.append((name, "input transform", with_transforms(model, [parse_spec(name)]), name, None))
     return out
 
 
 def defence_units(model: Classifier, dataset: Dataset, cfg: AuditConfig, images: U.Chunk) -> list[U.Unit]:
     dc = cfg.defence
     units = []
-    for k, (name, kind, defended, identity) in enumerate(defended_models(model, dataset, cfg)):
+    for k, (name, kind, defended, identity, train_s) in enumerate(defended_models(model, dataset, cfg)):
         slug = f"{k}-{fingerprint({'name': name, 'identity': identity})[:8]}"
         units.append(U.Unit(f"defence/{slug}", "defences", U.defence_unit(
             slug, name, kind, defended, model, dataset.split(cfg.split), images, dc.eps, dc.preset, dc.eot,
-            unit_seed(cfg.seed, f"defence/{name}"))))
+            unit_seed(cfg.seed, f"defence/{name}"), train_s)))
     return units
 
 

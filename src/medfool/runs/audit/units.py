@@ -302,7 +302,7 @@ def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
 
 def defence_unit(slug: str, name: str, kind: str, defended: Classifier, audited: Classifier, split: Split,
                  images: Chunk, eps: tuple[float, ...], preset: str, eot: int,
-                 seed: int) -> Callable[[torch.Generator], UnitOutput]:
+                 seed: int, train_s: float | None = None) -> Callable[[torch.Generator], UnitOutput]:
     """One defence at every budget: robust accuracy under the naive attacker, the masking check
     and the adaptive attacker (medfool.defenses.evaluation), clean accuracy and inference cost."""
 
@@ -315,6 +315,8 @@ def defence_unit(slug: str, name: str, kind: str, defended: Classifier, audited:
             rows.append(BudgetRow(e / 255, naive, masked, adaptive))
         cost = {"infer_ms": inference_ms(defended, images.x), "baseline_infer_ms": inference_ms(audited, images.x),
                 "eval_s": time.perf_counter() - start}
+        if train_s is not None:
+            cost["train_s"] = train_s
         same = defended is audited
         report = DefenceReport(name, kind, evaluate(defended, split)["accuracy"],
                                None if same else evaluate(audited, split)["accuracy"], rows, len(images.ids), cost)

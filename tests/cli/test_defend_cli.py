@@ -1,0 +1,79 @@
+"""``medfool defend``: every subcommand explains itself, writes models the rest of medfool
+takes, and refuses bad input with one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medfool.cli.main import main
+from medfool.models import load_classifier
+
+DEFEND = ["adv-train", "transform", "ensemble", "evaluate", "detector", "certify"]
+
+
+@pytest.mark.parametrize("sub", DEFEND)
+def test_help(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["defend", sub, "--help"]) == 0
+    assert f"usage: medfool defend {sub}" in capsys.readouterr().out
+
+
+def test_transform_and_ensemble_write_models_every_command_takes(tiny_model: Path, tmp_path: Path) -> None:
+    jpeg = tmp_path / "jpeg.safetensors"
+    assert main(["defend", "transform", "-m", str(tiny_model), "-t", "jpeg:quality=60", "-t", "median",
+                 "-o", str(jpeg)]) == 0
+    model, _ = load_classifier(jpeg)
+    assert [s["name"] for s in model.meta.preprocess] == ["jpeg", "median"]
+    ens = tmp_path / "ens.safetensors"
+    assert main(["defend", "ensemble", "-m", str(tiny_model), "-m", str(jpeg), "--combine", "vote",
+                 "-o", str(ens)]) == 0
+    assert main(["evaluate", "-m", str(ens), "-d", "synthetic"]) == 0
+    out = tmp_path / "attack"
+    assert main(["attack", "fgsm", "-m", str(ens), "-d", "synthetic", "--n", "8", "--out", str(out)]) == 0
+
+
+def test_evaluate_resumes_and_reports_side_by_side(tiny_model: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval"
+    argv = ["defend", "evaluate", "--baseline", str(tiny_model), "-t", "bit-depth:bits=2", "-d", "synthetic",
+            "--n", "8", "--eps", "64/255", "--eot", "2", "-o", str(out)]
+    assert main(argv) == 0
+    first = json.loads((out / "defence.json").read_text())
+    item = first["defences"][0]
+    row = item["rows"][0]
+    assert item["name"] == "bit-depth bits=2" and row["eps_255"] == 64
+    assert row["adaptive"] <= min(row["naive"], row["masking_check"])
+    capsys.readouterr()
+    assert main(argv) == 0  # a rerun reuses every finished unit
+    assert "naive, masking-check" not in capsys.readouterr().err
+    assert json.loads((out / "defence.json").read_text())["defences"] == first["defences"]
+
+
+@pytest.mark.parametrize(("argv", "pattern"), [
+    (["defend", "transform", "-m", "{model}", "-t", "jpg", "-o", "{tmp}/d.safetensors"], "unknown input transform"),
+    (["defend", "transform", "-m", "{model}", "-t", "median:size=4", "-o", "{tmp}/d.safetensors"],
+     "size must be odd"),
+    (["defend", "transform", "-m", "{model}", "-t", "jpeg", "-o", "{tmp}/d.onnx"], r"must end in \.safetensors"),
+    (["defend", "ensemble", "-m", "{model}", "-o", "{tmp}/e.safetensors"], "at least two models"),
+    (["defend", "evaluate", "-d", "synthetic", "-o", "{tmp}/e"], "name at least one defence"),
+    (["defend", "evaluate", "-t", "jpeg", "-d", "synthetic", "-o", "{tmp}/e"], "give --baseline"),
+    (["defend", "certify", "-m", "{model}", "-d", "synthetic", "-o", "{tmp}/c"], "give --sigma"),
+    (["defend", "adv-train", "-d", "synthetic", "--eps", "2", "-o", "{tmp}/t"], "epsilon must be"),
+])
+def test_bad_input_is_one_line(tiny_model: Path, tmp_path: Path, fails_cleanly, argv: list[str],
+                               pattern: str) -> None:
+    fails_cleanly([a.format(model=tiny_model, tmp=tmp_path) for a in argv], pattern)
+
+
+def test_adv_train_logs_robust_accuracy_per_epoch(tmp_path: Path) -> None:
+    out = tmp_path / "adv"
+    assert main(["defend", "adv-train", "-d", "synthetic", "--method", "fgsm-rs", "--epochs", "2", "--val-images",
+                 "32", "--out", str(out)]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["objective"]["method"] == "fgsm-rs"
+    assert all("val_robust_accuracy" in row for row in record["history"])
+    model, _ = load_classifier(out / "model.safetensors")
+    assert model(torch.rand(2, 3, 28, 28)).shape == (2, 3)
