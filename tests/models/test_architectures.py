@@ -13,7 +13,13 @@ from medfool.models import architectures, build
 @pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 64)])
 def test_every_architecture(name, channels, size):
     torch.manual_seed(0)
-    net = build(name, in_channels=channels, num_outputs=5, width=8)
+    if name == "ensemble":  # composite: its options are its members' metadata
+        member = {"task": "multi-class", "class_names": list("abcde"), "input_shape": [channels, size, size],
+                  "mean": [0.5] * channels, "std": [0.25] * channels, "num_outputs": 5, "arch": "small_cnn",
+                  "arch_kwargs": {"width": 8}}
+        net = build(name, in_channels=channels, num_outputs=5, members=[member, member])
+    else:
+        net = build(name, in_channels=channels, num_outputs=5, width=8)
     x = torch.randn(4, channels, size, size)
     out = net(x)
     assert out.shape == (4, 5) and out.dtype == torch.float32 and torch.isfinite(out).all()
