@@ -13,11 +13,11 @@ import torch
 from medfool.attacks.ensemble import PRESETS
 from medfool.cli.common import add_data_options, add_run_options, data_source, float_in, parse_eps, positive, say
 from medfool.defenses.detectors import DETECTORS
+from medfool.defenses.evaluation import defence_kind
 from medfool.defenses.input_transforms import with_transforms
 from medfool.defenses.robust_training import METHODS, RobustObjective
 from medfool.errors import ConfigError
 from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
-from medfool.models.classifier import Classifier
 from medfool.models.ensemble import COMBINE
 from medfool.models.preprocess import PREPROCESS, parse_spec
 from medfool.models.train import TrainConfig
@@ -176,29 +176,18 @@ def parse_transform(text: str) -> dict[str, object]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _load(path: str, device: torch.device) -> tuple[Classifier, dict[str, Any]]:
-    return load_classifier(path, device=device)
-
-
-def _defended(path: str, kind: str, device: torch.device) -> Defended:
-    model, record = _load(path, device)
-    return Defended(Path(path).stem if Path(path).stem != "model" else Path(path).parent.name, kind, model,
-                    file_digest(path), record.get("train_wall_s"))
-
-
-def _kind(model: Classifier, record: dict[str, Any]) -> str:
-    if model.meta.arch == "ensemble":
-        return "ensemble"
-    if model.meta.preprocess:
-        return "input transform"
-    objective = record.get("objective") or {}
-    return f"robust training ({objective['method']})" if objective else "model"
+def _defended(path: str, device: torch.device) -> tuple[Defended, dict[str, Any]]:
+    """A checkpoint as a defence to measure (named after its file, or its folder for model.safetensors),
+    and its training record; loaded once."""
+    model, record = load_classifier(path, device=device)
+    name = Path(path).stem if Path(path).stem != "model" else Path(path).parent.name
+    return Defended(name, defence_kind(model, record), model, file_digest(path), record.get("train_wall_s")), record
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_out_file(out)
-    model, record = _load(args.model, torch.device("cpu"))
+    model, record = load_classifier(args.model)
     defended = with_transforms(model, args.transform)
     save_checkpoint(defended, out, {**record, "defence": {"transforms": args.transform, "base": args.model}})
     names = " -> ".join(s["name"] for s in defended.meta.preprocess)
@@ -210,7 +199,7 @@ def cmd_transform(args: argparse.Namespace) -> int:
 def cmd_ensemble(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_out_file(out)
-    members = [_load(p, torch.device("cpu"))[0] for p in args.model]
+    members = [load_classifier(p)[0] for p in args.model]
     model = ensemble_classifier(members, args.combine)
     save_checkpoint(model, out, {"defence": {"ensemble": args.model, "combine": args.combine}})
     what = "logits" if args.combine == "mean" else "votes"
@@ -240,12 +229,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--transform defends the --baseline model; give --baseline")
     device = resolve_device(args.device)
     run = _run(args)
-    baseline = _defended(args.baseline, "model", device) if args.baseline else None
-    defended = []
-    for path in args.model:
-        d = _defended(path, "", device)
-        _, record = _load(path, device)
-        defended.append(Defended(d.name, _kind(d.model, record), d.model, d.digest, d.train_s))
+    baseline = _defended(args.baseline, device)[0] if args.baseline else None
+    defended = [_defended(path, device)[0] for path in args.model]
     for spec in args.transform:
         assert baseline is not None
         name = spec["name"] + "".join(f" {k}={v}" for k, v in spec.items() if k != "name")
@@ -263,7 +248,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_detector(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     run = _run(args)
-    model = _defended(args.model, "model", device)
+    model, _ = _defended(args.model, device)
     check_compatible(model.model, run.dataset, args.model)
     run.out.mkdir(parents=True, exist_ok=True)
     with folder_lock(run.out):
@@ -280,9 +265,8 @@ def cmd_detector(args: argparse.Namespace) -> int:
 def cmd_certify(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     run = _run(args)
-    model = _defended(args.model, "model", device)
+    model, record = _defended(args.model, device)
     check_compatible(model.model, run.dataset, args.model)
-    _, record = _load(args.model, device)
     sigma = args.sigma or (record.get("objective") or {}).get("sigma")
     if sigma is None:
         raise ConfigError(f"{args.model} was not trained with Gaussian noise; give --sigma")

@@ -30,7 +30,6 @@ __all__ = ["DetectionRow", "detector_aware_pgd", "evaluate_detector"]
 def detector_aware_pgd(model: Classifier, det: Detector, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor,
                        eps: float, *, steps: int = 100, weights: tuple[float, ...] = (1.0, 10.0)) -> torch.Tensor:
     """Adversarial images that aim to be misclassified and unflagged (see the module docstring)."""
-    goal = Goal(model.task, y)
     thr = float(det.threshold)
     unit = det.clean_spread
     best = start.clone()
@@ -60,7 +59,6 @@ def detector_aware_pgd(model: Classifier, det: Detector, x: torch.Tensor, y: tor
                     break
     finally:
         det.bpda = False
-    del goal
     return best
 
 

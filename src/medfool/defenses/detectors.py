@@ -158,6 +158,24 @@ def tpr_at_fpr(clean: torch.Tensor, adv: torch.Tensor, fpr: float = 0.05) -> flo
 
 
 # -- fitting ---------------------------------------------------------------------------------
+def with_logistic_head(det: Detector, statistics: Callable[[torch.Tensor], torch.Tensor],
+                       negatives: tuple[torch.Tensor, ...], positives: torch.Tensor, batch: int
+                       ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """KD-BU and LID: per-image statistics combined by a logistic regression fitted on clean and
+    noisy (negative) and adversarial (positive) training images; returns the score function."""
+    parts = (*negatives, positives)
+    with torch.no_grad():
+        vec = torch.cat([statistics(v[i:i + batch]) for v in parts for i in range(0, v.shape[0], batch)])
+    labels = torch.cat([torch.zeros(sum(v.shape[0] for v in negatives)), torch.ones(positives.shape[0])])
+    head = det.head = _logistic(vec, labels)
+
+    def score(x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = head(statistics(x))[:, 0]
+        return out
+
+    return score
+
+
 def _lid(acts: torch.Tensor, ref: torch.Tensor, k: int) -> torch.Tensor:
     """Maximum-likelihood LID of each row of ``acts`` among ``ref`` (Amsaleg et al. 2015)."""
     d = torch.cdist(acts, ref).clamp_min(1e-12)
@@ -268,17 +286,7 @@ def fit_detector(kind: str, model: Classifier, x_train: torch.Tensor, y_train: t
                 _, acts, logits = tap(x)
                 return torch.stack([_lid(a, r, k) for a, r in zip([*acts, logits], refs, strict=True)], dim=1)
 
-            with torch.no_grad():
-                vec = torch.cat([lid_vector(v[i:i + batch]) for v in (x_train, noise, x_adv[keep_adv])
-                                 for i in range(0, v.shape[0], batch)])
-            labels = torch.cat([torch.zeros(2 * n), torch.ones(int(keep_adv.sum()))])
-            lid_head = det.head = _logistic(vec, labels)
-
-            def lid(x: torch.Tensor) -> torch.Tensor:
-                out: torch.Tensor = lid_head(lid_vector(x))[:, 0]
-                return out
-
-            det._score = lid
+            det._score = with_logistic_head(det, lid_vector, (x_train, noise), x_adv[keep_adv], batch)
         else:  # kd-bu
             feats, logits = features_of(x_train)
             pred = logits_to_labels(logits, task)
@@ -312,16 +320,6 @@ def fit_detector(kind: str, model: Classifier, x_train: torch.Tensor, y_train: t
                     bu = torch.zeros_like(kd)
                 return torch.stack([kd, bu], dim=1)
 
-            with torch.no_grad():
-                vec = torch.cat([kd_bu(v[i:i + batch]) for v in (x_train, noise, x_adv[keep_adv])
-                                 for i in range(0, v.shape[0], batch)])
-            labels = torch.cat([torch.zeros(2 * n), torch.ones(int(keep_adv.sum()))])
-            kd_head = det.head = _logistic(vec, labels)
-
-            def kdbu(x: torch.Tensor) -> torch.Tensor:
-                out: torch.Tensor = kd_head(kd_bu(x))[:, 0]
-                return out
-
-            det._score = kdbu
+            det._score = with_logistic_head(det, kd_bu, (x_train, noise), x_adv[keep_adv], batch)
     det.calibrate(det.scores(x_val), fpr)
     return det

@@ -29,7 +29,8 @@ from medfool.attacks.ensemble import members
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.models.preprocess import AdaptiveLayer
 
-__all__ = ["BudgetRow", "DefenceReport", "attack_defence", "finding", "inference_ms", "worst_case"]
+__all__ = ["BudgetRow", "DefenceReport", "attack_defence", "defence_kind", "finding", "inference_ms",
+           "worst_case"]
 
 
 @dataclass
@@ -67,6 +68,16 @@ class DefenceReport:
         return {"name": self.name, "kind": self.kind, "n": self.n, "clean_accuracy": self.clean_accuracy,
                 "baseline_clean_accuracy": self.baseline_clean_accuracy, "rows": [r.to_json() for r in self.rows],
                 "cost": self.cost, "detection": self.detection, "notes": self.notes, "finding": self.finding}
+
+
+def defence_kind(model: Classifier, record: dict[str, Any]) -> str:
+    """What kind of defence a loaded checkpoint is, from its metadata and training record."""
+    if model.meta.arch == "ensemble":
+        return "ensemble"
+    if model.meta.preprocess:
+        return "input transform"
+    objective = record.get("objective") or {}
+    return f"robust training ({objective['method']})" if objective else "model"
 
 
 def _pct(v: float) -> str:

@@ -23,6 +23,7 @@ from medfool.attacks import attack_class
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
 from medfool.data.dataset import Dataset, DatasetInfo, benign_class
+from medfool.defenses.evaluation import defence_kind
 from medfool.defenses.input_transforms import with_transforms
 from medfool.errors import ConfigError, DataError, MedfoolError
 from medfool.eval.corruptions import corruptions_for
@@ -199,10 +200,8 @@ def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
         if Path(name).suffix in (".safetensors", ".pt", ".pth", ".ts") or "/" in name:
             defended, record = load_classifier(name, device=model.device)
             check_compatible(defended, dataset, name)
-            objective = record.get("objective") or {}
-            kind = ("ensemble" if defended.meta.arch == "ensemble" else "input transform" if defended.meta.preprocess
-                    else f"robust training ({objective['method']})" if objective else "model")
-            out.append((name, kind, defended, file_digest(name), record.get("train_wall_s")))
+            out.append((name, defence_kind(defended, record), defended, file_digest(name),
+                        record.get("train_wall_s")))
         else:
             out.append((name, "input transform", with_transforms(model, [parse_spec(name)]), name, None))
     return out
