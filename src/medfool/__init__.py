@@ -4,7 +4,13 @@ Pixel space everywhere is float32 NCHW in [0, 1]; normalisation lives inside
 :class:`medfool.models.Classifier`, so an epsilon means the same thing for every model.
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# MKL otherwise picks its thread count per call from the machine's load, and a GEMM split over
+# another number of threads rounds differently: the same run would give other last bits on a
+# busy machine. Read when MKL starts, so it takes effect unless torch did BLAS work before.
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
 try:
     __version__ = version("medfool")

@@ -27,7 +27,10 @@ def test_badnets_on_pathmnist_tiles(real_data, monkeypatch):
     bad = fit(ds, TrainConfig(seed=0), train_split=poisoned.split)
     assert attack_success(clean.model, test, trigger, cfg)["asr"] < 0.1
     assert attack_success(bad.model, test, trigger, cfg)["asr"] >= 0.9
-    assert clean.test["accuracy"] - bad.test["accuracy"] <= 0.03
+    # 200 test tiles, one seed: the clean model's own accuracy moves 4 points between seeds
+    # (0.83-0.87 for seeds 0-2) and the CPU's GEMM kernels move it by a tile or two, so "the
+    # usual validation does not see it" is a drop within that spread (measured: 0.02 each seed)
+    assert clean.test["accuracy"] - bad.test["accuracy"] <= 0.05
     flags = activation_clustering(bad.model, poisoned.split, seed=0)
     rates = detection_rates(flags, poisoned.mask)
     assert rates["tpr"] >= 0.8 and rates["fpr"] <= 0.1, rates

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["HED_FROM_RGB", "RGB_FROM_HED", "hed_to_od", "od_to_hed", "od_to_rgb", "rgb_to_od"]
+__all__ = ["HED_FROM_RGB", "RGB_FROM_HED", "hed_to_od", "mix_channels", "od_to_hed", "od_to_rgb", "rgb_to_od"]
 
 # rows: OD colour of haematoxylin, eosin, DAB (Ruifrok & Johnston's H&E-DAB vectors)
 RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
@@ -29,9 +29,17 @@ def od_to_rgb(od: torch.Tensor) -> torch.Tensor:
 def od_to_hed(od: torch.Tensor, hed_from_rgb: torch.Tensor | None = None) -> torch.Tensor:
     """Concentrations (N, 3, H, W) from optical density; per-image matrices allowed (N, 3, 3)."""
     m = (HED_FROM_RGB if hed_from_rgb is None else hed_from_rgb).to(od)
-    return torch.einsum("nchw,cd->ndhw", od, m) if m.dim() == 2 else torch.einsum("nchw,ncd->ndhw", od, m)
+    return mix_channels(od, m)
 
 
 def hed_to_od(hed: torch.Tensor, rgb_from_hed: torch.Tensor | None = None) -> torch.Tensor:
     m = (RGB_FROM_HED if rgb_from_hed is None else rgb_from_hed).to(hed)
-    return torch.einsum("nchw,cd->ndhw", hed, m) if m.dim() == 2 else torch.einsum("nchw,ncd->ndhw", hed, m)
+    return mix_channels(hed, m)
+
+
+def mix_channels(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """out[:, d] = sum_c v[:, c] * m[c, d] (m (3, 3) or per image (N, 3, 3)), written as a
+    broadcast sum rather than an einsum: einsum becomes a GEMM over N*H*W rows whose kernel,
+    and so the last bits of every pixel, changes with the batch size."""
+    w = m.unsqueeze(0) if m.dim() == 2 else m
+    return (v.unsqueeze(2) * w[:, :, :, None, None]).sum(1)

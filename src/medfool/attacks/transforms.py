@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from medfool.attacks.hed import HED_FROM_RGB, RGB_FROM_HED, od_to_rgb, rgb_to_od
+from medfool.attacks.hed import HED_FROM_RGB, RGB_FROM_HED, mix_channels, od_to_rgb, rgb_to_od
 from medfool.data.transforms import dihedral
 from medfool.utils.imageops import jpeg_quantise
 from medfool.utils.rng import Draw
@@ -43,9 +43,10 @@ def hed_jitter(x: torch.Tensor, draw: Draw, sigma: float = 0.05) -> torch.Tensor
     # OD -> HED, scale and shift, -> OD folded into one per-image affine map of the OD (cheaper
     # than two colour transforms in an optimisation loop)
     m1, m2 = HED_FROM_RGB.to(x), RGB_FROM_HED.to(x)
-    mat = torch.einsum("cd,nd,de->nce", m1, a, m2)                   # (n, 3, 3)
-    bias = b @ m2                                                     # (n, 3)
-    od = torch.einsum("nchw,nce->nehw", rgb_to_od(x), mat) + bias[:, :, None, None]
+    # broadcast sums, not einsum/matmul: a GEMM's last bits change with the batch size
+    mat = (m1[None, :, :, None] * a[:, None, :, None] * m2[None, None]).sum(2)   # (n, 3, 3)
+    bias = (b[:, :, None] * m2[None]).sum(1)                                       # (n, 3)
+    od = mix_channels(rgb_to_od(x), mat) + bias[:, :, None, None]
     return od_to_rgb(od).clamp(0, 1)
 
 

@@ -101,7 +101,7 @@ class MetaView:
         return len(self.meta.class_names)
 
 
-# the smallest batch the model sees inside Classifier.padded (see there)
+# the batch size the network sees inside Classifier.padded (see there)
 MIN_ROWS = 8
 
 
@@ -137,10 +137,14 @@ class Classifier(MetaView, nn.Module):
     # -- computation ------------------------------------------------------------------------
     @contextlib.contextmanager
     def padded(self, rows: int = MIN_ROWS) -> Iterator[None]:
-        """Within this block, batches of fewer than ``rows`` images are padded with zero images
-        (their outputs dropped). CPU kernels pick another algorithm for a batch of one to three
-        images, whose last bits differ from the same image's in a larger batch; attacks run in
-        this block so that an image's result never depends on how many others share its batch."""
+        """Within this block the network sees batches of exactly ``rows`` images: a batch is cut
+        into chunks of ``rows`` and the last chunk is padded with zero images (their outputs
+        dropped). CPU kernels (MKL's GEMM, oneDNN's convolutions) choose their algorithm, and so
+        the last bits of every image's logits and gradient, by the batch size: one image alone and
+        the same image among 63 others differ. With one fixed shape every image goes through the
+        same kernels wherever it sits, so an attack's result never depends on how many images
+        share its batch. Chunks of eight are also no slower on CPU than one large batch (cache).
+        On a GPU the batch is only padded up to ``rows``; chunking would waste the device."""
         old = self._min_rows
         self._min_rows = rows
         try:
@@ -179,11 +183,15 @@ class Classifier(MetaView, nn.Module):
         return self._padded_forward(x)
 
     def _padded_forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        if self._min_rows and 0 < n < self._min_rows:
-            pad = torch.zeros((self._min_rows - n, *x.shape[1:]), dtype=x.dtype, device=x.device)
-            return self._forward(torch.cat([x, pad]))[:n]
-        return self._forward(x)
+        n, rows = x.shape[0], self._min_rows
+        if not rows or n == 0 or (n >= rows and (n == rows or x.device.type != "cpu")):
+            return self._forward(x)
+        short = -n % rows
+        if short:
+            x = torch.cat([x, x.new_zeros((short, *x.shape[1:]))])
+        if x.shape[0] == rows:
+            return self._forward(x)[:n]
+        return torch.cat([self._forward(chunk) for chunk in x.split(rows)])[:n]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.preprocess):

@@ -49,10 +49,17 @@ def jpeg_quantise(x: torch.Tensor, quality: torch.Tensor, *, bpda: bool) -> torc
     hh, ww = xp.shape[-2:]
     blocks = xp.view(n, c, hh // 8, 8, ww // 8, 8).permute(0, 1, 2, 4, 3, 5)  # (n, c, bh, bw, 8, 8)
     d = dct_matrix(8, x.device, x.dtype)
-    scaled = (d @ (blocks - 0.5) @ d.T) / table
+    scaled = _mm(_mm(d, blocks - 0.5), d.T) / table
     rounded = straight_through(scaled, torch.round(scaled)) if bpda else torch.round(scaled)
-    out = d.T @ (rounded * table) @ d + 0.5
+    out = _mm(_mm(d.T, rounded * table), d) + 0.5
     return out.permute(0, 1, 2, 4, 3, 5).reshape(n, c, hh, ww)[..., :h, :w].clamp(0, 1)
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b over the last two dimensions as a broadcast sum: a batched GEMM's kernel, and so the
+    last bits (here: which side of a rounding step a coefficient lands), change with how many
+    blocks the batch holds."""
+    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
 
 
 def content_keys(x: torch.Tensor) -> torch.Tensor:
