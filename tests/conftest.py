@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from medfool.data import load_dataset, make_synthetic
+from medfool.data.dicom import write_ct_slice
 from medfool.data.split import stratified_split
 from medfool.models import load_classifier, save_checkpoint
 from medfool.models.train import TrainConfig, fit
@@ -167,3 +169,45 @@ def path_model(real_data, tmp_path_factory):
 def lung_model(real_data, tmp_path_factory):
     """An undefended small CNN on 3,000 LC25000 lung tiles (about 30 s to train)."""
     return _trained(real_data, "lc25000_lung", tmp_path_factory.mktemp("m"), 3000, 8)
+
+
+# -- clinical files the tests write themselves (DICOM with pydicom) ------------------------------
+DicomFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_dicom_folder(tmp_path: Path) -> DicomFactory:
+    """A class-per-folder tree of CT slices: 'lesion' images hold a bright disc (+60 HU over
+    soft tissue at 40 HU), 'normal' ones none; noise 10 HU."""
+
+    def factory(name: str = "ct", *, n: int = 12, size: int = 32, seed: int = 0, **kw: object) -> Path:
+        rng = np.random.default_rng(seed)
+        root = tmp_path / name
+        yy, xx = np.mgrid[:size, :size]
+        for k in range(n):
+            for cls in ("lesion", "normal"):
+                hu = 40 + 10 * rng.standard_normal((size, size))
+                if cls == "lesion":
+                    cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+                    hu[(yy - cy) ** 2 + (xx - cx) ** 2 < (size // 6) ** 2] += 60
+                write_ct_slice(root / cls / f"{cls}_{k:03d}.dcm", hu, **kw)  # type: ignore[arg-type]
+        return root
+
+    return factory
+
+
+# -- a HuggingFace image classifier folder (random weights, written here; no hub) -----------------
+def make_hf_vit(folder: Path, *, size: int = 32, labels: tuple[str, ...] = ("normal", "pneumonia"),
+                mean: float = 0.5, std: float = 0.5) -> Path:
+    """A small ViT with random weights, saved as ``save_pretrained`` does (no hub)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=size, patch_size=size // 4, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=64, num_labels=len(labels),
+                                 id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    transformers.ViTForImageClassification(cfg).save_pretrained(str(folder))
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "do_resize": True, "size": {"height": size, "width": size}, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [mean] * 3, "image_std": [std] * 3,
+        "image_processor_type": "ViTImageProcessor"}))
+    return folder

@@ -17,4 +17,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+local"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "wrap"]
+
+
+def __getattr__(name: str) -> object:
+    """``medfool.wrap`` without importing torch on ``import medfool``."""
+    if name == "wrap":
+        from medfool.models.wrap import wrap
+
+        return wrap
+    raise AttributeError(f"module 'medfool' has no attribute {name!r}")

@@ -3,29 +3,18 @@ no broken images, and a screenshot is taken (kept in the test's temporary folder
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM_FLAGS, chromium
 from medfool.cli.main import main
-
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)")
 
 
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(tiny_model: Path, tiny_config: Path, tmp_path: Path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    browser_path = _chromium()
+    browser_path = chromium()
     out = tmp_path / "out"
     assert main(["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(tiny_config),
                  "--out", str(out)]) == 0
@@ -90,7 +79,7 @@ def test_defended_model_report_shows_naive_and_adaptive_side_by_side(tiny_model:
     report's defence section has, per defence, the naive, masking-check and adaptive columns
     with numbers, and the adaptive figure is never above the naive one."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    browser_path = _chromium()
+    browser_path = chromium()
     defended = tmp_path / "defended.safetensors"
     assert main(["defend", "transform", "-m", str(tiny_model), "-t", "bit-depth:bits=3", "-o", str(defended)]) == 0
     config = tmp_path / "audit.toml"

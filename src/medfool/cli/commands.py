@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     arch_kwargs = {"width": args.width} if args.width else {}
     cfg = TrainConfig(arch=args.arch, arch_kwargs=arch_kwargs, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, weight_decay=args.weight_decay, balanced=args.balanced, patience=args.patience,
-                      augment=args.augment, seed=args.seed)
+                      augment=args.augment, seed=args.seed, input_size=args.input_size)
     if args.arch not in architectures():
         raise ConfigError(f"unknown architecture {args.arch!r} (known: {', '.join(architectures())})")
     dataset = data_source(args).load()
@@ -124,13 +124,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("train", help="train a classifier and save a checkpoint",
-                       description="Train a model from the architecture registry on a dataset. Seeded and "
+                       description="Train a model from the architecture registry on a dataset (medfool's small_cnn "
+                                   "and resnet18; with the monai extra densenet121, monai_resnet18, resnet50, "
+                                   "efficientnet_b0, vit). Seeded and "
                                    "reproducible; early stopping on validation accuracy. Writes "
                                    "OUT/model.safetensors (weights + metadata) and OUT/metrics.json.")
     add_data_options(p)
     add_run_options(p)
     p.add_argument("--arch", default="small_cnn", help=f"architecture (known: {', '.join(architectures())})")
     p.add_argument("--width", type=positive, default=None, help="channel width of the architecture")
+    p.add_argument("--input-size", type=positive, default=None, metavar="PX",
+                   help="pixel size the network sees; the model resizes the data's images to it inside, so "
+                        "attacks still work on the data's own pixels (default: the data's size, or 64 for the "
+                        "MONAI networks on smaller images)")
     p.add_argument("--epochs", type=positive, default=None,
                    help="maximum epochs (default: about 60,000 images' worth, between 10 and 30)")
     p.add_argument("--batch-size", type=positive, default=128)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, NoReturn
 
+from medfool.data.windowing import NativeOptions, Window
+from medfool.errors import DataError
 from medfool.runs.common import DataSource
 from medfool.utils.device import DEVICE_CHOICES
 
@@ -76,6 +78,11 @@ def add_data_options(p: argparse.ArgumentParser, *, dataset_required: bool = Tru
                    help="let a CSV manifest or JSON sidecar name files outside its own folder (refused by default)")
     p.add_argument("--split-seed", type=seed_value, default=0,
                    help="seed of the stratified split made for files without val/test splits (default 0)")
+    p.add_argument("--window", type=window_value, default=None, metavar="CENTRE,WIDTH",
+                   help="DICOM/NIfTI: the native-unit window that [0, 1] maps to, e.g. 40,400 (soft tissue, HU) "
+                        "(default: the files' own Window Center/Width, else the range of the data)")
+    p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=2,
+                   help="NIfTI volumes: the axis to take 2-D slices along (default 2)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -91,7 +98,15 @@ def say(text: str) -> None:
 def data_source(args: argparse.Namespace) -> DataSource:
     """The --dataset, --size, --data-dir, --no-download and --split-seed options."""
     return DataSource(args.dataset, size=args.size, data_dir=args.data_dir, allow_download=not args.no_download,
-                      split_seed=args.split_seed, allow_outside_paths=args.allow_outside_paths)
+                      split_seed=args.split_seed, allow_outside_paths=args.allow_outside_paths,
+                      native=NativeOptions(args.window, args.slice_axis))
+
+
+def window_value(text: str) -> Window:
+    try:
+        return Window.parse(text)
+    except DataError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -127,7 +142,7 @@ def parse_eps(text: str) -> float:
 
 def command_record(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed command line as stored with every result (the handler function left out)."""
-    return {k: v for k, v in vars(args).items() if k != "func"}
+    return {k: [v.centre, v.width] if isinstance(v, Window) else v for k, v in vars(args).items() if k != "func"}
 
 
 def emit_json(obj: Any) -> None:

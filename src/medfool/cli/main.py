@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from medfool import __version__
-from medfool.cli import analyze, attack, audit, commands, defend, demo, export, poison
+from medfool.cli import analyze, attack, audit, commands, defend, demo, describe, export, poison
 from medfool.cli.common import Parser
 from medfool.errors import MedfoolError
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.register(sub)
     audit.register(sub)
     export.register(sub)
+    describe.register(sub)
     poison.register(sub)
     defend.register(sub)
     return parser

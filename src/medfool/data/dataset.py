@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from medfool.data.windowing import Window
 from medfool.errors import DataError
 
 __all__ = [
@@ -60,6 +61,8 @@ class DatasetInfo:
     license: str = ""
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # DICOM / NIfTI data: how [0, 1] maps to native units (Hounsfield units, grey levels)
+    window: Window | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -108,11 +111,14 @@ class Split:
     case pixels are checked batch by batch as they are read.
     """
 
-    def __init__(self, images: ImageSource, labels: np.ndarray, *, origin: str, checked: bool) -> None:
+    def __init__(self, images: ImageSource, labels: np.ndarray, *, origin: str, checked: bool,
+                 files: Sequence[str] | None = None) -> None:
         self._images = images
         self.labels = torch.as_tensor(np.ascontiguousarray(labels), dtype=torch.int64)
         self.origin = origin
         self._checked = checked
+        # the file each row came from, where there is one per row (DICOM: written back there)
+        self.files: tuple[str, ...] | None = tuple(files) if files is not None else None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -163,14 +169,17 @@ class Split:
         rows = images.detach().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
         dtype = self._images[np.arange(1)].dtype if len(self) else np.dtype(np.uint8)
         rows = np.rint(rows * 255).astype(np.uint8) if dtype == np.uint8 else rows.astype(dtype)
-        return Split(_OverlaySource(self._images, idx, rows), labels, origin=self.origin, checked=self._checked)
+        return Split(_OverlaySource(self._images, idx, rows), labels, origin=self.origin, checked=self._checked,
+                     files=self.files)
 
     def subset(self, index: np.ndarray) -> Split:
         idx = np.asarray(index, dtype=np.int64)
+        files = [self.files[i] for i in idx] if self.files is not None else None
         if isinstance(self._images, np.ndarray):
-            return Split(self._images[idx], self.labels.numpy()[idx], origin=self.origin, checked=self._checked)
+            return Split(self._images[idx], self.labels.numpy()[idx], origin=self.origin, checked=self._checked,
+                         files=files)
         return Split(_IndexedSource(self._images, idx), self.labels.numpy()[idx],
-                     origin=self.origin, checked=self._checked)
+                     origin=self.origin, checked=self._checked, files=files)
 
 
 class _IndexedSource:
@@ -319,7 +328,8 @@ def normalise_labels(labels: np.ndarray, n_images: int, info: DatasetInfo, origi
     return labels
 
 
-def make_split(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, origin: str) -> Split:
+def make_split(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, origin: str,
+               files: Sequence[str] | None = None) -> Split:
     """Validate an in-memory split completely (shape, pixels, labels, non-empty) and wrap it."""
     images = as_nhwc(np.asarray(images), origin)
     if images.shape[0] == 0:
@@ -327,4 +337,5 @@ def make_split(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, origin
     if images.shape[-1] != info.n_channels:
         raise DataError(f"{origin}: expected {info.n_channels} channel(s), got {images.shape[-1]}")
     check_pixels(images, origin)
-    return Split(images, normalise_labels(labels, images.shape[0], info, origin), origin=origin, checked=True)
+    return Split(images, normalise_labels(labels, images.shape[0], info, origin), origin=origin, checked=True,
+                 files=files)

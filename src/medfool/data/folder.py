@@ -1,5 +1,10 @@
 """Plain image files: a folder with one sub-folder per class, or a CSV manifest (path,label).
 
+The files may be PNG/JPEG/TIFF images, DICOM files (``.dcm``) or NIfTI images and volumes
+(``.nii``, ``.nii.gz``; a volume gives one image per slice); DICOM and NIfTI values go through
+one window into [0, 1] (:mod:`medfool.data.windowing`), kept in the dataset's info so budgets
+can be stated in native units.
+
 A folder may hold ``train/``, ``val/`` and ``test/`` sub-folders (each with class folders);
 otherwise its images are split with the documented stratified split. Images of different
 sizes are refused unless a target ``size`` is given, then they are resized (bilinear).
@@ -13,10 +18,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torch.nn import functional as F
 
 from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, confined, make_split
+from medfool.data.dicom import DICOM_SUFFIXES, read_dicom
+from medfool.data.nifti import is_nifti, read_nifti
 from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
+from medfool.data.windowing import NativeImage, NativeOptions, Window, data_window
 from medfool.errors import DataError
 from medfool.utils.progress import progress
 
@@ -72,22 +82,92 @@ def _read_images(files: Sequence[Path], size: int | None) -> np.ndarray:
     return np.stack(arrays)
 
 
+def _is_native(path: Path) -> bool:
+    return path.suffix.lower() in DICOM_SUFFIXES or is_nifti(path)
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES or _is_native(path)
+
+
+def _resize_float(pixels: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, C) float32 -> (size, size, C), bilinear, antialiased when shrinking."""
+    t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
+    shrink = t.shape[-1] > size or t.shape[-2] > size
+    out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return out[0].permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def _read_native(files: dict[str, list[Path]], labels: dict[str, list[int]], size: int | None,
+                 options: NativeOptions) -> tuple[dict[str, np.ndarray], dict[str, list[int]], dict[str, list[str]],
+                                                  Window, str]:
+    """DICOM and NIfTI files of every split through one window: (N, H, W, C) float32 per split,
+    the labels (a volume's slices share its file's label), each image's file (a DICOM file's
+    own path; a NIfTI slice's path#slice), the window and why it was chosen."""
+    read: dict[str, list[tuple[Path, NativeImage]]] = {}
+    out_labels: dict[str, list[int]] = {}
+    origins: dict[str, list[str]] = {}
+    for split, fs in files.items():
+        read[split], out_labels[split] = [], []
+        for f, label in zip(progress(fs, desc=f"read {split}", unit="file"), labels[split], strict=True):
+            if not _is_native(f):
+                raise DataError(f"{f}: the dataset mixes DICOM/NIfTI files with plain images; use one kind")
+            images = read_nifti(f, options.slice_axis) if is_nifti(f) else [read_dicom(f)]
+            read[split] += [(f, im) for im in images]
+            origins.setdefault(split, []).extend(
+                [str(f)] if not is_nifti(f) else [f"{f}#{options.slice_axis}:{k}" for k in range(len(images))])
+            out_labels[split] += [label] * len(images)
+    window, why = data_window([im for pairs in read.values() for _, im in pairs], options.window)
+    colour = any(im.colour for pairs in read.values() for _, im in pairs)
+    arrays: dict[str, np.ndarray] = {}
+    target: tuple[int, int] | None = (size, size) if size else None
+    for split, pairs in read.items():
+        stack = []
+        for f, im in pairs:
+            px = im.pixels(window)
+            if colour and px.shape[-1] == 1:
+                px = np.repeat(px, 3, axis=-1)
+            if target is None:
+                target = (px.shape[0], px.shape[1])
+            if px.shape[:2] != target:
+                if size is None:
+                    raise DataError(f"{f}: size {px.shape[1]}x{px.shape[0]} differs from {target[1]}x{target[0]} "
+                                    "of the first image (pass an image size to resize)")
+                px = _resize_float(px, size)
+            stack.append(px)
+        if stack:
+            arrays[split] = np.stack(stack).astype(np.float32)
+    return arrays, out_labels, origins, window, why
+
+
 def _finish(name: str, source: Path, files: dict[str, list[Path]], labels: dict[str, list[int]],
-            classes: list[str], size: int | None, split_seed: int) -> Dataset:
+            classes: list[str], size: int | None, split_seed: int, native: NativeOptions | None = None) -> Dataset:
     if not any(files.values()):
-        raise DataError(f"{source}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(f"{source}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, "
+                        f"{', '.join(sorted(DICOM_SUFFIXES))}, .nii, .nii.gz)")
     first = next(f for fs in files.values() for f in fs)
-    images = {s: _read_images(fs, size) for s, fs in files.items() if fs}
+    window: Window | None = None
+    notes: tuple[str, ...] = ()
+    origins: dict[str, list[str]] = {}
+    if _is_native(first):
+        files = {s: fs for s, fs in files.items() if fs}
+        images, labels, origins, window, why = _read_native(files, labels, size, native or NativeOptions())
+        notes = (f"{window.unit or 'native'} window {window.centre:g}/{window.width:g} (centre/width: [0, 1] is "
+                 f"{window.low:g} to {window.high:g} {window.unit}), {why}",)
+    else:
+        images = {s: _read_images(fs, size) for s, fs in files.items() if fs}
     n_ch = next(iter(images.values())).shape[-1]
     if any(a.shape[-1] != n_ch for a in images.values()):
         images = {s: np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for s, a in images.items()}
         n_ch = 3
     h, w = next(iter(images.values())).shape[1:3]
     info = DatasetInfo(name=name, task="binary" if len(classes) == 2 else "multi-class",
-                       class_names=tuple(classes), n_channels=n_ch, image_size=(h, w), source=str(source))
+                       class_names=tuple(classes), n_channels=n_ch, image_size=(h, w), source=str(source),
+                       window=window, notes=notes)
     if len(classes) < 2:
         raise DataError(f"{source}: needs at least 2 classes, found {len(classes)} ({first.parent.name})")
-    splits = {s: make_split(images[s], np.array(labels[s]), info, f"{source}[{s}]") for s in images}
+    splits = {s: make_split(images[s], np.array(labels[s]), info, f"{source}[{s}]", files=origins.get(s))
+              for s in images}
     if set(splits) == {"all"}:
         whole = splits.pop("all")
         parts = stratified_split(whole.labels.numpy(), DEFAULT_FRACTIONS, seed=split_seed)
@@ -95,8 +175,9 @@ def _finish(name: str, source: Path, files: dict[str, list[Path]], labels: dict[
             if len(idx) == 0:
                 raise DataError(f"{source}: too few images to make a non-empty {s!r} split")
             splits[s] = whole.subset(idx)
-        info = replace(info, notes=(f"{source.name} has no train/val/test split: medfool made a stratified "
-                                   f"split (train 70%, val 10%, test 20%, seed {split_seed})",))
+        made = (f"{source.name} has no train/val/test split: medfool made a stratified split (train 70%, val 10%, "
+                f"test 20%, seed {split_seed})")
+        info = replace(info, notes=(*info.notes, made))
     elif "train" not in splits:
         raise DataError(f"{source}: has split folders but no 'train' split")
     return Dataset(info, {s: splits[s] for s in SPLITS if s in splits})
@@ -107,10 +188,11 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in folder.rglob("*") if _is_image_file(p) and p.is_file())
 
 
-def load_image_folder(root: Path, *, size: int | None = None, split_seed: int = 0) -> Dataset:
+def load_image_folder(root: Path, *, size: int | None = None, split_seed: int = 0,
+                      native: NativeOptions | None = None) -> Dataset:
     """``root/<class>/*.png`` or ``root/{train,val,test}/<class>/*.png``."""
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
@@ -133,11 +215,11 @@ def load_image_folder(root: Path, *, size: int | None = None, split_seed: int = 
                                 f"({', '.join(sorted(IMAGE_SUFFIXES))}); remove it or add its images")
             files[split] += found
             labels[split] += [ci] * len(found)
-    return _finish(root.name, root, files, labels, classes, size, split_seed)
+    return _finish(root.name, root, files, labels, classes, size, split_seed, native)
 
 
 def load_manifest(path: Path, *, size: int | None = None, split_seed: int = 0,
-                  allow_outside_paths: bool = False) -> Dataset:
+                  allow_outside_paths: bool = False, native: NativeOptions | None = None) -> Dataset:
     """A CSV with columns ``path,label`` (and optionally ``split``); paths relative to the CSV and
     inside its folder unless ``allow_outside_paths``."""
     try:
@@ -174,4 +256,4 @@ def load_manifest(path: Path, *, size: int | None = None, split_seed: int = 0,
         labels.setdefault(split, []).append(label)
     if "all" in files and len(files) > 1:
         raise DataError(f"{path}: some rows have a split and others do not")
-    return _finish(path.stem, path, files, labels, classes, size, split_seed)
+    return _finish(path.stem, path, files, labels, classes, size, split_seed, native)

@@ -22,6 +22,7 @@ from medfool.data.locate import cache_dir, data_dirs, find_file, find_sidecars
 from medfool.data.npz import load_npz, read_sidecar
 from medfool.data.pcam import load_pcam
 from medfool.data.synthetic import make_synthetic
+from medfool.data.windowing import NativeOptions
 from medfool.errors import DataError, DownloadError
 
 __all__ = ["Available", "list_datasets", "load_dataset", "load_path"]
@@ -85,14 +86,16 @@ def _load_medmnist(name: str, size: int, dirs: list[Path], allow_download: bool,
 
 
 def load_dataset(spec: str, *, size: int | None = None, data_dir: str | os.PathLike[str] | None = None,
-                 allow_download: bool = True, split_seed: int = 0, allow_outside_paths: bool = False) -> Dataset:
+                 allow_download: bool = True, split_seed: int = 0, allow_outside_paths: bool = False,
+                 native: NativeOptions | None = None) -> Dataset:
     """Load a dataset by name or path; see the module docstring for the lookup order. Files named
     by a manifest or a sidecar must lie inside its folder unless ``allow_outside_paths``."""
     if spec == "synthetic":
         return make_synthetic(size=size or 28, seed=split_seed)
     path = Path(spec).expanduser()
     if path.exists() or any(sep in spec for sep in ("/", os.sep)) or path.suffix in (".npz", ".h5", ".csv"):
-        return load_path(path, size=size, split_seed=split_seed, allow_outside_paths=allow_outside_paths)
+        return load_path(path, size=size, split_seed=split_seed, allow_outside_paths=allow_outside_paths,
+                         native=native)
     dirs = data_dirs(data_dir)
     name, wanted = _parse_name(spec.lower(), size)
     if name in MEDMNIST:
@@ -119,7 +122,7 @@ def load_dataset(spec: str, *, size: int | None = None, data_dir: str | os.PathL
 
 
 def load_path(path: Path, *, size: int | None = None, split_seed: int = 0,
-              allow_outside_paths: bool = False) -> Dataset:
+              allow_outside_paths: bool = False, native: NativeOptions | None = None) -> Dataset:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.suffix == ".npz":
@@ -127,12 +130,14 @@ def load_path(path: Path, *, size: int | None = None, split_seed: int = 0,
     if path.suffix in (".h5", ".hdf5"):
         return load_pcam(path, split_seed=split_seed)
     if path.suffix == ".csv":
-        return load_manifest(path, size=size, split_seed=split_seed, allow_outside_paths=allow_outside_paths)
+        return load_manifest(path, size=size, split_seed=split_seed, allow_outside_paths=allow_outside_paths,
+                             native=native)
     if path.is_dir():
         if any(path.glob("camelyonpatch_level_2_split_*_x.h5")):
             return load_pcam(path, split_seed=split_seed)
-        return load_image_folder(path, size=size, split_seed=split_seed)
-    raise DataError(f"{path}: unsupported dataset file (use .npz, .h5, .csv or a folder of class folders)")
+        return load_image_folder(path, size=size, split_seed=split_seed, native=native)
+    raise DataError(f"{path}: unsupported dataset file (use .npz, .h5, .csv or a folder of class folders of "
+                    "images, DICOM or NIfTI files)")
 
 
 def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[Available]:

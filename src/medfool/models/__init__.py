@@ -1,5 +1,6 @@
 """Models: the Classifier wrapper, the architecture registry, checkpoints and training."""
 
+from medfool.models import zoo  # noqa: F401  (registers the MONAI architectures)
 from medfool.models.architectures import architectures, build, register
 from medfool.models.checkpoint import load_classifier, read_header, save_checkpoint
 from medfool.models.classifier import Classifier, ModelMeta

@@ -7,7 +7,11 @@ Nothing here unpickles arbitrary objects. Accepted model files:
   :class:`ModelMeta` fields, including ``arch``;
 * TorchScript archives (``torch.jit.save``), described by a JSON sidecar;
 * plain PyTorch state dicts (``torch.save(model.state_dict())``), loaded with
-  ``torch.load(weights_only=True)``, described by a JSON sidecar naming the ``arch``.
+  ``torch.load(weights_only=True)``, described by a JSON sidecar naming the ``arch``;
+* HuggingFace image classifiers: a folder with ``config.json`` and ``model.safetensors``
+  (:mod:`medfool.models.huggingface`).
+
+``medfool describe`` writes the sidecar, checked against the weights, so nobody writes it by hand.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from safetensors.torch import save as st_save
 from medfool.errors import CheckpointError, ConfigError
 from medfool.models.architectures import build
 from medfool.models.classifier import Classifier, ModelMeta
+from medfool.models.huggingface import is_hf_folder, load_hf_classifier
 from medfool.utils.io import atomic_write_bytes
 
 __all__ = ["FORMAT", "check_finite", "load_classifier", "read_header", "save_checkpoint"]
@@ -120,12 +125,25 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def load_classifier(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[Classifier, dict[str, Any]]:
-    """Load any accepted model file; returns the classifier (in eval mode) and its training record."""
+def load_classifier(path: str | Path, *, device: torch.device | str = "cpu",
+                    meta: ModelMeta | None = None) -> tuple[Classifier, dict[str, Any]]:
+    """Load any accepted model file; returns the classifier (in eval mode) and its training record.
+    ``meta`` describes a file that carries no description of its own in place of its sidecar."""
     path = Path(path)
+    if is_hf_folder(path):
+        hf, hf_record = load_hf_classifier(path)
+        check_finite(hf, str(path))
+        return hf.to(device).eval(), hf_record
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, but not a HuggingFace model (no config.json)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     record: dict[str, Any] = {}
+    given = meta
+
+    def described() -> ModelMeta:
+        return given if given is not None else _sidecar_meta(path)
+
     if path.suffix == ".safetensors":
         header = read_header(path)
         try:
@@ -139,17 +157,17 @@ def load_classifier(path: str | Path, *, device: torch.device | str = "cpu") -> 
                 raise CheckpointError(f"{path}: damaged medfool metadata ({exc})") from None
             record = header.get("record", {})
         else:
-            meta = _sidecar_meta(path)
+            meta = described()
         model = _from_state_dict(path, meta, state)
     elif _is_torchscript(path):
-        meta = _sidecar_meta(path)
+        meta = described()
         try:
             network = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, OSError) as exc:
             raise CheckpointError(f"{path}: not a loadable TorchScript archive ({exc})") from None
         model = Classifier(network, meta)
     else:
-        meta = _sidecar_meta(path)
+        meta = described()
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:

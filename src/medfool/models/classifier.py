@@ -11,16 +11,18 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from medfool.errors import ConfigError
 from medfool.models.preprocess import AdaptiveLayer, build_preprocess, check_spec
 
-__all__ = ["MIN_ROWS", "Classifier", "MetaView", "ModelMeta", "channel_stats", "logits_to_labels", "logits_to_probs"]
+__all__ = ["MIN_ROWS", "Classifier", "MetaView", "ModelMeta", "channel_stats", "logits_to_labels", "logits_to_probs",
+           "to_network_input"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class ModelMeta:
     dataset: str = ""
     # input-transform defences applied to [0, 1] pixels before normalisation (models.preprocess)
     preprocess: tuple[dict[str, Any], ...] = ()
+    # what the network itself takes (C, H, W), when it differs from input_shape: images are
+    # resized (bilinear) and grey ones repeated to three channels inside the model, so the
+    # attack space stays the data's own pixels; mean and std are the network's (per its channel)
+    network_input: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         for spec in self.preprocess:
@@ -49,7 +55,13 @@ class ModelMeta:
                 or self.input_shape[0] not in (1, 3):
             raise ConfigError(f"input_shape must be (C, H, W) with C in (1, 3) and positive sizes, "
                               f"got {self.input_shape}")
-        c = self.input_shape[0]
+        if self.network_input is not None:
+            nc, nh, nw = (*tuple(self.network_input), 0, 0, 0)[:3]
+            if len(self.network_input) != 3 or nc not in (1, 3) or min(nh, nw) < 1:
+                raise ConfigError(f"network_input must be (C, H, W) with C in (1, 3), got {self.network_input}")
+            if self.input_shape[0] == 3 and nc == 1:
+                raise ConfigError("an RGB input cannot feed a one-channel network")
+        c = self.channels
         if len(self.mean) != c or len(self.std) != c:
             raise ConfigError(f"mean/std need {c} values (one per channel), got {len(self.mean)}/{len(self.std)}")
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
@@ -66,11 +78,26 @@ class ModelMeta:
             raise ConfigError(f"a {self.task} model over {len(self.class_names)} classes must have "
                               f"{' or '.join(map(str, expected))} outputs, got {self.num_outputs}")
 
+    @property
+    def channels(self) -> int:
+        """The network's channel count (what mean and std are per)."""
+        return (self.network_input or self.input_shape)[0]
+
     def to_json(self) -> dict[str, Any]:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
         if not self.preprocess:  # checkpoints of undefended models read as before
             del out["preprocess"]
+        if self.network_input is None:
+            del out["network_input"]
         return out
+
+    def for_input(self, shape: tuple[int, int, int]) -> ModelMeta:
+        """This model's description for images of ``shape`` (C, H, W): a model that resizes
+        inside (``network_input``) takes any size, and grey images when its network is RGB."""
+        shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+        if shape == tuple(self.input_shape) or self.network_input is None:
+            return self
+        return replace(self, input_shape=shape)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelMeta:
@@ -118,7 +145,7 @@ class Classifier(MetaView, nn.Module):
         super().__init__()
         self.network = network
         self.meta = meta
-        c = meta.input_shape[0]
+        c = meta.channels
         self.register_buffer("mean", torch.tensor(meta.mean, dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(meta.std, dtype=torch.float32).view(1, c, 1, 1))
         # channels_last runs convolutions about 20-25 % faster on CPUs (oneDNN); only for our own
@@ -196,6 +223,8 @@ class Classifier(MetaView, nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.preprocess):
             x = self.preprocess(x)
+        if self.meta.network_input is not None:
+            x = to_network_input(x, self.meta.network_input)
         z = (x - self.mean) / self.std
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
@@ -208,6 +237,18 @@ class Classifier(MetaView, nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """(N,) class indices, or (N, L) 0/1 for multi-label."""
         return logits_to_labels(self(x), self.meta.task)
+
+
+def to_network_input(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Resize (bilinear; antialiased when shrinking, so a 512 px DICOM does not alias into the
+    network) and repeat grey to RGB: differentiable, so attacks see through it."""
+    c, h, w = shape
+    if tuple(x.shape[-2:]) != (h, w):
+        shrink = x.shape[-2] > h or x.shape[-1] > w
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
+    if x.shape[1] != c:
+        x = x.expand(-1, c, -1, -1)
+    return x
 
 
 def logits_to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:

@@ -24,6 +24,7 @@ from medfool.errors import ConfigError
 from medfool.models.architectures import build
 from medfool.models.classifier import Classifier, ModelMeta, channel_stats
 from medfool.models.metrics import evaluate, loss_fn
+from medfool.models.zoo import DEFAULT_SIZE, NEEDS_SIZE, min_size
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
 
@@ -47,8 +48,14 @@ class TrainConfig:
     augment: str = "auto"
     seed: int = 0
     time_limit_s: float | None = None
+    # the pixel size the network sees; smaller or larger images are resized inside the model.
+    # None: the data's own size, or the architecture's smallest input if the data is smaller
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.input_size is not None and self.input_size < min_size(self.arch):
+            raise ConfigError(f"{self.arch} needs inputs of at least {min_size(self.arch)} px, "
+                              f"got input_size {self.input_size}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -130,12 +137,20 @@ def build_classifier(dataset: Dataset, cfg: TrainConfig, train: Split | None = N
     x, _ = train.get(np.sort(sample))
     mean, std = channel_stats(x)
     info = dataset.info
+    c, h, w = train.image_shape
+    size = cfg.input_size or (DEFAULT_SIZE if min(h, w) < min_size(cfg.arch) else None)
+    network_input = (c, size, size) if size is not None and (size, size) != (h, w) else None
+    kwargs = dict(cfg.arch_kwargs)
+    if cfg.arch in NEEDS_SIZE:
+        if h != w and size is None:
+            raise ConfigError(f"{cfg.arch} needs square inputs; give an input size to resize {h}x{w} images")
+        kwargs.setdefault("img_size", size or h)
     meta = ModelMeta(task=info.task, class_names=info.class_names, input_shape=train.image_shape,
                      mean=tuple(mean), std=tuple(std), num_outputs=info.num_classes,
-                     critical_classes=info.critical_classes, arch=cfg.arch, arch_kwargs=dict(cfg.arch_kwargs),
-                     dataset=info.name)
+                     critical_classes=info.critical_classes, arch=cfg.arch, arch_kwargs=kwargs,
+                     dataset=info.name, network_input=network_input)
     torch.manual_seed(cfg.seed)
-    network = build(cfg.arch, in_channels=meta.input_shape[0], num_outputs=meta.num_outputs, **cfg.arch_kwargs)
+    network = build(cfg.arch, in_channels=c, num_outputs=meta.num_outputs, **kwargs)
     return Classifier(network, meta)
 
 

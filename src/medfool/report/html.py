@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import math
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -113,7 +114,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
     """Everything the report shows, as JSON-able data (results.json)."""
     meta = {k: store.get_meta(k) for k in ("config", "seed", "environment", "model", "dataset", "dataset_source",
                                            "classes", "critical", "task", "images", "image_shape", "command",
-                                           "patch_target", "patch_target_name", "started", "skipped")}
+                                           "patch_target", "patch_target_name", "started", "skipped", "native")}
     rows = store.rows()
     summaries = S.summarise(rows)
     checks = (store.json_artifact("sanity-model") or []) + result_checks(rows)
@@ -192,6 +193,23 @@ def ensemble_members(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]
     return out
 
 
+def _native_sentence(native: dict[str, Any] | None) -> str:
+    """DICOM / NIfTI data: what [0, 1] and one 1/255 step are in the file's own units."""
+    if not native:
+        return ""
+    c, w, unit = float(native["window_centre"]), float(native["window_width"]), str(native["unit"])
+    return html.escape(f" Native units: [0, 1] is the window {c:g}/{w:g} {unit} (centre/width: {c - w / 2:g} to "
+                       f"{c + w / 2:g} {unit}), so 1/255 is {w / 255:.3g} {unit}.")
+
+
+def _native_budget(budget: str, native: dict[str, Any] | None) -> str:
+    """' (12.5 HU)' after a k/255 budget, for DICOM / NIfTI data."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)/255", budget.strip())
+    if not native or not match:
+        return ""
+    return f" ({float(match.group(1)) * float(native['window_width']) / 255:.3g} {native['unit']})"
+
+
 def render(store: ResultStore, out: Path) -> Path:
     """Write out/report.html and out/results.json from the store: everything is read and both
     files are composed before either is written, so a damaged store changes nothing."""
@@ -252,7 +270,9 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
              f"{html.escape(cfg.get('split', 'test'))} images audited (seeded sample, seed {meta['seed']}) &middot; "
              f"medfool {html.escape(str((meta['environment'] or {}).get('medfool')))}, torch "
              f"{html.escape(str((meta['environment'] or {}).get('torch')))}. Success rates count only images the "
-             "model classified correctly before the attack. Budgets: pixel values in [0, 1], written as k/255.</p>"]
+             "model classified correctly before the attack. Budgets: pixel values in [0, 1], written as k/255. "
+             f"Images {'x'.join(str(v) for v in meta.get('image_shape') or [])} (C x H x W)."
+             f"{_native_sentence(meta.get('native'))}</p>"]
     parts.append("<h2 id='findings'>Findings</h2><ul class='findings'>"
                  + "".join(f"<li>{html.escape(f)}</li>" for f in data["findings"]) + "</ul>")
     # threat model
@@ -284,7 +304,7 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
         ["stage", "attack", "budget", "images (correct)", "success", "robust acc.", "median L2", "median Linf",
          "median L0", "PSNR dB", "SSIM", "CIEDE2000", "queries / image", "gradients / image", "s / image"],
         [[html.escape(s["stage"]), html.escape(s["attack"] + (f" ({s['role']})" if s.get("role") else "")),
-          html.escape(s["budget"]),
+          html.escape(s["budget"] + _native_budget(s["budget"], meta.get("native"))),
           f"{s['n']} ({s['clean_correct']})", _pct(s["success_rate"]), _pct(s["robust_accuracy"]),
           _num(s["median_l2"]), "&ndash;" if math.isnan(s["median_linf_255"]) else f"{s['median_linf_255']:.1f}/255",
           _num(s["median_l0"], 0), _num(s["mean_psnr"], 1), _num(s["mean_ssim"]), _num(s["mean_ciede2000"], 2),

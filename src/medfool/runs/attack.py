@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfool import __version__
 from medfool.attacks import attack_class, get_attack
 from medfool.attacks.base import Attack, AttackResult, TargetSpec, Victim
 from medfool.attacks.blackbox.fooling import FoolingConfig, fooling_images
 from medfool.attacks.blackbox.transfer import transfer_attack
 from medfool.data.dataset import Dataset
-from medfool.errors import ConfigError
+from medfool.data.dicom import DICOM_SUFFIXES, StoredGrid, stored_grid, write_dicom
+from medfool.data.windowing import Window
+from medfool.errors import ConfigError, DataError
 from medfool.eval.perceptibility import perceptibility
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
@@ -285,6 +288,10 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
         craft_x, craft_y = craft.get(craft.sample_index(job.n_craft, job.seed))
         craft_x, craft_y = craft_x.to(device), craft_y.to(device)
         say(f"  crafting on {craft_x.shape[0]} {job.craft_split} images, measuring on the {job.split} images")
+    grids = dicom_grids(job, images, model)
+    if grids is not None:
+        say("  DICOM data: every adversarial image is snapped to the values its file can store and judged "
+            "as the file written back holds it")
     for eps, attack in zip(job.budgets, attacks, strict=True):
         desc = f"{name}" + ("" if eps is None else f" eps={eps * 255:.3g}/255")
         if attack.kind == "universal":
@@ -294,6 +301,9 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
                 f"training fooling rate {fmt(r.extras['fooling_history'][-1])}")
         else:
             r = _run_batched(attack, model, x, y, images.target, job.seed, job.batch_size, desc)
+        if grids is not None:
+            assert isinstance(model, Classifier)  # dicom_grids says so
+            r = on_stored_grid(r, model, x, y, grids, images.dataset.info.window)
         results.append(r)
         summary = r.summary()
         pc = perceptibility(x.cpu(), r.x_adv.cpu())
@@ -316,6 +326,79 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
     say(f"wrote {job.out}/results.json, adversarial.npz, grid.png")
 
 
+def native_budgets(window: Window | None, eps_list: list[float | None]) -> dict[str, Any]:
+    """Each budget in the data's native units (DICOM / NIfTI data), for results and reports."""
+    if window is None:
+        return {}
+    return {"unit": window.unit, "window_centre": window.centre, "window_width": window.width,
+            "eps_native": [None if e is None else window.native(e) for e in eps_list]}
+
+
+def dicom_sources(job: AttackJob, images: Images) -> list[Path] | None:
+    """The attacked images' DICOM files, when every image came from one at its own size."""
+    info = images.dataset.info
+    files = images.dataset.split(job.split).files
+    if info.window is None or files is None or int(images.x.shape[1]) != 1:
+        return None
+    sources = [Path(files[int(i)]) for i in images.index]
+    if not all(f.suffix.lower() in DICOM_SUFFIXES and f.is_file() for f in sources):
+        return None
+    return sources
+
+
+def dicom_grids(job: AttackJob, images: Images, model: Victim) -> list[StoredGrid] | None:
+    """The stored-value grid of each attacked image's DICOM file, when its adversarial version
+    can be written back there (a white-box model, images at their files' own size)."""
+    sources = dicom_sources(job, images)
+    if sources is None or not isinstance(model, Classifier):
+        return None
+    grids = [stored_grid(f) for f in sources]
+    if any(g.shape != tuple(images.x.shape[-2:]) for g in grids):
+        log.warning("images were resized on loading: adversarial images are not written back as DICOM")
+        return None
+    return grids
+
+
+def on_stored_grid(r: AttackResult, model: Classifier, x: torch.Tensor, y: torch.Tensor, grids: list[StoredGrid],
+                   window: Window | None) -> AttackResult:
+    """``r`` with every adversarial image snapped to what its DICOM file can store, success
+    judged again on that: an attack that only just crossed the boundary can fall back when
+    written to a file, and the results must describe the file, not the float image."""
+    assert window is not None
+    snapped = np.stack([g.snap(a[0].astype(np.float64), window)[None]
+                        for g, a in zip(grids, r.x_adv.detach().cpu().numpy(), strict=True)])
+    x_q = torch.from_numpy(snapped.astype(np.float32)).to(x.device)
+    with torch.no_grad(), model.padded():
+        clean, adv = model(x), model(x_q)
+    target = r.target if isinstance(r.target, torch.Tensor) else None
+    return AttackResult.from_scores(r.attack, r.config, model.task, x, x_q, y, clean, adv, gradients=r.gradients,
+                                    queries=r.queries, wall_s=r.wall_s, target=target, extras=r.extras)
+
+
+def write_back_dicom(job: AttackJob, images: Images, result: AttackResult) -> list[str]:
+    """The adversarial images (last budget) as DICOM files beside the results, each from its
+    source file's metadata (new SOP Instance UID, marked DERIVED, a note on how it was made)."""
+    info = images.dataset.info
+    sources = dicom_sources(job, images)
+    if info.window is None or sources is None:
+        return []
+    eps = job.budgets[-1]
+    budget = "" if eps is None else f", eps {eps * 255:.3g}/255 = {info.window.native(eps):.4g} {info.window.unit}"
+    note = (f"MODIFIED by medfool {__version__} ({job.name} attack{budget}, seed {job.seed}): an adversarial test "
+            "image, not for diagnosis")
+    written: list[str] = []
+    for k, (i, src) in enumerate(zip(images.index, sources, strict=True)):
+        target = job.out / "dicom" / f"{int(i):05d}_{src.stem}.dcm"
+        try:
+            write_dicom(src, result.x_adv[k].detach().cpu().numpy().transpose(1, 2, 0), target,
+                        window=info.window, inverted=stored_grid(src).inverted, note=note)
+        except DataError as exc:  # resized on loading, or not writable as DICOM: the npz has it
+            log.warning("not written back as DICOM: %s", exc)
+            return written
+        written.append(str(target.relative_to(job.out)))
+    return written
+
+
 def _write_outputs(job: AttackJob, model: Victim, images: Images, results: list[AttackResult],
                    rows: list[dict[str, Any]]) -> None:
     index, x, y, info, out = images.index, images.x, images.y, images.dataset.info, job.out
@@ -328,11 +411,14 @@ def _write_outputs(job: AttackJob, model: Victim, images: Images, results: list[
         for i, lab, s, c, l2, li, l0, g, q in zip(index, y.cpu(), r.success, r.clean_correct, r.l2, r.linf, r.l0,
                                                    r.gradients, r.queries, strict=True)
     ]
+    native = native_budgets(info.window, eps_list)
+    written = write_back_dicom(job, images, results[-1]) if info.window is not None else []
     atomic_write_json(out / "results.json", {
         "attack": job.name, "model": str(job.model), "dataset": info.name, "split": job.split,
         "classes": list(info.class_names), "seed": job.seed, "target": job.target, "only_class": job.only_class,
         "summaries": rows, "images": per_image, "environment": environment(),
-        "command": job.command,
+        "command": job.command, **({"native": native} if native else {}),
+        **({"dicom": written} if written else {}),
     })
     arrays: dict[str, np.ndarray] = {"index": index.numpy(), "labels": y.cpu().numpy(),
                                      "clean": x.cpu().numpy(), "eps": np.array([e if e is not None else np.nan

@@ -23,6 +23,7 @@ import torch
 from medfool.attacks.base import AttackResult
 from medfool.data import load_dataset
 from medfool.data.dataset import Dataset, DatasetInfo
+from medfool.data.windowing import NativeOptions
 from medfool.errors import CheckpointError, ConfigError, DataError
 from medfool.models.classifier import Classifier
 from medfool.models.predict import PredictModel
@@ -54,12 +55,13 @@ class DataSource:
     allow_download: bool = True
     split_seed: int = 0
     allow_outside_paths: bool = False  # manifests and sidecars may name files outside their folder
+    native: NativeOptions | None = None  # DICOM / NIfTI: the window and a volume's slice axis
 
     def load(self) -> Dataset:
         """The dataset, with its loader's notes (a split made on the fly, ...) logged as warnings."""
         dataset = load_dataset(self.dataset, size=self.size, data_dir=self.data_dir,
                                allow_download=self.allow_download, split_seed=self.split_seed,
-                               allow_outside_paths=self.allow_outside_paths)
+                               allow_outside_paths=self.allow_outside_paths, native=self.native)
         for note in dataset.info.notes:
             log.warning("note: %s", note)
         return dataset
@@ -127,8 +129,11 @@ def folder_lock(out: Path) -> Iterator[None]:
 
 
 def check_compatible(model: Classifier | PredictModel, dataset: Dataset, model_path: str) -> None:
-    """Refuse to evaluate or attack a model on data it was not built for."""
+    """Refuse to evaluate or attack a model on data it was not built for. A model that resizes
+    inside (``network_input``: HuggingFace and MONAI networks) takes the data at its own size."""
     split = next(iter(dataset.splits.values()))
+    if isinstance(model, Classifier):
+        model.meta = model.meta.for_input(split.image_shape)
     if tuple(split.image_shape) != tuple(model.meta.input_shape):
         raise DataError(f"{model_path}: model expects images {model.meta.input_shape} (C, H, W) but "
                         f"{dataset.info.name} has {split.image_shape}")

@@ -276,6 +276,8 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
         "dataset": info.name, "dataset_source": info.source, "classes": list(info.class_names),
         "critical": list(model.meta.critical_classes), "task": model.task, "images": ids,
         "image_shape": list(x.shape[1:]), "command": command or {}, "started": time.time(),
+        **({} if info.window is None else {"native": {"unit": info.window.unit, "window_centre": info.window.centre,
+                                                       "window_width": info.window.width}}),
         **({} if target is None else {"patch_target": target, "patch_target_name": info.class_names[target]}),
     }
     created = not out.exists()
