@@ -7,6 +7,7 @@ import torch
 
 from medfool.errors import ConfigError
 from medfool.models import architectures, build
+from medfool.models.zoo import MIN_SIZE, NEEDS_SIZE
 
 
 @pytest.mark.parametrize("name", architectures())
@@ -18,6 +19,9 @@ def test_every_architecture(name, channels, size):
                   "mean": [0.5] * channels, "std": [0.25] * channels, "num_outputs": 5, "arch": "small_cnn",
                   "arch_kwargs": {"width": 8}}
         net = build(name, in_channels=channels, num_outputs=5, members=[member, member])
+    elif name in MIN_SIZE:  # MONAI's networks: no width option, a smallest input, the ViT's size fixed at build
+        size = max(size, MIN_SIZE[name])
+        net = build(name, in_channels=channels, num_outputs=5, **({"img_size": size} if name in NEEDS_SIZE else {}))
     else:
         net = build(name, in_channels=channels, num_outputs=5, width=8)
     x = torch.randn(4, channels, size, size)

@@ -17,18 +17,15 @@ from medfool.attacks import get_attack
 from medfool.errors import CheckpointError, ConfigError
 from medfool.models import build, load_classifier, save_checkpoint
 from medfool.models.classifier import ModelMeta
-from medfool.models.zoo import MIN_SIZE
 
 
-@pytest.mark.parametrize("arch", sorted(MIN_SIZE))
-def test_monai_architectures_build_and_answer(arch: str) -> None:
+def test_monai_vit_has_a_linear_head() -> None:
+    """MONAI's default tanh would squash every logit into [-1, 1] (a flat loss that reads as
+    robustness); the registry's ViT ends in a plain linear layer."""
     pytest.importorskip("monai")
-    kw = {"img_size": 32} if arch == "vit" else {}
-    net = build(arch, in_channels=1, num_outputs=3, **kw).eval()
-    out = net(torch.rand(2, 1, 32, 32))
-    assert out.shape == (2, 3)
-    if arch == "vit":  # a linear head, not MONAI's default tanh: logits are not squashed into [-1, 1]
-        assert not any(isinstance(m, nn.Tanh) for m in net.modules())
+    net = build("vit", in_channels=1, num_outputs=3, img_size=32).eval()
+    assert not any(isinstance(m, nn.Tanh) for m in net.modules())
+    assert float(net(torch.rand(4, 1, 32, 32) * 50).abs().max()) != pytest.approx(1.0)
 
 
 def test_small_images_are_resized_inside_the_model(tmp_path: Path) -> None:

@@ -94,7 +94,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     m = model.meta
     n_params = sum(p.numel() for p in model.parameters())
-    say(f"{args.model}: {m.arch or 'external'} ({n_params:,} parameters), {m.task}, input {m.input_shape}")
+    inside = "" if m.network_input is None else f" (resized to {m.network_input} inside the model)"
+    say(f"{args.model}: {m.arch or 'external'} ({n_params:,} parameters), {m.task}, input {m.input_shape}{inside}")
     say(f"classes: {', '.join(m.class_names)}")
     if m.critical_classes:
         say(f"critical: {', '.join(m.class_names[i] for i in m.critical_classes)}")

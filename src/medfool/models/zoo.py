@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_SIZE", "MIN_SIZE", "NEEDS_SIZE", "min_size"]
 DEFAULT_SIZE = 64
 
 # the smallest input (pixels, square) each network accepts; our own CNNs take 8 px and up
-MIN_SIZE = {"densenet121": 32, "monai_resnet18": 32, "resnet50": 32, "efficientnet_b0": 32, "vit": 16}
+MIN_SIZE = {"densenet121": 32, "monai_resnet18": 32, "resnet50": 32, "efficientnet_b0": 32, "vit": 32}
 # builders that must know the input size when they are built (position embeddings)
 NEEDS_SIZE = {"vit"}
 
@@ -100,4 +100,7 @@ def vit(*, in_channels: int, num_outputs: int, img_size: int = 224, patch_size: 
                             hidden_size=hidden_size, mlp_dim=4 * hidden_size, num_layers=num_layers,
                             num_heads=num_heads, classification=True, num_classes=num_outputs, spatial_dims=2,
                             post_activation=None)
+    for block in net.blocks:  # MONAI builds a cross-attention norm it never uses: dead weights
+        if not getattr(block, "with_cross_attention", True):
+            block.norm_cross_attn = nn.Identity()
     return _FirstOutput(net)

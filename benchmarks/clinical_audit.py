@@ -1,0 +1,149 @@
+"""The audit at clinical resolution: a MONAI DenseNet-121 or a HuggingFace ViT at 224 px on a
+folder of DICOM CT slices, timed, with the peak memory of the process and the report checked
+in headless Chromium (where Playwright and Chromium are installed).
+
+Usage:  python benchmarks/clinical_audit.py [--model densenet121|hf-vit] [--n 16] [--size 224]
+        [--config small|default] [--out runs/clinical-audit]
+
+The data are phantom CT slices written with ``medfool.data.dicom.write_ct_slice`` (soft tissue
+at 40 HU with noise, a +60 HU disc in the 'lesion' class), read through the 40/400 HU window.
+The networks have seeded random weights (nothing is downloaded): the audit's cost depends on
+the network and the budgets, not on what it learnt. ``--config small`` is the budget set of
+tests/runs/test_clinical_audit.py (every stage that scales with the image, small budgets);
+``default`` is ``medfool audit``'s own configuration without the single-pixel maps (exhaustive
+over 50,176 pixels of a 224 px image: hours on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfool.cli.main import main as medfool
+from medfool.data.dicom import write_ct_slice
+from medfool.models import build, save_checkpoint
+from medfool.models.classifier import Classifier, ModelMeta
+
+SMALL = """\
+n = 16
+batch_size = 16
+[corruptions]
+severities = [3]
+[whitebox]
+attacks = ["fgsm", "pgd"]
+ensemble = "off"
+eps = [4]
+steps = 3
+minimal = []
+[blackbox]
+attacks = ["square"]
+queries = 5
+[patch]
+steps = 2
+n_craft = 8
+[onepixel]
+pixels = [1]
+n = 2
+population = 8
+generations = 1
+[maps]
+enabled = false
+"""
+DEFAULT = """\
+[maps]
+enabled = false
+"""
+
+
+def phantoms(root: Path, n: int, size: int) -> None:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for k in range(n):
+        for cls in ("lesion", "normal"):
+            hu = 40 + 10 * rng.standard_normal((size, size))
+            if cls == "lesion":
+                cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+                hu[(yy - cy) ** 2 + (xx - cx) ** 2 < (size // 6) ** 2] += 60
+            write_ct_slice(root / cls / f"{cls}_{k:03d}.dcm", hu)
+
+
+def densenet(path: Path, size: int) -> Path:
+    torch.manual_seed(0)
+    meta = ModelMeta(task="binary", class_names=("lesion", "normal"), input_shape=(1, size, size), mean=(0.3,),
+                     std=(0.3,), num_outputs=2, critical_classes=(0,), arch="densenet121")
+    return save_checkpoint(Classifier(build("densenet121", in_channels=1, num_outputs=2), meta), path)
+
+
+def hf_vit(folder: Path, size: int) -> Path:
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=size, patch_size=16, hidden_size=192, num_hidden_layers=6,
+                                 num_attention_heads=3, intermediate_size=768, num_labels=2,
+                                 id2label={0: "lesion", 1: "normal"}, label2id={"lesion": 0, "normal": 1})
+    transformers.ViTForImageClassification(cfg).save_pretrained(str(folder))
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "do_resize": True, "size": {"height": size, "width": size}, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    return folder
+
+
+def check_in_chromium(report: Path) -> str:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return "not checked (no playwright)"
+    browser_path = shutil.which("chromium")
+    if not browser_path:
+        return "not checked (no chromium)"
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", "--disable-quic"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=flags)
+        try:
+            page = browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(report.resolve().as_uri(), wait_until="load")
+            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).length")
+            broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).length")
+        finally:
+            browser.close()
+    return f"{headings} sections, {broken} broken images, {len(problems)} page errors"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="densenet121", choices=("densenet121", "hf-vit"))
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--config", default="small", choices=("small", "default"))
+    parser.add_argument("--out", default="runs/clinical-audit")
+    args = parser.parse_args()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    data = out / "dicom"
+    phantoms(data, max(40, 5 * args.n // 2), args.size)  # the test split (20 %) holds n images
+    model = densenet(out / "densenet121.safetensors", args.size) if args.model == "densenet121" else \
+        hf_vit(out / "vit", args.size)
+    config = out / "audit.toml"
+    config.write_text(SMALL if args.config == "small" else DEFAULT)
+    start = time.perf_counter()
+    code = medfool(["audit", "-m", str(model), "-d", str(data), "--window", "40,400", "--config", str(config),
+                    "--n", str(args.n), "--out", str(out / "audit")])
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.model} at {args.size} px, {args.n} images, config {args.config}: exit {code}, {wall:.0f} s, "
+          f"peak resident memory {peak:,.0f} MiB, {torch.get_num_threads()} threads; report: "
+          f"{check_in_chromium(out / 'audit' / 'report.html')}")
+
+
+if __name__ == "__main__":
+    main()
