@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import medfool
-from conftest import make_hf_vit
+from hf_folders import make_hf_vit
 from medfool.attacks import get_attack
 from medfool.errors import CheckpointError, ConfigError
 from medfool.models import build, load_classifier, save_checkpoint

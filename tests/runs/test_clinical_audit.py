@@ -88,7 +88,7 @@ def test_audit_on_dicom(kind: str, size: int, dicom_224: Path, tmp_path: Path) -
     if kind == "densenet121":
         model = _densenet(tmp_path / "dn121.safetensors", size)
     else:
-        from conftest import make_hf_vit
+        from hf_folders import make_hf_vit
 
         model = make_hf_vit(tmp_path / "vit", size=224, labels=("lesion", "normal"))
     config = tmp_path / "audit.toml"
