@@ -24,7 +24,8 @@ import numpy as np
 from medfool.data.windowing import NativeImage, Window
 from medfool.errors import DataError
 
-__all__ = ["DICOM_SUFFIXES", "StoredGrid", "read_dicom", "stored_grid", "write_ct_slice", "write_dicom"]
+__all__ = ["DICOM_SUFFIXES", "StoredGrid", "dicom_header", "read_dicom", "stored_grid", "write_ct_slice",
+           "write_dicom"]
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 
@@ -103,6 +104,22 @@ def read_dicom(path: Path) -> NativeImage:
         raise DataError(f"{path}: pixel data holds NaN or infinite values")
     unit = _unit(ds)
     return NativeImage(native, unit, photometric == "MONOCHROME1", _file_window(ds, unit, path))
+
+
+def dicom_header(path: Path) -> tuple[Window | None, str, bool]:
+    """From the header alone (no pixels decoded): the file's own window, its native unit and
+    whether it is a colour image."""
+    pydicom = _pydicom()
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001  (pydicom raises many kinds on a damaged header)
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        if type(exc).__name__ == "InvalidDicomError":
+            raise DataError(f"{path}: not a DICOM file (no 'DICM' preamble)") from None
+        raise DataError(f"{path}: unreadable DICOM header ({first})") from None
+    unit = _unit(ds)
+    colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3
+    return (None if colour else _file_window(ds, unit, path)), unit, colour
 
 
 def _file_window(ds: Any, unit: str, path: Path) -> Window | None:

@@ -13,6 +13,7 @@ sizes are refused unless a target ``size`` is given, then they are resized (bili
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,10 +24,10 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 
 from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, confined, make_split
-from medfool.data.dicom import DICOM_SUFFIXES, read_dicom
+from medfool.data.dicom import DICOM_SUFFIXES, dicom_header, read_dicom
 from medfool.data.nifti import is_nifti, read_nifti
 from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
-from medfool.data.windowing import NativeImage, NativeOptions, Window, data_window
+from medfool.data.windowing import NativeImage, NativeOptions, Window, choose_window
 from medfool.errors import DataError
 from medfool.utils.progress import progress
 
@@ -98,43 +99,60 @@ def _resize_float(pixels: np.ndarray, size: int) -> np.ndarray:
     return out[0].permute(1, 2, 0).clamp(0, 1).numpy()
 
 
+def _read_one(f: Path, options: NativeOptions) -> list[NativeImage]:
+    if not _is_native(f):
+        raise DataError(f"{f}: the dataset mixes DICOM/NIfTI files with plain images; use one kind")
+    return read_nifti(f, options.slice_axis) if is_nifti(f) else [read_dicom(f)]
+
+
 def _read_native(files: dict[str, list[Path]], labels: dict[str, list[int]], size: int | None,
                  options: NativeOptions) -> tuple[dict[str, np.ndarray], dict[str, list[int]], dict[str, list[str]],
                                                   Window, str]:
     """DICOM and NIfTI files of every split through one window: (N, H, W, C) float32 per split,
     the labels (a volume's slices share its file's label), each image's file (a DICOM file's
-    own path; a NIfTI slice's path#slice), the window and why it was chosen."""
-    read: dict[str, list[tuple[Path, NativeImage]]] = {}
+    own path; a NIfTI slice's path#slice), the window and why it was chosen. The window comes
+    from the headers where it can (an extra pass over the pixels only for the data's range),
+    then each file is windowed and resized as it is read: memory holds the [0, 1] images at
+    their final size, never a dataset of native 16-bit slices."""
+    every = [f for fs in files.values() for f in fs]
+    for f in every:
+        if not _is_native(f):
+            raise DataError(f"{f}: the dataset mixes DICOM/NIfTI files with plain images; use one kind")
+    heads = [(None, "native units", False) if is_nifti(f) else dicom_header(f) for f in every]
+    grey = [h for h in heads if not h[2]]
+
+    def data_range() -> tuple[float, float]:
+        lo, hi = math.inf, -math.inf
+        for f in progress(every, desc="value range", unit="file"):
+            for im in _read_one(f, options):
+                if not im.colour:
+                    lo, hi = min(lo, float(im.native.min())), max(hi, float(im.native.max()))
+        return (lo, hi) if lo <= hi else (0.0, 1.0)
+
+    window, why = choose_window(options.window, [h[0] for h in grey], grey[0][1] if grey else "", data_range)
+    colour = any(h[2] for h in heads)
+    arrays: dict[str, np.ndarray] = {}
     out_labels: dict[str, list[int]] = {}
     origins: dict[str, list[str]] = {}
-    for split, fs in files.items():
-        read[split], out_labels[split] = [], []
-        for f, label in zip(progress(fs, desc=f"read {split}", unit="file"), labels[split], strict=True):
-            if not _is_native(f):
-                raise DataError(f"{f}: the dataset mixes DICOM/NIfTI files with plain images; use one kind")
-            images = read_nifti(f, options.slice_axis) if is_nifti(f) else [read_dicom(f)]
-            read[split] += [(f, im) for im in images]
-            origins.setdefault(split, []).extend(
-                [str(f)] if not is_nifti(f) else [f"{f}#{options.slice_axis}:{k}" for k in range(len(images))])
-            out_labels[split] += [label] * len(images)
-    window, why = data_window([im for pairs in read.values() for _, im in pairs], options.window)
-    colour = any(im.colour for pairs in read.values() for _, im in pairs)
-    arrays: dict[str, np.ndarray] = {}
     target: tuple[int, int] | None = (size, size) if size else None
-    for split, pairs in read.items():
-        stack = []
-        for f, im in pairs:
-            px = im.pixels(window)
-            if colour and px.shape[-1] == 1:
-                px = np.repeat(px, 3, axis=-1)
-            if target is None:
-                target = (px.shape[0], px.shape[1])
-            if px.shape[:2] != target:
-                if size is None:
-                    raise DataError(f"{f}: size {px.shape[1]}x{px.shape[0]} differs from {target[1]}x{target[0]} "
-                                    "of the first image (pass an image size to resize)")
-                px = _resize_float(px, size)
-            stack.append(px)
+    for split, fs in files.items():
+        stack, out_labels[split], origins[split] = [], [], []
+        for f, label in zip(progress(fs, desc=f"read {split}", unit="file"), labels[split], strict=True):
+            images = _read_one(f, options)
+            for k, im in enumerate(images):
+                px = im.pixels(window)
+                if colour and px.shape[-1] == 1:
+                    px = np.repeat(px, 3, axis=-1)
+                if target is None:
+                    target = (px.shape[0], px.shape[1])
+                if px.shape[:2] != target:
+                    if size is None:
+                        raise DataError(f"{f}: size {px.shape[1]}x{px.shape[0]} differs from {target[1]}x"
+                                        f"{target[0]} of the first image (pass an image size to resize)")
+                    px = _resize_float(px, size)
+                stack.append(px)
+                origins[split].append(f"{f}#{options.slice_axis}:{k}" if is_nifti(f) else str(f))
+            out_labels[split] += [label] * len(images)
         if stack:
             arrays[split] = np.stack(stack).astype(np.float32)
     return arrays, out_labels, origins, window, why

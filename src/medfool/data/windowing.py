@@ -9,13 +9,14 @@ values exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from medfool.errors import DataError
 
-__all__ = ["NativeImage", "NativeOptions", "Window", "data_window"]
+__all__ = ["NativeImage", "NativeOptions", "Window", "choose_window", "data_window"]
 
 
 @dataclass(frozen=True)
@@ -85,20 +86,28 @@ class NativeImage:
         return x.astype(np.float32)[..., None]
 
 
-def data_window(images: list[NativeImage], stated: Window | None) -> tuple[Window, str]:
+def choose_window(stated: Window | None, file_windows: list[Window | None], unit: str,
+                  data_range: Callable[[], tuple[float, float]]) -> tuple[Window, str]:
     """The one window a dataset's greyscale images share, and how it was chosen: the stated
-    one, else the files' own when they all agree, else the range of every value in the data."""
-    unit = next((im.unit for im in images if not im.colour), "")
+    one, else the files' own when they all agree, else the range of every value in the data
+    (``data_range`` is called only then: it reads every file)."""
     if stated is not None:
         return Window(stated.centre, stated.width, stated.unit or unit), "stated"
-    grey = [im for im in images if not im.colour]
-    own = {im.file_window for im in grey}
+    own = set(file_windows)
     if len(own) == 1 and None not in own:
         (w,) = own
         assert w is not None
         return w, "from the files' Window Center / Width"
-    lo = min(float(im.native.min()) for im in grey) if grey else 0.0
-    hi = max(float(im.native.max()) for im in grey) if grey else 1.0
+    lo, hi = data_range() if file_windows else (0.0, 1.0)
     why = ("the files state different windows" if len(own - {None}) > 1 else
            "not every file states a window" if len(own) > 1 else "the files state no window")
     return Window((lo + hi) / 2, max(hi - lo, 1e-6), unit), f"{why}: the range of all values in the data"
+
+
+def data_window(images: list[NativeImage], stated: Window | None) -> tuple[Window, str]:
+    """:func:`choose_window` over images already in memory."""
+    grey = [im for im in images if not im.colour]
+    unit = grey[0].unit if grey else ""
+    return choose_window(stated, [im.file_window for im in grey], unit,
+                         lambda: (min(float(im.native.min()) for im in grey),
+                                  max(float(im.native.max()) for im in grey)))
