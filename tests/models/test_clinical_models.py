@@ -81,6 +81,8 @@ def test_hf_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"does not fit config\.json|not a loadable"):
         load_classifier(folder)
     assert load_classifier(other)[0].meta.task == "multi-class"
+    one = load_classifier(make_hf_vit(tmp_path / "one", labels=("pneumonia",)))[0]
+    assert (one.meta.task, one.meta.class_names, one.meta.num_outputs) == ("binary", ("not pneumonia", "pneumonia"), 1)
 
 
 def test_wrap_puts_normalisation_inside_and_attacks_work() -> None:

@@ -80,7 +80,8 @@ def add_data_options(p: argparse.ArgumentParser, *, dataset_required: bool = Tru
                    help="seed of the stratified split made for files without val/test splits (default 0)")
     p.add_argument("--window", type=window_value, default=None, metavar="CENTRE,WIDTH",
                    help="DICOM/NIfTI: the native-unit window that [0, 1] maps to, e.g. 40,400 (soft tissue, HU) "
-                        "(default: the files' own Window Center/Width, else the range of the data)")
+                        "(default: the files' own Window Center/Width, else the range of the data); a negative "
+                        "centre needs the = form, e.g. --window=-600,1500 for lung")
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=2,
                    help="NIfTI volumes: the axis to take 2-D slices along (default 2)")
 

@@ -117,6 +117,7 @@ def load_hf_classifier(folder: Path) -> tuple[Classifier, dict[str, Any]]:
         raise ConfigError("HuggingFace models need transformers, which is not installed: "
                           "pip install 'medfool[hf]'") from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers.utils.logging.disable_progress_bar()  # medfool's own progress lines are the ones shown
     quiet = logging.getLogger("transformers")
     old_level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -147,6 +148,8 @@ def load_hf_classifier(folder: Path) -> tuple[Classifier, dict[str, Any]]:
     size = _size(pre, config, folder)
     mean, std = _normalisation(pre, channels, folder)
     task = _task(config, n)
+    if n == 1 and task != "multi-label":  # one logit: sigmoid of the positive class
+        task, names = "binary", (f"not {names[0]}", names[0])
     meta = ModelMeta(task=task, class_names=names, input_shape=(channels, size, size), mean=mean, std=std,
                      num_outputs=n, network_input=(channels, size, size), dataset=folder.name)
     classifier = Classifier(HFLogits(model), meta)
