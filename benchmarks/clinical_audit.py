@@ -5,11 +5,12 @@ in headless Chromium (where Playwright and Chromium are installed).
 Usage:  python benchmarks/clinical_audit.py [--model densenet121|hf-vit] [--n 16] [--size 224]
         [--config small|default] [--out runs/clinical-audit]
 
-The data are phantom CT slices written with ``medfool.data.dicom.write_ct_slice`` (soft tissue
+The data are phantom CT slices written with ``medfool.data.dicom.write_ct_phantoms`` (soft tissue
 at 40 HU with noise, a +60 HU disc in the 'lesion' class), read through the 40/400 HU window.
 The networks have seeded random weights (nothing is downloaded): the audit's cost depends on
-the network and the budgets, not on what it learnt. ``--config small`` is the budget set of
-tests/runs/test_clinical_audit.py (every stage that scales with the image, small budgets);
+the network and the budgets, not on what it learnt. ``--config small`` is clinical_audit.toml
+beside this file (every stage that scales with the image, small budgets; the test of the
+clinical audit uses it too);
 ``default`` is ``medfool audit``'s own configuration without the single-pixel maps (exhaustive
 over 50,176 pixels of a 224 px image: hours on a CPU).
 """
@@ -23,55 +24,18 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from medfool.cli.main import main as medfool
-from medfool.data.dicom import write_ct_slice
+from medfool.data.dicom import write_ct_phantoms
 from medfool.models import build, save_checkpoint
 from medfool.models.classifier import Classifier, ModelMeta
 
-SMALL = """\
-n = 16
-batch_size = 16
-[corruptions]
-severities = [3]
-[whitebox]
-attacks = ["fgsm", "pgd"]
-ensemble = "off"
-eps = [4]
-steps = 3
-minimal = []
-[blackbox]
-attacks = ["square"]
-queries = 5
-[patch]
-steps = 2
-n_craft = 8
-[onepixel]
-pixels = [1]
-n = 2
-population = 8
-generations = 1
-[maps]
-enabled = false
-"""
+SMALL = Path(__file__).with_name("clinical_audit.toml")
 DEFAULT = """\
 [maps]
 enabled = false
 """
-
-
-def phantoms(root: Path, n: int, size: int) -> None:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    for k in range(n):
-        for cls in ("lesion", "normal"):
-            hu = 40 + 10 * rng.standard_normal((size, size))
-            if cls == "lesion":
-                cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
-                hu[(yy - cy) ** 2 + (xx - cx) ** 2 < (size // 6) ** 2] += 60
-            write_ct_slice(root / cls / f"{cls}_{k:03d}.dcm", hu)
 
 
 def densenet(path: Path, size: int) -> Path:
@@ -130,11 +94,12 @@ def main() -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     data = out / "dicom"
-    phantoms(data, max(40, 5 * args.n // 2), args.size)  # the test split (20 %) holds n images
+    write_ct_phantoms(data, n=max(40, 5 * args.n // 2), size=args.size)  # the test split (20 %) holds n images
     model = densenet(out / "densenet121.safetensors", args.size) if args.model == "densenet121" else \
         hf_vit(out / "vit", args.size)
-    config = out / "audit.toml"
-    config.write_text(SMALL if args.config == "small" else DEFAULT)
+    config = SMALL if args.config == "small" else out / "audit.toml"
+    if args.config == "default":
+        config.write_text(DEFAULT)
     start = time.perf_counter()
     code = medfool(["audit", "-m", str(model), "-d", str(data), "--window", "40,400", "--config", str(config),
                     "--n", str(args.n), "--out", str(out / "audit")])

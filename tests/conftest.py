@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medfool.data import load_dataset, make_synthetic
-from medfool.data.dicom import write_ct_slice
+from medfool.data.dicom import write_ct_phantoms
 from medfool.data.split import stratified_split
 from medfool.models import load_classifier, save_checkpoint
 from medfool.models.train import TrainConfig, fit
@@ -176,21 +176,9 @@ DicomFactory = Callable[..., Path]
 
 @pytest.fixture
 def make_dicom_folder(tmp_path: Path) -> DicomFactory:
-    """A class-per-folder tree of CT slices: 'lesion' images hold a bright disc (+60 HU over
-    soft tissue at 40 HU), 'normal' ones none; noise 10 HU."""
+    """A class-per-folder tree of phantom CT slices (``medfool.data.dicom.write_ct_phantoms``)."""
 
-    def factory(name: str = "ct", *, n: int = 12, size: int = 32, seed: int = 0, **kw: object) -> Path:
-        rng = np.random.default_rng(seed)
-        root = tmp_path / name
-        yy, xx = np.mgrid[:size, :size]
-        for k in range(n):
-            for cls in ("lesion", "normal"):
-                hu = 40 + 10 * rng.standard_normal((size, size))
-                if cls == "lesion":
-                    cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
-                    hu[(yy - cy) ** 2 + (xx - cx) ** 2 < (size // 6) ** 2] += 60
-                write_ct_slice(root / cls / f"{cls}_{k:03d}.dcm", hu, **kw)  # type: ignore[arg-type]
-        return root
+    def factory(name: str = "ct", *, n: int = 12, size: int = 32, seed: int = 0) -> Path:
+        return write_ct_phantoms(tmp_path / name, n=n, size=size, seed=seed)
 
     return factory
-

@@ -10,7 +10,7 @@ import pytest
 from medfool.data import load_dataset
 from medfool.data.dicom import read_dicom, write_ct_slice, write_dicom
 from medfool.data.nifti import read_nifti
-from medfool.data.windowing import NativeOptions, Window, data_window
+from medfool.data.windowing import NativeImage, NativeOptions, Window, choose_window
 from medfool.errors import DataError
 
 
@@ -28,6 +28,14 @@ def test_monochrome1_displays_high_values_dark(tmp_path: Path) -> None:
     hu = np.array([[-160.0, 240.0]])
     im = read_dicom(write_ct_slice(tmp_path / "m1.dcm", hu, photometric="MONOCHROME1"))
     np.testing.assert_allclose(im.pixels(Window(40, 400))[..., 0], [[1.0, 0.0]])
+
+
+def data_window(images: list[NativeImage], stated: Window | None) -> tuple[Window, str]:
+    """The dataset window of images in memory (the loader reads the files' windows from their
+    headers and the range only when it needs it)."""
+    return choose_window(stated, [im.file_window for im in images], images[0].unit,
+                         lambda: (min(float(im.native.min()) for im in images),
+                                  max(float(im.native.max()) for im in images)))
 
 
 def test_one_window_for_the_dataset_stated_then_files_then_range(tmp_path: Path) -> None:
@@ -61,7 +69,7 @@ def test_write_back_round_trip_keeps_the_pixels_to_the_stored_grid(tmp_path: Pat
     window = im.file_window
     assert window is not None
     adv = np.clip(im.pixels(window) + rng.uniform(-8 / 255, 8 / 255, (24, 24, 1)), 0, 1).astype(np.float32)
-    out = write_dicom(src, adv, tmp_path / "adv.dcm", window=window, inverted=False, note="medfool test")
+    out = write_dicom(src, adv, tmp_path / "adv.dcm", window=window, note="medfool test")
     back = read_dicom(out)
     # one stored level is 1 HU = 1/400 of the window: rounding moves a pixel by at most half of it
     assert np.abs(back.pixels(window) - adv).max() <= 0.5 / 400 + 1e-6
@@ -70,6 +78,15 @@ def test_write_back_round_trip_keeps_the_pixels_to_the_stored_grid(tmp_path: Pat
     a, b = pydicom.dcmread(str(src)), pydicom.dcmread(str(out))
     assert b.SOPInstanceUID != a.SOPInstanceUID and b.StudyInstanceUID == a.StudyInstanceUID
     assert b.PatientID == a.PatientID and b.ImageType[0] == "DERIVED" and "medfool" in b.ImageComments
+
+
+def test_monochrome1_write_back_keeps_the_inversion(tmp_path: Path) -> None:
+    src = write_ct_slice(tmp_path / "m1.dcm", np.array([[-100.0, 0.0], [100.0, 200.0]]), photometric="MONOCHROME1")
+    window = Window(40, 400, "HU")
+    adv = np.array([[0.9, 0.5], [0.25, 0.1]], dtype=np.float32)  # bright = low HU in MONOCHROME1
+    back = read_dicom(write_dicom(src, adv, tmp_path / "adv.dcm", window=window, note="medfool test"))
+    assert back.inverted
+    assert np.abs(back.pixels(window)[..., 0] - adv).max() <= 0.5 / 400 + 1e-6
 
 
 def test_bad_dicom_files_name_the_file_and_the_problem(tmp_path: Path) -> None:

@@ -13,33 +13,9 @@ import torch
 
 from medfool.cli.main import main
 
-# the sections that scale with the image, at small budgets: a 224 px DenseNet-121 costs about
-# 100 times a 28 px CNN per image (benchmarks/clinical_audit.py times the audit's defaults)
-CLINICAL = """\
-n = 16
-batch_size = 16
-[corruptions]
-severities = [3]
-[whitebox]
-attacks = ["fgsm", "pgd"]
-ensemble = "off"
-eps = [4]
-steps = 3
-minimal = []
-[blackbox]
-attacks = ["square"]
-queries = 5
-[patch]
-steps = 2
-n_craft = 8
-[onepixel]
-pixels = [1]
-n = 2
-population = 8
-generations = 1
-[maps]
-enabled = false
-"""
+# the small budgets for clinical resolution, shared with benchmarks/clinical_audit.py (which
+# times them on a 224 px DenseNet-121): a 224 px DenseNet-121 costs ~100x a 28 px CNN per image
+CLINICAL = Path(__file__).parents[2] / "benchmarks" / "clinical_audit.toml"
 
 
 def _densenet(path: Path, size: int) -> Path:
@@ -91,11 +67,9 @@ def test_audit_on_dicom(kind: str, size: int, dicom_224: Path, tmp_path: Path) -
         from hf_folders import make_hf_vit
 
         model = make_hf_vit(tmp_path / "vit", size=224, labels=("lesion", "normal"))
-    config = tmp_path / "audit.toml"
-    config.write_text(CLINICAL)
     out = tmp_path / "out"
     assert main(["audit", "-m", str(model), "-d", str(dicom_224), "--size", str(size), "--window", "40,400",
-                 "--config", str(config), "--n", "16", "--out", str(out)]) == 0
+                 "--config", str(CLINICAL), "--n", "16", "--out", str(out)]) == 0
     problems, headings, text = _read_report((out / "report.html").resolve().as_uri())
     assert problems == []
     for h in ("Findings", "Threat model", "Clean performance", "Attacks", "Examples"):

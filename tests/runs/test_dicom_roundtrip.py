@@ -16,17 +16,28 @@ import torch
 from medfool.cli.main import main
 
 
+@pytest.fixture(scope="module")
+def ct_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """80 phantom CT slices as DICOM and a small CNN trained on them with ``medfool train``."""
+    pytest.importorskip("pydicom")
+    from medfool.data.dicom import write_ct_phantoms
+
+    tmp = tmp_path_factory.mktemp("ct")
+    root = write_ct_phantoms(tmp / "ct", n=40, size=32)
+    model = tmp / "m"
+    assert main(["train", "-d", str(root), "--arch", "small_cnn", "--width", "8", "--epochs", "4",
+                 "--out", str(model)]) == 0
+    return root, model
+
+
 @pytest.mark.slow
-def test_adversarial_dicom_round_trip_keeps_the_prediction(make_dicom_folder, tmp_path: Path) -> None:
+def test_adversarial_dicom_round_trip_keeps_the_prediction(ct_model: tuple[Path, Path], tmp_path: Path) -> None:
     pydicom = pytest.importorskip("pydicom")
     from medfool.data.dicom import read_dicom
     from medfool.data.windowing import Window
     from medfool.models import load_classifier
 
-    root = make_dicom_folder("ct", n=40, size=32)
-    model = tmp_path / "m"
-    assert main(["train", "-d", str(root), "--arch", "small_cnn", "--width", "8", "--epochs", "4",
-                 "--out", str(model)]) == 0
+    root, model = ct_model
     out = tmp_path / "attack"
     assert main(["attack", "pgd", "-m", str(model / "model.safetensors"), "-d", str(root), "--window", "40,400",
                  "--eps", "8/255", "--steps", "10", "-o", "early_stop=false", "--n", "16", "--out", str(out)]) == 0
@@ -51,15 +62,11 @@ def test_adversarial_dicom_round_trip_keeps_the_prediction(make_dicom_folder, tm
 
 
 @pytest.mark.slow
-def test_success_is_judged_on_what_the_file_can_store(make_dicom_folder, tmp_path: Path) -> None:
+def test_success_is_judged_on_what_the_file_can_store(ct_model: tuple[Path, Path], tmp_path: Path) -> None:
     """PGD that stops at the first misclassification leaves images a hair past the boundary; the
     results (success, predictions, the stored images) are those of the images snapped to the
     files' 1 HU grid, so the predictions recorded are the model's answers on what is stored."""
-    pytest.importorskip("pydicom")
-    root = make_dicom_folder("ct", n=40, size=32)
-    model = tmp_path / "m"
-    assert main(["train", "-d", str(root), "--arch", "small_cnn", "--width", "8", "--epochs", "4",
-                 "--out", str(model)]) == 0
+    root, model = ct_model
     out = tmp_path / "attack"
     assert main(["attack", "pgd", "-m", str(model / "model.safetensors"), "-d", str(root), "--window", "40,400",
                  "--eps", "4/255", "--steps", "10", "--n", "16", "--out", str(out)]) == 0

@@ -5,7 +5,7 @@ Reading follows the DICOM display pipeline (PS3.3 C.11): stored values -> modali
 (rescale slope / intercept: Hounsfield units for CT) -> VOI window -> [0, 1], inverted for
 MONOCHROME1 (where high values display dark). The window is the one the user states, else the
 files' own Window Center / Width (or the input range of a VOI LUT) where they agree, else the
-range of the values in the data (:func:`medfool.data.windowing.data_window`). The window is
+range of the values in the data (:func:`medfool.data.windowing.choose_window`). The window is
 linear, so every [0, 1] budget has a size in native units (``Window.native``) and an
 adversarial image maps back to stored values exactly (:func:`write_dicom`), rounded to the
 file's integer grid.
@@ -23,9 +23,10 @@ import numpy as np
 
 from medfool.data.windowing import NativeImage, Window
 from medfool.errors import DataError
+from medfool.utils.io import atomic_open
 
-__all__ = ["DICOM_SUFFIXES", "StoredGrid", "dicom_header", "read_dicom", "stored_grid", "write_ct_slice",
-           "write_dicom"]
+__all__ = ["DICOM_SUFFIXES", "StoredGrid", "dicom_header", "read_dicom", "stored_grid", "write_ct_phantoms",
+           "write_ct_slice", "write_dicom"]
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 
@@ -52,16 +53,18 @@ def _unit(ds: Any) -> str:
     return "grey levels"
 
 
-def _dataset(path: Path) -> Any:
+def _dataset(path: Path, *, pixels: bool = True) -> Any:
+    """The file's dataset (``pixels=False``: the header alone, nothing decoded), or one line
+    saying why it cannot be read."""
     pydicom = _pydicom()
     errors = import_module("pydicom.errors")
     try:
-        return pydicom.dcmread(str(path))
+        return pydicom.dcmread(str(path), stop_before_pixels=not pixels)
     except errors.InvalidDicomError:
         raise DataError(f"{path}: not a DICOM file (no 'DICM' preamble)") from None
-    except (OSError, ValueError, EOFError, KeyError, AttributeError, TypeError) as exc:
-        raise DataError(f"{path}: unreadable DICOM file ({str(exc).splitlines()[0][:160] if str(exc) else exc!r})") \
-            from None
+    except Exception as exc:  # noqa: BLE001  (pydicom raises many kinds on a damaged file)
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: unreadable DICOM file ({first})") from None
 
 
 def _stored(ds: Any, path: Path) -> np.ndarray:
@@ -109,14 +112,7 @@ def read_dicom(path: Path) -> NativeImage:
 def dicom_header(path: Path) -> tuple[Window | None, str, bool]:
     """From the header alone (no pixels decoded): the file's own window, its native unit and
     whether it is a colour image."""
-    pydicom = _pydicom()
-    try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001  (pydicom raises many kinds on a damaged header)
-        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        if type(exc).__name__ == "InvalidDicomError":
-            raise DataError(f"{path}: not a DICOM file (no 'DICM' preamble)") from None
-        raise DataError(f"{path}: unreadable DICOM header ({first})") from None
+    ds = _dataset(path, pixels=False)
     unit = _unit(ds)
     colour = int(ds.get("SamplesPerPixel", 1) or 1) == 3
     return (None if colour else _file_window(ds, unit, path)), unit, colour
@@ -151,65 +147,58 @@ class StoredGrid:
     inverted: bool
     shape: tuple[int, int]  # rows, columns
 
+    @classmethod
+    def of(cls, ds: Any, path: Path) -> StoredGrid:
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise DataError(f"{path}: writing back is supported for greyscale images only")
+        bits = int(ds.get("BitsStored", 16) or 16)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+        return cls(float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0), lo, hi,
+                   str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1",
+                   (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)))
+
+    def stored(self, pixels: np.ndarray, window: Window) -> np.ndarray:
+        """The integers a file stores for [0, 1] ``pixels``: the inverse of the window and the
+        modality LUT, rounded and clipped to the file's bits."""
+        x = 1.0 - pixels if self.inverted else pixels
+        return np.clip(np.rint((window.low + x * window.width - self.intercept) / self.slope), self.lo, self.hi)
+
     def snap(self, pixels: np.ndarray, window: Window) -> np.ndarray:
         """[0, 1] pixels moved to the nearest value this file can store (and back to [0, 1]):
         what an image written with :func:`write_dicom` reads back as."""
-        x = 1.0 - pixels if self.inverted else pixels
-        stored = np.clip(np.rint((window.low + x * window.width - self.intercept) / self.slope), self.lo, self.hi)
-        back = np.clip((stored * self.slope + self.intercept - window.low) / window.width, 0.0, 1.0)
+        back = np.clip((self.stored(pixels, window) * self.slope + self.intercept - window.low) / window.width,
+                       0.0, 1.0)
         return 1.0 - back if self.inverted else back
 
 
 def stored_grid(path: Path) -> StoredGrid:
     """The stored-value grid of a greyscale DICOM file, from its header alone."""
-    pydicom = _pydicom()
-    try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001  (pydicom raises many kinds on a damaged header)
-        raise DataError(f"{path}: unreadable DICOM header ({exc})") from None
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise DataError(f"{path}: writing back is supported for greyscale images only")
-    bits = int(ds.get("BitsStored", 16) or 16)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    return StoredGrid(float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0), lo, hi,
-                      str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1",
-                      (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)))
+    return StoredGrid.of(_dataset(path, pixels=False), path)
 
 
-def write_dicom(source: Path, pixels: np.ndarray, target: Path, *, window: Window, inverted: bool,
-                note: str) -> Path:
+def write_dicom(source: Path, pixels: np.ndarray, target: Path, *, window: Window, note: str) -> Path:
     """Write ``pixels`` ((H, W) or (H, W, 1) in [0, 1], the source's size) as a DICOM file that
-    keeps the source's metadata: stored values from the inverse of the window and the modality
-    LUT, rounded and clipped to the source's bits; a new SOP Instance UID; the image marked
-    DERIVED with ``note`` in its Image Comments and Derivation Description."""
+    keeps the source's metadata: stored values on the source's grid (:class:`StoredGrid`, which
+    also knows a MONOCHROME1 file's inversion); a new SOP Instance UID; the image marked DERIVED
+    with ``note`` in its Image Comments and Derivation Description. Written atomically."""
     pydicom = _pydicom()
     ds = _dataset(source)
     _stored(ds, source)  # refuses files without (decodable) pixels, as reading does
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise DataError(f"{source}: writing back is supported for greyscale images only")
+    grid = StoredGrid.of(ds, source)
     img = np.asarray(pixels, dtype=np.float64)
     img = img[..., 0] if img.ndim == 3 else img
-    if img.shape != (int(ds.Rows), int(ds.Columns)):
-        raise DataError(f"{source}: the image to write is {img.shape}, the source is {int(ds.Rows)}x{int(ds.Columns)}")
-    if inverted:
-        img = 1.0 - img
-    native = window.low + img * window.width
-    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-    stored = np.rint((native - intercept) / slope)
-    bits = int(ds.BitsStored)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    allocated = int(ds.BitsAllocated)
+    if img.shape != grid.shape:
+        raise DataError(f"{source}: the image to write is {img.shape}, the source is {grid.shape[0]}x{grid.shape[1]}")
+    allocated, signed = int(ds.BitsAllocated), grid.lo < 0
     dtype = {(8, False): np.uint8, (8, True): np.int8, (16, False): np.uint16, (16, True): np.int16}.get(
         (allocated, signed))
     if dtype is None:
         raise DataError(f"{source}: writing back {allocated}-bit pixels is not supported (8 or 16 bits)")
-    out = np.clip(stored, lo, hi).astype(dtype)
     uid = import_module("pydicom.uid")
     if getattr(ds.file_meta.TransferSyntaxUID, "is_compressed", False):
         ds.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds.PixelData = out.tobytes()
+    ds.PixelData = grid.stored(img, window).astype(dtype).tobytes()
     new_uid = uid.generate_uid()
     ds.SOPInstanceUID = new_uid
     ds.file_meta.MediaStorageSOPInstanceUID = new_uid
@@ -218,10 +207,8 @@ def write_dicom(source: Path, pixels: np.ndarray, target: Path, *, window: Windo
     ds.DerivationDescription = note[:1024]
     ds.ImageComments = note[:10240]
     ds.BurnedInAnnotation = ds.get("BurnedInAnnotation", "NO")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    pydicom.dcmwrite(str(tmp), ds, enforce_file_format=True)
-    tmp.replace(target)
+    with atomic_open(target) as handle:
+        pydicom.dcmwrite(handle, ds, enforce_file_format=True)
     return target
 
 
@@ -253,3 +240,19 @@ def write_ct_slice(path: Path, hu: np.ndarray, *, window: tuple[float, float] | 
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+def write_ct_phantoms(root: Path, *, n: int, size: int, seed: int = 0) -> Path:
+    """A class-per-folder tree of ``n`` phantom CT slices per class under ``root``: soft tissue
+    at 40 HU with 10 HU noise; 'lesion' slices add a +60 HU disc at a random place, 'normal'
+    ones do not. For tests, benchmarks and demos of the DICOM path."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for k in range(n):
+        for cls in ("lesion", "normal"):
+            hu = 40 + 10 * rng.standard_normal((size, size))
+            if cls == "lesion":
+                cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+                hu[(yy - cy) ** 2 + (xx - cx) ** 2 < (size // 6) ** 2] += 60
+            write_ct_slice(root / cls / f"{cls}_{k:03d}.dcm", hu)
+    return root

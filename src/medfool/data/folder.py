@@ -100,8 +100,6 @@ def _resize_float(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def _read_one(f: Path, options: NativeOptions) -> list[NativeImage]:
-    if not _is_native(f):
-        raise DataError(f"{f}: the dataset mixes DICOM/NIfTI files with plain images; use one kind")
     return read_nifti(f, options.slice_axis) if is_nifti(f) else [read_dicom(f)]
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, as_nhwc, make_split
 from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
 from medfool.errors import DataError
+from medfool.utils.io import read_json_object
 
 __all__ = ["MAX_CLASSES", "info_from_sidecar", "load_npz", "read_sidecar", "sidecar_for"]
 
@@ -87,13 +88,7 @@ def _check_headers(path: Path) -> None:
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON sidecar ({exc})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: a sidecar must be a JSON object, got {type(meta).__name__}")
-    return meta
+    return read_json_object(path, DataError, "JSON sidecar")
 
 
 def info_from_sidecar(meta: dict[str, Any], *, source: str, image_size: tuple[int, int]) -> DatasetInfo:

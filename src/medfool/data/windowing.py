@@ -16,7 +16,7 @@ import numpy as np
 
 from medfool.errors import DataError
 
-__all__ = ["NativeImage", "NativeOptions", "Window", "choose_window", "data_window"]
+__all__ = ["NativeImage", "NativeOptions", "Window", "choose_window"]
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,3 @@ def choose_window(stated: Window | None, file_windows: list[Window | None], unit
            "not every file states a window" if len(own) > 1 else "the files state no window")
     return Window((lo + hi) / 2, max(hi - lo, 1e-6), unit), f"{why}: the range of all values in the data"
 
-
-def data_window(images: list[NativeImage], stated: Window | None) -> tuple[Window, str]:
-    """:func:`choose_window` over images already in memory."""
-    grey = [im for im in images if not im.colour]
-    unit = grey[0].unit if grey else ""
-    return choose_window(stated, [im.file_window for im in grey], unit,
-                         lambda: (min(float(im.native.min()) for im in grey),
-                                  max(float(im.native.max()) for im in grey)))

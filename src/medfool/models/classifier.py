@@ -211,14 +211,10 @@ class Classifier(MetaView, nn.Module):
 
     def _padded_forward(self, x: torch.Tensor) -> torch.Tensor:
         n, rows = x.shape[0], self._min_rows
-        if not rows or n == 0 or (n >= rows and (n == rows or x.device.type != "cpu")):
+        if not rows or n == 0 or n == rows or (n > rows and x.device.type != "cpu"):
             return self._forward(x)
-        short = -n % rows
-        if short:
-            x = torch.cat([x, x.new_zeros((short, *x.shape[1:]))])
-        if x.shape[0] == rows:
-            return self._forward(x)[:n]
-        return torch.cat([self._forward(chunk) for chunk in x.split(rows)])[:n]
+        padded = torch.cat([x, x.new_zeros((-n % rows, *x.shape[1:]))])
+        return torch.cat([self._forward(chunk) for chunk in padded.split(rows)])[:n]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.preprocess):

@@ -11,9 +11,7 @@ attack space stays [0, 1] pixels at the data's own size.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from torch import nn
 
 from medfool.errors import CheckpointError, ConfigError
 from medfool.models.classifier import Classifier, ModelMeta
+from medfool.utils.io import read_json_object
 
 __all__ = ["is_hf_folder", "load_hf_classifier"]
 
@@ -41,16 +40,6 @@ class HFLogits(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.model(pixel_values=x).logits
         return logits
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable JSON file ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _size(pre: dict[str, Any], config: dict[str, Any], origin: Path) -> int:
@@ -84,10 +73,10 @@ def _normalisation(pre: dict[str, Any], channels: int, origin: Path) -> tuple[tu
         std = [std] * channels
     if len(mean) != channels or len(std) != channels:
         raise CheckpointError(f"{origin}: image_mean/image_std need {channels} values, got {len(mean)}/{len(std)}")
-    scale = 1.0 if pre.get("do_rescale", True) else 1.0 / 255.0
-    factor = float(pre.get("rescale_factor", 1 / 255)) * 255.0 if pre.get("do_rescale", True) else 1.0
-    # the network saw (v * rescale_factor - mean) / std for 0-255 values v = 255 x
-    return (tuple(float(m) * scale / factor for m in mean), tuple(float(s) * scale / factor for s in std))
+    # the network saw (v * f - mean) / std for 0-255 values v = 255 x, f the rescale factor (1
+    # without do_rescale): that is (x - mean / (255 f)) / (std / (255 f)) in [0, 1] units
+    f = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
+    return tuple(float(m) / (255 * f) for m in mean), tuple(float(s) / (255 * f) for s in std)
 
 
 def _task(config: dict[str, Any], n: int) -> str:
@@ -98,7 +87,7 @@ def _task(config: dict[str, Any], n: int) -> str:
 
 def load_hf_classifier(folder: Path) -> tuple[Classifier, dict[str, Any]]:
     """The classifier in ``folder`` and a record naming where it came from."""
-    config = _read_json(folder / "config.json")
+    config = read_json_object(folder / "config.json", CheckpointError, "JSON file")
     weights = folder / "model.safetensors"
     if not weights.is_file():
         pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
@@ -116,7 +105,6 @@ def load_hf_classifier(folder: Path) -> tuple[Classifier, dict[str, Any]]:
     except ImportError:
         raise ConfigError("HuggingFace models need transformers, which is not installed: "
                           "pip install 'medfool[hf]'") from None
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers.utils.logging.disable_progress_bar()  # medfool's own progress lines are the ones shown
     quiet = logging.getLogger("transformers")
     old_level = quiet.level
@@ -144,7 +132,7 @@ def load_hf_classifier(folder: Path) -> tuple[Classifier, dict[str, Any]]:
     if channels not in (1, 3):
         raise CheckpointError(f"{folder}: num_channels must be 1 or 3, got {channels}")
     pre_path = folder / "preprocessor_config.json"
-    pre = _read_json(pre_path) if pre_path.is_file() else {}
+    pre = read_json_object(pre_path, CheckpointError, "JSON file") if pre_path.is_file() else {}
     size = _size(pre, config, folder)
     mean, std = _normalisation(pre, channels, folder)
     task = _task(config, n)

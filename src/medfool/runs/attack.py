@@ -288,7 +288,8 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
         craft_x, craft_y = craft.get(craft.sample_index(job.n_craft, job.seed))
         craft_x, craft_y = craft_x.to(device), craft_y.to(device)
         say(f"  crafting on {craft_x.shape[0]} {job.craft_split} images, measuring on the {job.split} images")
-    grids = dicom_grids(job, images, model)
+    sources = dicom_sources(job, images)
+    grids = dicom_grids(sources, images, model)
     if grids is not None:
         say("  DICOM data: every adversarial image is snapped to the values its file can store and judged "
             "as the file written back holds it")
@@ -322,7 +323,7 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
             f"SSIM {fmt(summary['mean_ssim'])}, {r.wall_s:.1f} s"
             + (f", changed pixels' CIEDE2000 to their neighbourhood {summary['mean_delta_e2000']:.1f}"
                if "mean_delta_e2000" in summary else ""))
-    _write_outputs(job, model, images, results, rows)
+    _write_outputs(job, model, images, results, rows, sources)
     say(f"wrote {job.out}/results.json, adversarial.npz, grid.png")
 
 
@@ -335,7 +336,7 @@ def native_budgets(window: Window | None, eps_list: list[float | None]) -> dict[
 
 
 def dicom_sources(job: AttackJob, images: Images) -> list[Path] | None:
-    """The attacked images' DICOM files, when every image came from one at its own size."""
+    """The attacked images' DICOM files, when every attacked image came from one."""
     info = images.dataset.info
     files = images.dataset.split(job.split).files
     if info.window is None or files is None or int(images.x.shape[1]) != 1:
@@ -346,10 +347,10 @@ def dicom_sources(job: AttackJob, images: Images) -> list[Path] | None:
     return sources
 
 
-def dicom_grids(job: AttackJob, images: Images, model: Victim) -> list[StoredGrid] | None:
-    """The stored-value grid of each attacked image's DICOM file, when its adversarial version
-    can be written back there (a white-box model, images at their files' own size)."""
-    sources = dicom_sources(job, images)
+def dicom_grids(sources: list[Path] | None, images: Images, model: Victim) -> list[StoredGrid] | None:
+    """The stored-value grid of each attacked image's DICOM file (``sources``), when its
+    adversarial version can be judged as written back there (a white-box model, images at their
+    files' own size)."""
     if sources is None or not isinstance(model, Classifier):
         return None
     grids = [stored_grid(f) for f in sources]
@@ -375,23 +376,20 @@ def on_stored_grid(r: AttackResult, model: Classifier, x: torch.Tensor, y: torch
                                     queries=r.queries, wall_s=r.wall_s, target=target, extras=r.extras)
 
 
-def write_back_dicom(job: AttackJob, images: Images, result: AttackResult) -> list[str]:
+def write_back_dicom(job: AttackJob, window: Window, result: AttackResult, index: torch.Tensor,
+                     sources: list[Path]) -> list[str]:
     """The adversarial images (last budget) as DICOM files beside the results, each from its
     source file's metadata (new SOP Instance UID, marked DERIVED, a note on how it was made)."""
-    info = images.dataset.info
-    sources = dicom_sources(job, images)
-    if info.window is None or sources is None:
-        return []
     eps = job.budgets[-1]
-    budget = "" if eps is None else f", eps {eps * 255:.3g}/255 = {info.window.native(eps):.4g} {info.window.unit}"
+    budget = "" if eps is None else f", eps {eps * 255:.3g}/255 = {window.native(eps):.4g} {window.unit}"
     note = (f"MODIFIED by medfool {__version__} ({job.name} attack{budget}, seed {job.seed}): an adversarial test "
             "image, not for diagnosis")
     written: list[str] = []
-    for k, (i, src) in enumerate(zip(images.index, sources, strict=True)):
+    for k, (i, src) in enumerate(zip(index, sources, strict=True)):
         target = job.out / "dicom" / f"{int(i):05d}_{src.stem}.dcm"
         try:
-            write_dicom(src, result.x_adv[k].detach().cpu().numpy().transpose(1, 2, 0), target,
-                        window=info.window, inverted=stored_grid(src).inverted, note=note)
+            write_dicom(src, result.x_adv[k].detach().cpu().numpy().transpose(1, 2, 0), target, window=window,
+                        note=note)
         except DataError as exc:  # resized on loading, or not writable as DICOM: the npz has it
             log.warning("not written back as DICOM: %s", exc)
             return written
@@ -400,7 +398,7 @@ def write_back_dicom(job: AttackJob, images: Images, result: AttackResult) -> li
 
 
 def _write_outputs(job: AttackJob, model: Victim, images: Images, results: list[AttackResult],
-                   rows: list[dict[str, Any]]) -> None:
+                   rows: list[dict[str, Any]], sources: list[Path] | None) -> None:
     index, x, y, info, out = images.index, images.x, images.y, images.dataset.info, job.out
     eps_list = job.budgets
     per_image = [
@@ -412,7 +410,8 @@ def _write_outputs(job: AttackJob, model: Victim, images: Images, results: list[
                                                    r.gradients, r.queries, strict=True)
     ]
     native = native_budgets(info.window, eps_list)
-    written = write_back_dicom(job, images, results[-1]) if info.window is not None else []
+    written = (write_back_dicom(job, info.window, results[-1], index, sources)
+               if info.window is not None and sources is not None else [])
     atomic_write_json(out / "results.json", {
         "attack": job.name, "model": str(job.model), "dataset": info.name, "split": job.split,
         "classes": list(info.class_names), "seed": job.seed, "target": job.target, "only_class": job.only_class,

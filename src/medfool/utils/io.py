@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "json_safe", "remove_stray_parts"]
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "json_safe", "read_json_object",
+           "remove_stray_parts"]
 
 
 @contextlib.contextmanager
@@ -45,6 +46,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json_object(path: Path, error: type[Exception], what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (a sidecar, a config), or ``error`` with one line naming the
+    file: unreadable, not JSON, or JSON that is not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not a readable {what} ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: a {what} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def remove_stray_parts(folder: Path) -> int:
