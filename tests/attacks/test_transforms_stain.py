@@ -27,7 +27,7 @@ def test_hed_jitter_without_strength_is_identity():
 
 
 def test_hed_jitter_equals_scaling_the_stain_concentrations():
-    from medfool.attacks.hed import hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
+    from medfool.utils.hed import hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
 
     x = torch.rand(5, 3, 12, 12) * 0.9 + 0.05
     out = hed_jitter(x, GeneratorDraw(torch.Generator().manual_seed(3)), sigma=0.1)

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from medfool.attacks.hed import HED_FROM_RGB, RGB_FROM_HED, mix_channels, od_to_rgb, rgb_to_od
 from medfool.data.transforms import dihedral
+from medfool.utils.hed import hed_jitter
 from medfool.utils.imageops import jpeg_quantise
 from medfool.utils.rng import Draw
 
@@ -30,24 +30,6 @@ Transform = Callable[[torch.Tensor, Draw], torch.Tensor]
 def random_dihedral(x: torch.Tensor, draw: Draw) -> torch.Tensor:
     """One of the 8 flips / 90-degree rotations per image."""
     return dihedral(x, draw.randint(0, 8, x.shape[0]).cpu())
-
-
-def hed_jitter(x: torch.Tensor, draw: Draw, sigma: float = 0.05) -> torch.Tensor:
-    """Tellez et al. (Medical Image Analysis 58, 2019): per image and stain, scale the
-    concentration by U(1-sigma, 1+sigma) and shift it by U(-sigma, sigma). RGB only."""
-    if x.shape[1] != 3:
-        return x
-    n = x.shape[0]
-    a = (1 + sigma * (2 * draw.rand(n, 3) - 1)).to(x)
-    b = (sigma * (2 * draw.rand(n, 3) - 1)).to(x)
-    # OD -> HED, scale and shift, -> OD folded into one per-image affine map of the OD (cheaper
-    # than two colour transforms in an optimisation loop)
-    m1, m2 = HED_FROM_RGB.to(x), RGB_FROM_HED.to(x)
-    # broadcast sums, not einsum/matmul: a GEMM's last bits change with the batch size
-    mat = (m1[None, :, :, None] * a[:, None, :, None] * m2[None, None]).sum(2)   # (n, 3, 3)
-    bias = (b[:, :, None] * m2[None]).sum(1)                                       # (n, 3)
-    od = mix_channels(rgb_to_od(x), mat) + bias[:, :, None, None]
-    return od_to_rgb(od).clamp(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, draw: Draw, max_sigma: float = 1.0, size: int = 5) -> torch.Tensor:

@@ -54,8 +54,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     arch_kwargs = {"width": args.width} if args.width else {}
     cfg = TrainConfig(arch=args.arch, arch_kwargs=arch_kwargs, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, weight_decay=args.weight_decay, balanced=args.balanced, patience=args.patience,
-                      augment=args.augment, seed=args.seed, input_size=args.input_size)
+                      lr=args.lr, weight_decay=args.weight_decay, ema=args.ema, balanced=args.balanced,
+                      patience=args.patience, augment=args.augment, seed=args.seed, input_size=args.input_size)
     if args.arch not in architectures():
         raise ConfigError(f"unknown architecture {args.arch!r} (known: {', '.join(architectures())})")
     dataset = data_source(args).load()
@@ -142,11 +142,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="maximum epochs (default: about 60,000 images' worth, between 10 and 30)")
     p.add_argument("--batch-size", type=positive, default=128)
     p.add_argument("--lr", type=float_in(1e-12, 100.0), default=3e-3)
-    p.add_argument("--weight-decay", type=float_in(0.0, 1.0), default=5e-4)
+    p.add_argument("--weight-decay", type=float_in(0.0, 1.0), default=None,
+                   help="AdamW weight decay (default: 5e-4 for medfool's CNNs, 0.05 for the MONAI networks)")
+    p.add_argument("--ema", type=float_in(0.0, 0.9999), default=None, metavar="DECAY",
+                   help="validate and keep an exponential moving average of the weights with this decay; 0: off "
+                        "(default: 0.99 for the MONAI networks, off for medfool's CNNs)")
     p.add_argument("--patience", type=positive, default=10, help="epochs without validation gain before stopping")
     p.add_argument("--balanced", action="store_true", help="sample classes equally often (imbalanced data)")
-    p.add_argument("--augment", default="auto", choices=("auto", "none", "flip", "dihedral"),
-                   help="auto: flips and 90-degree rotations for RGB tiles, none for grayscale")
+    p.add_argument("--augment", default="auto", metavar="PARTS",
+                   help="none, or parts joined by '+': flip, dihedral (flips and 90-degree rotations), shift "
+                        "(up to 1/8 of the image), stain (H&E stain jitter, RGB). auto (default): dihedral for RGB "
+                        "tiles, none for grayscale; the MONAI networks also get shift, and stain for RGB")
     p.add_argument("--out", default=None, help="output folder (default runs/DATASET-ARCH-seedN)")
     p.set_defaults(func=cmd_train)
 

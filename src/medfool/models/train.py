@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from medfool.data.dataset import Dataset, Split
-from medfool.data.transforms import AUGMENTS, augment
+from medfool.data.transforms import augment, check_augment
 from medfool.errors import ConfigError
 from medfool.models.architectures import build
 from medfool.models.classifier import Classifier, ModelMeta, channel_stats
 from medfool.models.metrics import evaluate, loss_fn
-from medfool.models.zoo import DEFAULT_SIZE, NEEDS_SIZE, min_size
+from medfool.models.zoo import DEFAULT_SIZE, NEEDS_SIZE, ZOO_EMA, ZOO_WEIGHT_DECAY, in_zoo, min_size
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
 
@@ -42,7 +42,11 @@ class TrainConfig:
     epochs: int | None = None  # None: auto_epochs(len(train)), recorded in the result
     batch_size: int = 128
     lr: float = 3e-3
-    weight_decay: float = 5e-4
+    # None: the architecture's default (see ``decay``); the record holds the value used
+    weight_decay: float | None = None
+    # decay of an exponential moving average of the weights, which is what gets validated and
+    # kept; 0: off. None: the architecture's default (see ``ema_decay``)
+    ema: float | None = None
     balanced: bool = False
     patience: int = 10
     augment: str = "auto"
@@ -62,14 +66,36 @@ class TrainConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not (0 < self.lr < 10):
             raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
-        if self.weight_decay < 0:
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
+        if self.weight_decay is not None and self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.patience < 1:
             raise ConfigError(f"patience must be >= 1, got {self.patience}")
-        if self.augment not in (*AUGMENTS, "auto"):
-            raise ConfigError(f"augment must be one of auto, {', '.join(AUGMENTS)}, got {self.augment!r}")
+        if self.augment != "auto":
+            try:
+                check_augment(self.augment)
+            except ValueError as e:
+                raise ConfigError(f"{e} (or auto)") from None
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             raise ConfigError(f"time_limit_s must be > 0, got {self.time_limit_s}")
+
+
+    @property
+    def decay(self) -> float:
+        """The AdamW weight decay used: the one given, else 5e-4 for medfool's CNNs and
+        ZOO_WEIGHT_DECAY for the MONAI networks."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return ZOO_WEIGHT_DECAY if in_zoo(self.arch) else 5e-4
+
+    @property
+    def ema_decay(self) -> float:
+        """The weight average's decay used: the one given, else ZOO_EMA for the MONAI networks
+        and 0 (off) for medfool's CNNs."""
+        if self.ema is not None:
+            return self.ema
+        return ZOO_EMA if in_zoo(self.arch) else 0.0
 
 
 class Objective(Protocol):
@@ -108,12 +134,27 @@ def auto_epochs(n_train: int) -> int:
     return int(min(30, max(10, math.ceil(60_000 / max(1, n_train)))))
 
 
-def resolve_augment(kind: str, n_channels: int) -> str:
+def resolve_augment(kind: str, n_channels: int, arch: str) -> str:
     """'auto': all 8 flips/rotations for RGB tiles (histology, dermoscopy), none for grayscale,
-    where orientation can carry anatomy (a chest X-ray's heart is on one side)."""
+    where orientation can carry anatomy (a chest X-ray's heart is on one side). The large MONAI
+    networks also get small random shifts: they memorise a few thousand images' exact framing."""
     if kind != "auto":
         return kind
-    return "dihedral" if n_channels == 3 else "none"
+    base = "dihedral" if n_channels == 3 else "none"
+    if not in_zoo(arch):
+        return base
+    return "shift" if base == "none" else f"{base}+shift"
+
+
+def _average_into(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * model, over weights and BatchNorm statistics
+    (integer buffers such as BatchNorm's batch counter are copied)."""
+    with torch.no_grad():
+        for a, m in zip(average.state_dict().values(), model.state_dict().values(), strict=True):
+            if a.dtype.is_floating_point:
+                a.lerp_(m, 1 - decay)
+            else:
+                a.copy_(m)
 
 
 def _batches(labels: torch.Tensor, cfg: TrainConfig, task: str, gen: torch.Generator) -> list[torch.Tensor]:
@@ -167,16 +208,20 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     train = train_split if train_split is not None else dataset.split("train")
     val = dataset.split("val")
     model = build_classifier(dataset, cfg, train).to(device)
-    aug = resolve_augment(cfg.augment, model.meta.input_shape[0])
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    aug = resolve_augment(cfg.augment, model.meta.input_shape[0], cfg.arch)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.decay)
     epochs = cfg.epochs or auto_epochs(len(train))
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = epochs * steps_per_epoch
     warmup = max(1, steps_per_epoch // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    # the weight average (Polyak & Juditsky 1992; "EMA" in timm): validated and kept in place of
+    # the last weights when on; its decay ramps up over the first steps, as in timm's ModelEma
+    average = copy.deepcopy(model) if cfg.ema_decay > 0 else model
     best: tuple[float, float] = (-1.0, math.inf)
     best_state, best_epoch, stale = copy.deepcopy(model.state_dict()), 0, 0
+    step = 0
     history: list[dict[str, float]] = []
     bar = progress(total=total_steps, desc=f"train {cfg.arch} on {dataset.info.name}", unit="step")
     for epoch in range(1, epochs + 1):
@@ -190,16 +235,19 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
             loss.backward()
             opt.step()
             sched.step()
+            step += 1
+            if average is not model:
+                _average_into(average, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
             running += loss.item() * len(idx)
             seen += len(idx)
             bar.update(1)
-        val_metrics = evaluate(model, val)
+        val_metrics = evaluate(average, val)
         row = {"epoch": epoch, "train_loss": running / seen, "val_loss": val_metrics["loss"],
                "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
                "elapsed_s": time.perf_counter() - start}
         if objective:
-            model.eval()
-            row.update(objective.validate(model, val))
+            average.eval()
+            row.update(objective.validate(average, val))
             row["elapsed_s"] = time.perf_counter() - start
         history.append(row)
         if on_epoch:
@@ -209,7 +257,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
             score = (score + row["val_robust_accuracy"]) / 2
         key = (score, -val_metrics["loss"])
         if key > (best[0], -best[1]):
-            best, best_state, best_epoch, stale = (key[0], -key[1]), copy.deepcopy(model.state_dict()), epoch, 0
+            best, best_state, best_epoch, stale = (key[0], -key[1]), copy.deepcopy(average.state_dict()), epoch, 0
         else:
             stale += 1
         if stale >= cfg.patience:
@@ -228,7 +276,8 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         "dataset": dataset.info.name, "dataset_source": dataset.info.source,
         "dataset_notes": list(dataset.info.notes),
         "train_config": asdict(cfg), "objective": objective.describe() if objective else None,
-        "epochs": epochs, "augment": aug, "best_epoch": best_epoch,
+        "epochs": epochs, "augment": aug, "weight_decay": cfg.decay, "ema": cfg.ema_decay,
+        "best_epoch": best_epoch,
         "epochs_run": len(history),
         "metrics": {"val": val_best, "test": test}, "history": history, "train_wall_s": wall,
         "seed": cfg.seed, "environment": environment(),

@@ -24,8 +24,8 @@ import torch
 
 from medfool.attacks.base import Attack, AttackConfig, Counter, check_int, check_range, register_attack
 from medfool.attacks.goal import Goal
-from medfool.attacks.hed import RGB_FROM_HED, hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
 from medfool.models.classifier import Classifier
+from medfool.utils.hed import RGB_FROM_HED, hed_to_od, od_to_hed, od_to_rgb, rgb_to_od
 from medfool.utils.rng import ImageStreams
 
 __all__ = ["StainAttack", "StainConfig", "restain"]

@@ -1,4 +1,4 @@
-"""The H&E stain model shared by stain jitter (EOT) and the stain attack.
+"""The H&E stain model shared by stain jitter (EOT, training augmentation) and the stain attack.
 
 Colour deconvolution (Ruifrok & Johnston, Anal. Quant. Cytol. Histol. 23(4), 2001): by
 Beer-Lambert, optical density OD = -log(I / I0) is linear in the stain concentrations, with
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["HED_FROM_RGB", "RGB_FROM_HED", "hed_to_od", "mix_channels", "od_to_hed", "od_to_rgb", "rgb_to_od"]
+from medfool.utils.rng import Draw
+
+__all__ = ["HED_FROM_RGB", "RGB_FROM_HED", "hed_jitter", "hed_to_od", "mix_channels", "od_to_hed", "od_to_rgb",
+           "rgb_to_od"]
 
 # rows: OD colour of haematoxylin, eosin, DAB (Ruifrok & Johnston's H&E-DAB vectors)
 RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float64)
@@ -43,3 +46,21 @@ def mix_channels(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     and so the last bits of every pixel, changes with the batch size."""
     w = m.unsqueeze(0) if m.dim() == 2 else m
     return (v.unsqueeze(2) * w[:, :, :, None, None]).sum(1)
+
+
+def hed_jitter(x: torch.Tensor, draw: Draw, sigma: float = 0.05) -> torch.Tensor:
+    """Tellez et al. (Medical Image Analysis 58, 2019): per image and stain, scale the
+    concentration by U(1-sigma, 1+sigma) and shift it by U(-sigma, sigma). RGB only."""
+    if x.shape[1] != 3:
+        return x
+    n = x.shape[0]
+    a = (1 + sigma * (2 * draw.rand(n, 3) - 1)).to(x)
+    b = (sigma * (2 * draw.rand(n, 3) - 1)).to(x)
+    # OD -> HED, scale and shift, -> OD folded into one per-image affine map of the OD (cheaper
+    # than two colour transforms in an optimisation loop)
+    m1, m2 = HED_FROM_RGB.to(x), RGB_FROM_HED.to(x)
+    # broadcast sums, not einsum/matmul: a GEMM's last bits change with the batch size
+    mat = (m1[None, :, :, None] * a[:, None, :, None] * m2[None, None]).sum(2)   # (n, 3, 3)
+    bias = (b[:, :, None] * m2[None]).sum(1)                                       # (n, 3)
+    od = mix_channels(rgb_to_od(x), mat) + bias[:, :, None, None]
+    return od_to_rgb(od).clamp(0, 1)
