@@ -86,6 +86,8 @@ def test_large_networks_default_to_stronger_regularisation():
     from medfool.models.train import resolve_augment
 
     assert TrainConfig().decay == 5e-4 and TrainConfig(arch="densenet121").decay == 0.05
+    assert TrainConfig().rate == 3e-3 and TrainConfig(arch="densenet121").rate == 1e-3
+    assert TrainConfig(arch="densenet121", lr=0.01).rate == 0.01
     assert TrainConfig(arch="densenet121", weight_decay=0.0).decay == 0.0
     assert resolve_augment("auto", 3, "small_cnn") == "dihedral"
     assert resolve_augment("auto", 1, "small_cnn") == "none"

@@ -141,7 +141,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--epochs", type=positive, default=None,
                    help="maximum epochs (default: about 60,000 images' worth, between 10 and 30)")
     p.add_argument("--batch-size", type=positive, default=128)
-    p.add_argument("--lr", type=float_in(1e-12, 100.0), default=3e-3)
+    p.add_argument("--lr", type=float_in(1e-12, 100.0), default=None,
+                   help="AdamW peak learning rate, cosine schedule (default: 3e-3 for medfool's CNNs, 1e-3 for "
+                        "the MONAI networks)")
     p.add_argument("--weight-decay", type=float_in(0.0, 1.0), default=None,
                    help="AdamW weight decay (default: 5e-4 for medfool's CNNs, 0.05 for the MONAI networks)")
     p.add_argument("--ema", type=float_in(0.0, 0.9999), default=None, metavar="DECAY",
@@ -152,7 +154,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--augment", default="auto", metavar="PARTS",
                    help="none, or parts joined by '+': flip, dihedral (flips and 90-degree rotations), shift "
                         "(up to 1/8 of the image), stain (H&E stain jitter, RGB). auto (default): dihedral for RGB "
-                        "tiles, none for grayscale; the MONAI networks also get shift, and stain for RGB")
+                        "tiles, none for grayscale; the MONAI networks also get shift")
     p.add_argument("--out", default=None, help="output folder (default runs/DATASET-ARCH-seedN)")
     p.set_defaults(func=cmd_train)
 

@@ -79,7 +79,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--arch", default="small_cnn", help=f"architecture (known: {', '.join(architectures())})")
     q.add_argument("--epochs", type=positive, default=None)
     q.add_argument("--batch-size", type=positive, default=128)
-    q.add_argument("--lr", type=float_in(1e-12, 100.0), default=3e-3)
+    q.add_argument("--lr", type=float_in(1e-12, 100.0), default=None,
+                   help="AdamW peak learning rate (default: 3e-3 for medfool's CNNs, 1e-3 for the MONAI networks)")
     q.add_argument("--patience", type=positive, default=10)
     q.add_argument("--out", default=None, help="output folder (default runs/DATASET-ARCH-METHOD-seedN)")
     q.set_defaults(func=cmd_adv_train)

@@ -24,7 +24,7 @@ from medfool.errors import ConfigError
 from medfool.models.architectures import build
 from medfool.models.classifier import Classifier, ModelMeta, channel_stats
 from medfool.models.metrics import evaluate, loss_fn
-from medfool.models.zoo import DEFAULT_SIZE, NEEDS_SIZE, ZOO_EMA, ZOO_WEIGHT_DECAY, in_zoo, min_size
+from medfool.models.zoo import DEFAULT_SIZE, NEEDS_SIZE, ZOO_EMA, ZOO_LR, ZOO_WEIGHT_DECAY, in_zoo, min_size
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
 
@@ -41,7 +41,7 @@ class TrainConfig:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None  # None: auto_epochs(len(train)), recorded in the result
     batch_size: int = 128
-    lr: float = 3e-3
+    lr: float | None = None  # None: the architecture's default (see ``rate``)
     # None: the architecture's default (see ``decay``); the record holds the value used
     weight_decay: float | None = None
     # decay of an exponential moving average of the weights, which is what gets validated and
@@ -64,7 +64,7 @@ class TrainConfig:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (0 < self.lr < 10):
+        if self.lr is not None and not (0 < self.lr < 10):
             raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
         if self.ema is not None and not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
@@ -80,6 +80,14 @@ class TrainConfig:
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             raise ConfigError(f"time_limit_s must be > 0, got {self.time_limit_s}")
 
+
+    @property
+    def rate(self) -> float:
+        """The peak learning rate used: the one given, else 3e-3 for medfool's CNNs and ZOO_LR
+        for the MONAI networks."""
+        if self.lr is not None:
+            return self.lr
+        return ZOO_LR if in_zoo(self.arch) else 3e-3
 
     @property
     def decay(self) -> float:
@@ -209,7 +217,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     val = dataset.split("val")
     model = build_classifier(dataset, cfg, train).to(device)
     aug = resolve_augment(cfg.augment, model.meta.input_shape[0], cfg.arch)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.rate, weight_decay=cfg.decay)
     epochs = cfg.epochs or auto_epochs(len(train))
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = epochs * steps_per_epoch
@@ -276,7 +284,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         "dataset": dataset.info.name, "dataset_source": dataset.info.source,
         "dataset_notes": list(dataset.info.notes),
         "train_config": asdict(cfg), "objective": objective.describe() if objective else None,
-        "epochs": epochs, "augment": aug, "weight_decay": cfg.decay, "ema": cfg.ema_decay,
+        "epochs": epochs, "augment": aug, "lr": cfg.rate, "weight_decay": cfg.decay, "ema": cfg.ema_decay,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "metrics": {"val": val_best, "test": test}, "history": history, "train_wall_s": wall,
