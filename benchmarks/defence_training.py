@@ -31,7 +31,7 @@ def epoch_seconds(dataset: Dataset, objective: RobustObjective | None, images: i
     cfg = TrainConfig(seed=0)
     train = dataset.split("train")
     model = build_classifier(dataset, cfg, train)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.rate)
     gen = torch.Generator().manual_seed(0)
     aug = resolve_augment("auto", model.meta.input_shape[0], cfg.arch)
     x_all, y_all = train.get(range(min(images, len(train))))
