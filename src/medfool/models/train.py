@@ -80,30 +80,28 @@ class TrainConfig:
         if self.time_limit_s is not None and self.time_limit_s <= 0:
             raise ConfigError(f"time_limit_s must be > 0, got {self.time_limit_s}")
 
+    def _by_arch(self, given: float | None, zoo: float, own: float) -> float:
+        """The value given, else the MONAI networks' default or medfool's CNNs' default."""
+        if given is not None:
+            return given
+        return zoo if in_zoo(self.arch) else own
 
     @property
     def rate(self) -> float:
-        """The peak learning rate used: the one given, else 3e-3 for medfool's CNNs and ZOO_LR
-        for the MONAI networks."""
-        if self.lr is not None:
-            return self.lr
-        return ZOO_LR if in_zoo(self.arch) else 3e-3
+        """The peak learning rate used: 3e-3 for medfool's CNNs, ZOO_LR for the MONAI networks."""
+        return self._by_arch(self.lr, ZOO_LR, 3e-3)
 
     @property
     def decay(self) -> float:
-        """The AdamW weight decay used: the one given, else 5e-4 for medfool's CNNs and
-        ZOO_WEIGHT_DECAY for the MONAI networks."""
-        if self.weight_decay is not None:
-            return self.weight_decay
-        return ZOO_WEIGHT_DECAY if in_zoo(self.arch) else 5e-4
+        """The AdamW weight decay used: 5e-4 for medfool's CNNs, ZOO_WEIGHT_DECAY for the MONAI
+        networks."""
+        return self._by_arch(self.weight_decay, ZOO_WEIGHT_DECAY, 5e-4)
 
     @property
     def ema_decay(self) -> float:
-        """The weight average's decay used: the one given, else ZOO_EMA for the MONAI networks
-        and 0 (off) for medfool's CNNs."""
-        if self.ema is not None:
-            return self.ema
-        return ZOO_EMA if in_zoo(self.arch) else 0.0
+        """The weight average's decay used: 0 (off) for medfool's CNNs, ZOO_EMA for the MONAI
+        networks."""
+        return self._by_arch(self.ema, ZOO_EMA, 0.0)
 
 
 class Objective(Protocol):
