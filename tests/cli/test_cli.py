@@ -121,3 +121,12 @@ def test_console_script_exit_code(tmp_path):
                            "-d", "synthetic"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"medfool: error: {tmp_path / 'no.pt'}: no such model file"]
+
+
+def test_train_stain_augmentation_on_grayscale_is_refused(tmp_path, capsys, make_npz, fails_cleanly):
+    """H&E stain jitter means nothing for one channel: a silent no-op would train something
+    other than what was asked."""
+    path = make_npz("gray.npz", channels=1)
+    fails_cleanly(_train(tmp_path, path, "--augment", "shift+stain"),
+                  r"augment stain: H&E stain jitter needs RGB images; gray has 1 channel")
+    assert not (tmp_path / "run").exists()

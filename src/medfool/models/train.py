@@ -215,6 +215,10 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     val = dataset.split("val")
     model = build_classifier(dataset, cfg, train).to(device)
     aug = resolve_augment(cfg.augment, model.meta.input_shape[0], cfg.arch)
+    if "stain" in aug.split("+") and model.meta.input_shape[0] != 3:
+        channels = model.meta.input_shape[0]
+        raise ConfigError(f"augment stain: H&E stain jitter needs RGB images; {dataset.info.name} has {channels} "
+                          f"channel{'s' if channels != 1 else ''} (use flip, dihedral or shift)")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.rate, weight_decay=cfg.decay)
     epochs = cfg.epochs or auto_epochs(len(train))
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
