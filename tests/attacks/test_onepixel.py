@@ -227,3 +227,19 @@ def test_batched_runs_join_per_image_extras(multiclass):
     joined = AttackResult.concat(parts)
     assert joined.extras["candidate"].shape[0] == x.shape[0] == joined.extras["delta_e"].shape[0]
     assert torch.equal(joined.extras["candidate"][10:], parts[1].extras["candidate"])
+
+
+def test_a_strided_map_is_the_full_map_at_its_locations(weak_model):
+    """Every stride-th row and column, each location giving exactly what the exhaustive map
+    gives there (the search is per location, not per neighbourhood)."""
+    from medfool.attacks.fewpixel.maps import map_stride, vulnerability_map
+
+    model, x, y = weak_model
+    full = vulnerability_map(model, x[:1], y[:1], samples=4)
+    part = vulnerability_map(model, x[:1], y[:1], samples=4, stride=3)
+    assert part.rows.tolist() == [*range(1, 26, 3), 27] and part.drop.shape == (10, 10)
+    assert part.queries == 10 * 10 * 12 + 1
+    assert torch.equal(part.drop, full.drop[part.rows][:, part.cols])
+    assert torch.equal(part.fooled, full.fooled[part.rows][:, part.cols])
+    assert part.cells(part.drop, 28, 28).shape == (28, 28)
+    assert [map_stride(s, s) for s in (28, 64, 96, 224)] == [1, 1, 2, 4]

@@ -210,3 +210,41 @@ def test_backdoor_config_errors(tiny_model: Path, tmp_path: Path, capsys: pytest
                  "--out", str(tmp_path / "o")]) == 2
     assert "backdoor.trigger must be one of" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_each_units_estimate_bounds_what_it_spent(audited: Path, tiny_model: Path, tiny_text: str, tmp_path: Path):
+    """The estimate printed before an audit is an upper bound, unit by unit, of the model
+    queries the audit's rows record, and not a vacuous one: the units as a whole spend a
+    sizeable share of it (attacks stop early on the images they break)."""
+    from medfool.data import load_dataset
+    from medfool.models import load_classifier
+    from medfool.runs.audit.config import load_config
+    from medfool.runs.audit.runner import audit_images, patch_target, plan
+
+    (tmp_path / "audit.toml").write_text(tiny_text)
+    cfg = load_config(str(tmp_path / "audit.toml"))
+    model, _ = load_classifier(str(tiny_model))
+    dataset = load_dataset("synthetic")
+    ids, x, y = audit_images(dataset, cfg)
+    units, _ = plan(model, dataset, cfg, ids, x, y, lambda: b"", patch_target(dataset.info, cfg, model), None)
+    spent = dict(sqlite3.connect(audited / "audit.sqlite").execute(
+        "SELECT unit, SUM(queries) FROM rows WHERE stage IN ('whitebox', 'minimal', 'blackbox', 'onepixel') "
+        "GROUP BY unit").fetchall())
+    bounds = {u.name: u.cost for u in units if u.name in spent}
+    assert len(bounds) == len(spent) > 30
+    for name, cost in bounds.items():
+        assert cost is not None
+        assert spent[name] <= cost.gradients + cost.forwards, name
+    assert sum(spent.values()) >= 0.3 * sum(c.gradients + c.forwards for c in bounds.values() if c is not None)
+
+
+def test_estimate_prints_each_stage_and_writes_nothing(tiny_model: Path, tiny_text: str, tmp_path: Path, capsys):
+    (tmp_path / "audit.toml").write_text(tiny_text)
+    out = tmp_path / "out"
+    assert main(["audit", "-m", str(tiny_model), "-d", "synthetic", "--config", str(tmp_path / "audit.toml"),
+                 "--out", str(out), "--estimate"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists()
+    for stage in ("white-box ensemble", "black-box square", "patch crafting", "1-pixel", "vulnerability maps"):
+        assert re.search(rf"^  {stage} +\d+ +[\d,]+ +[\d,]+ +(<1 s|\d+ s|\d+ min)$", text, re.M), stage
+    assert re.search(r"^  total +\d+ +(<1 s|\d+ s|\d+ min)", text, re.M)

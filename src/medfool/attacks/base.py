@@ -24,6 +24,7 @@ import torch
 
 from medfool.attacks.goal import Goal, two_logits
 from medfool.attacks.norms import NORMS, l0, l2, linf
+from medfool.attacks.passes import Passes
 from medfool.data.dataset import DatasetInfo
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.models.predict import PredictModel
@@ -296,6 +297,12 @@ class Attack(ABC):
         """The norm budget the output must respect (checked by the contract test)."""
         eps = getattr(self.config, "eps", None)
         return float(eps) if eps is not None else None
+
+    def max_passes(self, task: str, classes: int) -> Passes | None:
+        """The most model passes one image can cost on a ``task`` model with ``classes`` classes
+        (2 for a one-logit binary model), the clean and the final forward included; None where it
+        cannot be known in advance. An audit's time estimate is built from these."""
+        return None
 
     @abstractmethod
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,

@@ -35,6 +35,7 @@ from medfool.attacks.base import (
     register_attack,
 )
 from medfool.attacks.goal import Goal
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
@@ -80,6 +81,17 @@ class Ensemble(Attack):
     targeted_ok = False
     paper = "Croce & Hein, ICML 2020 (AutoAttack)"
     config: EnsembleConfig
+
+    def max_passes(self, task: str, classes: int) -> Passes | None:
+        """Every member at its full budget on every image (the worst case: nothing breaks)."""
+        cfg = self.config
+        total = Passes(forwards=2)
+        for _, attack in members(cfg.preset, task, cfg.eps, cfg.norm):
+            cost = attack.max_passes(task, classes)
+            if cost is None:
+                return None
+            total = total + cost
+        return total
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:

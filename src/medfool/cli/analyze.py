@@ -36,6 +36,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     run_analysis(AnalysisJob(
         kind=args.kind, model=args.model, data=data_source(args), out=Path(args.out), seed=args.seed,
         device=args.device, split=args.split, n=args.n, target=args.target, samples=args.samples,
+        stride=args.stride,
         max_distance=args.max_distance, max_images=args.max_images, options=dict(args.option or []),
         command=command_record(args)), say)
     return 0
@@ -53,6 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--target", default=None, help="a class name or index (default: away from the true class)")
     p.add_argument("--samples", type=int_in(0), default=8,
                    help="pixel-map: random colours tried at each location besides the cube's corners (default 8)")
+    p.add_argument("--stride", type=int_in(0), default=0,
+                   help="pixel-map: test every STRIDE-th row and column (default 0: every pixel up to 64 px a side, "
+                        "then about 64 locations a side, every 4th pixel at 224 px)")
     p.add_argument("--max-distance", type=positive, default=3, help="locality: largest distance (default 3)")
     p.add_argument("--max-images", type=positive, default=4, help="propagation: images drawn (default 4)")
     p.add_argument("--option", "-o", type=parse_option, action="append", metavar="KEY=VALUE",

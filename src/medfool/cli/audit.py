@@ -15,7 +15,10 @@ attacker, a gradient-free masking check and the adaptive attacker (BPDA, EOT), s
 defended model (input transforms, an ensemble) is always measured that way. Every result
 row goes into OUT/audit.sqlite as it is produced: run the same command again after an
 interruption and it continues where it stopped. OUT/report.html is one self-contained page;
-OUT/results.json holds the same numbers.
+OUT/results.json holds the same numbers. Before the first unit the audit prints what each stage
+can cost at most (model passes and time, the model timed on this machine); --estimate prints
+only that, so a large model or image size can be budgeted first (at 224 px on a CPU the
+defaults take hours: see --print-config and --config).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ConfigError("audit needs --model and --dataset (or --print-config)")
     audit(AuditJob(model=args.model, data=data_source(args), out=Path(args.out), config=args.config, seed=args.seed,
                    n=args.n, device=args.device, fresh=args.fresh, defences=tuple(args.defence),
-                   command=command_record(args)), say)
+                   command=command_record(args), estimate=args.estimate), say)
     return 0
 
 
@@ -62,6 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--out", default="medfool-audit", help="output folder (default medfool-audit)")
     p.add_argument("--fresh", action="store_true", help="discard results already in OUT and start over")
+    p.add_argument("--estimate", action="store_true",
+                   help="print each stage's units, worst-case model passes and time on this machine (the model "
+                        "timed on the audited images), then exit without writing anything")
     p.add_argument("--defence", action="append", default=[], metavar="NAME",
                    help="also measure a defence against the naive and the adaptive attacker: an input transform "
                         "put in front of the model (jpeg, median:size=3, bit-depth:bits=4, blur, resize-pad, "

@@ -187,8 +187,9 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
                 line += f"; {missed} of {total} {crit_name} images were read as a non-critical class"
         out.append(line + ".")
     for m in maps:
-        out.append(f"On {m['label']} tile {m['image']}, {m['fooled_pixels']} of {m['pixels']} single pixels flip the "
-                   "prediction on their own (vulnerability map below).")
+        tested = "" if m.get("stride", 1) == 1 else f" tested (every {m['stride']} px)"
+        out.append(f"On {m['label']} tile {m['image']}, {m['fooled_pixels']} of {m['pixels']} single pixels{tested} "
+                   "flip the prediction on their own (vulnerability map below).")
     if backdoor:
         out.extend(backdoor_findings(backdoor))
     warns = [c for c in checks if c["status"] != "ok"]

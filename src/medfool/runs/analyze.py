@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from medfool.attacks import get_attack
-from medfool.attacks.fewpixel.maps import locality, propagation_map, vulnerability_map
+from medfool.attacks.fewpixel.maps import locality, map_stride, propagation_map, vulnerability_map
 from medfool.data.dataset import Dataset
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
@@ -46,6 +46,7 @@ class AnalysisJob:
     n: int = 4
     target: str | None = None
     samples: int = 8
+    stride: int = 0  # pixel-map: 0 = automatic (map_stride)
     max_distance: int = 3
     max_images: int = 4
     options: dict[str, Any] = field(default_factory=dict)  # one-pixel attack options
@@ -94,17 +95,22 @@ def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
                               "command": job.command}
     if job.kind == "pixel-map":
         rows = []
+        h, w = x.shape[2], x.shape[3]
+        stride = job.stride or map_stride(h, w)
         for i in progress(range(x.shape[0]), desc="pixel maps", unit="image"):
             vm = vulnerability_map(model, x[i:i + 1], y[i:i + 1], target=target, samples=job.samples,
-                                   seed=job.seed)
-            r, c = divmod(int(vm.drop.argmax()), x.shape[3])
-            heatmap_row(out / f"pixel_map_{i}.png", [("confidence drop", vm.drop), ("fools alone", vm.fooled.float())],
+                                   seed=job.seed, stride=stride)
+            gr, gc = divmod(int(vm.drop.argmax()), vm.drop.shape[1])
+            r, c = int(vm.rows[gr]), int(vm.cols[gc])
+            tested = "pixels" if stride == 1 else f"tested pixels (every {stride} px)"
+            heatmap_row(out / f"pixel_map_{i}.png", [("confidence drop", vm.cells(vm.drop, h, w)),
+                                                     ("fools alone", vm.cells(vm.fooled.float(), h, w))],
                         image=x[i].cpu(), marks=[(r, c)],
                         title=f"image {int(index[i])} ({info.class_names[int(y[i])]}): "
-                              f"{int(vm.fooled.sum())} of {vm.fooled.numel()} pixels fool alone")
+                              f"{int(vm.fooled.sum())} of {vm.fooled.numel()} {tested} fool alone")
             rows.append({"index": int(index[i]), "label": int(y[i]), "clean_confidence": vm.clean_resistance,
-                         "max_drop": float(vm.drop.max()), "best_pixel": [r, c],
-                         "best_colour": vm.colour[r, c].tolist(), "fooling_pixels": int(vm.fooled.sum()),
+                         "max_drop": float(vm.drop.max()), "best_pixel": [r, c], "stride": stride,
+                         "best_colour": vm.colour[gr, gc].tolist(), "fooling_pixels": int(vm.fooled.sum()),
                          "queries": vm.queries, "drop": vm.drop.cpu().tolist()})
             say(f"  image {int(index[i])}: best pixel ({r}, {c}) drops confidence by {float(vm.drop.max()):.3f}; "
                  f"{int(vm.fooled.sum())} pixel(s) fool alone")

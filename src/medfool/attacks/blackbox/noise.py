@@ -16,6 +16,7 @@ import torch
 
 from medfool.attacks.base import Attack, AttackConfig, Counter, check_int, check_norm_eps, register_attack
 from medfool.attacks.goal import Goal
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
@@ -39,6 +40,9 @@ class RandomNoise(Attack):
     fixed_norm = "linf"
     paper = "baseline (Croce & Hein, ICML 2020, sanity checks)"
     config: NoiseConfig
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        return Passes(forwards=self.config.tries + 2)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:

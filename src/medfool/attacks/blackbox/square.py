@@ -24,6 +24,7 @@ from medfool.attacks.base import AttackConfig, check_choice, check_int, check_no
 from medfool.attacks.blackbox.base import BlackBoxAttack
 from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
+from medfool.attacks.passes import Passes
 from medfool.utils.rng import Draw, ImageStreams
 
 __all__ = ["Square", "SquareConfig", "eta", "p_selection"]
@@ -134,6 +135,9 @@ class Square(BlackBoxAttack):
     Config = SquareConfig
     paper = "Andriushchenko et al., ECCV 2020"
     config: SquareConfig
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        return Passes(forwards=self.config.queries + 1)  # the clean query is one of the queries
 
     def _loss(self, goal: Goal, scores: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Loss to minimise: the margin (the paper's default), or the cross-entropy's negative."""

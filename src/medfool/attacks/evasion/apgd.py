@@ -31,6 +31,7 @@ from medfool.attacks.base import (
 )
 from medfool.attacks.goal import Goal, effective_loss, ranked_others, two_logits
 from medfool.attacks.norms import ascent_direction, project, random_in_ball
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
@@ -82,6 +83,10 @@ class APGD(Attack):
     Config = APGDConfig
     paper = "Croce & Hein, ICML 2020"
     config: APGDConfig
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        cfg = self.config
+        return Passes(gradients=cfg.restarts * (cfg.steps + 1), forwards=2)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
@@ -199,6 +204,11 @@ class APGDT(APGD):
     tasks = frozenset({"multi-class", "binary"})
     targeted_ok = False
     config: APGDTConfig
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        cfg = self.config
+        targets = min(cfg.targets, max(classes, 2) - 1)
+        return Passes(gradients=targets * cfg.restarts * (cfg.steps + 1), forwards=3)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:

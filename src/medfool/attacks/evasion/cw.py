@@ -26,6 +26,7 @@ import torch
 from medfool.attacks.base import Attack, AttackConfig, Counter, check_choice, check_int, check_range, register_attack
 from medfool.attacks.evasion.deepfool import DeepFool
 from medfool.attacks.goal import Goal
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
@@ -76,6 +77,11 @@ class CarliniWagnerL2(Attack):
 
     def budget(self) -> float | None:
         return None  # minimal-perturbation attack: no fixed budget
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        cfg = self.config
+        start = DeepFool(candidates=2).max_passes(task, classes) if cfg.init == "deepfool" else Passes()
+        return start + Passes(gradients=cfg.search_steps * cfg.steps, forwards=2)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:

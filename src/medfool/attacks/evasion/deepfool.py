@@ -26,6 +26,7 @@ from medfool.attacks.base import (
 )
 from medfool.attacks.goal import Goal, two_logits
 from medfool.attacks.norms import NORMS
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
@@ -57,6 +58,12 @@ class DeepFool(Attack):
 
     def budget(self) -> float | None:
         return None
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        """Counted as one forward+backward per candidate class and step (the candidates share
+        one forward: a slight overestimate)."""
+        cfg = self.config
+        return Passes(gradients=cfg.steps * min(cfg.candidates, max(classes, 2) - 1), forwards=2)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:

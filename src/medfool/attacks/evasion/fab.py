@@ -27,6 +27,7 @@ from medfool.attacks.base import (
 )
 from medfool.attacks.goal import Goal, ranked_others, two_logits
 from medfool.attacks.norms import norm_of, project
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
@@ -91,6 +92,10 @@ class FABT(Attack):
     targeted_ok = False
     paper = "Croce & Hein, ICML 2020 (FAB)"
     config: FABConfig
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        cfg = self.config
+        return Passes(gradients=min(cfg.targets, max(classes, 2) - 1) * cfg.steps, forwards=3)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:

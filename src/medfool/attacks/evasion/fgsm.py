@@ -22,6 +22,7 @@ from medfool.attacks.base import (
 )
 from medfool.attacks.goal import Goal
 from medfool.attacks.norms import ascent_direction, clip_box
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
@@ -45,6 +46,9 @@ class FGSM(Attack):
     Config = FGSMConfig
     paper = "Goodfellow et al., ICLR 2015"
     config: FGSMConfig
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        return Passes(gradients=1, forwards=2)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:

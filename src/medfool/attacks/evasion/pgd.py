@@ -28,6 +28,7 @@ from medfool.attacks.base import (
 )
 from medfool.attacks.goal import Goal
 from medfool.attacks.norms import ascent_direction, clip_box, project, random_in_ball
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
 
@@ -64,6 +65,10 @@ class PGD(Attack):
     Config = PGDConfig
     paper = "Madry et al., ICLR 2018"
     config: PGDConfig
+
+    def max_passes(self, task: str, classes: int) -> Passes:
+        cfg = self.config
+        return Passes(gradients=cfg.restarts * cfg.steps, forwards=cfg.restarts + 1)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:

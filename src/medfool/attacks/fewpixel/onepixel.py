@@ -41,6 +41,7 @@ from medfool.attacks.fewpixel.pixels import (
     write_pixels,
 )
 from medfool.attacks.goal import Goal
+from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import Draw, ImageStreams
 
@@ -159,6 +160,13 @@ class OnePixel(Attack):
         return gain, corner
 
     # -- the search ------------------------------------------------------------------------------
+    def max_passes(self, task: str, classes: int) -> Passes | None:
+        cfg = self.config
+        if cfg.objective != "confidence":
+            return None  # the inconspicuous search runs until its patience is spent
+        return Passes(gradients=1 if cfg.init == "prior" else 0,
+                      forwards=cfg.population * (cfg.generations + 1) + 2)
+
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
         cfg = self.config

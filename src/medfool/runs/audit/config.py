@@ -158,15 +158,17 @@ class OnePixelConfig:
 
 @dataclass(frozen=True)
 class MapsConfig:
-    """Exhaustive single-pixel vulnerability maps for a few tiles."""
+    """Single-pixel vulnerability maps for a few tiles: every pixel, or a grid on large images."""
 
     enabled: bool = True
     n: int = 2
     samples: int = 8  # random colours tried per pixel, besides the colour cube's corners
+    stride: int = 0  # test every stride-th row and column; 0: every pixel up to 64 px a side, then ~64 a side
 
     def check(self) -> None:
         _at_least("maps.n", self.n, 1)
         _at_least("maps.samples", self.samples, 0)
+        _at_least("maps.stride", self.stride, 0)
 
 
 @dataclass(frozen=True)

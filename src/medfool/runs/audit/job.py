@@ -13,7 +13,7 @@ from medfool.eval.store import ResultStore
 from medfool.models import load_classifier
 from medfool.report.html import render
 from medfool.runs.audit.config import load_config
-from medfool.runs.audit.runner import STORE, run_audit
+from medfool.runs.audit.runner import STORE, estimate_audit, run_audit
 from medfool.runs.common import DataSource, Say, check_compatible, check_writable, quiet
 from medfool.utils.device import resolve_device
 
@@ -35,15 +35,21 @@ class AuditJob:
     fresh: bool = False
     defences: tuple[str, ...] = ()  # added to the config's [defence] names
     command: dict[str, Any] = field(default_factory=dict)
+    estimate: bool = False  # say what the audit would cost and stop, writing nothing
 
 
-def audit(job: AuditJob, say: Say = quiet) -> Path:
-    """Run (or resume) the audit; returns the report's path."""
+def audit(job: AuditJob, say: Say = quiet) -> Path | None:
+    """Run (or resume) the audit; returns the report's path (None for an estimate)."""
     cfg = load_config(job.config, seed=job.seed, n=job.n, defences=list(job.defences))
-    check_writable(job.out)
+    if not job.estimate:
+        check_writable(job.out)
     model, _ = load_classifier(job.model, device=resolve_device(job.device))
     dataset = job.data.load()
     check_compatible(model, dataset, job.model)
+    if job.estimate:
+        say(f"audit of {job.model} on {dataset.info.name}: {cfg.n} {cfg.split} images, seed {cfg.seed}")
+        estimate_audit(model, dataset, cfg, say)
+        return None
     say(f"auditing {job.model} on {dataset.info.name}: {cfg.n} {cfg.split} images, seed {cfg.seed} -> {job.out}/")
     report = run_audit(model, job.model, dataset, cfg, job.out, fresh=job.fresh, command=job.command, say=say)
     findings(report, say)

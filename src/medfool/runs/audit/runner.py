@@ -20,6 +20,8 @@ import torch
 
 from medfool import __version__
 from medfool.attacks import attack_class
+from medfool.attacks.fewpixel.maps import map_stride
+from medfool.attacks.passes import Passes
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
 from medfool.data.dataset import Dataset, DatasetInfo, benign_class
@@ -30,18 +32,21 @@ from medfool.eval.corruptions import corruptions_for
 from medfool.eval.store import ResultStore, unit_seed
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
-from medfool.models.preprocess import parse_spec
+from medfool.models.preprocess import AdaptiveLayer, parse_spec
+from medfool.models.train import auto_epochs
 from medfool.report.html import render
 from medfool.runs.audit import units as U
-from medfool.runs.audit.config import AuditConfig
+from medfool.runs.audit.config import AuditConfig, DefenceSection
+from medfool.runs.audit.cost import attack_passes, measure_speed, plan_lines, weights
 from medfool.runs.common import Say, check_compatible, check_outputs, folder_lock, quiet
+from medfool.runs.poisoning import retrainable
 from medfool.utils.io import remove_stray_parts
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, file_digest, fingerprint
 
 __all__ = [
-    "STORE", "audit_images", "map_images", "model_digest", "open_store", "patch_target", "plan", "run_audit",
-    "settings_fingerprint",
+    "STORE", "audit_images", "estimate_audit", "map_images", "model_digest", "open_store", "patch_target", "plan",
+    "run_audit", "settings_fingerprint", "stage_rows",
 ]
 
 log = logging.getLogger("medfool")
@@ -87,9 +92,14 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
     b = cfg.batch_size
     chunks = [(k, slice(s, s + b)) for k, s in enumerate(range(0, len(ids), b))]
     subject, images = U.Subject(model, info), U.Chunk(ids, x, y)
-    units = [U.Unit("clean", "clean evaluation",
-                    U.clean_unit(subject, dataset.split(cfg.split), images, b)),
-             U.Unit("sanity", "sanity checks", U.sanity_unit(model, x[:b], y[:b]))]
+    split = dataset.split(cfg.split)
+    units = [U.Unit("clean", "clean evaluation", U.clean_unit(subject, split, images, b),
+                    Passes(forwards=len(split) + len(ids))),
+             U.Unit("sanity", "sanity checks", U.sanity_unit(model, x[:b], y[:b]),
+                    Passes(gradients=min(b, len(ids)), forwards=3 * min(b, len(ids))))]
+
+    def size(sl: slice | torch.Tensor) -> int:
+        return len(ids[sl]) if isinstance(sl, slice) else sl.numel()
     cc = cfg.corruptions
     if cc.enabled:
         modality = corruptions_for(x.shape[1])
@@ -100,7 +110,8 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         for c in chosen:
             for k, sl in chunks:
                 units.append(U.Unit(f"corruption/{c.name}/{k}", "natural variation", U.corruption_unit(
-                    model, images.take(sl), c, cc.severities, seeds[c.name])))
+                    model, images.take(sl), c, cc.severities, seeds[c.name]),
+                    Passes(forwards=2 * len(cc.severities) * size(sl))))
         if chosen:
             units.append(U.Unit("corruption/figure", "natural variation", U.corruption_figure_unit(
                 x[:1], ids[0], chosen, cc.severities, seeds)))
@@ -115,29 +126,31 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                     units.append(U.Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", U.attack_unit(
                         "whitebox", name, opts, f"{eps:g}/255", subject, images.take(sl),
                         f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
-                        unit_seed(cfg.seed, f"whitebox/{name}/{eps:g}"))))
+                        unit_seed(cfg.seed, f"whitebox/{name}/{eps:g}")), attack_passes(name, opts, model, size(sl))))
         if wb.ensemble != "off" and _supported("ensemble", model.task, skipped):
             for eps in wb.eps:
                 for k, sl in chunks:
+                    ens = {"eps": eps / 255, "preset": wb.ensemble}
                     units.append(U.Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", U.attack_unit(
-                        "whitebox", "ensemble", {"eps": eps / 255, "preset": wb.ensemble}, f"{eps:g}/255",
-                        subject, images.take(sl),
+                        "whitebox", "ensemble", ens, f"{eps:g}/255", subject, images.take(sl),
                         "grid-whitebox-ensemble" if k == 0 and eps == wb.eps[-1] else None,
-                        unit_seed(cfg.seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}")))
+                        unit_seed(cfg.seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}"),
+                        attack_passes("ensemble", ens, model, size(sl))))
         for name in [a for a in wb.minimal if _supported(a, model.task, skipped)]:
             for k, sl in chunks:
                 units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(
                     "minimal", name, {}, "minimal", subject, images.take(sl),
-                    f"grid-minimal-{name}" if k == 0 else None, unit_seed(cfg.seed, f"minimal/{name}"))))
+                    f"grid-minimal-{name}" if k == 0 else None, unit_seed(cfg.seed, f"minimal/{name}")),
+                    attack_passes(name, {}, model, size(sl))))
     bb = cfg.blackbox
     if bb.enabled:
         for name in [a for a in bb.attacks if _supported(a, model.task, skipped)]:
             for eps in wb.eps:
+                bopts = {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries}
                 for k, sl in chunks:
                     units.append(U.Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", U.attack_unit(
-                        "blackbox", name, {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries},
-                        f"{eps:g}/255", subject, images.take(sl), None,
-                        unit_seed(cfg.seed, f"blackbox/{name}/{eps:g}"))))
+                        "blackbox", name, bopts, f"{eps:g}/255", subject, images.take(sl), None,
+                        unit_seed(cfg.seed, f"blackbox/{name}/{eps:g}")), attack_passes(name, bopts, model, size(sl))))
     pc = cfg.patch
     if pc.enabled and not single:
         skipped.append("patch (a universal patch targets one class; the model is multi-label)")
@@ -148,14 +161,15 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         craft_x, craft_y = craft_x.to(x.device), craft_y.to(x.device)
         keep = craft_y != target
         units.append(U.Unit("patch/craft", "patch crafting",
-                            U.patch_craft_unit(attack, model, craft_x[keep], craft_y[keep], target)))
+                            U.patch_craft_unit(attack, model, craft_x[keep], craft_y[keep], target),
+                            Passes(gradients=pc.steps * min(attack.config.batch_size, int(keep.sum())))))
         others = (y != target).nonzero().flatten()
         budget = f"{pc.area:g} area"
         for k, s in enumerate(range(0, others.numel(), b)):
             sel = others[s:s + b]
             units.append(U.Unit(f"patch/apply/{k}", "patch", U.patch_apply_unit(
                 attack, patch_bytes, subject, craft_x, craft_y, images.take(sel), target, budget,
-                "grid-patch" if k == 0 else None)))
+                "grid-patch" if k == 0 else None), Passes(forwards=2 * sel.numel())))
     op = cfg.onepixel
     if op.enabled and _supported("onepixel", model.task, skipped):
         # a seeded random subset of the audited images (splits are often stored sorted by class)
@@ -168,22 +182,58 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                 units.append(U.Unit(f"onepixel/{px}/{k}", f"{px}-pixel", U.attack_unit(
                     "onepixel", "onepixel", opts, f"{px} px", subject, images.take(sel),
                     f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None,
-                    unit_seed(cfg.seed, f"onepixel/{px}"))))
+                    unit_seed(cfg.seed, f"onepixel/{px}")), attack_passes("onepixel", opts, model, sel.numel())))
     mp = cfg.maps
     if mp.enabled:
         with torch.no_grad():
             pred = model.predict(x)
         correct = (pred == y).all(1) if not single else pred == y
+        stride = mp.stride or map_stride(x.shape[2], x.shape[3])
+        locations = -(-x.shape[2] // stride) * -(-x.shape[3] // stride)
+        map_cost = Passes(forwards=locations * (2 ** x.shape[1] + mp.samples) + 1)
         for j in map_images(correct, y if single else None, model.meta.critical_classes, mp.n):
             units.append(U.Unit(f"maps/{ids[j]}", "vulnerability maps",
-                                U.map_unit(subject, images.take(slice(j, j + 1)), mp.samples, cfg.seed)))
+                                U.map_unit(subject, images.take(slice(j, j + 1)), mp.samples, cfg.seed, stride),
+                                map_cost))
     units += defence_units(model, dataset, cfg, images)
     bd = cfg.backdoor
     if bd.enabled and model.meta.arch is None:
         skipped.append("backdoor (retraining needs a model built from medfool's architecture registry)")
     elif bd.enabled and out is not None:
-        units.append(U.Unit("backdoor", "backdoor retraining", U.backdoor_unit(model, dataset, cfg, out / "backdoor")))
+        n_train = len(dataset.split("train"))
+        models = 2 + (len([d for d in retrainable(bd.detectors) if d != "neural-cleanse"]) if bd.retrain else 0)
+        units.append(U.Unit("backdoor", "backdoor retraining", U.backdoor_unit(model, dataset, cfg, out / "backdoor"),
+                            Passes(gradients=models * (bd.epochs or auto_epochs(n_train)) * n_train)))
     return units, skipped
+
+
+def stage_rows(units: list[U.Unit]) -> list[tuple[str, int, Passes | None]]:
+    """(stage, units, summed passes; None when any unit's cost is unknown), in running order."""
+    rows: dict[str, tuple[int, Passes | None]] = {}
+    for u in units:
+        count, total = rows.get(u.stage, (0, Passes()))
+        rows[u.stage] = (count + 1, None if total is None or u.cost is None else total + u.cost)
+    return [(stage, count, total) for stage, (count, total) in rows.items()]
+
+
+def estimate_audit(model: Classifier, dataset: Dataset, cfg: AuditConfig, say: Say = quiet) -> float:
+    """Say what the audit would cost, stage by stage, on this machine, writing nothing; returns
+    the estimated seconds (the stages that cannot be estimated left out)."""
+    target = patch_target(dataset.info, cfg, model)
+    ids, x, y = audit_images(dataset, cfg)
+    x, y = x.to(model.device), y.to(model.device)
+
+    def no_patch() -> bytes:
+        raise AssertionError("an estimate runs no unit")
+
+    units, skipped = plan(model, dataset, cfg, ids, x, y, no_patch, target, Path("."))  # nothing is written
+    speed = measure_speed(model, x)
+    stages = stage_rows(units)
+    for line in plan_lines(stages, speed):
+        say(line)
+    for reason in skipped:
+        say(f"  left out: {reason}")
+    return sum(speed.seconds(p) for _, _, p in stages if p is not None)
 
 
 def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
@@ -210,12 +260,29 @@ def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
 def defence_units(model: Classifier, dataset: Dataset, cfg: AuditConfig, images: U.Chunk) -> list[U.Unit]:
     dc = cfg.defence
     units = []
+    split = dataset.split(cfg.split)
     for k, (name, kind, defended, identity, train_s) in enumerate(defended_models(model, dataset, cfg)):
         slug = f"{k}-{fingerprint({'name': name, 'identity': identity})[:8]}"
         units.append(U.Unit(f"defence/{slug}", "defences", U.defence_unit(
-            slug, name, kind, defended, model, dataset.split(cfg.split), images, dc.eps, dc.preset, dc.eot,
-            unit_seed(cfg.seed, f"defence/{name}"), train_s)))
+            slug, name, kind, defended, model, split, images, dc.eps, dc.preset, dc.eot,
+            unit_seed(cfg.seed, f"defence/{name}"), train_s),
+            defence_passes(defended, dc, len(split), len(images.ids))))
     return units
+
+
+def defence_passes(defended: Classifier, dc: DefenceSection, split: int, n: int) -> Passes | None:
+    """One defence: the ensemble's members as the naive attacker and the masking check (one
+    ensemble's worth), again through the adaptive view (each pass ``eot`` draws on a random
+    defence), both models on the split, and the inference timing."""
+    adaptive = any(isinstance(m, AdaptiveLayer) for m in defended.modules())
+    draws = dc.eot if defended.randomised else 1
+    total = Passes(forwards=2 * split + 6 * n)
+    for e in dc.eps:
+        ens = attack_passes("ensemble", {"eps": e / 255, "preset": dc.preset}, defended, n)
+        if ens is None:
+            return None
+        total = total + ens * (1 + (draws if adaptive else 0))
+    return total
 
 
 def map_images(correct: torch.Tensor, y: torch.Tensor | None, critical: tuple[int, ...], n: int) -> list[int]:
@@ -317,7 +384,14 @@ def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: 
         todo = [u for u in units if u.name not in done]
         if resumed:
             say(f"resuming: {len(units) - len(todo)} of {len(units)} units already in {store.path}")
-        bar = progress(total=len(units), initial=len(units) - len(todo), desc="audit", unit="unit", leave=True)
+        speed = measure_speed(model, x)
+        if todo:
+            for line in plan_lines(stage_rows(todo), speed):
+                say(line)
+        # the bar advances by each unit's estimated time, so its ETA weighs a map against an FGSM chunk
+        weight = dict(zip([u.name for u in units], weights([u.cost for u in units], speed), strict=True))
+        bar = progress(total=sum(weight.values()), initial=sum(weight[u] for u in done if u in weight), desc="audit",
+                       leave=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
         stage = ""
         try:
             for unit in todo:
@@ -330,7 +404,7 @@ def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: 
                 torch.manual_seed(unit_seed(cfg.seed, unit.name))  # for any library code using the global RNG
                 rows, artifacts = unit.run(gen)
                 store.commit_unit(unit.name, rows, artifacts, time.perf_counter() - start)
-                bar.update(1)
+                bar.update(weight[unit.name])
         finally:
             bar.close()
         report = render(store, out)

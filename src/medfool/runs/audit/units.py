@@ -22,6 +22,7 @@ import torch
 from medfool.attacks import get_attack
 from medfool.attacks.base import AttackResult
 from medfool.attacks.fewpixel.maps import vulnerability_map
+from medfool.attacks.passes import Passes
 from medfool.attacks.patch.natural import natural_patch
 from medfool.attacks.patch.optimised import AdversarialPatch, Patch
 from medfool.attacks.poisoning.backdoor import BackdoorConfig
@@ -76,11 +77,15 @@ class Chunk:
         return Chunk([self.ids[i] for i in which.tolist()], self.x[which], self.y[which])
 
 
+NO_PASSES = Passes()
+
+
 @dataclass(frozen=True)
 class Unit:
     name: str
     stage: str
     run: Callable[[torch.Generator], UnitOutput]
+    cost: Passes | None = NO_PASSES  # the most model passes it can take (None: not known in advance)
 
 
 def result_rows(stage: str, budget: str, ids: list[int], x: torch.Tensor, y: torch.Tensor,
@@ -250,21 +255,27 @@ def patch_apply_unit(attack: AdversarialPatch, patch_bytes: Callable[[], bytes],
     return run
 
 
-def map_unit(subject: Subject, tile: Chunk, samples: int, seed: int) -> Callable[[torch.Generator], UnitOutput]:
-    """An exhaustive single-pixel vulnerability map of one tile."""
+def map_unit(subject: Subject, tile: Chunk, samples: int, seed: int,
+             stride: int = 1) -> Callable[[torch.Generator], UnitOutput]:
+    """A single-pixel vulnerability map of one tile: every pixel, or every ``stride``-th row and
+    column (each tested pixel drawn as its stride x stride cell)."""
     model, info, image, x, y = subject.model, subject.info, tile.ids[0], tile.x, tile.y
 
     def run(_gen: torch.Generator) -> UnitOutput:
         start = time.perf_counter()
-        vm = vulnerability_map(model, x, y, samples=samples, seed=seed)
+        vm = vulnerability_map(model, x, y, samples=samples, seed=seed, stride=stride)
         fooled = int(vm.fooled.sum())
         total = vm.fooled.numel()
         label = info.class_names[int(y[0])] if y.dim() == 1 else "multi-label"
-        title = f"tile {image} ({label}): {fooled} of {total} pixels flip it alone"
-        png = _png_bytes(lambda p: heatmap_row(p, [("confidence drop", vm.drop), ("flips alone", vm.fooled.float())],
+        tested = "pixels" if stride == 1 else f"tested pixels (every {stride} px)"
+        title = f"tile {image} ({label}): {fooled} of {total} {tested} flip it alone"
+        h, w = x.shape[-2:]
+        png = _png_bytes(lambda p: heatmap_row(p, [("confidence drop", vm.cells(vm.drop, h, w)),
+                                                   ("flips alone", vm.cells(vm.fooled.float(), h, w))],
                                                image=x[0], title=title))
-        summary = {"image": image, "label": label, "fooled_pixels": fooled, "pixels": total, "queries": vm.queries,
-                   "clean_resistance": vm.clean_resistance, "wall_s": time.perf_counter() - start}
+        summary = {"image": image, "label": label, "fooled_pixels": fooled, "pixels": total, "stride": stride,
+                   "queries": vm.queries, "clean_resistance": vm.clean_resistance,
+                   "wall_s": time.perf_counter() - start}
         return [], [(f"map-{image:06d}-png", "png", png),
                     (f"map-{image:06d}-json", "json", json.dumps(summary).encode())]
 
