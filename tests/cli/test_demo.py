@@ -10,12 +10,13 @@ from medfool.cli.main import main
 
 
 @pytest.mark.slow
-def test_demo_without_data_says_so_loudly(tmp_path, monkeypatch, capsys):
+def test_demo_without_data_says_so_loudly(tmp_path, monkeypatch, capsys, tiny_config):
     monkeypatch.delenv("MEDFOOL_DATA_DIR", raising=False)
     monkeypatch.setattr("medfool.runs.demo.DEMO_CONFIG",
                         __import__("medfool.models.train", fromlist=["TrainConfig"]).TrainConfig(
                             epochs=2, arch_kwargs={"width": 4}))
-    code = main(["demo", "--data-dir", str(tmp_path / "empty"), "--no-download", "--out", str(tmp_path / "out")])
+    code = main(["demo", "--data-dir", str(tmp_path / "empty"), "--no-download", "--out", str(tmp_path / "out"),
+                 "--config", str(tiny_config)])  # small audit budgets: this test is about the missing data
     captured = capsys.readouterr()
     assert code == 0
     assert "NO REAL MEDICAL DATA FOUND" in captured.err
