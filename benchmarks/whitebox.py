@@ -103,6 +103,7 @@ def main() -> int:
     from medfool.attacks.base import Counter
     from medfool.attacks.evasion.pgd import PGDConfig, pgd_loop
     from medfool.attacks.goal import Goal
+    from medfool.utils.rng import ImageStreams
 
     with torch.no_grad():
         clean = model(x)
@@ -117,7 +118,7 @@ def main() -> int:
 
     contenders: dict[str, Callable[[], object]] = {  # interleaved: machine drift hits all alike
         "10 x floor": ten_floors,
-        "loop": lambda: pgd_loop(model, x, Goal(model.task, y), torch.Generator().manual_seed(0),
+        "loop": lambda: pgd_loop(model, x, Goal(model.task, y), ImageStreams(0, torch.arange(n), x.device),
                                  Counter(n, x.device), cfg),
         "full": lambda: fixed(model, x, y),
         "shared": lambda: fixed(model, x, y, clean_logits=clean),

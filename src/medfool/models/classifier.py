@@ -170,7 +170,8 @@ class Classifier(MetaView, nn.Module):
         the last bits of every image's logits and gradient, by the batch size: one image alone and
         the same image among 63 others differ. With one fixed shape every image goes through the
         same kernels wherever it sits, so an attack's result never depends on how many images
-        share its batch. Chunks of eight are also no slower on CPU than one large batch (cache).
+        share its batch. The price is a fixed overhead per call, which matters for small networks:
+        about a fifth of a forward+backward on the small CNN at 28 px (benchmarks/whitebox.py).
         On a GPU the batch is only padded up to ``rows``; chunking would waste the device."""
         old = self._min_rows
         self._min_rows = rows
