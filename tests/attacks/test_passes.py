@@ -40,8 +40,7 @@ def test_stated_cost_bounds_the_spend(task: str, name: str, options: dict[str, A
     attack = get_attack(name, **options)
     if model.task not in attack.tasks:
         pytest.skip(f"{name} does not support {model.task}")
-    classes = model.meta.num_outputs if model.task == "multi-label" else max(2, model.meta.num_outputs)
-    bound = attack.max_passes(model.task, classes)
+    bound = attack.max_passes(model.task, model.num_classes)
     assert bound is not None
     r = attack(model, x[:12], y[:12], seed=0)
     limit = bound.gradients + bound.forwards  # a query counts every forward, gradient passes included

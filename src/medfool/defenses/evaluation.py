@@ -27,7 +27,6 @@ import torch
 from medfool.attacks.base import Attack, AttackResult
 from medfool.attacks.ensemble import members
 from medfool.models.classifier import Classifier, logits_to_labels
-from medfool.models.preprocess import AdaptiveLayer
 
 __all__ = ["BudgetRow", "DefenceReport", "attack_defence", "defence_kind", "finding", "inference_ms",
            "worst_case"]
@@ -151,7 +150,7 @@ def attack_defence(deployed: Classifier, x: torch.Tensor, y: torch.Tensor, ids: 
     naive, _ = worst_case(deployed, deployed, gradient, x, y, ids, seed)
     masked, _ = worst_case(deployed, deployed, square, x, y, ids, seed)
     adaptive = naive & masked
-    if any(isinstance(m, AdaptiveLayer) for m in deployed.modules()):
+    if deployed.defence_layers:
         with deployed.adaptive(eot=eot) as view:
             adaptive, _ = worst_case(view, deployed, attacks, x, y, ids, seed, standing=adaptive)
     # else the model has nothing to adapt to: the ensemble on it is the two runs above, image by

@@ -181,9 +181,14 @@ class Classifier(MetaView, nn.Module):
             self._min_rows = old
 
     @property
+    def defence_layers(self) -> list[AdaptiveLayer]:
+        """The input-transform defences inside the model (what an adaptive attacker adapts to)."""
+        return [m for m in self.modules() if isinstance(m, AdaptiveLayer)]
+
+    @property
     def randomised(self) -> bool:
         """Whether an answer draws random numbers (a random input transform, anywhere inside)."""
-        return any(isinstance(m, AdaptiveLayer) and m.random for m in self.modules())
+        return any(m.random for m in self.defence_layers)
 
     @contextlib.contextmanager
     def adaptive(self, eot: int = 1) -> Iterator[Classifier]:
@@ -191,7 +196,7 @@ class Classifier(MetaView, nn.Module):
         within this block every defence layer keeps its forward pass and differentiates as the
         identity (BPDA), and, where the model is random, each forward pass averages the logits
         of ``eot`` fresh random draws (expectation over transformation)."""
-        layers = [m for m in self.modules() if isinstance(m, AdaptiveLayer)]
+        layers = self.defence_layers
         old = [(m.bpda, m.fresh) for m in layers]
         old_eot = self._eot
         for m in layers:

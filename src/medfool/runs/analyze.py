@@ -102,12 +102,11 @@ def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
                                    seed=job.seed, stride=stride)
             gr, gc = divmod(int(vm.drop.argmax()), vm.drop.shape[1])
             r, c = int(vm.rows[gr]), int(vm.cols[gc])
-            tested = "pixels" if stride == 1 else f"tested pixels (every {stride} px)"
             heatmap_row(out / f"pixel_map_{i}.png", [("confidence drop", vm.cells(vm.drop, h, w)),
                                                      ("fools alone", vm.cells(vm.fooled.float(), h, w))],
                         image=x[i].cpu(), marks=[(r, c)],
                         title=f"image {int(index[i])} ({info.class_names[int(y[i])]}): "
-                              f"{int(vm.fooled.sum())} of {vm.fooled.numel()} {tested} fool alone")
+                              f"{int(vm.fooled.sum())} of {vm.fooled.numel()} {vm.tested} fool alone")
             rows.append({"index": int(index[i]), "label": int(y[i]), "clean_confidence": vm.clean_resistance,
                          "max_drop": float(vm.drop.max()), "best_pixel": [r, c], "stride": stride,
                          "best_colour": vm.colour[gr, gc].tolist(), "fooling_pixels": int(vm.fooled.sum()),

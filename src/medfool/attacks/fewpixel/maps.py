@@ -23,7 +23,7 @@ from medfool.attacks.fewpixel.pixels import candidate_logits, write_pixels
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 
-__all__ = ["VulnerabilityMap", "colour_set", "locality", "map_stride", "propagation_map", "ring_offsets",
+__all__ = ["VulnerabilityMap", "colour_set", "locality", "map_queries", "map_stride", "propagation_map", "ring_offsets",
            "vulnerability_map"]
 
 
@@ -47,6 +47,11 @@ class VulnerabilityMap:
     cols: torch.Tensor      # (w,) image columns
     stride: int = 1
 
+    @property
+    def tested(self) -> str:
+        """What the counts are over, for titles: "pixels" or "tested pixels (every s px)"."""
+        return "pixels" if self.stride == 1 else f"tested pixels (every {self.stride} px)"
+
     def cells(self, t: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """A map at image size: each tested location's value fills its stride x stride cell."""
         s = self.stride
@@ -57,6 +62,12 @@ def map_stride(height: int, width: int, most: int = 64) -> int:
     """The automatic stride: exhaustive up to ``most`` pixels a side (MedMNIST's 28-64 px), then
     about ``most`` locations a side (every 4th pixel at 224 px: 16 times fewer model calls)."""
     return max(1, -(-max(height, width) // most))
+
+
+def map_queries(channels: int, height: int, width: int, samples: int, stride: int) -> int:
+    """The model calls of one map: every tested location times every colour, and the clean image."""
+    colours = 2**channels + samples  # the colour cube's corners and the random ones (colour_set)
+    return int(-(-height // stride) * -(-width // stride) * colours + 1)
 
 
 def vulnerability_map(model: Classifier, x: torch.Tensor, y: torch.Tensor, *, target: int | None = None,
@@ -87,7 +98,8 @@ def vulnerability_map(model: Classifier, x: torch.Tensor, y: torch.Tensor, *, ta
     best = res.argmin(dim=1)
     idx = torch.arange(gh * gw, device=x.device)
     return VulnerabilityMap(drop=(clean - res[idx, best]).view(gh, gw), colour=colours[best].view(gh, gw, c),
-                            fooled=won.any(dim=1).view(gh, gw), clean_resistance=clean, queries=gh * gw * m + 1,
+                            fooled=won.any(dim=1).view(gh, gw), clean_resistance=clean,
+                            queries=map_queries(c, h, w, samples, stride),
                             stride=stride, rows=at_rows, cols=at_cols)
 
 

@@ -25,17 +25,12 @@ from medfool.attacks.base import evaluating
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import MIN_ROWS, Classifier
 
-__all__ = ["Speed", "attack_passes", "classes_of", "human_seconds", "measure_speed", "plan_lines", "weights"]
-
-
-def classes_of(model: Classifier) -> int:
-    """The class count the attacks' costs depend on (a one-logit binary model has two classes)."""
-    return model.meta.num_outputs if model.task == "multi-label" else max(2, model.meta.num_outputs)
+__all__ = ["Speed", "attack_passes", "human_seconds", "measure_speed", "plan_lines", "weights"]
 
 
 def attack_passes(name: str, options: dict[str, Any], model: Classifier, images: int) -> Passes | None:
     """The most passes ``images`` images can cost under one registered attack."""
-    bound = get_attack(name, **options).max_passes(model.task, classes_of(model))
+    bound = get_attack(name, **options).max_passes(model.task, model.num_classes)
     return None if bound is None else bound * images
 
 

@@ -20,7 +20,7 @@ import torch
 
 from medfool import __version__
 from medfool.attacks import attack_class
-from medfool.attacks.fewpixel.maps import map_stride
+from medfool.attacks.fewpixel.maps import map_queries, map_stride
 from medfool.attacks.passes import Passes
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
@@ -32,14 +32,13 @@ from medfool.eval.corruptions import corruptions_for
 from medfool.eval.store import ResultStore, unit_seed
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
-from medfool.models.preprocess import AdaptiveLayer, parse_spec
+from medfool.models.preprocess import parse_spec
 from medfool.models.train import auto_epochs
 from medfool.report.html import render
 from medfool.runs.audit import units as U
 from medfool.runs.audit.config import AuditConfig, DefenceSection
 from medfool.runs.audit.cost import attack_passes, measure_speed, plan_lines, weights
 from medfool.runs.common import Say, check_compatible, check_outputs, folder_lock, quiet
-from medfool.runs.poisoning import retrainable
 from medfool.utils.io import remove_stray_parts
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, file_digest, fingerprint
@@ -189,8 +188,7 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
             pred = model.predict(x)
         correct = (pred == y).all(1) if not single else pred == y
         stride = mp.stride or map_stride(x.shape[2], x.shape[3])
-        locations = -(-x.shape[2] // stride) * -(-x.shape[3] // stride)
-        map_cost = Passes(forwards=locations * (2 ** x.shape[1] + mp.samples) + 1)
+        map_cost = Passes(forwards=map_queries(x.shape[1], x.shape[2], x.shape[3], mp.samples, stride))
         for j in map_images(correct, y if single else None, model.meta.critical_classes, mp.n):
             units.append(U.Unit(f"maps/{ids[j]}", "vulnerability maps",
                                 U.map_unit(subject, images.take(slice(j, j + 1)), mp.samples, cfg.seed, stride),
@@ -201,7 +199,7 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
         skipped.append("backdoor (retraining needs a model built from medfool's architecture registry)")
     elif bd.enabled and out is not None:
         n_train = len(dataset.split("train"))
-        models = 2 + (len([d for d in retrainable(bd.detectors) if d != "neural-cleanse"]) if bd.retrain else 0)
+        models = 2 + len(U.backdoor_retrains(bd))  # clean, poisoned, one per retraining
         units.append(U.Unit("backdoor", "backdoor retraining", U.backdoor_unit(model, dataset, cfg, out / "backdoor"),
                             Passes(gradients=models * (bd.epochs or auto_epochs(n_train)) * n_train)))
     return units, skipped
@@ -274,7 +272,7 @@ def defence_passes(defended: Classifier, dc: DefenceSection, split: int, n: int)
     """One defence: the ensemble's members as the naive attacker and the masking check (one
     ensemble's worth), again through the adaptive view (each pass ``eot`` draws on a random
     defence), both models on the split, and the inference timing."""
-    adaptive = any(isinstance(m, AdaptiveLayer) for m in defended.modules())
+    adaptive = bool(defended.defence_layers)
     draws = dc.eot if defended.randomised else 1
     total = Passes(forwards=2 * split + 6 * n)
     for e in dc.eps:
@@ -384,12 +382,13 @@ def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: 
         todo = [u for u in units if u.name not in done]
         if resumed:
             say(f"resuming: {len(units) - len(todo)} of {len(units)} units already in {store.path}")
-        speed = measure_speed(model, x)
-        if todo:
+        # the bar advances by each unit's estimated time, so its ETA weighs a map against an FGSM chunk
+        weight = {u.name: 1.0 for u in units}
+        if todo:  # a rerun with every unit done times nothing
+            speed = measure_speed(model, x)
             for line in plan_lines(stage_rows(todo), speed):
                 say(line)
-        # the bar advances by each unit's estimated time, so its ETA weighs a map against an FGSM chunk
-        weight = dict(zip([u.name for u in units], weights([u.cost for u in units], speed), strict=True))
+            weight = dict(zip(weight, weights([u.cost for u in units], speed), strict=True))
         bar = progress(total=sum(weight.values()), initial=sum(weight[u] for u in done if u in weight), desc="audit",
                        leave=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
         stage = ""

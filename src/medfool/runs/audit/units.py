@@ -37,7 +37,7 @@ from medfool.models.metrics import evaluate
 from medfool.models.train import TrainConfig
 from medfool.report.grid import class_grid
 from medfool.report.plots import heatmap_row, image_png
-from medfool.runs.audit.config import AuditConfig
+from medfool.runs.audit.config import AuditConfig, BackdoorSection
 from medfool.runs.common import save_result_grid
 from medfool.runs.poisoning import BackdoorPlan, retrainable, run_backdoor, trigger_figure
 from medfool.utils.io import json_safe
@@ -267,8 +267,7 @@ def map_unit(subject: Subject, tile: Chunk, samples: int, seed: int,
         fooled = int(vm.fooled.sum())
         total = vm.fooled.numel()
         label = info.class_names[int(y[0])] if y.dim() == 1 else "multi-label"
-        tested = "pixels" if stride == 1 else f"tested pixels (every {stride} px)"
-        title = f"tile {image} ({label}): {fooled} of {total} {tested} flip it alone"
+        title = f"tile {image} ({label}): {fooled} of {total} {vm.tested} flip it alone"
         h, w = x.shape[-2:]
         png = _png_bytes(lambda p: heatmap_row(p, [("confidence drop", vm.cells(vm.drop, h, w)),
                                                    ("flips alone", vm.cells(vm.fooled.float(), h, w))],
@@ -280,6 +279,11 @@ def map_unit(subject: Subject, tile: Chunk, samples: int, seed: int,
                     (f"map-{image:06d}-json", "json", json.dumps(summary).encode())]
 
     return run
+
+
+def backdoor_retrains(bd: BackdoorSection) -> tuple[str, ...]:
+    """The detectors the backdoor unit retrains after (each one model more to train)."""
+    return tuple(d for d in retrainable(bd.detectors) if d != "neural-cleanse") if bd.retrain else ()
 
 
 def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
@@ -299,9 +303,7 @@ def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
                       else info.class_index(bd.target))
         train_cfg = TrainConfig(arch=model.meta.arch or "small_cnn", arch_kwargs=dict(model.meta.arch_kwargs),
                                 epochs=bd.epochs or None, seed=cfg.seed)
-        plan = BackdoorPlan(detectors=bd.detectors,
-                            retrain=tuple(d for d in retrainable(bd.detectors) if d != "neural-cleanse")
-                            if bd.retrain else ())
+        plan = BackdoorPlan(detectors=bd.detectors, retrain=backdoor_retrains(bd))
         result = run_backdoor(dataset, trigger, BackdoorConfig(rate=bd.rate, target=target), train_cfg, plan,
                               workdir, device=model.device, seed=cfg.seed)
         figure = _png_bytes(lambda p: trigger_figure(p, dataset, trigger, cfg.seed))
