@@ -167,6 +167,27 @@ class AttackResult:
                                gradients=gradients * ones, queries=queries * ones, wall_s=wall_s,
                                target=None if target is None else torch.full_like(y, target), extras=extras or {})
 
+    @classmethod
+    def worst_of(cls, results: list[AttackResult]) -> AttackResult:
+        """Per image, the first of several attackers' results (on the same images, judged by the
+        same deployed model) that fooled it, else the first result's; counts and time add up.
+        The headline of a defended model is this per-image worst case over its attackers."""
+        if not results:
+            raise ValueError("worst_of needs at least one result")
+        out = results[0]
+        picked = {f: getattr(out, f).clone() for f in ("x_adv", "success", "adv_pred", "l0", "l2", "linf")}
+        won = out.success & out.clean_correct
+        for r in results[1:]:
+            take = r.success & r.clean_correct & ~won
+            for f, value in picked.items():
+                value[take] = getattr(r, f)[take]
+            won = won | take
+        return cls(attack=out.attack, clean_correct=out.clean_correct, clean_pred=out.clean_pred,
+                   gradients=sum((r.gradients for r in results[1:]), out.gradients.clone()),
+                   queries=sum((r.queries for r in results[1:]), out.queries.clone()),
+                   wall_s=sum(r.wall_s for r in results), config=out.config, target=out.target,
+                   extras=out.extras, **picked)
+
     @property
     def success_rate(self) -> float:
         """Attack success rate over the images the model classified correctly before."""

@@ -21,8 +21,8 @@ from torch.nn import functional as F
 from medfool.errors import ConfigError
 from medfool.models.preprocess import AdaptiveLayer, build_preprocess, check_spec
 
-__all__ = ["MIN_ROWS", "Classifier", "MetaView", "ModelMeta", "channel_stats", "logits_to_labels", "logits_to_probs",
-           "to_network_input"]
+__all__ = ["DECISION_MARGIN", "MIN_ROWS", "Classifier", "MetaView", "ModelMeta", "channel_stats", "decide_as",
+           "logits_to_labels", "logits_to_probs", "to_network_input"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,7 @@ class Classifier(MetaView, nn.Module):
         # registry networks, whose layers we know accept it.
         self._min_rows = 0  # see padded()
         self._eot = 1       # see adaptive()
+        self._judge = False  # see adaptive(): decisions from the deployed forward
         self.preprocess = build_preprocess(meta.preprocess)
         self.channels_last = meta.arch is not None
         if self.channels_last:
@@ -186,6 +187,13 @@ class Classifier(MetaView, nn.Module):
         return [m for m in self.modules() if isinstance(m, AdaptiveLayer)]
 
     @property
+    def adapts(self) -> bool:
+        """Whether the adaptive view differs from the deployed model at all: a BPDA layer, a
+        random layer or a vote. A mean ensemble of plain models or a Gaussian blur is attacked
+        exactly as deployed, so an adaptive run on it would repeat the naive one."""
+        return any(m.adapts for m in self.defence_layers)
+
+    @property
     def randomised(self) -> bool:
         """Whether an answer draws random numbers (a random input transform, anywhere inside)."""
         return any(m.random for m in self.defence_layers)
@@ -194,26 +202,54 @@ class Classifier(MetaView, nn.Module):
     def adaptive(self, eot: int = 1) -> Iterator[Classifier]:
         """The model as an attacker who knows its defences sees it (Athalye et al., ICML 2018):
         within this block every defence layer keeps its forward pass and differentiates as the
-        identity (BPDA), and, where the model is random, each forward pass averages the logits
-        of ``eot`` fresh random draws (expectation over transformation)."""
+        identity (BPDA), a vote ensemble scores with the mean of its members' log-probabilities,
+        and, where the model is random, each forward pass averages the logits of ``eot`` fresh
+        random draws (expectation over transformation).
+
+        The scores are the surrogate's, but every decision read from them is the deployed
+        model's (:func:`decide_as`): an attack stops on an image only when the model as deployed
+        (its own draw, its vote) is fooled, never when only the EOT mean or the smooth surrogate
+        is. Success is judged as deployed inside every attack, not only afterwards."""
         layers = self.defence_layers
         old = [(m.bpda, m.fresh) for m in layers]
-        old_eot = self._eot
+        old_eot, old_judge = self._eot, self._judge
         for m in layers:
             m.bpda, m.fresh = True, m.random
         self._eot = eot if self.randomised else 1
+        self._judge = self.randomised
         try:
             yield self
         finally:
             for m, (bpda, fresh) in zip(layers, old, strict=True):
                 m.bpda, m.fresh = bpda, fresh
-            self._eot = old_eot
+            self._eot, self._judge = old_eot, old_judge
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._judge:
+            return self._surrogate_forward(x)
+        scores = self._surrogate_forward(x)
+        with torch.no_grad():
+            deployed = self._deployed_forward(x)
+        return decide_as(scores, deployed, self.meta.task)
+
+    def _surrogate_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._eot > 1:
             m, n = self._eot, x.shape[0]
             return self._padded_forward(x.repeat(m, 1, 1, 1)).view(m, n, -1).mean(dim=0)
         return self._padded_forward(x)
+
+    def _deployed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The deployed answer inside the adaptive view: random layers draw from the image's own
+        pixels, as they do deployed (their gradient flag does not change a forward value)."""
+        random_layers = [m for m in self.defence_layers if m.random]
+        old = [m.fresh for m in random_layers]
+        for m in random_layers:
+            m.fresh = False
+        try:
+            return self._padded_forward(x)
+        finally:
+            for m, fresh in zip(random_layers, old, strict=True):
+                m.fresh = fresh
 
     def _padded_forward(self, x: torch.Tensor) -> torch.Tensor:
         n, rows = x.shape[0], self._min_rows
@@ -251,6 +287,32 @@ def to_network_input(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tens
     if x.shape[1] != c:
         x = x.expand(-1, c, -1, -1)
     return x
+
+
+# how far past the deployed decision's boundary decide_as puts a score it moves
+DECISION_MARGIN = 1e-3
+
+
+def decide_as(scores: torch.Tensor, deployed: torch.Tensor, task: str) -> torch.Tensor:
+    """``scores`` (an attacker's surrogate: an EOT mean, a vote's smooth version) moved, where
+    their decision differs from the ``deployed`` logits', just past the deployed decision's
+    boundary by a constant (no gradient). The gradient stays the surrogate's, loss values move
+    only where the two disagree, and every label read from the result is the deployed one.
+
+    Shape: scores, deployed (N, K) -> (N, K)."""
+    want = logits_to_labels(deployed.detach(), task)
+    have = logits_to_labels(scores.detach(), task)
+    if task == "multi-label" or scores.shape[1] == 1:
+        # one sign per output: where it differs, the score moves to +-DECISION_MARGIN
+        if task != "multi-label":
+            want, have = want[:, None], have[:, None]
+        goal = torch.where(want.bool(), DECISION_MARGIN, -DECISION_MARGIN).to(scores.dtype)
+        shift = torch.where(want != have, goal - scores.detach(), torch.zeros_like(scores))
+        return scores + shift
+    # one class per row: the deployed class's score rises just above the row's maximum
+    top = scores.detach().max(dim=1).values
+    lift = (top - scores.detach().gather(1, want[:, None])[:, 0] + DECISION_MARGIN) * (want != have)
+    return scores + torch.zeros_like(scores).scatter(1, want[:, None], lift[:, None])
 
 
 def logits_to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:

@@ -9,9 +9,12 @@ loads and is attacked as one model. The wrapping Classifier's own normalisation 
 identity; each member normalises for itself.
 
 ``combine="mean"`` averages logits (differentiable). ``combine="vote"`` answers with the
-(smoothed) log vote share: deployed, its gradient is zero, so a naive attacker is blind; the
-adaptive attacker (``Classifier.adaptive()``) keeps the vote forward and differentiates the
-mean of the members' log-probabilities.
+(smoothed) log vote share: deployed, its gradient is zero, so a naive attacker is blind. Every
+loss value read through a vote is piecewise constant too, so the adaptive attacker
+(``Classifier.adaptive()``) attacks a differentiable surrogate of the same members, the mean of
+their log-probabilities, whose decisions are moved to the vote's
+(:func:`~medfool.models.classifier.decide_as`): it is scored by the surrogate and judged by
+the vote.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ from torch import nn
 
 from medfool.errors import ConfigError
 from medfool.models.architectures import build, register
-from medfool.models.classifier import Classifier, ModelMeta, logits_to_labels
+from medfool.models.classifier import Classifier, ModelMeta, decide_as, logits_to_labels
 from medfool.models.preprocess import AdaptiveLayer
-from medfool.utils.imageops import straight_through
 
 __all__ = ["COMBINE", "EnsembleNetwork", "ensemble_classifier"]
 
@@ -58,8 +60,15 @@ class EnsembleNetwork(AdaptiveLayer):
             share = F.one_hot(labels, k).float().mean(dim=0)
             voted = torch.log((share * m + 0.5 / k) / (m + 0.5))
             smooth = F.log_softmax(logits, dim=2).mean(dim=0)
-        # deployed: the vote, with a zero gradient (attached, so a naive attacker's autograd runs)
-        return straight_through(smooth, voted) if self.bpda else voted + 0 * smooth
+        # deployed: the vote, with a zero gradient (attached, so a naive attacker's autograd runs);
+        # adaptive: the smooth surrogate's scores and gradient, the vote's decisions
+        return decide_as(smooth, voted, self.task) if self.bpda else voted + 0 * smooth
+
+    @property
+    def adapts(self) -> bool:
+        """A mean ensemble is differentiable as deployed: attacking it adaptively would repeat the
+        naive run (its members' own defence layers still count)."""
+        return self.combine == "vote"
 
 
 @register("ensemble")

@@ -48,6 +48,12 @@ class AdaptiveLayer(nn.Module):
         self.bpda = False
         self.fresh = False  # EOT: fresh random draws on every call
 
+    @property
+    def adapts(self) -> bool:
+        """Whether the adaptive attacker sees this layer otherwise than deployed (BPDA, EOT, a
+        surrogate); False for a layer whose own gradient is already exact."""
+        return True
+
 
 class InputTransform(AdaptiveLayer):
     """An input-space defence; ``spec`` is what the model's metadata stores."""
@@ -93,6 +99,10 @@ class BitDepth(InputTransform):
 
 class Blur(InputTransform):
     name = "blur"
+
+    @property
+    def adapts(self) -> bool:
+        return False  # differentiable: its own gradient is exact, BPDA would change nothing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sigma = float(self.options["sigma"])
