@@ -3,7 +3,8 @@ fooling images, and the ONNX path.
 
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/blackbox.py --model CKPT [--dataset pathmnist]
         [--n 64] [--eps 8] [--queries 1000] [--hsj-n 32] [--hsj-queries 1000 3000 10000]
-        [--fooling-queries 400000] [--out DIR] [--parts square square-seeds hsj fooling onnx] [--seeds 0 1 2]
+        [--fooling-queries 400000] [--out DIR] [--parts square square-seeds square-p-init hsj fooling onnx]
+        [--seeds 0 1 2]
 
 One process, one model, the same correctly classified test tiles for every contender. Every
 model evaluation is counted by a wrapper around the model (one image = one query).
@@ -16,6 +17,8 @@ Prints
       medfool's queries per second over the model's plain forward throughput (the floor);
   (a2) square-seeds: medfool's Square and torchattacks' at the same query budget, one run per
       seed (--seeds), and the medians;
+  (a3) square-p-init: medfool's Square at p_init 0.05, 0.1, 0.3 and 0.8 beside torchattacks'
+      default (0.8, AutoAttack's), medians over --seeds;
   (b) HopSkipJump (labels only) at several budgets: median L2 over white-box C&W's on the same
       images (target <= 1.5), success, seconds per image; Boundary (labels) and SimBA (scores)
       at the largest budget beside it;
@@ -134,6 +137,28 @@ def part_square_seeds(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: 
           f"difference {100 * (statistics.median(ours) - statistics.median(theirs)):+.1f} pt")
 
 
+def part_square_p_init(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, q: int,
+                       seeds: list[int]) -> None:
+    """medfool's Square at several initial window sizes (``p_init``) beside torchattacks' default
+    (p_init 0.8, AutoAttack's Linf setting) at equal queries, medians over seeds: which start
+    makes Square, every defence's masking check, at least as strong as the peers'."""
+    import statistics
+
+    import torchattacks
+
+    print(f"\n(a3) Square's initial window, Linf {eps * 255:g}/255, {q} queries, {x.shape[0]} correctly classified "
+          f"tiles of {x.shape[-1]} px, seeds {seeds}")
+    for p_init in (0.05, 0.1, 0.3, 0.8):
+        rates = [get_attack("square", eps=eps, queries=q, p_init=p_init)(model, x, y, seed=s).success_rate
+                 for s in seeds]
+        print(f"  medfool p_init {p_init:<4g}: median success {statistics.median(rates):.3f} "
+              f"({' '.join(f'{r:.3f}' for r in rates)})")
+    rates = [fooled(model, torchattacks.Square(model, norm="Linf", eps=eps, n_queries=q - 2, n_restarts=1,
+                                                seed=s)(x, y), y) for s in seeds]
+    print(f"  torchattacks default (p_init 0.8): median success {statistics.median(rates):.3f} "
+          f"({' '.join(f'{r:.3f}' for r in rates)})")
+
+
 def part_hsj(model: Classifier, x: torch.Tensor, y: torch.Tensor, budgets: list[int]) -> None:
     n = x.shape[0]
     print(f"\n(b) HopSkipJump (labels only) vs white-box C&W (L2), {n} correctly classified tiles")
@@ -214,7 +239,7 @@ def main() -> int:
     parser.add_argument("--fooling-queries", type=int, default=400_000)
     parser.add_argument("--out", default=None, help="folder for the fooling-image grids")
     parser.add_argument("--parts", nargs="+", default=["square", "hsj", "fooling", "onnx"],
-                        choices=["square", "square-seeds", "hsj", "fooling", "onnx"])
+                        choices=["square", "square-seeds", "square-p-init", "hsj", "fooling", "onnx"])
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -231,6 +256,8 @@ def main() -> int:
         part_square(model, x, y, eps, args.queries)
     if "square-seeds" in args.parts:
         part_square_seeds(model, x, y, eps, args.queries, args.seeds)
+    if "square-p-init" in args.parts:
+        part_square_p_init(model, x, y, eps, args.queries, args.seeds)
     if "hsj" in args.parts:
         part_hsj(model, x[: args.hsj_n], y[: args.hsj_n], args.hsj_queries)
     if "fooling" in args.parts:

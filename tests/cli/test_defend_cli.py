@@ -46,6 +46,16 @@ def test_evaluate_resumes_and_reports_side_by_side(tiny_model: Path, tmp_path: P
     row = item["rows"][0]
     assert item["name"] == "bit-depth bits=2" and row["eps_255"] == 64
     assert row["adaptive"] <= min(row["naive"], row["masking_check"])
+    # every robust accuracy with its classes, its interval and the constant answer's line
+    adaptive = row["breakdown"]["adaptive"]
+    assert adaptive["accuracy"] == row["adaptive"] and adaptive["n"] == 8
+    assert sum(c["n"] for c in adaptive["per_class"].values()) == 8
+    assert adaptive["ci95"][0] <= row["adaptive"] <= adaptive["ci95"][1]
+    assert 0 < adaptive["constant"] <= 1 and "balanced" in adaptive
+    # the defended model's gradient-masking checks ran: bit depth zeroes the deployed gradient
+    checks = {c["check"]: c["status"] for c in item["checks"]}
+    assert checks["non-zero gradients"] == "warn"
+    assert first["settings"]["preset"] == "standard"  # the figure to sign: AutoAttack's own budgets
     capsys.readouterr()
     assert main(argv) == 0  # a rerun reuses every finished unit
     assert "naive, masking-check" not in capsys.readouterr().err

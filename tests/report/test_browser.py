@@ -95,6 +95,11 @@ def test_defended_model_report_shows_naive_and_adaptive_side_by_side(tiny_model:
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto((out / "report.html").resolve().as_uri(), wait_until="load")
             headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+            sanity = page.evaluate("""(() => { let t = document.getElementById('sanity').nextElementSibling;
+                return Array.from(t.querySelectorAll('tr')).slice(1).map(r => r.cells[0].textContent); })()""")
+            attacks = page.evaluate("""(() => { let t = document.getElementById('attacks');
+                while (t && t.tagName !== 'TABLE') t = t.nextElementSibling;
+                return Array.from(t.querySelectorAll('tr')).map(r => Array.from(r.cells).map(c => c.textContent)); })()""")
             tables = page.evaluate("""Array.from(document.querySelectorAll('#defences ~ h3')).map(h => {
                 let t = h.nextElementSibling; while (t && t.tagName !== 'TABLE') t = t.nextElementSibling;
                 return [h.textContent, Array.from(t.querySelectorAll('th')).map(c => c.textContent),
@@ -105,8 +110,19 @@ def test_defended_model_report_shows_naive_and_adaptive_side_by_side(tiny_model:
     assert "Defences: the naive and the adaptive attacker" in headings
     names = [t[0] for t in tables]
     assert any(n.startswith("the audited model") for n in names) and any(n.startswith("median") for n in names)
-    for _, head, cells in tables:
+    figures = {}
+    for name, head, cells in tables:
         assert head == ["budget", "naive", "masking check", "adaptive", "undefended"]
         assert cells[0] == "64/255"
         naive, masked, adaptive = (float(c.split()[0]) for c in cells[1:4])
         assert adaptive <= min(naive, masked)
+        figures[name.split(" (")[0]] = adaptive
+    # the audited model is defended: its headline (the white-box ensemble's row, the worst case of
+    # the naive and the adaptive attacker per image) is its adaptive figure, not the naive one
+    head = attacks[0]
+    ensemble = next(r for r in attacks[1:] if any(c.startswith("ensemble") for c in r) and "64/255" in r)
+    robust = float(ensemble[next(i for i, h in enumerate(head) if h.startswith("robust"))].split()[0])
+    assert robust == figures["the audited model"]
+    # and the sanity section lists each defended model's own gradient-masking checks
+    for name in ("the audited model", "median"):
+        assert any(c.startswith(f"{name}: non-zero gradients") for c in sanity), sanity

@@ -4,7 +4,7 @@ re-renders it from the results store.
 The audit measures a seeded sample of --n (default 128) test images under graded natural
 corruptions (scanner and acquisition variation, no attacker), then attacks them: the
 headline is the worst case per image over an ensemble of white-box and query attacks
-(AutoAttack's protocol; [whitebox] ensemble = "fast", "standard" or "off") at several budgets,
+(AutoAttack's members; [whitebox] ensemble = "fast", "standard", AutoAttack's own budgets, or "off") at several budgets,
 beside the naive FGSM and PGD-10; then a minimal-perturbation attack, a score-based black-box
 search, a universal patch crafted on training images, few-pixel differential evolution and
 single-pixel vulnerability maps, each at a documented default budget (see 'medfool audit

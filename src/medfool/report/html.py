@@ -114,14 +114,17 @@ def collect(store: ResultStore) -> dict[str, Any]:
     """Everything the report shows, as JSON-able data (results.json)."""
     meta = {k: store.get_meta(k) for k in ("config", "seed", "environment", "model", "dataset", "dataset_source",
                                            "classes", "critical", "task", "images", "image_shape", "command",
-                                           "patch_target", "patch_target_name", "started", "skipped", "native")}
+                                           "patch_target", "patch_target_name", "started", "skipped", "native",
+                                           "defended")}
     rows = store.rows()
     summaries = S.summarise(rows)
-    checks = (store.json_artifact("sanity-model") or []) + result_checks(rows)
     maps = [json.loads(d) for n, _, d in store.artifacts("map-") if n.endswith("-json")]
     clean = store.json_artifact("clean")
     backdoor = store.json_artifact("backdoor-json")
     defences = defence_results(store, summaries)
+    # every defended model's own gradient-masking checks beside the audited model's
+    checks = ((store.json_artifact("sanity-model") or []) + result_checks(rows)
+              + [{**c, "check": f"{d['name']}: {c['check']}"} for d in defences for c in d.get("checks", [])])
     members = ensemble_members([json.loads(d) for _, _, d in store.artifacts("members-")])
     flips = []
     if meta["task"] != "multi-label":
@@ -150,21 +153,47 @@ def defence_results(store: ResultStore, summaries: list[dict[str, Any]]) -> list
             for row in data["rows"]:
                 row["baseline"] = ensemble.get(f"{row['eps_255']:g}/255")
         report = DefenceReport(data["name"], data["kind"], data["clean_accuracy"], data["baseline_clean_accuracy"],
-                               [BudgetRow(r["eps"], r["naive"], r["masking_check"], r["adaptive"], r["baseline"])
-                                for r in data["rows"]], data["n"], data["cost"])
+                               [BudgetRow(r["eps"], r["naive"], r["masking_check"], r["adaptive"], r["baseline"],
+                                          r.get("breakdown") or {}) for r in data["rows"]], data["n"], data["cost"],
+                               random=bool(data.get("random")))
         data["finding"] = report.finding
         out.append(data)
     return out
 
 
+def _ci(b: dict[str, Any], key: str = "ci95") -> str:
+    bounds = b.get(key)
+    if not bounds or bounds[0] is None or bounds[1] is None:
+        return ""
+    return f" [{100 * bounds[0]:.0f}, {100 * bounds[1]:.0f}]"
+
+
+def breakdown_words(b: dict[str, Any]) -> str:
+    """One line on a robust accuracy: per class, balanced, sensitivity / specificity, the
+    constant answer's line, each with its 95 % interval."""
+    if not b:
+        return ""
+    parts = [f"{html.escape(name)} {_pct(c['accuracy'])}{_ci(c)} (n {c['n']})"
+             for name, c in (b.get("per_class") or {}).items()]
+    if "sensitivity" in b:
+        parts.append(f"sensitivity ({html.escape(b['positive'])}) {_pct(b['sensitivity'])}"
+                     f"{_ci(b, 'sensitivity_ci95')}, specificity {_pct(b['specificity'])}{_ci(b, 'specificity_ci95')}")
+    if "balanced" in b:
+        parts.append(f"balanced {_pct(b['balanced'])}{_ci(b, 'balanced_ci95')}")
+    if "constant" in b:
+        parts.append(f"a constant answer ({html.escape(b['majority'])}) keeps {_pct(b['constant'])}")
+    return "; ".join(parts)
+
+
 def _defence_section(defences: list[dict[str, Any]]) -> str:
     parts = ["<h2 id='defences'>Defences: the naive and the adaptive attacker</h2><p class='muted'>Robust accuracy "
-             "(share of all audited images still correctly classified). <b>naive</b>: the ensemble's gradient "
-             "attacks on the gradients the deployed model gives, defence ignored; <b>masking check</b>: Square, "
-             "gradient-free; <b>adaptive</b>: the whole ensemble with BPDA through input transforms and votes and "
-             "EOT over random transforms, per image the best of all three (Athalye et al. 2018; Tramer et al. "
-             "2020). A naive figure far above the adaptive one is gradient masking, not robustness. "
-             "<b>undefended</b>: the audited model under the white-box ensemble.</p>"]
+             "(share of all audited images still correctly classified, 95 % interval). <b>naive</b>: the ensemble's "
+             "gradient attacks on the gradients the deployed model gives, defence ignored; <b>masking check</b>: "
+             "Square, gradient-free; <b>adaptive</b>: the whole ensemble with BPDA through input transforms, a vote "
+             "attacked through its members' mean log-probability and EOT over random transforms, every image "
+             "judged by the model as deployed, per image the worst case of all three: the defence's headline "
+             "(Athalye et al. 2018; Tramer et al. 2020). A naive figure far above the adaptive one is gradient "
+             "masking, not robustness. <b>undefended</b>: the audited model under the white-box ensemble.</p>"]
     for d in defences:
         cost = d.get("cost") or {}
         infer = (f"{cost['infer_ms']:.2f} ms / image" + (f" (undefended {cost['baseline_infer_ms']:.2f})"
@@ -172,12 +201,18 @@ def _defence_section(defences: list[dict[str, Any]]) -> str:
         train = f", trained in {cost['train_s']:.0f} s" if "train_s" in cost else ""
         clean = _pct(d["clean_accuracy"]) + (f" (undefended {_pct(d['baseline_clean_accuracy'])})"
                                              if d.get("baseline_clean_accuracy") is not None else "")
+
+        def cell(r: dict[str, Any], who: str) -> str:
+            return _pct(r[who]) + _ci((r.get("breakdown") or {}).get(who, {}))
         parts.append(f"<h3>{html.escape(d['name'])} <span class='muted'>({html.escape(d['kind'])})</span></h3>"
                      f"<p>{html.escape(d['finding'])}</p>"
                      f"<p class='muted'>clean accuracy {clean} &middot; inference {infer}{train}</p>" + _table(
                          ["budget", "naive", "masking check", "adaptive", "undefended"],
-                         [[f"{r['eps_255']:g}/255", _pct(r["naive"]), _pct(r["masking_check"]),
-                           f"<b>{_pct(r['adaptive'])}</b>", _pct(r.get("baseline"))] for r in d["rows"]]))
+                         [[f"{r['eps_255']:g}/255", cell(r, "naive"), cell(r, "masking_check"),
+                           f"<b>{cell(r, 'adaptive')}</b>", _pct(r.get("baseline"))] for r in d["rows"]])
+                     + "".join(f"<p class='muted'>adaptive at {r['eps_255']:g}/255: "
+                               f"{breakdown_words(r['breakdown']['adaptive'])}</p>"
+                               for r in d["rows"] if (r.get("breakdown") or {}).get("adaptive")))
     return "".join(parts)
 
 

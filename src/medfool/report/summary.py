@@ -107,6 +107,13 @@ def critical_flips(rows: list[Row], stage: str, attack: str, budget: str, critic
     return len(missed), len(sel)
 
 
+def protocol_words(preset: str) -> str:
+    """How the ensemble's budgets are named: AutoAttack's protocol only at its own budgets."""
+    if preset == "standard":
+        return "AutoAttack's protocol at its own budgets, the standard preset"
+    return f"AutoAttack's members at reduced budgets, the {preset or 'fast'} preset"
+
+
 def _pct(v: float | None) -> str:
     """A rate as a percentage; NaN, or null as JSON stores it, is "n/a"."""
     return "n/a" if v is None or math.isnan(v) else f"{100 * v:.0f} %"
@@ -136,7 +143,10 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
                 else "APGD-CE, APGD-T, FAB-T and Square")
         out.append(
             f"Against the strongest attacker the audit runs (the worst case per image over {over}, "
-            f"AutoAttack's protocol{', ' + preset + ' preset' if preset else ''}), robust accuracy is "
+            f"{protocol_words(preset)}"
+            + ("; the model is defended, so each image is the worst case of the naive attacker and the adaptive "
+               "one (BPDA, EOT, judged as deployed)" if meta.get("defended") else "")
+            + "), robust accuracy is "
             + " and ".join(f"{_pct(s['robust_accuracy'])} at {s['budget']}" for s in shown)
             + (" (the naive attacker would report " + ", ".join(
                 f"{s['attack'].upper()} {_pct(s['robust_accuracy'])}" for s in naive) + f" at {at['budget']})."

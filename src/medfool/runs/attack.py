@@ -53,6 +53,9 @@ log = logging.getLogger("medfool")
 EXPERIMENTS = ("fooling", "transfer")
 """Runs built on attacks that are not attacks themselves (no registry entry)."""
 
+# EOT draws per step when a defended model is attacked through its defence
+ADAPTIVE_EOT = 8
+
 
 @dataclass(frozen=True)
 class AttackJob:
@@ -302,6 +305,12 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
                 f"training fooling rate {fmt(r.extras['fooling_history'][-1])}")
         else:
             r = _run_batched(attack, model, x, y, images.target, job.seed, job.batch_size, desc)
+            if isinstance(model, Classifier) and model.adapts and not attack.queries_only:
+                # a defended model: the attacker who knows the defence too, each image's worst case
+                say(f"  {desc}: again through the defence (BPDA, EOT {ADAPTIVE_EOT}), judged as deployed")
+                with model.adaptive(eot=ADAPTIVE_EOT) as view:
+                    r = AttackResult.worst_of([r, _run_batched(attack, view, x, y, images.target, job.seed,
+                                                               job.batch_size, desc + " adaptive")])
         if grids is not None:
             assert isinstance(model, Classifier)  # dicom_grids says so
             r = on_stored_grid(r, model, x, y, grids, images.dataset.info.window)

@@ -24,12 +24,14 @@ from medfool.defenses.detector_attack import evaluate_detector
 from medfool.defenses.detectors import fit_detector
 from medfool.defenses.evaluation import BudgetRow, DefenceReport, attack_defence, inference_ms, worst_case
 from medfool.defenses.smoothing import certified_accuracy, certify
+from medfool.eval.sanity import model_checks
 from medfool.models.classifier import Classifier
 from medfool.models.metrics import evaluate
 from medfool.runs.common import Say, quiet
 from medfool.runs.ledger import Ledger
 from medfool.utils.io import atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
+from medfool.utils.stats import accuracy_breakdown, positive_class
 
 __all__ = ["DefenceRun", "Defended", "run_certify", "run_detectors", "run_evaluate", "test_sample"]
 
@@ -52,7 +54,7 @@ class DefenceRun:
     out: Path
     eps: tuple[float, ...] = (2 / 255, 8 / 255)
     n: int = 200
-    preset: str = "fast"
+    preset: str = "standard"
     eot: int = 8
     seed: int = 0
 
@@ -98,8 +100,13 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
     settings = {"eps": list(run.eps), "n": len(ids), "preset": run.preset, "eot": run.eot, "seed": run.seed}
     results = _Results(run, "defence.json", settings)
     reports = []
+    names, positive = run.dataset.info.class_names, positive_class(run.dataset.info.critical_classes)
+
+    def breakdown(held: torch.Tensor) -> dict[str, Any]:
+        return accuracy_breakdown(held.tolist(), y.tolist() if y.dim() == 1 else None, names, positive=positive)
+
     with Ledger.open(run.out) as ledger:
-        base_rows: dict[float, float] = {}
+        base_rows: dict[float, dict[str, Any]] = {}
         base_clean = None
         if baseline is not None:
             def base() -> dict[str, Any]:
@@ -109,7 +116,7 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
                 for eps in run.eps:
                     ok, _ = worst_case(baseline.model, baseline.model, members(run.preset, baseline.model.task, eps,
                                                                                 "linf"), x, y, ids, run.seed)
-                    out["robust"][f"{eps:.6f}"] = float(ok.float().mean())
+                    out["robust"][f"{eps:.6f}"] = breakdown(ok)
                 out["infer_ms"] = inference_ms(baseline.model, x)
                 return out
 
@@ -123,23 +130,29 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
                     f"{', '.join(f'{e * 255:g}/255' for e in run.eps)} on {len(ids)} test images")
                 rows = []
                 for eps in run.eps:
-                    naive, masked, adaptive = attack_defence(d.model, x, y, ids, eps, preset=run.preset,
-                                                             seed=run.seed, eot=run.eot)
-                    rows.append(BudgetRow(eps, naive, masked, adaptive, base_rows.get(round(eps, 6))))
-                    say(f"  {eps * 255:g}/255: robust accuracy naive {naive:.1%}, masking check {masked:.1%}, "
-                        f"adaptive {adaptive:.1%}")
+                    held = attack_defence(d.model, x, y, ids, eps, preset=run.preset, seed=run.seed, eot=run.eot)
+                    row = BudgetRow.of(eps, held, y, names, positive=positive, baseline=base_rows.get(round(eps, 6)))
+                    rows.append(row)
+                    a = row.breakdown["adaptive"]
+                    say(f"  {eps * 255:g}/255: robust accuracy naive {row.naive:.1%}, masking check "
+                        f"{row.masking_check:.1%}, adaptive {row.adaptive:.1%} [{a['ci95'][0]:.1%}, "
+                        f"{a['ci95'][1]:.1%}]" + (f", balanced {a['balanced']:.1%}, constant answer "
+                                                  f"{a['constant']:.1%}" if "balanced" in a else ""))
                 cost: dict[str, float] = {"infer_ms": inference_ms(d.model, x), "eval_s": time.perf_counter() - start}
                 if d.train_s is not None:
                     cost["train_s"] = d.train_s
                 if baseline is not None:
                     cost["baseline_infer_ms"] = b["infer_ms"]
                 report = DefenceReport(d.name, d.kind, evaluate(d.model, test)["accuracy"], base_clean, rows, len(ids),
-                                       cost)
+                                       cost, random=d.model.randomised, checks=model_checks(d.model, x[:32], y[:32]))
                 return report.to_json()
 
             item = _unit(ledger, f"defence:{d.name}", fingerprint({"m": d.digest, "b": baseline.digest if baseline
                                                                    else None, **settings}), measure)
             say(item["finding"])
+            for check in item.get("checks", []):
+                if check["status"] != "ok":
+                    say(f"  sanity check '{check['check']}' warns: {check['detail']}")
             results.add("defences", item)
             reports.append(item)
     return reports

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Z95", "accuracy_breakdown", "balanced_interval", "wilson"]
+__all__ = ["Z95", "accuracy_breakdown", "balanced_interval", "positive_class", "wilson"]
 
 Z95 = 1.959963984540054
 
@@ -105,3 +105,9 @@ def accuracy_breakdown(correct: Sequence[bool] | Sequence[int], labels: Sequence
         out["specificity"] = tn / nneg if nneg else math.nan
         out["specificity_ci95"] = list(wilson(tn, nneg))
     return out
+
+
+def positive_class(critical: Sequence[int]) -> int | None:
+    """The class whose recall is a binary task's sensitivity: the one clinically critical class
+    when the model names exactly one (pneumonia, malignant), else None (class 1)."""
+    return int(critical[0]) if len(critical) == 1 else None

@@ -10,7 +10,7 @@ Example (every key optional)::
     n = 64                      # test images attacked
     [whitebox]
     attacks = ["fgsm", "pgd"]   # the naive attacker: budgeted Linf attacks, each at every eps
-    ensemble = "fast"           # the headline: AutoAttack's protocol (fast | standard | off)
+    ensemble = "fast"           # the headline: AutoAttack's members (fast | standard: its own budgets | off)
     eps = [1, 2, 4, 8]
     [corruptions]
     severities = [1, 2, 3, 4, 5]

@@ -115,6 +115,14 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
             units.append(U.Unit("corruption/figure", "natural variation", U.corruption_figure_unit(
                 x[:1], ids[0], chosen, cc.severities, seeds)))
     wb = cfg.whitebox
+    # a defended audited model: every white-box row is the worst case of the naive and the
+    # adaptive attacker (its headline, curve and flip matrix are what an attacker who knows it gets)
+    eot = cfg.defence.eot if model.adapts else None
+    views = 1 + ((cfg.defence.eot if model.randomised else 1) if model.adapts else 0)
+
+    def passes(name: str, opts: dict[str, Any], n: int) -> Passes | None:
+        cost = attack_passes(name, opts, model, n)
+        return None if cost is None else cost * views
     if wb.enabled:
         for name in [a for a in wb.attacks if _supported(a, model.task, skipped)]:
             for eps in wb.eps:
@@ -125,7 +133,8 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                     units.append(U.Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", U.attack_unit(
                         "whitebox", name, opts, f"{eps:g}/255", subject, images.take(sl),
                         f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
-                        unit_seed(cfg.seed, f"whitebox/{name}/{eps:g}")), attack_passes(name, opts, model, size(sl))))
+                        unit_seed(cfg.seed, f"whitebox/{name}/{eps:g}"), adaptive_eot=eot),
+                        passes(name, opts, size(sl))))
         if wb.ensemble != "off" and _supported("ensemble", model.task, skipped):
             for eps in wb.eps:
                 for k, sl in chunks:
@@ -133,14 +142,14 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
                     units.append(U.Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", U.attack_unit(
                         "whitebox", "ensemble", ens, f"{eps:g}/255", subject, images.take(sl),
                         "grid-whitebox-ensemble" if k == 0 and eps == wb.eps[-1] else None,
-                        unit_seed(cfg.seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}"),
-                        attack_passes("ensemble", ens, model, size(sl))))
+                        unit_seed(cfg.seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}",
+                        adaptive_eot=eot), passes("ensemble", ens, size(sl))))
         for name in [a for a in wb.minimal if _supported(a, model.task, skipped)]:
             for k, sl in chunks:
                 units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(
                     "minimal", name, {}, "minimal", subject, images.take(sl),
-                    f"grid-minimal-{name}" if k == 0 else None, unit_seed(cfg.seed, f"minimal/{name}")),
-                    attack_passes(name, {}, model, size(sl))))
+                    f"grid-minimal-{name}" if k == 0 else None, unit_seed(cfg.seed, f"minimal/{name}"),
+                    adaptive_eot=eot), passes(name, {}, size(sl))))
     bb = cfg.blackbox
     if bb.enabled:
         for name in [a for a in bb.attacks if _supported(a, model.task, skipped)]:
@@ -242,8 +251,7 @@ def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
     checkpoints (loaded and checked here, before any unit runs)."""
     out: list[tuple[str, str, Classifier, str, float | None]] = []
     if model.meta.preprocess or model.meta.arch == "ensemble":
-        kind = "ensemble" if model.meta.arch == "ensemble" else "input transform"
-        out.append(("the audited model", kind, model, "audited", None))
+        out.append(("the audited model", defence_kind(model, {}), model, "audited", None))
     for name in cfg.defence.names:
         if Path(name).suffix in (".safetensors", ".pt", ".pth", ".ts") or "/" in name:
             defended, record = load_classifier(name, device=model.device)
@@ -251,7 +259,8 @@ def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
             out.append((name, defence_kind(defended, record), defended, file_digest(name),
                         record.get("train_wall_s")))
         else:
-            out.append((name, "input transform", with_transforms(model, [parse_spec(name)]), name, None))
+            defended = with_transforms(model, [parse_spec(name)])
+            out.append((name, defence_kind(defended, {}), defended, name, None))
     return out
 
 
@@ -272,7 +281,7 @@ def defence_passes(defended: Classifier, dc: DefenceSection, split: int, n: int)
     """One defence: the ensemble's members as the naive attacker and the masking check (one
     ensemble's worth), again through the adaptive view (each pass ``eot`` draws on a random
     defence), both models on the split, and the inference timing."""
-    adaptive = bool(defended.defence_layers)
+    adaptive = defended.adapts
     draws = dc.eot if defended.randomised else 1
     total = Passes(forwards=2 * split + 6 * n)
     for e in dc.eps:
@@ -341,6 +350,7 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
         "dataset": info.name, "dataset_source": info.source, "classes": list(info.class_names),
         "critical": list(model.meta.critical_classes), "task": model.task, "images": ids,
         "image_shape": list(x.shape[1:]), "command": command or {}, "started": time.time(),
+        "defended": model.adapts,
         **({} if info.window is None else {"native": {"unit": info.window.unit, "window_centre": info.window.centre,
                                                        "window_width": info.window.width}}),
         **({} if target is None else {"patch_target": target, "patch_target_name": info.class_names[target]}),

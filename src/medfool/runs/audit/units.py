@@ -42,6 +42,7 @@ from medfool.runs.common import save_result_grid
 from medfool.runs.poisoning import BackdoorPlan, retrainable, run_backdoor, trigger_figure
 from medfool.utils.io import json_safe
 from medfool.utils.rng import ImageStreams
+from medfool.utils.stats import positive_class
 
 __all__ = [
     "Artifact", "Unit", "UnitOutput", "attack_unit", "backdoor_unit", "clean_unit", "corruption_figure_unit",
@@ -155,15 +156,23 @@ def sanity_unit(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> Callable
 
 
 def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, subject: Subject, images: Chunk,
-                grid: str | None, seed: int, members: str | None = None) -> Callable[[torch.Generator], UnitOutput]:
+                grid: str | None, seed: int, members: str | None = None,
+                adaptive_eot: int | None = None) -> Callable[[torch.Generator], UnitOutput]:
     """One registered attack on one chunk of images. ``seed`` is the attack's at this budget,
     the same for every chunk: with the images' dataset indices as their ids, each image draws
     the same random numbers whichever chunk it falls in. ``members`` names a JSON artifact for
-    an ensemble's record of which member broke each image."""
+    an ensemble's record of which member broke each image. ``adaptive_eot`` (a defended model):
+    the attack also runs on the adaptive view (BPDA, surrogates, EOT with that many draws), and
+    each image's row is the worst case of the naive and the adaptive attacker, judged as
+    deployed."""
     model, info, ids, x, y = subject.model, subject.info, images.ids, images.x, images.y
 
     def run(_gen: torch.Generator) -> UnitOutput:
-        r = get_attack(name, **options)(model, x, y, seed=seed, ids=ids)
+        attack = get_attack(name, **options)
+        r = attack(model, x, y, seed=seed, ids=ids)
+        if adaptive_eot is not None:
+            with model.adaptive(eot=adaptive_eot) as view:
+                r = AttackResult.worst_of([r, attack(view, x, y, seed=seed, ids=ids)])
         artifacts = []
         if grid is not None:
             artifacts.append(grid_artifact(grid, model, info, x, y, r, f"{name} {budget} on {info.name}"))
@@ -317,22 +326,25 @@ def defence_unit(slug: str, name: str, kind: str, defended: Classifier, audited:
                  images: Chunk, eps: tuple[float, ...], preset: str, eot: int,
                  seed: int, train_s: float | None = None) -> Callable[[torch.Generator], UnitOutput]:
     """One defence at every budget: robust accuracy under the naive attacker, the masking check
-    and the adaptive attacker (medfool.defenses.evaluation), clean accuracy and inference cost."""
+    and the adaptive attacker (medfool.defenses.evaluation) with their per-class breakdowns, the
+    defended model's gradient-masking sanity checks, clean accuracy and inference cost."""
 
     def run(_gen: torch.Generator) -> UnitOutput:
         start = time.perf_counter()
         rows = []
+        names, positive = audited.class_names, positive_class(audited.meta.critical_classes)
         for e in eps:
-            naive, masked, adaptive = attack_defence(defended, images.x, images.y, images.ids, e / 255,
-                                                     preset=preset, seed=seed, eot=eot)
-            rows.append(BudgetRow(e / 255, naive, masked, adaptive))
+            held = attack_defence(defended, images.x, images.y, images.ids, e / 255, preset=preset, seed=seed, eot=eot)
+            rows.append(BudgetRow.of(e / 255, held, images.y, names, positive=positive))
         cost = {"infer_ms": inference_ms(defended, images.x), "baseline_infer_ms": inference_ms(audited, images.x),
                 "eval_s": time.perf_counter() - start}
         if train_s is not None:
             cost["train_s"] = train_s
         same = defended is audited
         report = DefenceReport(name, kind, evaluate(defended, split)["accuracy"],
-                               None if same else evaluate(audited, split)["accuracy"], rows, len(images.ids), cost)
+                               None if same else evaluate(audited, split)["accuracy"], rows, len(images.ids), cost,
+                               random=defended.randomised,
+                               checks=model_checks(defended, images.x[:32], images.y[:32]))
         return [], [(f"defence-{slug}", "json", json.dumps(json_safe(report.to_json())).encode())]
 
     return run
