@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Z95", "accuracy_breakdown", "balanced_interval", "wilson"]
+__all__ = ["Z95", "accuracy_breakdown", "balanced_interval", "positive_class", "wilson"]
 
 Z95 = 1.959963984540054
 
@@ -105,3 +105,9 @@ def accuracy_breakdown(correct: Sequence[bool] | Sequence[int], labels: Sequence
         out["specificity"] = tn / nneg if nneg else math.nan
         out["specificity_ci95"] = list(wilson(tn, nneg))
     return out
+
+
+def positive_class(critical: Sequence[int], num_classes: int) -> int | None:
+    """The class whose recall is a binary task's sensitivity: the model's critical class when it
+    names exactly one, else None (``accuracy_breakdown`` then takes class 1)."""
+    return int(critical[0]) if num_classes == 2 and len(critical) == 1 else None
