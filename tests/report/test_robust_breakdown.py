@@ -196,7 +196,7 @@ def test_report_shows_the_breakdown_wherever_it_shows_a_robust_accuracy(tmp_path
     head = robust[0]
     row = next(r for r in robust[1:] if "ensemble (worst case)" in r and "8/255" in r)
     cells = dict(zip(head, row, strict=True))
-    assert cells["accuracy"].startswith("59.0 % | ") and cells["balanced"].startswith("50.0 % | ")
+    assert cells["robust accuracy"].startswith("59.0 % | ") and cells["balanced"].startswith("50.0 % | ")
     assert cells["pneumonia (sensitivity)"].startswith("100.0 % | 59/59")
     assert cells["normal (specificity)"].startswith("0.0 % | 0/41")
     assert cells["constant answer"] == "59.0 % | pneumonia"

@@ -105,23 +105,24 @@ def _class_names(rows: Sequence[tuple[Sequence[str], Mapping[str, Any]]]) -> lis
 
 
 def breakdown_table(rows: Sequence[tuple[Sequence[str], Mapping[str, Any]]], head: Sequence[str], *,
-                    left: int | None = None, overall: bool = True, classes: Sequence[str] | None = None) -> str:
+                    left: int | None = None, overall: bool = True, classes: Sequence[str] | None = None,
+                    label: str = "accuracy") -> str:
     """An HTML table of accuracy breakdowns (:func:`medfool.utils.stats.accuracy_breakdown` dicts),
     one row per (leading cells, breakdown).
 
     After the leading cells (HTML, named by ``head``; the first ``left`` of them, default all,
-    left aligned) come, when ``overall``, the accuracy and the balanced accuracy, each with its
-    95 % interval (whole percent) below it; then each class of ``classes`` (default: every class
-    of the rows) with its accuracy and, below, correct/images and the interval (for two classes
-    headed as what they are: the positive class's is the sensitivity, the other's the
-    specificity); then, when ``overall``, the constant-classifier line (the largest class's share
-    of the row's images, and its name). Breakdowns of multi-label samples (overall figure only)
-    leave the other columns out. :func:`breakdown_tables` splits many classes over several
-    tables that fit the page."""
+    left aligned) come, when ``overall``, the accuracy (headed ``label``) and the balanced
+    accuracy, each with its 95 % interval (whole percent) below it; then each class of
+    ``classes`` (default: every class of the rows) with its accuracy and, below, correct/images
+    and the interval (for two classes headed as what they are: the positive class's is the
+    sensitivity, the other's the specificity); then, when ``overall``, the constant-classifier
+    line (the largest class's share of the row's images, and its name). Breakdowns of
+    multi-label samples (overall figure only) leave the other columns out.
+    :func:`breakdown_tables` splits many classes over several tables that fit the page."""
     names = _class_names(rows) if classes is None else list(classes)
     single = bool(_class_names(rows))
     positive = next((b["positive"] for _, b in rows if "positive" in b), None)
-    columns = (["accuracy"] + (["balanced"] if single else [])) if overall else []
+    columns = ([html.escape(label)] + (["balanced"] if single else [])) if overall else []
     columns += [html.escape(n) + ("" if positive is None else " (sensitivity)" if n == positive else " (specificity)")
                 for n in names]
     columns += ["constant answer"] if overall and single else []
@@ -151,17 +152,17 @@ each, so that every table fits a 1,300 px window."""
 
 
 def breakdown_tables(rows: Sequence[tuple[Sequence[str], Mapping[str, Any]]], head: Sequence[str], *,
-                     left: int | None = None) -> str:
+                     left: int | None = None, label: str = "accuracy") -> str:
     """Accuracy breakdowns as HTML that fits the page: one :func:`breakdown_table` with every figure
     for up to :data:`INLINE_CLASSES` classes; else the overall figures first, then the per-class
     figures in tables of at most ``2 * INLINE_CLASSES`` classes (as even as possible), each row
     led by the same cells. For any robust accuracy of the report (attacks, defences)."""
     names = _class_names(rows)
     if len(names) <= INLINE_CLASSES:
-        return breakdown_table(rows, head, left=left)
+        return breakdown_table(rows, head, left=left, label=label)
     parts = math.ceil(len(names) / (2 * INLINE_CLASSES))
     size = math.ceil(len(names) / parts)
-    return breakdown_table(rows, head, left=left, classes=()) + "".join(
+    return breakdown_table(rows, head, left=left, classes=(), label=label) + "".join(
         breakdown_table(rows, head, left=left, overall=False, classes=names[i:i + size])
         for i in range(0, len(names), size))
 
@@ -403,8 +404,9 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
 
     parts.append(breakdown_tables([([*lead(s), f"{s['n']} ({s['clean_correct']})", _pct(s["success_rate"])],
                                     s["robust_breakdown"]) for s in shown],
-                                  ["stage", "attack", "budget", "images (correct)", "success"], left=3))
-    parts.append("<p class='muted'><b>accuracy</b>: robust accuracy, the share of all audited images still correctly "
+                                  ["stage", "attack", "budget", "images (correct)", "success"], left=3,
+                                  label="robust accuracy"))
+    parts.append("<p class='muted'><b>robust accuracy</b>: the share of all audited images still correctly "
                  "classified after the attack, with its 95 % interval (Wilson) below; <b>balanced</b>: the mean of the "
                  "per-class figures (the headline on an imbalanced sample); per class: the share still correct, "
                  "below it still correct / images and the interval; "
