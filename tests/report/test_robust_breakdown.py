@@ -105,6 +105,18 @@ def test_headline_is_the_accuracy_with_its_interval_on_a_balanced_sample():
     assert f"45 % (95 % CI {100 * lo:.0f}-{100 * hi:.0f} %) at 8/255" in head
 
 
+def test_three_classes_name_the_weakest_and_the_strongest_class():
+    rows = (_rows("ensemble", "8/255", {0: (10, 1), 1: (6, 3)}) + [
+        {**r, "label": 2, "image": 100 + r["image"]} for r in _rows("ensemble", "8/255", {0: (4, 4)})])
+    summaries = S.summarise(rows, classes=("a", "b", "c"), critical=(2,))
+    found = S.findings(_meta(("a", "b", "c"), (2,)), None, summaries, rows, [], [])
+    detail = next(f for f in found if f.startswith("At 8/255 the worst case"))
+    assert detail == ("At 8/255 the worst case leaves its weakest class, a, at 10 % (1 of 10) and its strongest, c, at "
+                      "100 % (4 of 4); a constant 'a' answer would keep 50 % (balanced 33 %).")
+    flat = S.summarise(_rows("ensemble", "8/255", {0: (4, 0), 1: (4, 0)}), classes=("a", "b", "c"))
+    assert "leaves every class at 0 %;" in S.breakdown_finding(flat[0])
+
+
 class _Tables(HTMLParser):
     """Every table of a page as rows of cell texts; a cell's interval line (after <br>) is kept
     after a ' | '."""

@@ -259,8 +259,9 @@ def breakdown_finding(s: dict[str, Any]) -> str:
     else:
         ranked = sorted(per_class.items(), key=lambda kv: kv[1]["accuracy"])
         (weak, w), (strong, t) = ranked[0], ranked[-1]
-        what = (f"its weakest class, {weak}, at {_pct(w['accuracy'])} ({w['correct']} of {w['n']}) and its strongest,"
-                f" {strong}, at {_pct(t['accuracy'])} ({t['correct']} of {t['n']})")
+        what = (f"every class at {_pct(w['accuracy'])}" if w["accuracy"] == t["accuracy"] else
+                f"its weakest class, {weak}, at {_pct(w['accuracy'])} ({w['correct']} of {w['n']}) and its "
+                f"strongest, {strong}, at {_pct(t['accuracy'])} ({t['correct']} of {t['n']})")
     return (f"At {s['budget']} {who} leaves {what}; a constant '{b['majority']}' answer would keep "
             f"{_pct(b['constant'])} (balanced {_pct(b['constant_balanced'])}).")
 
