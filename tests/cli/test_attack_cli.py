@@ -142,3 +142,57 @@ def test_analyze_pixel_map_writes_maps(ckpt, tmp_path, capsys):
     assert len(row["drop"]) == 28 and len(row["drop"][0]) == 28 and row["queries"] == 28 * 28 * 10 + 1
     assert max(max(r) for r in row["drop"]) == pytest.approx(row["max_drop"])
     assert (out / "pixel_map_0.png").stat().st_size > 1000 and res["seed"] == 0
+
+
+def test_each_budget_breaks_robust_accuracy_down_by_class(ckpt, tmp_path):
+    """Every per-budget summary carries the robust accuracy per class, balanced and with its
+    interval, recomputed here from the per-image rows (still correct = correct before, not fooled)."""
+    out = tmp_path / "b"
+    assert main(["attack", "fgsm", "-m", ckpt, "-d", "synthetic", "--eps", "2/255", "32/255", "--n", "40",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    for summary in res["summaries"]:
+        b = summary["robust_breakdown"]
+        rows = [r for r in res["images"] if r["eps"] == summary["eps"]]
+        kept = [r["clean_correct"] and not r["success"] for r in rows]
+        assert b["n"] == 40 and b["accuracy"] == pytest.approx(summary["robust_accuracy"]) == sum(kept) / 40
+        for c, name in enumerate(res["classes"]):
+            mine = [k for k, r in zip(kept, rows, strict=True) if r["label"] == c]
+            assert b["per_class"][name]["n"] == len(mine)
+            assert b["per_class"][name]["accuracy"] == pytest.approx(sum(mine) / len(mine))
+        per_class = [v["accuracy"] for v in b["per_class"].values()]
+        assert b["balanced"] == pytest.approx(sum(per_class) / len(per_class))
+        assert b["ci95"][0] <= b["accuracy"] <= b["ci95"][1]
+        counts = [sum(r["label"] == c for r in rows) for c in range(len(res["classes"]))]
+        assert b["constant"] == pytest.approx(max(counts) / 40)
+        assert "sensitivity" not in b  # three classes
+
+
+def test_binary_robust_breakdown_takes_the_critical_class_as_positive():
+    """Robust sensitivity is the recall of the model's one critical class (here class 0), robust
+    specificity that of the other; without a single critical class, class 1 is positive."""
+    import torch
+
+    from medfool.attacks.base import AttackResult
+    from medfool.models.classifier import MetaView, ModelMeta
+    from medfool.runs.attack import robust_breakdown
+
+    def view(critical: tuple[int, ...]) -> MetaView:
+        v = MetaView()
+        v.meta = ModelMeta(task="binary", class_names=("tumour", "normal"), input_shape=(1, 4, 4), mean=(0.5,),
+                           std=(0.25,), num_outputs=1, critical_classes=critical)
+        return v
+
+    y = torch.tensor([0, 0, 0, 0, 1, 1])
+    clean_correct = torch.tensor([True, True, True, False, True, True])
+    success = torch.tensor([True, False, False, False, False, True])  # tumour: 2 of 4 kept; normal: 1 of 2
+    z = torch.zeros(6)
+    r = AttackResult(attack="x", x_adv=torch.zeros(6, 1, 4, 4), success=success, clean_correct=clean_correct,
+                     clean_pred=y, adv_pred=y, l0=z, l2=z, linf=z, gradients=z.long(), queries=z.long(), wall_s=0.0,
+                     config={})
+    b = robust_breakdown(r, y, view((0,)))
+    assert b["positive"] == "tumour" and b["sensitivity"] == pytest.approx(0.5) and b["specificity"] == 0.5
+    assert b["accuracy"] == pytest.approx(3 / 6) and b["balanced"] == pytest.approx(0.5)
+    r2 = AttackResult(**{**r.__dict__, "success": torch.tensor([False, False, False, False, False, True])})
+    b2 = robust_breakdown(r2, y, view(()))
+    assert b2["positive"] == "normal" and b2["sensitivity"] == 0.5 and b2["specificity"] == pytest.approx(0.75)

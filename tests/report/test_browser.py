@@ -1,5 +1,6 @@
-"""The audit report in a real browser: headless Chromium loads it with no console errors and
-no broken images, and a screenshot is taken (kept in the test's temporary folder)."""
+"""The audit report in a real browser: headless Chromium loads it with no console errors, no
+broken images and no table wider than a 1,300 px window, and a screenshot is taken (kept in
+the test's temporary folder)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import CHROMIUM_FLAGS, chromium
+from browser import CHROMIUM_FLAGS, chromium, overflowing_tables
 from medfool.cli.main import main
 
 
@@ -22,12 +23,13 @@ def test_report_renders_in_headless_chromium(tiny_model: Path, tiny_config: Path
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
             problems: list[str] = []
             page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
             page.goto((out / "report.html").resolve().as_uri(), wait_until="load")
+            too_wide = overflowing_tables(page)  # the attack table was 1,200 px in 1,100 (before its split)
             images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
             headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
             findings = page.locator("#findings + ul li").count()
@@ -35,6 +37,7 @@ def test_report_renders_in_headless_chromium(tiny_model: Path, tiny_config: Path
         finally:
             browser.close()
     assert problems == []
+    assert too_wide == []
     assert len(images) >= 6
     broken = [alt for alt, complete, width in images if not complete or width == 0]
     assert broken == []
@@ -99,7 +102,8 @@ def test_defended_model_report_shows_naive_and_adaptive_side_by_side(tiny_model:
                 return Array.from(t.querySelectorAll('tr')).slice(1).map(r => r.cells[0].textContent); })()""")
             attacks = page.evaluate("""(() => { let t = document.getElementById('attacks');
                 while (t && t.tagName !== 'TABLE') t = t.nextElementSibling;
-                return Array.from(t.querySelectorAll('tr')).map(r => Array.from(r.cells).map(c => c.textContent)); })()""")
+                return Array.from(t.querySelectorAll('tr')).map(
+                    r => Array.from(r.cells).map(c => c.textContent)); })()""")
             tables = page.evaluate("""Array.from(document.querySelectorAll('#defences ~ h3')).map(h => {
                 let t = h.nextElementSibling; while (t && t.tagName !== 'TABLE') t = t.nextElementSibling;
                 return [h.textContent, Array.from(t.querySelectorAll('th')).map(c => c.textContent),

@@ -7,7 +7,6 @@ checks run before any attack; the result checks read the audit's rows.
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -16,9 +15,14 @@ import torch
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 
-__all__ = ["Check", "model_checks", "result_checks"]
+__all__ = ["RISE_TOLERANCE", "Check", "model_checks", "result_checks", "rising_curves"]
 
 Check = dict[str, str]
+
+RISE_TOLERANCE = 1
+"""Images by which an attack's robust accuracy may rise from a smaller budget to a larger one
+before :func:`rising_curves` flags it: one image either way is the noise of a random start or a
+random search, more is an attack that does not converge."""
 
 
 def _check(name: str, ok: bool, detail: str) -> Check:
@@ -68,7 +72,9 @@ def model_checks(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> list[Ch
 
 
 def result_checks(rows: list[dict[str, Any]]) -> list[Check]:
-    """Checks on attack results: black-box beating white-box, unchanged outputs, non-monotone curves."""
+    """Checks on attack results: black-box beating white-box, unchanged outputs, robust accuracy that
+    rises with the budget (every attack, single-step ones included: an FGSM that overshoots at
+    the larger budget still reports a robust accuracy that is too high)."""
     out = []
     by: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in rows:
@@ -100,22 +106,59 @@ def result_checks(rows: list[dict[str, Any]]) -> list[Check]:
             unchanged.append(f"{attack} {budget}: no image changed at all")
     out.append(_check("adversarial outputs differ from inputs", not unchanged,
                       "; ".join(unchanged) if unchanged else "every counted success changed its image"))
-    curves: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for (stage, attack, budget), group in white.items():
-        # single-step attacks (FGSM) are known to overshoot at large budgets: only iterative ones are held to it
-        if budget.endswith("/255") and max(r["gradients"] for r in group.values()) > 1:
-            n = sum(r["clean_correct"] for r in group.values())
-            rate = sum(r["success"] and r["clean_correct"] for r in group.values()) / n if n else 0.0
-            curves[f"{stage}:{attack}"].append((float(budget[:-4]), rate))
-    bumps = []
-    for name, pts in curves.items():
-        pts.sort()
-        for (e1, s1), (e2, s2) in itertools.pairwise(pts):
-            if s2 + 1e-9 < s1:
-                bumps.append(f"{name.split(':')[1]} {e1:g}/255 -> {e2:g}/255: {s1:.2f} -> {s2:.2f}")
-    if curves:
-        out.append(_check("iterative attacks succeed more at larger budgets", not bumps,
-                          "a larger budget fooled fewer images (" + "; ".join(bumps) + "): the attack is not "
-                          "converging" if bumps else "every white-box attack succeeds at least as often at a "
-                          "larger budget"))
+    rising = rising_curves(by)
+    if rising is not None:
+        out.append(_check("robust accuracy does not rise with the budget", not rising,
+                          "a larger budget left more images correctly classified (" + "; ".join(rising) + "), by "
+                          f"more than the {RISE_TOLERANCE} image(s) sampling noise allows: the attack is not "
+                          "converging (or, single-step, overshooting), so its robust accuracy is too optimistic"
+                          if rising else "no attack's robust accuracy rises with its budget by more than "
+                          f"{RISE_TOLERANCE} image(s)"))
     return out
+
+
+def _budget_value(budget: str) -> tuple[str, float] | None:
+    """("/255", 4.0) for "4/255", ("px", 3.0) for "3 px"; None for a budget with no size."""
+    head, _, unit = budget.strip().partition(" ")
+    if head.endswith("/255"):
+        head, unit = head[:-4], "/255"
+    try:
+        return unit, float(head)
+    except ValueError:
+        return None
+
+
+def rising_curves(by: dict[tuple[str, str, str], dict[int, dict[str, Any]]]) -> list[str] | None:
+    """Every attack (not the natural corruptions) whose robust accuracy at a larger budget is above
+    its lowest at a smaller one by more than :data:`RISE_TOLERANCE` images, named with its budgets
+    and figures; the worst rise per attack. ``by``: (stage, attack, budget) -> image -> row. None
+    when no attack ran at two budgets of one kind."""
+    curves: dict[tuple[str, str, str], list[tuple[float, str, int, int]]] = defaultdict(list)
+    for (stage, attack, budget), group in by.items():
+        value = _budget_value(budget)
+        if stage in ("clean", "corruption") or value is None:
+            continue
+        kept = sum(bool(r["clean_correct"]) and not r["success"] for r in group.values())
+        curves[(stage, attack, value[0])].append((value[1], budget, kept, len(group)))
+    curves = {k: v for k, v in curves.items() if len(v) > 1}
+    if not curves:
+        return None
+
+    def pct(kept: int, n: int) -> str:
+        return f"{100 * kept / n:.0f} % ({kept} of {n})"
+
+    found = []
+    for (stage, attack, _), pts in curves.items():
+        pts.sort()
+        worst, low = None, pts[0]
+        for pt in pts[1:]:
+            # rise in images, on the smaller of the two samples
+            rise = (pt[2] / pt[3] - low[2] / low[3]) * min(pt[3], low[3])
+            if rise > RISE_TOLERANCE + 1e-9 and (worst is None or rise > worst[0]):
+                worst = (rise, low, pt)
+            if pt[2] / pt[3] < low[2] / low[3]:
+                low = pt
+        if worst is not None:
+            _, a, b = worst
+            found.append(f"{attack} ({stage}): {pct(a[2], a[3])} at {a[1]} -> {pct(b[2], b[3])} at {b[1]}")
+    return found

@@ -13,6 +13,7 @@ import math
 import re
 import sqlite3
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,19 @@ from medfool.eval.store import ResultStore
 from medfool.report import summary as S
 from medfool.report.plots import line_chart
 from medfool.utils.io import atomic_write_bytes, atomic_write_json, json_safe
+from medfool.utils.stats import is_imbalanced
 
-__all__ = ["CSS", "THREATS", "collect", "ensemble_members", "page", "render"]
+__all__ = ["CSS", "INLINE_CLASSES", "THREATS", "breakdown_table", "breakdown_tables", "collect", "ensemble_members",
+           "page", "render"]
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;
 line-height:1.45;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em;max-width:100%}
+th,td{border:1px solid #ccc;padding:.3em .5em;text-align:right}
+table.breakdown{font-size:.85em}table.breakdown td:not(.l){white-space:nowrap}
+.ci{font-size:.85em;color:#666;white-space:normal}.ci span{white-space:nowrap}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.findings li{margin:.35em 0}
 .missed{background:#f7d0d0}.alarm{background:#fdeccc}.diag{color:#999}
 span.missed{background:#f4b6b6}span.alarm{background:#fde3b0}
@@ -79,20 +84,112 @@ def _table(head: list[str], body: list[list[str]], left: int = 1) -> str:
     return f"<table><tr>{th}</tr>{rows}</table>"
 
 
-def _curve_png(summaries: list[dict[str, Any]]) -> bytes | None:
+def _with_ci(value: float | None, ci: Sequence[float | None] | None, note: str = "") -> str:
+    """A rate and, on a second, smaller line, ``note`` and its 95 % interval (these two may wrap
+    apart in a narrow column)."""
+    if value is None or math.isnan(value):
+        return "&ndash;"
+    lo, hi = ci if ci else (None, None)
+    interval = "" if lo is None or hi is None or math.isnan(lo) else f"{100 * lo:.0f}&ndash;{100 * hi:.0f}"
+    below = ", ".join(f"<span>{p}</span>" for p in (note, interval) if p)
+    return _pct(value) + (f"<br><span class='ci'>{below}</span>" if below else "")
+
+
+def _class_names(rows: Sequence[tuple[Sequence[str], Mapping[str, Any]]]) -> list[str]:
+    """The classes of a set of breakdowns, in class order (the union over the rows)."""
+    order: dict[str, int] = {}
+    for _, b in rows:
+        for name, c in (b.get("per_class") or {}).items():
+            order[name] = min(order.get(name, c["class"]), c["class"])
+    return sorted(order, key=order.__getitem__)
+
+
+def breakdown_table(rows: Sequence[tuple[Sequence[str], Mapping[str, Any]]], head: Sequence[str], *,
+                    left: int | None = None, overall: bool = True, classes: Sequence[str] | None = None,
+                    label: str = "accuracy") -> str:
+    """An HTML table of accuracy breakdowns (:func:`medfool.utils.stats.accuracy_breakdown` dicts),
+    one row per (leading cells, breakdown).
+
+    After the leading cells (HTML, named by ``head``; the first ``left`` of them, default all,
+    left aligned) come, when ``overall``, the accuracy (headed ``label``) and the balanced
+    accuracy, each with its 95 % interval (whole percent) below it; then each class of
+    ``classes`` (default: every class of the rows) with its accuracy and, below, correct/images
+    and the interval (for two classes headed as what they are: the positive class's is the
+    sensitivity, the other's the specificity); then, when ``overall``, the constant-classifier
+    line (the largest class's share of the row's images, and its name). Breakdowns of
+    multi-label samples (overall figure only) leave the other columns out.
+    :func:`breakdown_tables` splits many classes over several tables that fit the page."""
+    names = _class_names(rows) if classes is None else list(classes)
+    single = bool(_class_names(rows))
+    positive = next((b["positive"] for _, b in rows if "positive" in b), None)
+    columns = ([html.escape(label)] + (["balanced"] if single else [])) if overall else []
+    columns += [html.escape(n) + ("" if positive is None else " (sensitivity)" if n == positive else " (specificity)")
+                for n in names]
+    columns += ["constant answer"] if overall and single else []
+    body = []
+    for lead, b in rows:
+        pc = b.get("per_class") or {}
+        cells = [*lead]
+        if overall:
+            cells.append(_with_ci(b["accuracy"], b.get("ci95")))
+            if single:
+                cells.append(_with_ci(b.get("balanced"), b.get("balanced_ci95")))
+        for n in names:
+            c = pc.get(n)
+            cells.append("&ndash;" if c is None else _with_ci(c["accuracy"], c["ci95"], f"{c['correct']}/{c['n']}"))
+        if overall and single:
+            cells.append("&ndash;" if "constant" not in b else
+                         f"{_pct(b['constant'])}<br><span class='ci'>{html.escape(str(b['majority']))}</span>")
+        body.append(cells)
+    return _table([*head, *columns], body, left=len(head) if left is None else left).replace(
+        "<table>", "<table class='breakdown'>", 1)
+
+
+INLINE_CLASSES = 4
+"""Up to this many classes, :func:`breakdown_tables` shows the per-class figures in the same table
+as the overall ones; above it, in tables of their own of at most ``2 * INLINE_CLASSES`` classes
+each, so that every table fits a 1,300 px window."""
+
+
+def breakdown_tables(rows: Sequence[tuple[Sequence[str], Mapping[str, Any]]], head: Sequence[str], *,
+                     left: int | None = None, label: str = "accuracy") -> str:
+    """Accuracy breakdowns as HTML that fits the page: one :func:`breakdown_table` with every figure
+    for up to :data:`INLINE_CLASSES` classes; else the overall figures first, then the per-class
+    figures in tables of at most ``2 * INLINE_CLASSES`` classes (as even as possible), each row
+    led by the same cells. For any robust accuracy of the report (attacks, defences)."""
+    names = _class_names(rows)
+    if len(names) <= INLINE_CLASSES:
+        return breakdown_table(rows, head, left=left, label=label)
+    parts = math.ceil(len(names) / (2 * INLINE_CLASSES))
+    size = math.ceil(len(names) / parts)
+    return breakdown_table(rows, head, left=left, classes=(), label=label) + "".join(
+        breakdown_table(rows, head, left=left, overall=False, classes=names[i:i + size])
+        for i in range(0, len(names), size))
+
+
+def _curve_png(summaries: list[dict[str, Any]], num_classes: int) -> bytes | None:
+    """Robust accuracy against the budget, beside the constant-classifier line; balanced accuracy
+    (and the constant answer's 1/K) when the sample is imbalanced."""
+    plotted = [s for s in summaries if s["stage"] in ("whitebox", "blackbox") and s["budget"].endswith("/255")]
+    ref = next((s["robust_breakdown"] for s in plotted if "constant" in s["robust_breakdown"]), None)
+    balanced = ref is not None and is_imbalanced(ref, num_classes)
     series: dict[str, dict[float, float]] = {}
-    for s in summaries:
-        if s["stage"] in ("whitebox", "blackbox") and s["budget"].endswith("/255"):
-            label = s["attack"] + (" (black-box)" if s["stage"] == "blackbox" else f" ({s['role']})" if s.get("role")
-                                   else "")
-            series.setdefault(label, {})[float(s["budget"][:-4])] = s["robust_accuracy"]
+    for s in plotted:
+        label = s["attack"] + (" (black-box)" if s["stage"] == "blackbox" else f" ({s['role']})" if s.get("role")
+                               else "")
+        figure = s["robust_breakdown"]["balanced"] if balanced else s["robust_accuracy"]
+        series.setdefault(label, {})[float(s["budget"][:-4])] = figure
     if not series:
         return None
     eps = sorted({e for pts in series.values() for e in pts})
+    if ref is not None:
+        line = ref["constant_balanced"] if balanced else ref["constant"]
+        series[f"constant answer '{ref['majority']}'"] = dict.fromkeys(eps, line)
+    what = "balanced robust accuracy" if balanced else "robust accuracy"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "curve.png"
         line_chart(path, eps, {k: [v.get(e, math.nan) for e in eps] for k, v in series.items()},
-                   xlabel="epsilon (x/255, Linf)", ylabel="robust accuracy", title="robust accuracy vs budget")
+                   xlabel="epsilon (x/255, Linf)", ylabel=what, title=f"{what} vs budget")
         return path.read_bytes()
 
 
@@ -117,7 +214,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
                                            "patch_target", "patch_target_name", "started", "skipped", "native",
                                            "defended")}
     rows = store.rows()
-    summaries = S.summarise(rows)
+    summaries = S.summarise(rows, meta["classes"] or [], meta["critical"] or [])
     maps = [json.loads(d) for n, _, d in store.artifacts("map-") if n.endswith("-json")]
     clean = store.json_artifact("clean")
     backdoor = store.json_artifact("backdoor-json")
@@ -331,26 +428,39 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
             [[html.escape(cfg.get("split", "test")), f"{clean['n']:,}", _pct(clean["accuracy"]), _num(clean["auc"])]]))
     # curve + attack table
     parts.append("<h2 id='attacks'>Attacks</h2>")
-    curve = _curve_png(summaries)
+    curve = _curve_png(summaries, len(classes))
     if curve:
         parts.append(f"<div class='figs'>{_img(curve, 'robust accuracy vs epsilon')}</div>")
     shown = [s for s in summaries if s["stage"] != "corruption"]
-    parts.append(_table(
-        ["stage", "attack", "budget", "images (correct)", "success", "robust acc.", "median L2", "median Linf",
-         "median L0", "PSNR dB", "SSIM", "CIEDE2000", "queries / image", "gradients / image", "s / image"],
-        [[html.escape(s["stage"]), html.escape(s["attack"] + (f" ({s['role']})" if s.get("role") else "")),
-          html.escape(s["budget"] + _native_budget(s["budget"], meta.get("native"))),
-          f"{s['n']} ({s['clean_correct']})", _pct(s["success_rate"]), _pct(s["robust_accuracy"]),
-          _num(s["median_l2"]), "&ndash;" if math.isnan(s["median_linf_255"]) else f"{s['median_linf_255']:.1f}/255",
+
+    def lead(s: dict[str, Any]) -> list[str]:
+        return [html.escape(s["stage"]), html.escape(s["attack"] + (f" ({s['role']})" if s.get("role") else "")),
+                html.escape(s["budget"] + _native_budget(s["budget"], meta.get("native"))).replace(" ", "&nbsp;")]
+
+    parts.append(breakdown_tables([([*lead(s), f"{s['n']} ({s['clean_correct']})", _pct(s["success_rate"])],
+                                    s["robust_breakdown"]) for s in shown],
+                                  ["stage", "attack", "budget", "images (correct)", "success"], left=3,
+                                  label="robust accuracy"))
+    parts.append("<p class='muted'><b>robust accuracy</b>: the share of all audited images still correctly "
+                 "classified after the attack, with its 95 % interval (Wilson) below; <b>balanced</b>: the mean of the "
+                 "per-class figures (the headline on an imbalanced sample); per class: the share still correct, "
+                 "below it still correct / images and the interval; "
+                 "<b>constant answer</b>: what answering the sample's largest class every time would keep at any "
+                 "budget (its balanced accuracy is 1 / classes). <b>worst case</b>: the ensemble (AutoAttack's "
+                 "protocol: APGD-CE, APGD-T, FAB-T and Square, each on the images no earlier one broke), the number "
+                 "to sign; <b>naive</b>: single-loss fixed-step attacks, shown because they are what many evaluations "
+                 "stop at; they overstate robustness on over-confident models.</p>")
+    parts.append("<h3>Size, perceptibility and cost of the attacks</h3>" + _table(
+        ["stage", "attack", "budget", "median L2", "median Linf", "median L0", "PSNR dB", "SSIM", "CIEDE2000",
+         "queries / image", "gradients / image", "s / image"],
+        [[*lead(s), _num(s["median_l2"]),
+          "&ndash;" if math.isnan(s["median_linf_255"]) else f"{s['median_linf_255']:.1f}/255",
           _num(s["median_l0"], 0), _num(s["mean_psnr"], 1), _num(s["mean_ssim"]), _num(s["mean_ciede2000"], 2),
           _num(s["mean_queries"], 0), _num(s["mean_gradients"], 0), _num(s["time_per_image_s"], 3)]
          for s in shown], left=3))
     parts.append("<p class='muted'>Sizes and perceptibility (PSNR, SSIM, CIEDE2000 mean colour difference) are over "
                  "the successful adversarial images; queries and gradients over the correctly classified images "
-                 "(those the success rate counts); time over all. <b>worst case</b>: the ensemble (AutoAttack's "
-                 "protocol: APGD-CE, APGD-T, FAB-T and Square, each on the images no earlier one broke), the number "
-                 "to sign; <b>naive</b>: single-loss fixed-step attacks, shown because they are what many evaluations "
-                 "stop at; they overstate robustness on over-confident models.</p>")
+                 "(those the success rate counts); time over all.</p>")
     members = data.get("ensemble_members") or {}
     if members:
         names = list(next(iter(members.values())))

@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
+from medfool.utils.stats import accuracy_breakdown, is_imbalanced, positive_class
+
 __all__ = [
-    "NAIVE", "STAGE_ORDER", "Row", "backdoor_findings", "corruption_findings", "corruption_table",
-    "critical_flips", "findings", "flip_matrix", "role", "strongest", "summarise",
+    "NAIVE", "STAGE_ORDER", "Row", "backdoor_findings", "breakdown_finding", "corruption_findings",
+    "corruption_table", "critical_flips", "findings", "flip_matrix", "robust_breakdown", "robust_figure", "role",
+    "strongest", "summarise",
 ]
 
 Row = dict[str, Any]
@@ -37,8 +41,21 @@ def _mean(values: list[float | None]) -> float:
     return float(sum(vals) / len(vals)) if vals else math.nan
 
 
-def summarise(rows: list[Row]) -> list[dict[str, Any]]:
-    """One summary per (stage, attack, budget), in report order."""
+def robust_breakdown(group: list[Row], classes: Sequence[str], critical: Sequence[int] = ()) -> dict[str, Any]:
+    """The robust accuracy of one (stage, attack, budget)'s rows broken down
+    (:func:`medfool.utils.stats.accuracy_breakdown`): an image counts when it was correct before
+    and the attack failed; per class unless a row has no single label (multi-label); for two
+    classes the positive one is the model's critical class if it names exactly one, else class 1."""
+    labels = [r["label"] for r in group]
+    single = all(lab is not None for lab in labels)
+    return accuracy_breakdown([bool(r["clean_correct"]) and not r["success"] for r in group],
+                              labels if single else None, classes,
+                              positive=positive_class(critical, len(classes)))
+
+
+def summarise(rows: list[Row], classes: Sequence[str] = (), critical: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """One summary per (stage, attack, budget), in report order, each with its robust accuracy's
+    breakdown (``robust_breakdown``) over ``classes``."""
     groups: dict[tuple[str, str, str], list[Row]] = defaultdict(list)
     for r in rows:
         if r["stage"] != "clean":
@@ -60,6 +77,7 @@ def summarise(rows: list[Row]) -> list[dict[str, Any]]:
             "mean_queries": _mean([r["queries"] for r in counted]),
             "mean_gradients": _mean([r["gradients"] for r in counted]),
             "time_per_image_s": _mean([r["time_s"] for r in group]),
+            "robust_breakdown": robust_breakdown(group, classes, critical),
         })
     out.sort(key=lambda s: (STAGE_ORDER.index(s["stage"]) if s["stage"] in STAGE_ORDER else 99, s["attack"],
                             _budget_key(str(s["budget"]))))
@@ -141,16 +159,22 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
         shown = ens[-2:]
         over = ("APGD-CE, APGD with the margin loss and Square" if meta.get("task") == "multi-label"
                 else "APGD-CE, APGD-T, FAB-T and Square")
+        b = at["robust_breakdown"]
+        balanced = is_imbalanced(b, len(classes))
+        why = (f"the mean over classes: the sample is {_pct(b['constant'])} {b['majority']}, so plain accuracy "
+               "would flatter a model that leans to it" if balanced else "")
+        naive_part = ("the naive attacker would report " + ("balanced " if balanced else "") + ", ".join(
+            f"{s['attack'].upper()} {robust_figure(s['robust_breakdown'], len(classes), interval=False)}"
+            for s in naive) + f" at {at['budget']}") if naive else ""
+        tail = "; ".join(p for p in (why, naive_part) if p)
         out.append(
             f"Against the strongest attacker the audit runs (the worst case per image over {over}, "
             f"{protocol_words(preset)}"
             + ("; the model is defended, so each image is the worst case of the naive attacker and the adaptive "
                "one (BPDA, EOT, judged as deployed)" if meta.get("defended") else "")
-            + "), robust accuracy is "
-            + " and ".join(f"{_pct(s['robust_accuracy'])} at {s['budget']}" for s in shown)
-            + (" (the naive attacker would report " + ", ".join(
-                f"{s['attack'].upper()} {_pct(s['robust_accuracy'])}" for s in naive) + f" at {at['budget']})."
-               if naive else "."))
+            + f"), {'balanced ' if balanced else ''}robust accuracy is "
+            + " and ".join(f"{robust_figure(s['robust_breakdown'], len(classes))} at {s['budget']}" for s in shown)
+            + (f" ({tail})." if tail else "."))
     if wb:
         # the smallest budget at which an attack flips at least half; else the most successful
         best = max(wb, key=lambda s: (1, -_budget_key(s["budget"]), s["success_rate"]) if s["success_rate"] >= 0.5
@@ -162,6 +186,10 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
                    f"({who}{seen}) flips {_pct(best['success_rate'])} of the correctly "
                    "classified images.")
         top = strongest(summaries, "whitebox")
+        if top:
+            detail = breakdown_finding(top)
+            if detail:
+                out.append(detail)
         if top and critical:
             missed, total = critical_flips(rows, "whitebox", top["attack"], top["budget"], critical)
             if total:
@@ -207,6 +235,44 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
                f"{len(warns)} of {len(checks)} sanity checks warn ({', '.join(c['check'] for c in warns)}): "
                "read the numbers below with that in mind.")
     return out
+
+
+def robust_figure(b: dict[str, Any], num_classes: int, *, interval: bool = True) -> str:
+    """The figure to quote for a robust accuracy breakdown: its balanced accuracy when the sample is
+    imbalanced (:func:`medfool.utils.stats.is_imbalanced`), else its accuracy, with the 95 %
+    interval unless ``interval`` is False: "50 % (95 % CI 43-57 %)"."""
+    value, (lo, hi) = (b["balanced"], b["balanced_ci95"]) if is_imbalanced(b, num_classes) else (b["accuracy"],
+                                                                                                   b["ci95"])
+    if not interval or lo is None or math.isnan(lo):
+        return _pct(value)
+    return f"{_pct(value)} (95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)"
+
+
+def breakdown_finding(s: dict[str, Any]) -> str:
+    """What the robust accuracy of summary ``s`` hides: for two classes robust sensitivity and
+    specificity, for more the weakest and the strongest class; and the constant-classifier line.
+    Empty for multi-label summaries."""
+    b = s["robust_breakdown"]
+    per_class = b.get("per_class")
+    if not per_class or "constant" not in b:
+        return ""
+    who = "the worst case" if s["attack"] == "ensemble" else s["attack"].upper()
+
+    def ci(key: str) -> str:
+        lo, hi = b[f"{key}_ci95"]
+        return "" if lo is None or math.isnan(lo) else f" (95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)"
+
+    if "sensitivity" in b:
+        what = (f"robust sensitivity ({b['positive']}) {_pct(b['sensitivity'])}{ci('sensitivity')} and robust "
+                f"specificity {_pct(b['specificity'])}{ci('specificity')}")
+    else:
+        ranked = sorted(per_class.items(), key=lambda kv: kv[1]["accuracy"])
+        (weak, w), (strong, t) = ranked[0], ranked[-1]
+        what = (f"every class at {_pct(w['accuracy'])}" if w["accuracy"] == t["accuracy"] else
+                f"its weakest class, {weak}, at {_pct(w['accuracy'])} ({w['correct']} of {w['n']}) and its "
+                f"strongest, {strong}, at {_pct(t['accuracy'])} ({t['correct']} of {t['n']})")
+    return (f"At {s['budget']} {who} leaves {what}; a constant '{b['majority']}' answer would keep "
+            f"{_pct(b['constant'])} (balanced {_pct(b['constant_balanced'])}).")
 
 
 def corruption_table(summaries: list[dict[str, Any]]) -> dict[str, dict[int, float]]:

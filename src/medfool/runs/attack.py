@@ -27,7 +27,7 @@ from medfool.data.windowing import Window
 from medfool.errors import ConfigError, DataError
 from medfool.eval.perceptibility import perceptibility
 from medfool.models import load_classifier
-from medfool.models.classifier import Classifier
+from medfool.models.classifier import Classifier, MetaView
 from medfool.models.predict import OnnxModel, PredictModel, from_classifier
 from medfool.report.grid import class_grid
 from medfool.runs.common import (
@@ -45,8 +45,9 @@ from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
+from medfool.utils.stats import accuracy_breakdown, positive_class
 
-__all__ = ["EXPERIMENTS", "AttackJob", "Images", "load_victim", "run_attack", "select_images"]
+__all__ = ["EXPERIMENTS", "AttackJob", "Images", "load_victim", "robust_breakdown", "run_attack", "select_images"]
 
 log = logging.getLogger("medfool")
 
@@ -221,7 +222,8 @@ def _transfer(job: AttackJob, options: dict[str, Any], say: Say) -> None:
     atomic_write_json(job.out / "results.json", {
         "attack": "transfer", "base": base, "model": str(job.model), "surrogate": str(job.surrogate),
         "dataset": info.name, "seed": job.seed, "eps": eps, "summary": s,
-        "surrogate_summary": t.on_surrogate.summary(), "victim_summary": t.on_victim.summary(),
+        "surrogate_summary": t.on_surrogate.summary(),
+        "victim_summary": {**t.on_victim.summary(), "robust_breakdown": robust_breakdown(t.on_victim, y, victim)},
         "images": [{"index": int(i), "surrogate_success": bool(a), "victim_success": bool(b),
                     "victim_clean_correct": bool(c)} for i, a, b, c in
                    zip(images.index, t.on_surrogate.success, t.on_victim.success, t.on_victim.clean_correct,
@@ -265,6 +267,18 @@ def select_images(job: AttackJob, model: Victim, say: Say) -> Images:
     x, y = x.to(device), y.to(device)
     check_outputs(model, x, job.model)
     return Images(index, x, y, target, dataset)
+
+
+def robust_breakdown(result: AttackResult, y: torch.Tensor, model: MetaView) -> dict[str, Any]:
+    """The robust accuracy of ``result`` broken down (:func:`medfool.utils.stats.accuracy_breakdown`):
+    an image counts as correct when the model was right before the attack and the attack failed,
+    over every image of the sample; per class (multi-label samples: overall only), balanced, the
+    constant-classifier line and, for two classes, robust sensitivity and specificity (positive:
+    the model's critical class if it names one, else class 1)."""
+    correct = (result.clean_correct & ~result.success).cpu().tolist()
+    labels = y.cpu().tolist() if y.dim() == 1 else None
+    return accuracy_breakdown(correct, labels, model.class_names,
+                              positive=positive_class(model.meta.critical_classes, model.num_classes))
 
 
 def _run_batched(attack: Attack, model: Victim, x: torch.Tensor, y: torch.Tensor, target: TargetSpec, seed: int,
@@ -325,10 +339,13 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
             summary["mean_delta_e2000"] = float(de[ok].mean()) if bool(ok.any()) else float("nan")
         summary["eps"] = eps
         summary["eps_255"] = None if eps is None else round(eps * 255, 3)
+        summary["robust_breakdown"] = breakdown = robust_breakdown(r, y, model)
         rows.append(summary)
         budget = "" if eps is None else f"eps {eps * 255:.3g}/255: "
         say(f"  {budget}success {fmt(r.success_rate)} of {int(r.clean_correct.sum())} correctly classified, "
-            f"robust accuracy {fmt(r.robust_accuracy)}, median L2 {fmt(summary['median_l2'])}, "
+            f"robust accuracy {fmt(r.robust_accuracy)}"
+            + (f" (balanced {fmt(breakdown['balanced'])})" if "balanced" in breakdown else "")
+            + f", median L2 {fmt(summary['median_l2'])}, "
             f"SSIM {fmt(summary['mean_ssim'])}, {r.wall_s:.1f} s"
             + (f", changed pixels' CIEDE2000 to their neighbourhood {summary['mean_delta_e2000']:.1f}"
                if "mean_delta_e2000" in summary else ""))

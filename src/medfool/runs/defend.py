@@ -100,7 +100,8 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
     settings = {"eps": list(run.eps), "n": len(ids), "preset": run.preset, "eot": run.eot, "seed": run.seed}
     results = _Results(run, "defence.json", settings)
     reports = []
-    names, positive = run.dataset.info.class_names, positive_class(run.dataset.info.critical_classes)
+    names = run.dataset.info.class_names
+    positive = positive_class(run.dataset.info.critical_classes, len(names))
 
     def breakdown(held: torch.Tensor) -> dict[str, Any]:
         return accuracy_breakdown(held.tolist(), y.tolist() if y.dim() == 1 else None, names, positive=positive)

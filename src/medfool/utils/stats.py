@@ -18,7 +18,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Z95", "accuracy_breakdown", "balanced_interval", "positive_class", "wilson"]
+__all__ = ["IMBALANCE_MARGIN", "Z95", "accuracy_breakdown", "balanced_interval", "is_imbalanced", "positive_class",
+           "wilson"]
 
 Z95 = 1.959963984540054
 
@@ -107,7 +108,24 @@ def accuracy_breakdown(correct: Sequence[bool] | Sequence[int], labels: Sequence
     return out
 
 
-def positive_class(critical: Sequence[int]) -> int | None:
-    """The class whose recall is a binary task's sensitivity: the one clinically critical class
-    when the model names exactly one (pneumonia, malignant), else None (class 1)."""
-    return int(critical[0]) if len(critical) == 1 else None
+def positive_class(critical: Sequence[int], num_classes: int) -> int | None:
+    """The class whose recall is a binary task's sensitivity: the model's critical class when it
+    names exactly one, else None (``accuracy_breakdown`` then takes class 1)."""
+    return int(critical[0]) if num_classes == 2 and len(critical) == 1 else None
+
+
+IMBALANCE_MARGIN = 0.05
+"""How far above an even share (1/K) the largest class of a sample may be before the sample
+counts as imbalanced (:func:`is_imbalanced`)."""
+
+
+def is_imbalanced(breakdown: dict[str, Any], num_classes: int) -> bool:
+    """Whether the sample behind ``breakdown`` (an :func:`accuracy_breakdown`) is imbalanced: its
+    largest class's share is above 1/K + :data:`IMBALANCE_MARGIN`, K the task's ``num_classes``
+    (above 55 % for two classes, 38.3 % for three, 16.1 % for nine). On such a sample a plain
+    accuracy rewards leaning to the majority, so the balanced accuracy is the headline. The margin
+    is small on purpose: a 59 % majority of two classes already lets a constant answer look 9
+    points better than chance, and calling a nearly even sample imbalanced costs nothing (its
+    balanced and plain accuracies then agree). Multi-label samples (no class shares) are not."""
+    k = max(num_classes, len(breakdown.get("per_class", {})))
+    return "constant" in breakdown and k > 0 and breakdown["constant"] > 1 / k + IMBALANCE_MARGIN

@@ -332,7 +332,7 @@ def defence_unit(slug: str, name: str, kind: str, defended: Classifier, audited:
     def run(_gen: torch.Generator) -> UnitOutput:
         start = time.perf_counter()
         rows = []
-        names, positive = audited.class_names, positive_class(audited.meta.critical_classes)
+        names, positive = audited.class_names, positive_class(audited.meta.critical_classes, audited.num_classes)
         for e in eps:
             held = attack_defence(defended, images.x, images.y, images.ids, e / 255, preset=preset, seed=seed, eot=eot)
             rows.append(BudgetRow.of(e / 255, held, images.y, names, positive=positive))
