@@ -258,30 +258,6 @@ def defence_results(store: ResultStore, summaries: list[dict[str, Any]]) -> list
     return out
 
 
-def _ci(b: dict[str, Any], key: str = "ci95") -> str:
-    bounds = b.get(key)
-    if not bounds or bounds[0] is None or bounds[1] is None:
-        return ""
-    return f" [{100 * bounds[0]:.0f}, {100 * bounds[1]:.0f}]"
-
-
-def breakdown_words(b: dict[str, Any]) -> str:
-    """One line on a robust accuracy: per class, balanced, sensitivity / specificity, the
-    constant answer's line, each with its 95 % interval."""
-    if not b:
-        return ""
-    parts = [f"{html.escape(name)} {_pct(c['accuracy'])}{_ci(c)} (n {c['n']})"
-             for name, c in (b.get("per_class") or {}).items()]
-    if "sensitivity" in b:
-        parts.append(f"sensitivity ({html.escape(b['positive'])}) {_pct(b['sensitivity'])}"
-                     f"{_ci(b, 'sensitivity_ci95')}, specificity {_pct(b['specificity'])}{_ci(b, 'specificity_ci95')}")
-    if "balanced" in b:
-        parts.append(f"balanced {_pct(b['balanced'])}{_ci(b, 'balanced_ci95')}")
-    if "constant" in b:
-        parts.append(f"a constant answer ({html.escape(b['majority'])}) keeps {_pct(b['constant'])}")
-    return "; ".join(parts)
-
-
 def _defence_section(defences: list[dict[str, Any]]) -> str:
     parts = ["<h2 id='defences'>Defences: the naive and the adaptive attacker</h2><p class='muted'>Robust accuracy "
              "(share of all audited images still correctly classified, 95 % interval). <b>naive</b>: the ensemble's "
@@ -300,16 +276,16 @@ def _defence_section(defences: list[dict[str, Any]]) -> str:
                                              if d.get("baseline_clean_accuracy") is not None else "")
 
         def cell(r: dict[str, Any], who: str) -> str:
-            return _pct(r[who]) + _ci((r.get("breakdown") or {}).get(who, {}))
+            return _with_ci(r[who], ((r.get("breakdown") or {}).get(who) or {}).get("ci95"))
         parts.append(f"<h3>{html.escape(d['name'])} <span class='muted'>({html.escape(d['kind'])})</span></h3>"
                      f"<p>{html.escape(d['finding'])}</p>"
                      f"<p class='muted'>clean accuracy {clean} &middot; inference {infer}{train}</p>" + _table(
                          ["budget", "naive", "masking check", "adaptive", "undefended"],
                          [[f"{r['eps_255']:g}/255", cell(r, "naive"), cell(r, "masking_check"),
                            f"<b>{cell(r, 'adaptive')}</b>", _pct(r.get("baseline"))] for r in d["rows"]])
-                     + "".join(f"<p class='muted'>adaptive at {r['eps_255']:g}/255: "
-                               f"{breakdown_words(r['breakdown']['adaptive'])}</p>"
-                               for r in d["rows"] if (r.get("breakdown") or {}).get("adaptive")))
+                     + breakdown_tables([([f"{r['eps_255']:g}/255"], r["breakdown"]["adaptive"]) for r in d["rows"]
+                                         if (r.get("breakdown") or {}).get("adaptive")],
+                                        ["adaptive attacker at"], label="robust accuracy"))
     return "".join(parts)
 
 
