@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from medfool.cli.main import main
-from medfool.models import load_classifier
+from medfool.defenses.robust_training import RobustObjective
+from medfool.models import load_classifier, save_checkpoint
 
 DEFEND = ["adv-train", "transform", "ensemble", "evaluate", "detector", "certify"]
 
@@ -77,3 +78,30 @@ def test_adv_train_logs_robust_accuracy_per_epoch(tmp_path: Path) -> None:
     assert all("val_robust_accuracy" in row for row in record["history"])
     model, _ = load_classifier(out / "model.safetensors")
     assert model(torch.rand(2, 3, 28, 28)).shape == (2, 3)
+
+
+def _with_objective(tiny_model: Path, tmp_path: Path, method: str, sigma: float) -> Path:
+    """The tiny model saved again with the record robust training writes for ``method``."""
+    model, _ = load_classifier(tiny_model)
+    path = tmp_path / f"{method}.safetensors"
+    save_checkpoint(model, path, {"dataset": "synthetic",
+                                  "objective": RobustObjective(method=method, sigma=sigma).describe()})
+    return path
+
+
+def test_certify_refuses_a_model_not_trained_with_noise_unless_sigma_is_given(
+        tiny_model: Path, tmp_path: Path, fails_cleanly) -> None:
+    # a PGD-trained model's record carries the objective's (unused) default sigma: it must not be taken
+    pgd = _with_objective(tiny_model, tmp_path, "pgd", 0.25)
+    argv = ["defend", "certify", "-m", str(pgd), "-d", "synthetic", "--n", "2", "--n0", "4", "--samples", "8"]
+    fails_cleanly([*argv, "-o", str(tmp_path / "c")], r"not trained with Gaussian noise.*give --sigma",
+                  out=tmp_path / "c")
+    assert main([*argv, "--sigma", "0.3", "-o", str(tmp_path / "given")]) == 0
+    assert json.loads((tmp_path / "given" / "certify.json").read_text())["settings"]["sigma"] == 0.3
+
+
+def test_certify_takes_sigma_from_a_noise_trained_model(tiny_model: Path, tmp_path: Path) -> None:
+    noise = _with_objective(tiny_model, tmp_path, "noise", 0.5)
+    assert main(["defend", "certify", "-m", str(noise), "-d", "synthetic", "--n", "2", "--n0", "4", "--samples", "8",
+                 "-o", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "certify.json").read_text())["settings"]["sigma"] == 0.5

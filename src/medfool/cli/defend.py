@@ -16,6 +16,7 @@ from medfool.defenses.detectors import DETECTORS
 from medfool.defenses.evaluation import defence_kind
 from medfool.defenses.input_transforms import with_transforms
 from medfool.defenses.robust_training import METHODS, RobustObjective
+from medfool.defenses.smoothing import trained_sigma
 from medfool.errors import ConfigError
 from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
 from medfool.models.ensemble import COMBINE
@@ -152,7 +153,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data_options(q)
     add_run_options(q)
     q.add_argument("--sigma", type=float_in(1e-6, 10.0), default=None,
-                   help="noise level (default: the one the model was trained with)")
+                   help="noise level (default: the one a model trained with --method noise was trained with; "
+                        "required for any other model)")
     q.add_argument("--radius", action="append", type=float_in(0.0, 100.0), default=None,
                    help="L2 radius to report (repeat; default 0, 0.25, 0.5, 1)")
     q.add_argument("--n", type=positive, default=100, help="test images (default 100)")
@@ -265,12 +267,13 @@ def cmd_detector(args: argparse.Namespace) -> int:
 
 def cmd_certify(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    run = _run(args)
     model, record = _defended(args.model, device)
-    check_compatible(model.model, run.dataset, args.model)
-    sigma = args.sigma or (record.get("objective") or {}).get("sigma")
+    sigma = args.sigma if args.sigma is not None else trained_sigma(record)
     if sigma is None:
-        raise ConfigError(f"{args.model} was not trained with Gaussian noise; give --sigma")
+        raise ConfigError(f"{args.model} was not trained with Gaussian noise (its record has no noise objective, "
+                          "which 'defend adv-train --method noise' writes); give --sigma")
+    run = _run(args)
+    check_compatible(model.model, run.dataset, args.model)
     radii = args.radius or [0.0, 0.25, 0.5, 1.0]
     run.out.mkdir(parents=True, exist_ok=True)
     with folder_lock(run.out):
