@@ -105,3 +105,19 @@ def test_certify_takes_sigma_from_a_noise_trained_model(tiny_model: Path, tmp_pa
     assert main(["defend", "certify", "-m", str(noise), "-d", "synthetic", "--n", "2", "--n0", "4", "--samples", "8",
                  "-o", str(tmp_path / "c")]) == 0
     assert json.loads((tmp_path / "c" / "certify.json").read_text())["settings"]["sigma"] == 0.5
+
+
+def test_eot_help_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["defend", "adv-train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    eot = text[text.index("--eot ") + len("--eot "):text.index("--val-images VAL_IMAGES ")]
+    for words in ("H&E stain", "before crafting", "RGB", "grayscale"):
+        assert words in eot, eot
+
+
+def test_eot_is_refused_where_it_would_do_nothing(make_npz, tmp_path: Path, fails_cleanly) -> None:
+    grey = make_npz("grey.npz", channels=1, size=28, n=32, classes=2)
+    fails_cleanly(["defend", "adv-train", "-d", str(grey), "--eot", "--epochs", "1", "--out", str(tmp_path / "a")],
+                  r"--eot jitters H&E stains.*1 channel", out=tmp_path / "a")
+    fails_cleanly(["defend", "adv-train", "-d", "synthetic", "--eot", "--method", "noise", "--epochs", "1",
+                   "--out", str(tmp_path / "b")], r"--eot.*--method noise crafts nothing", out=tmp_path / "b")

@@ -39,7 +39,12 @@ def cmd_adv_train(args: argparse.Namespace) -> int:
                                 sigma=args.sigma, eot=args.eot, val_images=args.val_images, seed=args.seed)
     cfg = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       patience=args.patience, seed=args.seed)
+    if args.eot and args.method == "noise":
+        raise ConfigError("--eot jitters stains before crafting adversarial examples; --method noise crafts nothing")
     dataset = data_source(args).load()
+    if args.eot and dataset.info.n_channels != 3:
+        raise ConfigError(f"--eot jitters H&E stains, which needs RGB histology; {dataset.info.name} has "
+                          f"{dataset.info.n_channels} channel{'s' if dataset.info.n_channels != 1 else ''}")
     out = Path(args.out or f"runs/{dataset.info.name}-{args.arch}-{args.method}-seed{args.seed}")
     check_writable(out)
     say(f"{args.method} training {args.arch} on {dataset.summary()} (eps {args.eps * 255:g}/255, "
@@ -75,7 +80,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--steps", type=positive, default=7, help="PGD / TRADES steps per batch (default 7)")
     q.add_argument("--beta", type=float_in(0.0, 1000.0), default=6.0, help="TRADES trade-off (default 6)")
     q.add_argument("--sigma", type=float_in(1e-6, 10.0), default=0.25, help="noise standard deviation (noise)")
-    q.add_argument("--eot", action="store_true", help="jitter H&E stains before crafting (histology)")
+    q.add_argument("--eot", action="store_true",
+                   help="EOT over stains: jitter each batch's H&E stains (Tellez et al. 2019: per image and stain, "
+                        "scale and shift of up to 0.05) before crafting its adversarial examples, so the robustness "
+                        "learnt holds across scanners. RGB histology only (refused for grayscale data); not with "
+                        "--method noise, which crafts nothing")
     q.add_argument("--val-images", type=int, default=256, help="validation images for the per-epoch robust check")
     q.add_argument("--arch", default="small_cnn", help=f"architecture (known: {', '.join(architectures())})")
     q.add_argument("--epochs", type=positive, default=None)
