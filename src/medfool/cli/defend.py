@@ -11,7 +11,17 @@ from typing import Any
 import torch
 
 from medfool.attacks.ensemble import PRESETS
-from medfool.cli.common import add_data_options, add_run_options, data_source, float_in, parse_eps, positive, say
+from medfool.cli.common import (
+    MODEL_HELP,
+    add_data_options,
+    add_run_options,
+    data_source,
+    float_in,
+    model_path,
+    parse_eps,
+    positive,
+    say,
+)
 from medfool.defenses.detectors import DETECTORS
 from medfool.defenses.evaluation import defence_kind
 from medfool.defenses.input_transforms import with_transforms
@@ -101,7 +111,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "median:size=3, bit-depth:bits=4, blur:sigma=1, resize-pad:max_shrink=4, "
                                     "stain-norm (Macenko). Deployed, JPEG and bit-depth rounding give zero gradients; "
                                     "'medfool defend evaluate' attacks them with BPDA (and EOT for random ones).")
-    q.add_argument("--model", "-m", required=True, help="checkpoint to defend")
+    q.add_argument("--model", "-m", required=True, type=model_path, help="checkpoint to defend (or its run folder)")
     q.add_argument("--transform", "-t", action="append", required=True, type=parse_transform,
                    help="a transform (repeat to chain)")
     q.add_argument("--out", "-o", required=True, help="output .safetensors")
@@ -110,7 +120,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser("ensemble", help="one model from several: logits averaged or majority vote",
                         description="Combine trained models (architectures or seeds; Paul et al., ISBI 2020) into one "
                                     "checkpoint that attacks, the audit and export take as one model.")
-    q.add_argument("--model", "-m", action="append", required=True, help="a member checkpoint (repeat, >= 2)")
+    q.add_argument("--model", "-m", action="append", required=True, type=model_path,
+                   help="a member checkpoint or run folder (repeat, >= 2)")
     q.add_argument("--combine", default="mean", choices=COMBINE, help="mean of logits, or majority vote")
     q.add_argument("--out", "-o", required=True, help="output .safetensors")
     q.set_defaults(func=cmd_ensemble)
@@ -122,10 +133,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "transforms and votes, EOT over random transforms; per image the best of all "
                                     "three), beside the undefended --baseline under the ensemble. Writes "
                                     "OUT/defence.json as each defence finishes; a rerun resumes.")
-    q.add_argument("--model", "-m", action="append", default=[], help="a defended checkpoint (repeat)")
+    q.add_argument("--model", "-m", action="append", default=[], type=model_path,
+                   help="a defended checkpoint or run folder (repeat)")
     q.add_argument("--transform", "-t", action="append", default=[], type=parse_transform,
                    help="an input transform applied to --baseline (repeat: one defence each)")
-    q.add_argument("--baseline", "-b", default=None, help="the undefended checkpoint")
+    q.add_argument("--baseline", "-b", default=None, type=model_path, help="the undefended checkpoint or run folder")
     add_data_options(q)
     add_run_options(q)
     add_budget_options(q)
@@ -141,7 +153,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "images, then report ROC-AUC and true-positive rate against PGD (naive) and "
                                     "against a joint attack on detector + model (adaptive). Writes "
                                     "OUT/detectors.json.")
-    q.add_argument("--model", "-m", required=True)
+    q.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     q.add_argument("--kind", "-k", action="append", choices=DETECTORS, default=None,
                    help="detector (repeat; default all)")
     add_data_options(q)
@@ -158,7 +170,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "1 - alpha), the radius is sigma x Phi^-1(pA); pA <= 1/2 abstains. Train the base "
                                     "model with 'medfool defend adv-train --method noise --sigma S'. Radii in [0, 1] "
                                     "pixel units (L2 over all pixels). Writes OUT/certify.json.")
-    q.add_argument("--model", "-m", required=True)
+    q.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     add_data_options(q)
     add_run_options(q)
     q.add_argument("--sigma", type=float_in(1e-6, 10.0), default=None,
