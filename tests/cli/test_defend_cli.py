@@ -121,3 +121,35 @@ def test_eot_is_refused_where_it_would_do_nothing(make_npz, tmp_path: Path, fail
                   r"--eot jitters H&E stains.*1 channel", out=tmp_path / "a")
     fails_cleanly(["defend", "adv-train", "-d", "synthetic", "--eot", "--method", "noise", "--epochs", "1",
                    "--out", str(tmp_path / "b")], r"--eot.*--method noise crafts nothing", out=tmp_path / "b")
+
+
+@pytest.mark.parametrize("sub", ["detector", "evaluate", "certify"])
+def test_a_dataset_without_a_test_split_is_refused_before_anything_is_written(
+        sub: str, tiny_model: Path, tmp_path: Path, fails_cleanly) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("pattern_0", "pattern_1", "pattern_2"):  # what the tiny model classifies
+            (tmp_path / "tiles" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (28, 28), (60 * i, 0, 0)).save(tmp_path / "tiles" / split / c / f"{i}.png")
+    extra = {"evaluate": ["-t", "median", "--eot", "1"], "certify": ["--sigma", "0.25", "--samples", "8"],
+             "detector": ["--steps", "2"]}[sub]
+    model = ["--baseline"] if sub == "evaluate" else ["-m"]
+    fails_cleanly(["defend", sub, *model, str(tiny_model), *extra, "-d", str(tmp_path / "tiles"),
+                   "-o", str(tmp_path / "o")], r"tiles has no test split", out=tmp_path / "o")
+
+
+def test_adv_train_without_a_test_split_names_the_validation_accuracy(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for k, c in enumerate(("a", "b")):
+            (tmp_path / "tiles" / split / c).mkdir(parents=True)
+            for i in range(8):
+                Image.new("RGB", (28, 28), (200 * k, 20 * i, 0)).save(tmp_path / "tiles" / split / c / f"{i}.png")
+    assert main(["defend", "adv-train", "-d", str(tmp_path / "tiles"), "--method", "fgsm-rs", "--epochs", "1",
+                 "--val-images", "4", "--out", str(tmp_path / "adv")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("val (no test split; it selected the epoch) accuracy"), last

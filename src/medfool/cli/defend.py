@@ -33,7 +33,7 @@ from medfool.models.ensemble import COMBINE
 from medfool.models.preprocess import PREPROCESS, parse_spec
 from medfool.models.train import TrainConfig
 from medfool.runs.common import check_compatible, check_writable, fmt, folder_lock
-from medfool.runs.defend import DefenceRun, Defended, run_certify, run_detectors, run_evaluate
+from medfool.runs.defend import DefenceRun, Defended, held_out, run_certify, run_detectors, run_evaluate
 from medfool.runs.train import train_and_save
 from medfool.utils.device import resolve_device
 from medfool.utils.repro import file_digest, fingerprint
@@ -60,13 +60,21 @@ def cmd_adv_train(args: argparse.Namespace) -> int:
     say(f"{args.method} training {args.arch} on {dataset.summary()} (eps {args.eps * 255:g}/255, "
         f"{objective.attack_steps} attack step(s) per batch)")
     _, record = train_and_save(dataset, cfg, out, resolve_device(args.device), objective)
-    test = record["metrics"]["test"] or record["metrics"]["val"]
-    last = record["history"][record["best_epoch"] - 1]
-    robust = f", val robust accuracy (PGD-10) {fmt(last['val_robust_accuracy'])}" \
-        if "val_robust_accuracy" in last else ""
-    say(f"test accuracy {fmt(test['accuracy'])}{robust} (best epoch {record['best_epoch']}/{record['epochs_run']}, "
+    say(f"{_trained_accuracy(record)} (best epoch {record['best_epoch']}/{record['epochs_run']}, "
         f"{record['train_wall_s']:.0f} s) -> {out / 'model.safetensors'}")
     return 0
+
+
+def _trained_accuracy(record: dict[str, Any]) -> str:
+    """Test accuracy and the selected epoch's robust validation figure; without a test split,
+    the validation accuracy, named as what it is (the split that selected the epoch)."""
+    metrics = record["metrics"]
+    which = "test" if metrics["test"] else "val (no test split; it selected the epoch)"
+    text = f"{which} accuracy {fmt((metrics['test'] or metrics['val'])['accuracy'])}"
+    last = record["history"][record["best_epoch"] - 1]
+    if "val_robust_accuracy" in last:
+        text += f", val robust accuracy (PGD-10) {fmt(last['val_robust_accuracy'])}"
+    return text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -239,6 +247,7 @@ def _check_out_file(out: Path) -> None:
 
 def _run(args: argparse.Namespace) -> DefenceRun:
     dataset = data_source(args).load()
+    held_out(dataset)  # refused before anything is written
     out = Path(args.out)
     check_writable(out)
     eps = tuple(args.eps or args.eps_default) if hasattr(args, "eps_default") else ()
