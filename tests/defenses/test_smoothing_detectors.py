@@ -109,3 +109,15 @@ def test_finding_words() -> None:
     assert "drops it to 3 %" in finding(masked)
     holds = DefenceReport("PGD training", "robust training", 0.8, 0.9, [BudgetRow(8 / 255, 0.6, 0.62, 0.55, 0.0)], 100)
     assert "raises robust accuracy at 8/255 from 0 % undefended to 55 %" in finding(holds)
+
+
+def test_smoothing_base_model_is_selected_on_noisy_validation_accuracy() -> None:
+    ds = make_synthetic(seed=1, per_split=(192, 96, 30))
+    objective = RobustObjective(method="noise", sigma=0.5)
+    result = fit(ds, TrainConfig(arch_kwargs={"width": 4}, epochs=3, batch_size=64, lr=1e-2), objective=objective)
+    noisy = [row["val_noisy_accuracy"] for row in result.history]
+    best = max(range(len(noisy)), key=lambda i: (noisy[i], -result.history[i]["val_loss"])) + 1
+    assert result.best_epoch == best and result.record["selected_on"] == "val_noisy_accuracy"
+    # the weights kept are that epoch's: the same noisy check gives the recorded figure
+    assert objective.validate(result.model, ds.split("val"))["val_noisy_accuracy"] == noisy[best - 1]
+    assert noisy != [row["val_accuracy"] for row in result.history]  # measured under noise, not on clean images

@@ -57,8 +57,9 @@ def cmd_adv_train(args: argparse.Namespace) -> int:
                           f"{dataset.info.n_channels} channel{'s' if dataset.info.n_channels != 1 else ''}")
     out = Path(args.out or f"runs/{dataset.info.name}-{args.arch}-{args.method}-seed{args.seed}")
     check_writable(out)
-    say(f"{args.method} training {args.arch} on {dataset.summary()} (eps {args.eps * 255:g}/255, "
-        f"{objective.attack_steps} attack step(s) per batch)")
+    budget = f"sigma {args.sigma:g}" if args.method == "noise" else f"eps {args.eps * 255:g}/255"
+    say(f"{args.method} training {args.arch} on {dataset.summary()} ({budget}, {objective.attack_steps} attack step(s) "
+        "per batch)")
     _, record = train_and_save(dataset, cfg, out, resolve_device(args.device), objective)
     say(f"{_trained_accuracy(record)} (best epoch {record['best_epoch']}/{record['epochs_run']}, "
         f"{record['train_wall_s']:.0f} s) -> {out / 'model.safetensors'}")
@@ -74,6 +75,8 @@ def _trained_accuracy(record: dict[str, Any]) -> str:
     last = record["history"][record["best_epoch"] - 1]
     if "val_robust_accuracy" in last:
         text += f", val robust accuracy (PGD-10) {fmt(last['val_robust_accuracy'])}"
+    if "val_noisy_accuracy" in last:
+        text += f", val accuracy under the training noise {fmt(last['val_noisy_accuracy'])} (epochs selected on it)"
     return text
 
 
@@ -90,7 +93,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "Madry et al. 2018; trades: Zhang et al. 2019; fgsm-rs: Wong et al. 2020 (one step "
                                     "from a random start); noise: Gaussian augmentation, the base model of randomized "
                                     "smoothing (Cohen et al. 2019). Each epoch logs clean and PGD-10 robust validation "
-                                    "accuracy; epochs are selected on their mean. Writes OUT/model.safetensors.")
+                                    "accuracy; epochs are selected on their mean (noise: on validation accuracy under "
+                                    "Gaussian noise at --sigma, what the smoothed model votes over). Writes "
+                                    "OUT/model.safetensors.")
     add_data_options(q)
     add_run_options(q)
     q.add_argument("--method", default="pgd", choices=METHODS)
