@@ -121,3 +121,26 @@ def test_smoothing_base_model_is_selected_on_noisy_validation_accuracy() -> None
     # the weights kept are that epoch's: the same noisy check gives the recorded figure
     assert objective.validate(result.model, ds.split("val"))["val_noisy_accuracy"] == noisy[best - 1]
     assert noisy != [row["val_accuracy"] for row in result.history]  # measured under noise, not on clean images
+
+
+@pytest.mark.parametrize("kind", ["lid", "kd-bu"])
+def test_reference_images_are_not_scored_against_themselves_at_fit_time(
+        kind: str, trained: tuple[Classifier, Dataset], monkeypatch: pytest.MonkeyPatch) -> None:
+    """LID's reference set and KD's kernel bank hold training images; the images whose statistics
+    fit the detector must not be among them (an image at distance 0 from itself looks maximally
+    clean), else the fitted features differ from those of every image scored later."""
+    model, ds = trained
+    xt, yt = ds.split("train").get(range(120))
+    xv, _ = ds.split("val").get(range(60))
+    nearest: list[float] = []
+    real_cdist = torch.cdist
+
+    def spy(a: torch.Tensor, b: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if a.shape[0] and b.shape[0]:  # exact distances: matrix-product ones round close rows to 0
+            exact = real_cdist(a.detach().double(), b.detach().double(), compute_mode="donot_use_mm_for_euclid_dist")
+            nearest.append(float(exact.min()))
+        return real_cdist(a, b, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "cdist", spy)
+    fit_detector(kind, model, xt, yt, xv, eps=16 / 255)
+    assert nearest and min(nearest) > 0, "a training image was scored against a reference set holding itself"
