@@ -144,3 +144,23 @@ def test_reference_images_are_not_scored_against_themselves_at_fit_time(
     monkeypatch.setattr(torch, "cdist", spy)
     fit_detector(kind, model, xt, yt, xv, eps=16 / 255)
     assert nearest and min(nearest) > 0, "a training image was scored against a reference set holding itself"
+
+
+def test_detection_row_states_one_consistent_set_of_counts(trained: tuple[Classifier, Dataset]) -> None:
+    model, ds = trained
+    xt, yt = ds.split("train").get(range(120))
+    xv, _ = ds.split("val").get(range(100))
+    det = fit_detector("mahalanobis", model, xt, yt, xv, eps=16 / 255)
+    x, y = ds.split("test").get(range(20))
+    y = y.clone()
+    y[:5] = (y[:5] + 1) % 3  # five images the model now gets wrong: sampled, not attacked
+    correct = int((model.predict(x) == y).sum())
+    row = evaluate_detector(model, det, x, y, list(range(20)), 16 / 255, steps=3).to_json()
+    assert row["sampled"] == 20 and row["correct"] == correct == row["attacked"] and correct <= 15
+    for stage in ("naive", "adaptive"):
+        fooled, passed = row[f"{stage}_fooled"], row[f"{stage}_fooled_unflagged"]
+        assert 0 <= passed <= fooled <= row["attacked"]
+        if fooled:
+            assert row[f"{stage}_tpr"] == pytest.approx(1 - passed / fooled)
+        assert row[f"robust_{stage}"] == pytest.approx((row["correct"] - passed) / row["sampled"])
+    assert row["adaptive_evade"] == pytest.approx(row["adaptive_fooled_unflagged"] / row["attacked"])

@@ -294,8 +294,10 @@ def cmd_detector(args: argparse.Namespace) -> int:
                              say=say)
     for item in rows:
         for r in item["detection"]:
-            say(f"{item['name']} at {r['eps'] * 255:g}/255: naive ROC-AUC {fmt(r['naive_auc'])}, TPR@5%FPR "
-                f"{fmt(r['naive_tpr'])}; adaptive TPR@5%FPR {fmt(r['adaptive_tpr'])} ({r['attacked']} images attacked)")
+            say(f"{item['name']} at {r['eps'] * 255:g}/255, on the {r['attacked']} of {r['sampled']} test images the "
+                f"model classifies correctly: naive PGD fooled {r['naive_fooled']}, ROC-AUC {fmt(r['naive_auc'])}, "
+                f"TPR@5%FPR {fmt(r['naive_tpr'])}; the adaptive attack fooled {r['adaptive_fooled']}, "
+                f"{r['adaptive_fooled_unflagged']} of them unflagged (TPR@5%FPR {fmt(r['adaptive_tpr'])})")
     say(f"wrote {run.out / 'detectors.json'}")
     return 0
 

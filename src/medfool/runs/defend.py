@@ -36,6 +36,9 @@ __all__ = ["DefenceRun", "Defended", "held_out", "run_certify", "run_detectors",
 
 
 
+DETECTION_FORMAT = 2  # raise when a detector unit's stored result would no longer match what is computed
+
+
 @dataclass(frozen=True)
 class Defended:
     """A defended model to measure: its name, kind, the model and its training cost."""
@@ -183,7 +186,8 @@ def run_detectors(run: DefenceRun, model: Defended, kinds: Sequence[str], *, n_t
                                     {"eval_s": time.perf_counter() - start}, detection=rows)
                 return rep.to_json()
 
-            fp = fingerprint({"m": model.digest, "kind": kind, **settings})
+            # DETECTION_FORMAT: units stored before the row's counts (and LID/KD's held-out references) are redone
+            fp = fingerprint({"m": model.digest, "kind": kind, "format": DETECTION_FORMAT, **settings})
             item = _unit(ledger, f"detector:{kind}", fp, measure)
             say(item["finding"])
             results.add("defences", item)
