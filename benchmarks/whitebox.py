@@ -1,8 +1,10 @@
 """White-box attack speed on CPU, as ratios measured in one process on one model and batch.
 
-Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/whitebox.py [--n 128] [--model CKPT]
+Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/whitebox.py [--n 128] [--model CKPT [--dataset NAME]]
 
-Without --model, trains the small CNN on the PathMNIST subset first (about 30 s).
+Without --model, trains the small CNN on the PathMNIST subset first (about 30 s). A given model
+is measured on the test split of the dataset it was trained on (its checkpoint's record), or
+of --dataset.
 Needs the peers for the comparisons: pip install adversarial-robustness-toolbox packaging;
 pip install --no-deps torchattacks.
 
@@ -34,6 +36,7 @@ import torch
 from medfool.attacks import get_attack
 from medfool.attacks.norms import l2
 from medfool.data import load_dataset
+from medfool.data.dataset import Dataset
 from medfool.models import Classifier, load_classifier
 from medfool.models.train import TrainConfig, fit
 
@@ -68,24 +71,37 @@ def stats(model: Classifier, x: torch.Tensor, y: torch.Tensor, xa: torch.Tensor)
     return float(s.float().mean()), float(l2(xa - x)[s].median()) if bool(s.any()) else float("nan")
 
 
+def victim(path: str | None, dataset: str | None) -> tuple[Classifier, Dataset]:
+    """The model to attack and its data: a given checkpoint on ``dataset`` or the one it was
+    trained on; without one, the small CNN trained here on the PathMNIST subset."""
+    if path is None:
+        ds = load_dataset(dataset or "pathmnist")
+        return fit(ds, TrainConfig(seed=0)).model.eval(), ds
+    model = load_classifier(path)[0]
+    name = dataset or model.meta.dataset
+    if not name:
+        raise SystemExit(f"{path} does not record the dataset it was trained on; give --dataset")
+    return model, load_dataset(name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=128, help="batch size (correctly classified test tiles)")
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default=None, help="checkpoint (default: train the small CNN on PathMNIST)")
+    parser.add_argument("--dataset", default=None, help="default: the dataset the model was trained on")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
-    ds = load_dataset("pathmnist")
-    model = load_classifier(args.model)[0] if args.model else fit(ds, TrainConfig(seed=0)).model.eval()
+    model, ds = victim(args.model, args.dataset)
     x, y = ds.split("test").tensors()
     with torch.no_grad():
         ok = model.predict(x) == y
     x, y = x[ok][: args.n], y[ok][: args.n]
     n = x.shape[0]
-    print(f"PathMNIST subset, small CNN, {n} correctly classified test tiles, {args.threads} threads, "
-          f"torch {torch.__version__}")
+    print(f"{ds.info.name}, {model.meta.arch or 'external model'}, {n} correctly classified test images, "
+          f"{args.threads} threads, torch {torch.__version__}")
     rows: list[tuple[str, float, float | None]] = []
 
     eps = 8 / 255

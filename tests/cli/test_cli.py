@@ -130,3 +130,57 @@ def test_train_stain_augmentation_on_grayscale_is_refused(tmp_path, capsys, make
     fails_cleanly(_train(tmp_path, path, "--augment", "shift+stain"),
                   r"augment stain: H&E stain jitter needs RGB images; gray has 1 channel")
     assert not (tmp_path / "run").exists()
+
+
+# -- --model takes the folder 'medfool train --out' writes -------------------------------------
+MODEL_OPTIONS = ("model", "surrogate", "baseline")
+
+
+def _parsers(parser):
+    """Every (sub)parser of the command line, depth first."""
+    yield parser
+    for action in parser._actions:
+        if action.choices and isinstance(action.choices, dict):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def _run_folder(tiny_model, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_model, run / "model.safetensors")
+    (run / "metrics.json").write_text("{}")
+    return run
+
+
+def test_every_model_option_resolves_a_run_folder(tiny_model, tmp_path):
+    run = _run_folder(tiny_model, tmp_path)
+    found = []
+    for parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if action.dest in MODEL_OPTIONS and parser.prog != "medfool describe":  # describe writes a file's sidecar
+                found.append(parser.prog)
+                assert action.type is not None, f"{parser.prog} --{action.dest}"
+                assert action.type(str(run)) == str(run / "model.safetensors"), f"{parser.prog} --{action.dest}"
+    assert {"medfool evaluate", "medfool info", "medfool attack", "medfool audit", "medfool export",
+            "medfool defend certify", "medfool defend ensemble", "medfool analyze"} <= set(found)
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "-m", "{run}", "-d", "synthetic"],
+    ["info", "{run}"],
+    ["attack", "fgsm", "-m", "{run}", "-d", "synthetic", "--n", "4", "--eps", "8/255", "--out", "{tmp}/a"],
+    ["defend", "transform", "-m", "{run}", "-t", "median", "-o", "{tmp}/median.safetensors"],
+], ids=["evaluate", "info", "attack", "defend-transform"])
+def test_model_option_takes_the_folder_train_writes(tiny_model, tmp_path, argv):
+    run = _run_folder(tiny_model, tmp_path)
+    assert main([a.format(run=run, tmp=tmp_path) for a in argv]) == 0
+
+
+def test_a_model_folder_without_model_safetensors_is_one_line(tiny_model, tmp_path, capsys, fails_cleanly):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fails_cleanly(["evaluate", "-m", str(empty), "-d", "synthetic"], r"empty: a folder without model\.safetensors")
+    fails_cleanly(["info", str(empty)], r"empty: a folder without model\.safetensors")

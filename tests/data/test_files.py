@@ -104,3 +104,34 @@ def test_single_h5_missing_key(tmp_path):
         f["images"] = np.zeros((4, 96, 96, 3), np.uint8)
     with pytest.raises(DataError, match=r"one\.h5: missing dataset 'x'"):
         load_dataset(str(tmp_path / "one.h5"))
+
+
+def _write_split_folder(root, splits, per_class=20):
+    for split in splits:
+        _write_folder(root / split, per_class=per_class)
+    return root
+
+
+def test_folder_with_train_and_test_but_no_val_gets_a_seeded_stratified_val_split(tmp_path):
+    root = _write_split_folder(tmp_path / "tiles", ("train", "test"))
+    ds = load_dataset(str(root), split_seed=3)
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 35, "val": 5, "test": 40}
+    assert sorted(np.bincount(ds.split("val").labels.numpy())) == [2, 3]  # stratified: both classes
+    assert any("no val split" in n and "seed 3" in n for n in ds.info.notes), ds.info.notes
+    x_train, _ = ds.split("train").tensors()
+    x_val, _ = ds.split("val").tensors()
+    assert not (x_val[:, None] == x_train[None]).flatten(2).all(2).any()  # carved out of train, not copied
+    again = load_dataset(str(root), split_seed=3).split("val").tensors()[0]
+    other = load_dataset(str(root), split_seed=4).split("val").tensors()[0]
+    assert (again == x_val).all() and not (other == x_val).all()  # the split seed decides
+
+
+def test_folder_with_train_and_test_but_no_val_is_said_when_loaded(tmp_path, caplog):
+    import logging
+
+    from medfool.runs.common import DataSource
+
+    root = _write_split_folder(tmp_path / "tiles", ("train", "test"))
+    with caplog.at_level(logging.WARNING):
+        DataSource(str(root)).load()
+    assert "no val split: medfool made a stratified split of its train images" in caplog.text

@@ -42,8 +42,18 @@ def test_the_backdoor_works(backdoored: tuple) -> None:
 
 def test_activation_clustering_finds_the_poisons(backdoored: tuple) -> None:
     model, _, ps = backdoored
-    rates = detection_rates(activation_clustering(model, ps.split, seed=0), ps.mask)
-    assert rates["tpr"] >= 0.9 and rates["fpr"] <= 0.05, rates
+    flags = activation_clustering(model, ps.split, seed=0)
+    rates = detection_rates(flags, ps.mask)
+    # Spread over training seeds 0-7 (benchmarks/backdoor_seeds.py; 2 CPU threads, torch 2.13.0): TPR 1.000 on every
+    # seed; FPR 0.000 on six, 0.081 (seed 0) and 0.080 (seed 7) on two, where the smaller half of clean label 2
+    # (34 % of it) passes the 35 % size rule. Clean labels' silhouettes (0.17-0.30) all pass the 0.15 rule, so the
+    # size rule alone spares them, and a machine whose kernels train another model can land on either side. One
+    # clean label (137, 128 or 125 images) can put at most 47 of the 540 clean images into a flagged cluster (FPR
+    # 0.087): the bound admits that and fails when two clean labels are flagged. The poisoned label's split is the
+    # clear one on every seed (silhouette 0.81-0.88; smaller cluster 60 of 210, all poisons).
+    assert rates["tpr"] >= 0.9 and rates["fpr"] <= 0.10, rates
+    target = flags.details["classes"]["0"]
+    assert target["flagged"] and target["silhouette"] >= 0.5, target
 
 
 def test_nc_guided_clustering_flags_only_the_infected_label(backdoored: tuple) -> None:

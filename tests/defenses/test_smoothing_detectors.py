@@ -109,3 +109,58 @@ def test_finding_words() -> None:
     assert "drops it to 3 %" in finding(masked)
     holds = DefenceReport("PGD training", "robust training", 0.8, 0.9, [BudgetRow(8 / 255, 0.6, 0.62, 0.55, 0.0)], 100)
     assert "raises robust accuracy at 8/255 from 0 % undefended to 55 %" in finding(holds)
+
+
+def test_smoothing_base_model_is_selected_on_noisy_validation_accuracy() -> None:
+    ds = make_synthetic(seed=1, per_split=(192, 96, 30))
+    objective = RobustObjective(method="noise", sigma=0.5)
+    result = fit(ds, TrainConfig(arch_kwargs={"width": 4}, epochs=3, batch_size=64, lr=1e-2), objective=objective)
+    noisy = [row["val_noisy_accuracy"] for row in result.history]
+    best = max(range(len(noisy)), key=lambda i: (noisy[i], -result.history[i]["val_loss"])) + 1
+    assert result.best_epoch == best and result.record["selected_on"] == "val_noisy_accuracy"
+    # the weights kept are that epoch's: the same noisy check gives the recorded figure
+    assert objective.validate(result.model, ds.split("val"))["val_noisy_accuracy"] == noisy[best - 1]
+    assert noisy != [row["val_accuracy"] for row in result.history]  # measured under noise, not on clean images
+
+
+@pytest.mark.parametrize("kind", ["lid", "kd-bu"])
+def test_reference_images_are_not_scored_against_themselves_at_fit_time(
+        kind: str, trained: tuple[Classifier, Dataset], monkeypatch: pytest.MonkeyPatch) -> None:
+    """LID's reference set and KD's kernel bank hold training images; the images whose statistics
+    fit the detector must not be among them (an image at distance 0 from itself looks maximally
+    clean), else the fitted features differ from those of every image scored later."""
+    model, ds = trained
+    xt, yt = ds.split("train").get(range(120))
+    xv, _ = ds.split("val").get(range(60))
+    nearest: list[float] = []
+    real_cdist = torch.cdist
+
+    def spy(a: torch.Tensor, b: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        if a.shape[0] and b.shape[0]:  # exact distances: matrix-product ones round close rows to 0
+            exact = real_cdist(a.detach().double(), b.detach().double(), compute_mode="donot_use_mm_for_euclid_dist")
+            nearest.append(float(exact.min()))
+        return real_cdist(a, b, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "cdist", spy)
+    fit_detector(kind, model, xt, yt, xv, eps=16 / 255)
+    assert nearest and min(nearest) > 0, "a training image was scored against a reference set holding itself"
+
+
+def test_detection_row_states_one_consistent_set_of_counts(trained: tuple[Classifier, Dataset]) -> None:
+    model, ds = trained
+    xt, yt = ds.split("train").get(range(120))
+    xv, _ = ds.split("val").get(range(100))
+    det = fit_detector("mahalanobis", model, xt, yt, xv, eps=16 / 255)
+    x, y = ds.split("test").get(range(20))
+    y = y.clone()
+    y[:5] = (y[:5] + 1) % 3  # five images the model now gets wrong: sampled, not attacked
+    correct = int((model.predict(x) == y).sum())
+    row = evaluate_detector(model, det, x, y, list(range(20)), 16 / 255, steps=3).to_json()
+    assert row["sampled"] == 20 and row["correct"] == correct == row["attacked"] and correct <= 15
+    for stage in ("naive", "adaptive"):
+        fooled, passed = row[f"{stage}_fooled"], row[f"{stage}_fooled_unflagged"]
+        assert 0 <= passed <= fooled <= row["attacked"]
+        if fooled:
+            assert row[f"{stage}_tpr"] == pytest.approx(1 - passed / fooled)
+        assert row[f"robust_{stage}"] == pytest.approx((row["correct"] - passed) / row["sampled"])
+    assert row["adaptive_evade"] == pytest.approx(row["adaptive_fooled_unflagged"] / row["attacked"])

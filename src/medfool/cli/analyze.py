@@ -18,11 +18,13 @@ import argparse
 from pathlib import Path
 
 from medfool.cli.common import (
+    MODEL_HELP,
     add_data_options,
     add_run_options,
     command_record,
     data_source,
     int_in,
+    model_path,
     parse_option,
     positive,
     say,
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("analyze", help="pixel vulnerability maps, locality and propagation maps",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=KINDS, help="pixel-map, locality or propagation")
-    p.add_argument("--model", "-m", required=True, help="checkpoint (.safetensors, TorchScript or state dict)")
+    p.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     add_data_options(p)
     add_run_options(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))

@@ -25,11 +25,13 @@ from pathlib import Path
 from medfool.attacks import attack_names
 from medfool.attacks.patch.sweep import DEFAULT_AREAS
 from medfool.cli.common import (
+    MODEL_HELP,
     add_data_options,
     add_run_options,
     command_record,
     data_source,
     float_in,
+    model_path,
     parse_eps,
     parse_option,
     positive,
@@ -63,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                               "written as k/255; several --eps values give a security curve. Success is counted "
                               "on the images the model classified correctly before the attack.")
     p.add_argument("name", help="attack name: " + ", ".join([*attack_names(), *EXPERIMENTS]))
-    p.add_argument("--model", "-m", required=True, help="checkpoint (.safetensors, TorchScript or state dict)")
+    p.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     add_data_options(p)
     add_run_options(p)
     p.add_argument("--eps", type=parse_eps, nargs="+", default=None, metavar="EPS",
@@ -80,7 +82,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--craft-split", default="train", choices=("train", "val", "test"),
                    help="uap and patch: the split the universal perturbation or patch is crafted on (default train)")
     p.add_argument("--n-craft", type=positive, default=1000, help="uap and patch: images to craft on (default 1000)")
-    p.add_argument("--surrogate", default=None, metavar="CKPT",
+    p.add_argument("--surrogate", default=None, metavar="CKPT", type=model_path,
                    help="patch: also craft the patch on this other model and report its transfer to --model; "
                         "transfer: the model the attack (-o base=pgd) is crafted on")
     p.add_argument("--sweep", type=float_in(0.0, 1.0), nargs="*", default=None, metavar="AREA",

@@ -26,7 +26,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfool.cli.common import add_data_options, command_record, data_source, positive, say, seed_value
+from medfool.cli.common import (
+    MODEL_HELP,
+    add_data_options,
+    command_record,
+    data_source,
+    model_path,
+    positive,
+    say,
+    seed_value,
+)
 from medfool.errors import ConfigError
 from medfool.runs.audit.config import AuditConfig
 from medfool.runs.audit.job import AuditJob, audit, rerender
@@ -55,7 +64,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("audit", help="run the threat catalogue on a model and write an HTML report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", "-m", help="checkpoint (.safetensors, TorchScript or state dict)")
+    p.add_argument("--model", "-m", type=model_path, help=MODEL_HELP)
     add_data_options(p, dataset_required=False)
     p.add_argument("--config", "-c", default=None, help="TOML file overriding the default budgets")
     p.add_argument("--print-config", action="store_true",

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfool.cli.common import add_data_options, add_run_options, data_source, emit_json, float_in, positive, say
+from medfool.cli.common import (
+    MODEL_HELP,
+    add_data_options,
+    add_run_options,
+    data_source,
+    emit_json,
+    float_in,
+    model_path,
+    positive,
+    say,
+)
 from medfool.data import list_datasets
 from medfool.data.catalog import MEDMNIST, SIZES
 from medfool.data.download import download
@@ -159,7 +169,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="clean accuracy and AUC of a model on a dataset split")
-    p.add_argument("--model", "-m", required=True, help="checkpoint (.safetensors, TorchScript or state dict)")
+    p.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     add_data_options(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -167,7 +177,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="show a checkpoint's architecture, classes and training record")
-    p.add_argument("model")
+    p.add_argument("model", type=model_path, help=MODEL_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 

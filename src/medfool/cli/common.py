@@ -7,16 +7,18 @@ import json
 import sys
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, NoReturn
 
 from medfool.data.windowing import NativeOptions, Window
-from medfool.errors import DataError
+from medfool.errors import CheckpointError, DataError
+from medfool.models.checkpoint import model_file
 from medfool.runs.common import DataSource
 from medfool.utils.device import DEVICE_CHOICES
 
 __all__ = [
-    "add_data_options", "add_run_options", "command_record", "data_source", "emit_json", "parse_eps",
-    "parse_option", "say",
+    "MODEL_HELP", "add_data_options", "add_run_options", "command_record", "data_source", "emit_json", "model_path",
+    "parse_eps", "parse_option", "say",
 ]
 
 
@@ -61,6 +63,20 @@ def float_in(lo: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
+MODEL_HELP = "checkpoint (.safetensors, TorchScript or state dict), or the folder 'medfool train --out' wrote"
+
+
+def model_path(text: str) -> str:
+    """An argparse type for every option naming a model: the folder 'medfool train --out' wrote
+    stands for its model.safetensors (a HuggingFace folder, a file or a missing path is kept)."""
+    try:
+        resolved = model_file(text)
+    except CheckpointError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text if resolved == Path(text) else str(resolved)
+
+
+model_path.__name__ = "model"
 positive = int_in(1)
 seed_value = int_in(0, MAX_SEED)
 

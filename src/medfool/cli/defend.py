@@ -11,18 +11,29 @@ from typing import Any
 import torch
 
 from medfool.attacks.ensemble import PRESETS
-from medfool.cli.common import add_data_options, add_run_options, data_source, float_in, parse_eps, positive, say
+from medfool.cli.common import (
+    MODEL_HELP,
+    add_data_options,
+    add_run_options,
+    data_source,
+    float_in,
+    model_path,
+    parse_eps,
+    positive,
+    say,
+)
 from medfool.defenses.detectors import DETECTORS
 from medfool.defenses.evaluation import defence_kind
 from medfool.defenses.input_transforms import with_transforms
 from medfool.defenses.robust_training import METHODS, RobustObjective
+from medfool.defenses.smoothing import trained_sigma
 from medfool.errors import ConfigError
 from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
 from medfool.models.ensemble import COMBINE
 from medfool.models.preprocess import PREPROCESS, parse_spec
 from medfool.models.train import TrainConfig
 from medfool.runs.common import check_compatible, check_writable, fmt, folder_lock
-from medfool.runs.defend import DefenceRun, Defended, run_certify, run_detectors, run_evaluate
+from medfool.runs.defend import DefenceRun, Defended, held_out, run_certify, run_detectors, run_evaluate
 from medfool.runs.train import train_and_save
 from medfool.utils.device import resolve_device
 from medfool.utils.repro import file_digest, fingerprint
@@ -38,19 +49,35 @@ def cmd_adv_train(args: argparse.Namespace) -> int:
                                 sigma=args.sigma, eot=args.eot, val_images=args.val_images, seed=args.seed)
     cfg = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       patience=args.patience, seed=args.seed)
+    if args.eot and args.method == "noise":
+        raise ConfigError("--eot jitters stains before crafting adversarial examples; --method noise crafts nothing")
     dataset = data_source(args).load()
+    if args.eot and dataset.info.n_channels != 3:
+        raise ConfigError(f"--eot jitters H&E stains, which needs RGB histology; {dataset.info.name} has "
+                          f"{dataset.info.n_channels} channel{'s' if dataset.info.n_channels != 1 else ''}")
     out = Path(args.out or f"runs/{dataset.info.name}-{args.arch}-{args.method}-seed{args.seed}")
     check_writable(out)
-    say(f"{args.method} training {args.arch} on {dataset.summary()} (eps {args.eps * 255:g}/255, "
-        f"{objective.attack_steps} attack step(s) per batch)")
+    budget = f"sigma {args.sigma:g}" if args.method == "noise" else f"eps {args.eps * 255:g}/255"
+    say(f"{args.method} training {args.arch} on {dataset.summary()} ({budget}, {objective.attack_steps} attack step(s) "
+        "per batch)")
     _, record = train_and_save(dataset, cfg, out, resolve_device(args.device), objective)
-    test = record["metrics"]["test"] or record["metrics"]["val"]
-    last = record["history"][record["best_epoch"] - 1]
-    robust = f", val robust accuracy (PGD-10) {fmt(last['val_robust_accuracy'])}" \
-        if "val_robust_accuracy" in last else ""
-    say(f"test accuracy {fmt(test['accuracy'])}{robust} (best epoch {record['best_epoch']}/{record['epochs_run']}, "
+    say(f"{_trained_accuracy(record)} (best epoch {record['best_epoch']}/{record['epochs_run']}, "
         f"{record['train_wall_s']:.0f} s) -> {out / 'model.safetensors'}")
     return 0
+
+
+def _trained_accuracy(record: dict[str, Any]) -> str:
+    """Test accuracy and the selected epoch's robust validation figure; without a test split,
+    the validation accuracy, named as what it is (the split that selected the epoch)."""
+    metrics = record["metrics"]
+    which = "test" if metrics["test"] else "val (no test split; it selected the epoch)"
+    text = f"{which} accuracy {fmt((metrics['test'] or metrics['val'])['accuracy'])}"
+    last = record["history"][record["best_epoch"] - 1]
+    if "val_robust_accuracy" in last:
+        text += f", val robust accuracy (PGD-10) {fmt(last['val_robust_accuracy'])}"
+    if "val_noisy_accuracy" in last:
+        text += f", val accuracy under the training noise {fmt(last['val_noisy_accuracy'])} (epochs selected on it)"
+    return text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,7 +93,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "Madry et al. 2018; trades: Zhang et al. 2019; fgsm-rs: Wong et al. 2020 (one step "
                                     "from a random start); noise: Gaussian augmentation, the base model of randomized "
                                     "smoothing (Cohen et al. 2019). Each epoch logs clean and PGD-10 robust validation "
-                                    "accuracy; epochs are selected on their mean. Writes OUT/model.safetensors.")
+                                    "accuracy; epochs are selected on their mean (noise: on validation accuracy under "
+                                    "Gaussian noise at --sigma, what the smoothed model votes over). Writes "
+                                    "OUT/model.safetensors.")
     add_data_options(q)
     add_run_options(q)
     q.add_argument("--method", default="pgd", choices=METHODS)
@@ -74,7 +103,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--steps", type=positive, default=7, help="PGD / TRADES steps per batch (default 7)")
     q.add_argument("--beta", type=float_in(0.0, 1000.0), default=6.0, help="TRADES trade-off (default 6)")
     q.add_argument("--sigma", type=float_in(1e-6, 10.0), default=0.25, help="noise standard deviation (noise)")
-    q.add_argument("--eot", action="store_true", help="jitter H&E stains before crafting (histology)")
+    q.add_argument("--eot", action="store_true",
+                   help="EOT over stains: jitter each batch's H&E stains (Tellez et al. 2019: per image and stain, "
+                        "scale and shift of up to 0.05) before crafting its adversarial examples, so the robustness "
+                        "learnt holds across scanners. RGB histology only (refused for grayscale data); not with "
+                        "--method noise, which crafts nothing")
     q.add_argument("--val-images", type=int, default=256, help="validation images for the per-epoch robust check")
     q.add_argument("--arch", default="small_cnn", help=f"architecture (known: {', '.join(architectures())})")
     q.add_argument("--epochs", type=positive, default=None)
@@ -91,7 +124,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "median:size=3, bit-depth:bits=4, blur:sigma=1, resize-pad:max_shrink=4, "
                                     "stain-norm (Macenko). Deployed, JPEG and bit-depth rounding give zero gradients; "
                                     "'medfool defend evaluate' attacks them with BPDA (and EOT for random ones).")
-    q.add_argument("--model", "-m", required=True, help="checkpoint to defend")
+    q.add_argument("--model", "-m", required=True, type=model_path, help="checkpoint to defend (or its run folder)")
     q.add_argument("--transform", "-t", action="append", required=True, type=parse_transform,
                    help="a transform (repeat to chain)")
     q.add_argument("--out", "-o", required=True, help="output .safetensors")
@@ -100,7 +133,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser("ensemble", help="one model from several: logits averaged or majority vote",
                         description="Combine trained models (architectures or seeds; Paul et al., ISBI 2020) into one "
                                     "checkpoint that attacks, the audit and export take as one model.")
-    q.add_argument("--model", "-m", action="append", required=True, help="a member checkpoint (repeat, >= 2)")
+    q.add_argument("--model", "-m", action="append", required=True, type=model_path,
+                   help="a member checkpoint or run folder (repeat, >= 2)")
     q.add_argument("--combine", default="mean", choices=COMBINE, help="mean of logits, or majority vote")
     q.add_argument("--out", "-o", required=True, help="output .safetensors")
     q.set_defaults(func=cmd_ensemble)
@@ -112,10 +146,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "transforms and votes, EOT over random transforms; per image the best of all "
                                     "three), beside the undefended --baseline under the ensemble. Writes "
                                     "OUT/defence.json as each defence finishes; a rerun resumes.")
-    q.add_argument("--model", "-m", action="append", default=[], help="a defended checkpoint (repeat)")
+    q.add_argument("--model", "-m", action="append", default=[], type=model_path,
+                   help="a defended checkpoint or run folder (repeat)")
     q.add_argument("--transform", "-t", action="append", default=[], type=parse_transform,
                    help="an input transform applied to --baseline (repeat: one defence each)")
-    q.add_argument("--baseline", "-b", default=None, help="the undefended checkpoint")
+    q.add_argument("--baseline", "-b", default=None, type=model_path, help="the undefended checkpoint or run folder")
     add_data_options(q)
     add_run_options(q)
     add_budget_options(q)
@@ -134,7 +169,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "images, then report ROC-AUC and true-positive rate against PGD (naive) and "
                                     "against a joint attack on detector + model (adaptive). Writes "
                                     "OUT/detectors.json.")
-    q.add_argument("--model", "-m", required=True)
+    q.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     q.add_argument("--kind", "-k", action="append", choices=DETECTORS, default=None,
                    help="detector (repeat; default all)")
     add_data_options(q)
@@ -151,11 +186,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "1 - alpha), the radius is sigma x Phi^-1(pA); pA <= 1/2 abstains. Train the base "
                                     "model with 'medfool defend adv-train --method noise --sigma S'. Radii in [0, 1] "
                                     "pixel units (L2 over all pixels). Writes OUT/certify.json.")
-    q.add_argument("--model", "-m", required=True)
+    q.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     add_data_options(q)
     add_run_options(q)
     q.add_argument("--sigma", type=float_in(1e-6, 10.0), default=None,
-                   help="noise level (default: the one the model was trained with)")
+                   help="noise level (default: the one a model trained with --method noise was trained with; "
+                        "required for any other model)")
     q.add_argument("--radius", action="append", type=float_in(0.0, 100.0), default=None,
                    help="L2 radius to report (repeat; default 0, 0.25, 0.5, 1)")
     q.add_argument("--n", type=positive, default=100, help="test images (default 100)")
@@ -219,6 +255,7 @@ def _check_out_file(out: Path) -> None:
 
 def _run(args: argparse.Namespace) -> DefenceRun:
     dataset = data_source(args).load()
+    held_out(dataset)  # refused before anything is written
     out = Path(args.out)
     check_writable(out)
     eps = tuple(args.eps or args.eps_default) if hasattr(args, "eps_default") else ()
@@ -260,20 +297,23 @@ def cmd_detector(args: argparse.Namespace) -> int:
                              say=say)
     for item in rows:
         for r in item["detection"]:
-            say(f"{item['name']} at {r['eps'] * 255:g}/255: naive ROC-AUC {fmt(r['naive_auc'])}, TPR@5%FPR "
-                f"{fmt(r['naive_tpr'])}; adaptive TPR@5%FPR {fmt(r['adaptive_tpr'])} ({r['attacked']} images attacked)")
+            say(f"{item['name']} at {r['eps'] * 255:g}/255, on the {r['attacked']} of {r['sampled']} test images the "
+                f"model classifies correctly: naive PGD fooled {r['naive_fooled']}, ROC-AUC {fmt(r['naive_auc'])}, "
+                f"TPR@5%FPR {fmt(r['naive_tpr'])}; the adaptive attack fooled {r['adaptive_fooled']}, "
+                f"{r['adaptive_fooled_unflagged']} of them unflagged (TPR@5%FPR {fmt(r['adaptive_tpr'])})")
     say(f"wrote {run.out / 'detectors.json'}")
     return 0
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    run = _run(args)
     model, record = _defended(args.model, device)
-    check_compatible(model.model, run.dataset, args.model)
-    sigma = args.sigma or (record.get("objective") or {}).get("sigma")
+    sigma = args.sigma if args.sigma is not None else trained_sigma(record)
     if sigma is None:
-        raise ConfigError(f"{args.model} was not trained with Gaussian noise; give --sigma")
+        raise ConfigError(f"{args.model} was not trained with Gaussian noise (its record has no noise objective, "
+                          "which 'defend adv-train --method noise' writes); give --sigma")
+    run = _run(args)
+    check_compatible(model.model, run.dataset, args.model)
     radii = args.radius or [0.0, 0.25, 0.5, 1.0]
     run.out.mkdir(parents=True, exist_ok=True)
     with folder_lock(run.out):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfool.cli.common import say
+from medfool.cli.common import model_path, say
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.models.predict import export_onnx
@@ -35,6 +35,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Write the model as ONNX (normalisation inside: it takes pixels in [0, 1] and "
                                    "returns logits) plus a JSON file with its classes, task and input shape. "
                                    "Black-box attacks take the .onnx file as --model (needs onnxruntime).")
-    p.add_argument("--model", "-m", required=True, help="checkpoint to export")
+    p.add_argument("--model", "-m", required=True, type=model_path, help="checkpoint to export (or its run folder)")
     p.add_argument("--out", "-o", required=True, help="output .onnx file")
     p.set_defaults(func=cmd_export)

@@ -6,7 +6,8 @@ one window into [0, 1] (:mod:`medfool.data.windowing`), kept in the dataset's in
 can be stated in native units.
 
 A folder may hold ``train/``, ``val/`` and ``test/`` sub-folders (each with class folders);
-otherwise its images are split with the documented stratified split. Images of different
+otherwise its images are split with the documented stratified split. Without ``val/``, the
+validation split is carved out of ``train/`` the same way (seeded by the split seed). Images of different
 sizes are refused unless a target ``size`` is given, then they are resized (bilinear).
 """
 
@@ -26,7 +27,7 @@ from torch.nn import functional as F
 from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, confined, make_split
 from medfool.data.dicom import DICOM_SUFFIXES, dicom_header, read_dicom
 from medfool.data.nifti import is_nifti, read_nifti
-from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
+from medfool.data.split import DEFAULT_FRACTIONS, carve_from_train, stratified_split
 from medfool.data.windowing import NativeImage, NativeOptions, Window, choose_window
 from medfool.errors import DataError
 from medfool.utils.progress import progress
@@ -196,6 +197,10 @@ def _finish(name: str, source: Path, files: dict[str, list[Path]], labels: dict[
         info = replace(info, notes=(*info.notes, made))
     elif "train" not in splits:
         raise DataError(f"{source}: has split folders but no 'train' split")
+    elif "val" not in splits:  # train/ and test/ (a common layout): validation comes out of train
+        carved, note = carve_from_train(splits["train"], ["val"], split_seed, source.name)
+        splits.update(carved)
+        info = replace(info, notes=(*info.notes, note))
     return Dataset(info, {s: splits[s] for s in SPLITS if s in splits})
 
 

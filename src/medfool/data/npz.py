@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, as_nhwc, make_split
-from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
+from medfool.data.split import carve_from_train
 from medfool.errors import DataError
 from medfool.utils.io import read_json_object
 
@@ -173,20 +173,9 @@ def load_npz(path: Path, info: DatasetInfo | None = None, *, split_seed: int = 0
     if missing:
         if "train" not in splits:
             raise DataError(f"{path}: has no train split to carve {', '.join(missing)} from")
-        fractions = {"train": DEFAULT_FRACTIONS["train"]}
-        fractions.update({s: DEFAULT_FRACTIONS[s] for s in missing})
-        total = sum(fractions.values())
-        fractions = {k: v / total for k, v in fractions.items()}
-        train = splits["train"]
-        parts = stratified_split(train.labels.numpy(), fractions, seed=split_seed)
-        for name, idx in parts.items():
-            if len(idx) == 0:
-                raise DataError(f"{path}: too few images to make a non-empty {name!r} split")
-            splits[name] = train.subset(idx)
-        pct = ", ".join(f"{k} {round(100 * v)}%" for k, v in fractions.items())
-        info = replace(info, notes=(*info.notes,
-                       f"{path.name} has no {'/'.join(missing)} split: medfool made a stratified split of "
-                       f"its train images ({pct}, seed {split_seed})"))
+        carved, note = carve_from_train(splits["train"], missing, split_seed, path.name)
+        splits.update(carved)
+        info = replace(info, notes=(*info.notes, note))
     return Dataset(info, {s: splits[s] for s in SPLITS if s in splits})
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-__all__ = ["DEFAULT_FRACTIONS", "stratified_split"]
+from medfool.data.dataset import Split
+from medfool.errors import DataError
+
+__all__ = ["DEFAULT_FRACTIONS", "carve_from_train", "stratified_split"]
 
 # Documented default: 70 % train, 10 % validation, 20 % held-out test.
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
@@ -37,3 +42,20 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
     counts[np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]] += 1
     bounds = np.concatenate([[0], np.cumsum(counts)])
     return {name: np.sort(order[bounds[i]:bounds[i + 1]]) for i, name in enumerate(names)}
+
+
+def carve_from_train(train: Split, missing: Sequence[str], seed: int, name: str) -> tuple[dict[str, Split], str]:
+    """The ``missing`` splits cut out of ``train`` with a seeded stratified split, train's
+    share and theirs in the proportions of :data:`DEFAULT_FRACTIONS` (train 70 : val 10 :
+    test 20): the new train and missing splits, and the note that says so for ``name``."""
+    fractions = {"train": DEFAULT_FRACTIONS["train"], **{s: DEFAULT_FRACTIONS[s] for s in missing}}
+    total = sum(fractions.values())
+    fractions = {k: v / total for k, v in fractions.items()}
+    parts = stratified_split(train.labels.numpy(), fractions, seed=seed)
+    for part, idx in parts.items():
+        if len(idx) == 0:
+            raise DataError(f"{train.origin}: too few images to make a non-empty {part!r} split")
+    pct = ", ".join(f"{k} {round(100 * v)}%" for k, v in fractions.items())
+    note = (f"{name} has no {'/'.join(missing)} split: medfool made a stratified split of its train images ({pct}, "
+            f"seed {seed})")
+    return {part: train.subset(idx) for part, idx in parts.items()}, note

@@ -64,21 +64,35 @@ def detector_aware_pgd(model: Classifier, det: Detector, x: torch.Tensor, y: tor
 
 @dataclass
 class DetectionRow:
+    """One budget's detection figures. Counts: ``sampled`` test images, of which the model
+    classifies ``correct`` correctly; those are the images ``attacked`` (naive and adaptive
+    alike), of which each attacker misclassifies ``*_fooled``, and ``*_fooled_unflagged`` also
+    get past the detector. Rates are over the count named: TPRs over the images that attacker
+    fooled, ``adaptive_evade`` over the images attacked, ``robust_*`` over the images sampled."""
+
     eps: float
     naive_auc: float
-    naive_tpr: float
+    naive_tpr: float            # flagged / naive_fooled
     adaptive_auc: float
-    adaptive_tpr: float
-    adaptive_evade: float       # attacked images both misclassified and unflagged / images attacked
-    minimal_auc: float         # against PGD stopped at the first misclassification (low confidence)
+    adaptive_tpr: float         # flagged / adaptive_fooled
+    adaptive_evade: float       # adaptive_fooled_unflagged / attacked
+    minimal_auc: float          # against PGD stopped at the first misclassification (low confidence)
+    sampled: int
+    correct: int
+    attacked: int               # = correct: every correctly classified image is attacked
     naive_fooled: int
+    naive_fooled_unflagged: int
     adaptive_fooled: int
-    attacked: int
-    robust_naive: float         # images correct or flagged after the naive attack / all images
-    robust_adaptive: float
+    adaptive_fooled_unflagged: int
+    robust_naive: float         # (correct - naive_fooled_unflagged) / sampled: correct or flagged afterwards
+    robust_adaptive: float      # (correct - adaptive_fooled_unflagged) / sampled
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _flag_rate(scores: torch.Tensor, thr: float) -> float:
+    return float((scores > thr).float().mean()) if scores.numel() else float("nan")
 
 
 def evaluate_detector(model: Classifier, det: Detector, x: torch.Tensor, y: torch.Tensor, ids: list[int], eps: float,
@@ -92,8 +106,7 @@ def evaluate_detector(model: Classifier, det: Detector, x: torch.Tensor, y: torc
     ids_c = torch.tensor(ids)[correct]
     naive = get_attack("pgd", eps=eps, steps=20, early_stop=False)(model, xc, yc, seed=seed, ids=ids_c)
     clean_scores = det.scores(xc)
-    fooled = naive.success
-    naive_scores = det.scores(naive.x_adv[fooled])
+    naive_scores = det.scores(naive.x_adv[naive.success])
     minimal = get_attack("pgd", eps=eps, steps=20)(model, xc, yc, seed=seed, ids=ids_c)
     minimal_scores = det.scores(minimal.x_adv[minimal.success])
     adaptive_x = detector_aware_pgd(model, det, xc, yc, naive.x_adv, eps, steps=steps)
@@ -106,13 +119,13 @@ def evaluate_detector(model: Classifier, det: Detector, x: torch.Tensor, y: torc
         return binary_auc(torch.cat([clean_scores, adv]),
                           torch.cat([torch.zeros(clean_scores.shape[0]), torch.ones(adv.shape[0])]))
 
-    n_all, n = x.shape[0], xc.shape[0]
+    sampled, n = x.shape[0], xc.shape[0]
+    naive_passed, ad_passed = int((naive_scores <= thr).sum()), int((ad_scores <= thr).sum())
     return DetectionRow(
-        eps=eps, naive_auc=auc(naive_scores),
-        naive_tpr=float((naive_scores > thr).float().mean()) if naive_scores.numel() else float("nan"),
-        adaptive_auc=auc(ad_scores), adaptive_tpr=float((ad_scores > thr).float().mean()) if ad_scores.numel()
-        else float("nan"),
-        adaptive_evade=float((ad_scores <= thr).sum()) / max(1, n), minimal_auc=auc(minimal_scores),
-        naive_fooled=int(fooled.sum()), adaptive_fooled=int(ad_fooled.sum()), attacked=n,
-        robust_naive=(n - int((naive_scores <= thr).sum())) / max(1, n_all),
-        robust_adaptive=(n - int((ad_scores <= thr).sum())) / max(1, n_all))
+        eps=eps, naive_auc=auc(naive_scores), naive_tpr=_flag_rate(naive_scores, thr),
+        adaptive_auc=auc(ad_scores), adaptive_tpr=_flag_rate(ad_scores, thr),
+        adaptive_evade=ad_passed / max(1, n), minimal_auc=auc(minimal_scores),
+        sampled=sampled, correct=n, attacked=n,
+        naive_fooled=int(naive.success.sum()), naive_fooled_unflagged=naive_passed,
+        adaptive_fooled=int(ad_fooled.sum()), adaptive_fooled_unflagged=ad_passed,
+        robust_naive=(n - naive_passed) / max(1, sampled), robust_adaptive=(n - ad_passed) / max(1, sampled))

@@ -24,13 +24,16 @@ features (the input of its last linear layer) and, for LID, its intermediate act
   training. The squeezers pass gradients straight through for the adaptive attacker.
 
 Training detectors (KD-BU, LID, binary) see PGD images crafted on training images, and Gaussian
-noisy copies as extra negatives, as their papers do.
+noisy copies as extra negatives, as their papers do. LID's reference set and KD's kernel bank
+are training images kept apart from those the logistic regression is fitted on (as Feinman et
+al. fit theirs on test-set images against a training-set bank): scored among references that
+include itself, an image would look cleaner than any image the fitted detector sees later.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -177,11 +180,175 @@ def with_logistic_head(det: Detector, statistics: Callable[[torch.Tensor], torch
 
 
 def _lid(acts: torch.Tensor, ref: torch.Tensor, k: int) -> torch.Tensor:
-    """Maximum-likelihood LID of each row of ``acts`` among ``ref`` (Amsaleg et al. 2015)."""
-    d = torch.cdist(acts, ref).clamp_min(1e-12)
-    knn = d.topk(k + 1, dim=1, largest=False).values
-    knn = knn[:, 1:] if bool((knn[:, 0] < 1e-9).all()) else knn[:, :k]  # a reference image itself
-    return -1.0 / (torch.log(knn / knn[:, -1:]).mean(dim=1) - 1e-12)
+    """Maximum-likelihood LID of each row of ``acts`` among ``ref`` (Amsaleg et al. 2015). Distances
+    in float64 (float32's matrix-product distances round close neighbours to 0); a row identical to
+    a reference is not its own neighbour (row by row, whatever else is in the batch)."""
+    d = torch.cdist(acts.double(), ref.double())
+    d = d.masked_fill(d <= 0, math.inf)
+    knn = d.topk(k, dim=1, largest=False).values.clamp_min(1e-12)
+    return (-1.0 / (torch.log(knn / knn[:, -1:]).mean(dim=1) - 1e-12)).float()
+
+
+def _features(det: Detector, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deep features (N, D) and logits of ``x``, in chunks, without gradients."""
+    feats, logits = [], []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            f, _, z = det.tap(x[i:i + batch])
+            feats.append(f)
+            logits.append(z)
+    return torch.cat(feats), torch.cat(logits)
+
+
+def _split_reference(n: int, n_ref: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint (reference, fitting) indices of ``n`` training images: ``n_ref`` random ones for
+    the reference set (LID) or kernel bank (KD), the rest to fit the detector on. Scored among
+    references that include itself, an image would look cleaner than any image scored later."""
+    if n < 4:
+        raise ConfigError(f"fitting this detector needs at least 4 training images, got {n}")
+    order = torch.randperm(n, generator=gen)
+    return order[:n_ref].sort().values, order[n_ref:].sort().values
+
+
+def _fit_squeeze(det: Detector) -> None:
+    model, task = det.model, det.model.task
+    squeezers = [BitDepth(bits=4), Median(size=3)]
+
+    def squeeze_score(x: torch.Tensor) -> torch.Tensor:
+        p = logits_to_probs(model(x), task)
+        out = []
+        for s in squeezers:
+            s.bpda = det.bpda
+            out.append((p - logits_to_probs(model(s(x)), task)).abs().sum(dim=1))
+        return torch.stack(out).max(dim=0).values
+
+    det._score = squeeze_score
+
+
+def _fit_mahalanobis(det: Detector, x_train: torch.Tensor, y_train: torch.Tensor, batch: int) -> None:
+    model, task = det.model, det.model.task
+    feats, _ = _features(det, x_train, batch)
+    groups = [y_train == c for c in range(model.num_classes)] if task != "multi-label" else \
+        [torch.ones_like(y_train[:, 0], dtype=torch.bool)]
+    groups = [g for g in groups if bool(g.any())]
+    means = torch.stack([feats[g].mean(0) for g in groups])
+    centred = torch.cat([feats[g] - feats[g].mean(0) for g in groups])
+    cov = centred.T @ centred / centred.shape[0] + 1e-4 * torch.eye(feats.shape[1])
+    precision = torch.linalg.inv(cov)
+
+    def maha(x: torch.Tensor) -> torch.Tensor:
+        f, _, _ = det.tap(x)
+        diff = f[:, None, :] - means[None]                                        # (N, C, D)
+        dist = torch.einsum("ncd,de,nce->nc", diff, precision, diff)
+        return dist.min(dim=1).values
+
+    det._score = maha
+
+
+def _training_examples(det: Detector, x: torch.Tensor, y: torch.Tensor, eps: float, gen: torch.Generator,
+                       batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The learning detectors' examples from clean training images ``x``: Gaussian-noisy copies
+    (extra negatives) and the PGD-10 images at ``eps`` that fool the model on images it classified
+    correctly (positives)."""
+    model, task = det.model, det.model.task
+    x_adv = torch.cat([pgd_linf(model, x[i:i + batch], y[i:i + batch], eps, 10, generator=gen)
+                       for i in range(0, x.shape[0], batch)]).detach()
+    noise = (x + (eps * torch.randn(x.shape, generator=gen)).to(x)).clamp(0, 1)
+    with torch.no_grad():
+        right = logits_to_labels(model(x), task)
+        right = (right == y).all(1) if task == "multi-label" else right == y
+        fooled = logits_to_labels(model(x_adv), task)
+        fooled = (fooled != y).any(1) if task == "multi-label" else fooled != y
+    keep = right & fooled
+    if int(keep.sum()) < 10:
+        raise ConfigError(f"PGD at {eps * 255:g}/255 fooled only {int(keep.sum())} of {x.shape[0]} training images; "
+                          "a detector cannot be trained on so few (raise --eps)")
+    return noise, x_adv[keep]
+
+
+def _fit_binary(det: Detector, x: torch.Tensor, y: torch.Tensor, eps: float, gen: torch.Generator,
+                batch: int) -> None:
+    noise, positives = _training_examples(det, x, y, eps, gen, batch)
+    feats, _ = _features(det, torch.cat([x, noise, positives]), batch)
+    labels = torch.cat([torch.zeros(2 * x.shape[0]), torch.ones(positives.shape[0])])
+    head = nn.Sequential(nn.Linear(feats.shape[1], 64), nn.ReLU(), nn.Linear(64, 1))
+    mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
+    pos_weight = (labels == 0).sum() / labels.sum().clamp_min(1)
+    for _epoch in range(60):
+        perm = torch.randperm(labels.shape[0], generator=gen)
+        for i in range(0, perm.shape[0], 256):
+            j = perm[i:i + 256]
+            loss = F.binary_cross_entropy_with_logits(head((feats[j] - mu) / sd)[:, 0], labels[j],
+                                                      pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    det.head = head.eval()
+
+    def binary(x: torch.Tensor) -> torch.Tensor:
+        f, _, _ = det.tap(x)
+        out: torch.Tensor = head((f - mu) / sd)[:, 0]
+        return out
+
+    det._score = binary
+
+
+def _fit_lid(det: Detector, x: torch.Tensor, y: torch.Tensor, eps: float, gen: torch.Generator, batch: int) -> None:
+    """Reference set: up to 200 training images (at most half of them); the logistic regression is
+    fitted on the others, their noisy copies and their PGD images."""
+    ref, fit = _split_reference(x.shape[0], min(200, x.shape[0] // 2), gen)
+    k = min(20, ref.numel() - 1)
+    with torch.no_grad():
+        _, layers, z = det.tap(x[ref])
+    refs = [*layers, z]
+
+    def lid_vector(x: torch.Tensor) -> torch.Tensor:
+        _, acts, logits = det.tap(x)
+        return torch.stack([_lid(a, r, k) for a, r in zip([*acts, logits], refs, strict=True)], dim=1)
+
+    noise, positives = _training_examples(det, x[fit], y[fit], eps, gen, batch)
+    det._score = with_logistic_head(det, lid_vector, (x[fit], noise), positives, batch)
+
+
+def _fit_kd_bu(det: Detector, x: torch.Tensor, y: torch.Tensor, eps: float, gen: torch.Generator,
+               batch: int) -> None:
+    """Kernel bank: half of the training images (up to 500 per predicted class); the logistic
+    regression is fitted on the other half, its noisy copies and its PGD images."""
+    model, task = det.model, det.model.task
+    half, fit = _split_reference(x.shape[0], x.shape[0] // 2, gen)
+    feats, logits = _features(det, x[half], batch)
+    pred = logits_to_labels(logits, task) if task != "multi-label" else torch.zeros(half.numel(), dtype=torch.long)
+    classes = model.num_classes if task != "multi-label" else 1
+    chosen = torch.cat([torch.nonzero(pred == c).flatten()[torch.randperm(int((pred == c).sum()), generator=gen)[:500]]
+                        for c in range(classes)])
+    bank, bank_cls = feats[chosen], pred[chosen]
+    counts = torch.bincount(bank_cls, minlength=classes).clamp_min(1).float()
+    bandwidth = float(torch.pdist(bank[:200]).median().clamp_min(1e-6))  # pairs of distinct images
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+
+    def kd_bu(x: torch.Tensor) -> torch.Tensor:
+        f, _, z = det.tap(x)
+        cls = logits_to_labels(z, task) if task != "multi-label" else torch.zeros(x.shape[0], dtype=torch.long)
+        logk = -torch.cdist(f, bank).square() / bandwidth**2                     # (N, bank)
+        logk = logk.masked_fill(bank_cls[None, :] != cls[:, None], float("-inf"))
+        kd = torch.logsumexp(logk, dim=1) - counts[cls].log()
+        return torch.stack([kd, _dropout_variance(model, x, dropouts) if dropouts else torch.zeros_like(kd)], dim=1)
+
+    noise, positives = _training_examples(det, x[fit], y[fit], eps, gen, batch)
+    det._score = with_logistic_head(det, kd_bu, (x[fit], noise), positives, batch)
+
+
+def _dropout_variance(model: Classifier, x: torch.Tensor, dropouts: Sequence[nn.Module]) -> torch.Tensor:
+    """Bayesian uncertainty: the variance of 8 Monte-Carlo dropout predictions, summed over outputs."""
+    for m in dropouts:
+        m.train()
+    try:
+        draws = torch.stack([logits_to_probs(model(x), model.task) for _ in range(8)])
+    finally:
+        for m in dropouts:
+            m.eval()
+    return draws.var(dim=0).sum(dim=1)
 
 
 def fit_detector(kind: str, model: Classifier, x_train: torch.Tensor, y_train: torch.Tensor,
@@ -191,135 +358,13 @@ def fit_detector(kind: str, model: Classifier, x_train: torch.Tensor, y_train: t
     its threshold on the clean ``x_val`` at ``fpr``."""
     model.eval()
     det = Detector(kind, model)
-    tap = det.tap
     gen = torch.Generator().manual_seed(seed)
-    task = model.task
-
-    def features_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, logits = [], []
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch):
-                f, _, z = tap(x[i:i + batch])
-                feats.append(f)
-                logits.append(z)
-        return torch.cat(feats), torch.cat(logits)
-
-    def adversarial(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        parts = [pgd_linf(model, x[i:i + batch], y[i:i + batch], eps, 10, generator=gen)
-                 for i in range(0, x.shape[0], batch)]
-        return torch.cat(parts).detach()
-
     if kind == "squeeze":
-        squeezers = [BitDepth(bits=4), Median(size=3)]
-
-        def squeeze_score(x: torch.Tensor) -> torch.Tensor:
-            p = logits_to_probs(model(x), task)
-            out = []
-            for s in squeezers:
-                s.bpda = det.bpda
-                out.append((p - logits_to_probs(model(s(x)), task)).abs().sum(dim=1))
-            return torch.stack(out).max(dim=0).values
-
-        det._score = squeeze_score
+        _fit_squeeze(det)
     elif kind == "mahalanobis":
-        feats, _ = features_of(x_train)
-        groups = [y_train == c for c in range(model.num_classes)] if task != "multi-label" else \
-            [torch.ones_like(y_train[:, 0], dtype=torch.bool)]
-        groups = [g for g in groups if bool(g.any())]
-        means = torch.stack([feats[g].mean(0) for g in groups])
-        centred = torch.cat([feats[g] - feats[g].mean(0) for g in groups])
-        cov = centred.T @ centred / centred.shape[0] + 1e-4 * torch.eye(feats.shape[1])
-        precision = torch.linalg.inv(cov)
-
-        def maha(x: torch.Tensor) -> torch.Tensor:
-            f, _, _ = tap(x)
-            diff = f[:, None, :] - means[None]                                        # (N, C, D)
-            dist = torch.einsum("ncd,de,nce->nc", diff, precision, diff)
-            return dist.min(dim=1).values
-
-        det._score = maha
+        _fit_mahalanobis(det, x_train, y_train, batch)
     else:
-        n = x_train.shape[0]
-        x_adv = adversarial(x_train, y_train)
-        noise = (x_train + (eps * torch.randn(x_train.shape, generator=gen)).to(x_train)).clamp(0, 1)
-        with torch.no_grad():
-            right = logits_to_labels(model(x_train), task)
-            right = (right == y_train).all(1) if task == "multi-label" else right == y_train
-            fooled = logits_to_labels(model(x_adv), task)
-            fooled = (fooled != y_train).any(1) if task == "multi-label" else fooled != y_train
-        keep_adv = right & fooled
-        if int(keep_adv.sum()) < 10:
-            raise ConfigError(f"PGD at {eps * 255:g}/255 fooled only {int(keep_adv.sum())} of {n} training images; "
-                              "a detector cannot be trained on so few (raise --eps)")
-        if kind == "binary":
-            feats, _ = features_of(torch.cat([x_train, noise, x_adv[keep_adv]]))
-            labels = torch.cat([torch.zeros(2 * n), torch.ones(int(keep_adv.sum()))])
-            head = nn.Sequential(nn.Linear(feats.shape[1], 64), nn.ReLU(), nn.Linear(64, 1))
-            mu, sd = feats.mean(0), feats.std(0).clamp_min(1e-6)
-            opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
-            pos_weight = (labels == 0).sum() / labels.sum().clamp_min(1)
-            for _epoch in range(60):
-                perm = torch.randperm(labels.shape[0], generator=gen)
-                for i in range(0, perm.shape[0], 256):
-                    j = perm[i:i + 256]
-                    loss = F.binary_cross_entropy_with_logits(head((feats[j] - mu) / sd)[:, 0], labels[j],
-                                                              pos_weight=pos_weight)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-            det.head = head.eval()
-
-            def binary(x: torch.Tensor) -> torch.Tensor:
-                f, _, _ = tap(x)
-                out: torch.Tensor = head((f - mu) / sd)[:, 0]
-                return out
-
-            det._score = binary
-        elif kind == "lid":
-            k = 20
-            ref_idx = torch.randperm(n, generator=gen)[:min(n, 200)]
-            with torch.no_grad():
-                _, layers, z = tap(x_train[ref_idx])
-            refs = [*layers, z]
-
-            def lid_vector(x: torch.Tensor) -> torch.Tensor:
-                _, acts, logits = tap(x)
-                return torch.stack([_lid(a, r, k) for a, r in zip([*acts, logits], refs, strict=True)], dim=1)
-
-            det._score = with_logistic_head(det, lid_vector, (x_train, noise), x_adv[keep_adv], batch)
-        else:  # kd-bu
-            feats, logits = features_of(x_train)
-            pred = logits_to_labels(logits, task)
-            classes = model.num_classes if task != "multi-label" else 1
-            chosen = torch.cat([
-                torch.nonzero(pred == c if task != "multi-label" else torch.ones_like(pred[:, 0], dtype=torch.bool))
-                .flatten()[torch.randperm(int((pred == c).sum()) if task != "multi-label" else pred.shape[0],
-                                          generator=gen)[:500]]
-                for c in range(classes)])
-            bank, bank_cls = feats[chosen], pred[chosen] if task != "multi-label" else torch.zeros_like(chosen)
-            counts = torch.bincount(bank_cls, minlength=classes).clamp_min(1).float()
-            bandwidth = float(torch.cdist(feats[:200], feats[:200]).median().clamp_min(1e-6))
-            dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
-
-            def kd_bu(x: torch.Tensor) -> torch.Tensor:
-                f, _, z = tap(x)
-                cls = logits_to_labels(z, task) if task != "multi-label" else torch.zeros(x.shape[0], dtype=torch.long)
-                logk = -torch.cdist(f, bank).square() / bandwidth**2                     # (N, bank)
-                logk = logk.masked_fill(bank_cls[None, :] != cls[:, None], float("-inf"))
-                kd = torch.logsumexp(logk, dim=1) - counts[cls].log()
-                if dropouts:
-                    for m in dropouts:
-                        m.train()
-                    try:
-                        draws = torch.stack([logits_to_probs(model(x), task) for _ in range(8)])
-                    finally:
-                        for m in dropouts:
-                            m.eval()
-                    bu = draws.var(dim=0).sum(dim=1)
-                else:
-                    bu = torch.zeros_like(kd)
-                return torch.stack([kd, bu], dim=1)
-
-            det._score = with_logistic_head(det, kd_bu, (x_train, noise), x_adv[keep_adv], batch)
+        learn = {"binary": _fit_binary, "lid": _fit_lid, "kd-bu": _fit_kd_bu}[kind]
+        learn(det, x_train, y_train, eps, gen, batch)
     det.calibrate(det.scores(x_val), fpr)
     return det

@@ -121,8 +121,8 @@ def finding(report: DefenceReport) -> str:
         d = max(report.detection, key=lambda r: r["eps"])
         return (f"{report.name} flags {_pct(d['naive_tpr'])} of naive PGD images at 5 % false alarms "
                 f"(ROC-AUC {d['naive_auc']:.3f}), but an attacker who knows it gets {_pct(d['adaptive_evade'])} "
-                f"of its adversarial images past it (true-positive rate {_pct(d['adaptive_tpr'])}) at "
-                f"{d['eps'] * 255:g}/255.")
+                f"of the images it attacks misclassified and past it (true-positive rate {_pct(d['adaptive_tpr'])}) "
+                f"at {d['eps'] * 255:g}/255.")
     if not report.rows:
         return f"{report.name}: no budget measured."
     r = max(report.rows, key=lambda row: row.eps)

@@ -14,8 +14,9 @@ certificate never depends on the rest of the batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -23,7 +24,17 @@ from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.utils.progress import progress
 
-__all__ = ["Certificate", "binomial_lower_bound", "certified_accuracy", "certify"]
+__all__ = ["Certificate", "binomial_lower_bound", "certified_accuracy", "certify", "trained_sigma"]
+
+
+def trained_sigma(record: Mapping[str, Any]) -> float | None:
+    """The noise level a checkpoint's model was trained with (``adv-train --method noise``), or
+    None when its training record holds no noise objective. Other objectives record a sigma
+    too (the field's default, unused), so the method decides, not the field."""
+    objective = record.get("objective") or {}
+    if objective.get("method") != "noise" or objective.get("sigma") is None:
+        return None
+    return float(objective["sigma"])
 
 
 def _log_binom_tail(k: int, n: int, p: float) -> float:

@@ -9,7 +9,8 @@ Nothing here unpickles arbitrary objects. Accepted model files:
 * plain PyTorch state dicts (``torch.save(model.state_dict())``), loaded with
   ``torch.load(weights_only=True)``, described by a JSON sidecar naming the ``arch``;
 * HuggingFace image classifiers: a folder with ``config.json`` and ``model.safetensors``
-  (:mod:`medfool.models.huggingface`).
+  (:mod:`medfool.models.huggingface`);
+* the folder ``medfool train --out`` writes, which stands for its ``model.safetensors``.
 
 ``medfool describe`` writes the sidecar, checked against the weights, so nobody writes it by hand.
 """
@@ -33,9 +34,10 @@ from medfool.models.classifier import Classifier, ModelMeta
 from medfool.models.huggingface import is_hf_folder, load_hf_classifier
 from medfool.utils.io import atomic_write_bytes
 
-__all__ = ["FORMAT", "check_finite", "load_classifier", "read_header", "save_checkpoint"]
+__all__ = ["FORMAT", "MODEL_FILE", "check_finite", "load_classifier", "model_file", "read_header", "save_checkpoint"]
 
 FORMAT = "medfool-checkpoint/1"
+MODEL_FILE = "model.safetensors"  # what a training run writes into its output folder
 
 
 def save_checkpoint(model: Classifier, path: str | Path, record: dict[str, Any] | None = None) -> Path:
@@ -125,17 +127,27 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+def model_file(path: str | Path) -> Path:
+    """The model a path names: a run folder (what ``medfool train --out`` writes) stands for its
+    ``model.safetensors``; a HuggingFace folder (``config.json``) and any other path are kept."""
+    path = Path(path)
+    if not path.is_dir() or is_hf_folder(path):
+        return path
+    if (path / MODEL_FILE).is_file():
+        return path / MODEL_FILE
+    raise CheckpointError(f"{path}: a folder without {MODEL_FILE} (what 'medfool train --out' writes) or config.json "
+                          "(a HuggingFace model)")
+
+
 def load_classifier(path: str | Path, *, device: torch.device | str = "cpu",
                     meta: ModelMeta | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Load any accepted model file; returns the classifier (in eval mode) and its training record.
     ``meta`` describes a file that carries no description of its own in place of its sidecar."""
-    path = Path(path)
+    path = model_file(path)
     if is_hf_folder(path):
         hf, hf_record = load_hf_classifier(path)
         check_finite(hf, str(path))
         return hf.to(device).eval(), hf_record
-    if path.is_dir():
-        raise CheckpointError(f"{path}: a folder, but not a HuggingFace model (no config.json)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     record: dict[str, Any] = {}

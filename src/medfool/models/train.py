@@ -2,7 +2,8 @@
 
 Seeded and reproducible: model initialisation, batch order, balanced sampling and
 augmentation all draw from generators seeded by ``TrainConfig.seed``. Early stopping keeps
-the weights of the epoch with the best validation accuracy (validation loss breaks ties).
+the weights of the epoch with the best validation accuracy (validation loss breaks ties; a
+defence's objective can change the accuracy: see ``selection_score``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from medfool.models.zoo import DEFAULT_SIZE, NEEDS_SIZE, ZOO_EMA, ZOO_LR, ZOO_WE
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
 
-__all__ = ["Objective", "TrainConfig", "TrainResult", "auto_epochs", "build_classifier", "fit", "resolve_augment"]
+__all__ = ["Objective", "TrainConfig", "TrainResult", "auto_epochs", "build_classifier", "fit", "resolve_augment",
+           "selection_score"]
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +116,8 @@ class Objective(Protocol):
         ...
 
     def validate(self, model: Classifier, val: Split) -> dict[str, float]:
-        """Extra per-epoch validation figures (model in eval mode). A ``val_robust_accuracy``
-        entry makes epoch selection use the mean of clean and robust validation accuracy."""
+        """Extra per-epoch validation figures (model in eval mode). They can change what epoch
+        selection maximises: see :func:`selection_score`."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -132,6 +134,18 @@ class TrainResult:
     test: dict[str, Any] | None
     wall_s: float
     record: dict[str, Any]
+
+
+def selection_score(row: dict[str, float]) -> tuple[str, float]:
+    """What epoch selection maximises, and its value for one epoch's validation ``row``: a
+    smoothing base model's accuracy under its Gaussian noise (``val_noisy_accuracy``: its smoothed
+    classifier votes over noisy copies); under adversarial training the mean of clean and robust
+    accuracy (a constant answer is "robust"); otherwise clean validation accuracy."""
+    if "val_noisy_accuracy" in row:
+        return "val_noisy_accuracy", row["val_noisy_accuracy"]
+    if "val_robust_accuracy" in row:
+        return "mean of val_accuracy and val_robust_accuracy", (row["val_accuracy"] + row["val_robust_accuracy"]) / 2
+    return "val_accuracy", row["val_accuracy"]
 
 
 def auto_epochs(n_train: int) -> int:
@@ -262,9 +276,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        score = val_metrics["accuracy"]
-        if "val_robust_accuracy" in row:  # a constant answer is "robust": select on clean and robust together
-            score = (score + row["val_robust_accuracy"]) / 2
+        selected_on, score = selection_score(row)
         key = (score, -val_metrics["loss"])
         if key > (best[0], -best[1]):
             best, best_state, best_epoch, stale = (key[0], -key[1]), copy.deepcopy(average.state_dict()), epoch, 0
@@ -287,7 +299,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         "dataset_notes": list(dataset.info.notes),
         "train_config": asdict(cfg), "objective": objective.describe() if objective else None,
         "epochs": epochs, "augment": aug, "lr": cfg.rate, "weight_decay": cfg.decay, "ema": cfg.ema_decay,
-        "best_epoch": best_epoch,
+        "best_epoch": best_epoch, "selected_on": selected_on,
         "epochs_run": len(history),
         "metrics": {"val": val_best, "test": test}, "history": history, "train_wall_s": wall,
         "seed": cfg.seed, "environment": environment(),

@@ -80,6 +80,8 @@ def log_epoch(row: dict[str, float]) -> None:
              row["epoch"], row["train_loss"], row["val_loss"], row["val_accuracy"], row["val_auc"], row["elapsed_s"])
     if "val_robust_accuracy" in row:
         log.info("epoch %d  val robust acc %.4f", row["epoch"], row["val_robust_accuracy"])
+    if "val_noisy_accuracy" in row:
+        log.info("epoch %d  val acc under the smoothing noise %.4f", row["epoch"], row["val_noisy_accuracy"])
 
 
 def check_writable(out: Path) -> None:

@@ -19,11 +19,12 @@ from typing import Any
 import torch
 
 from medfool.attacks.ensemble import members
-from medfool.data.dataset import Dataset
+from medfool.data.dataset import Dataset, Split
 from medfool.defenses.detector_attack import evaluate_detector
 from medfool.defenses.detectors import fit_detector
 from medfool.defenses.evaluation import BudgetRow, DefenceReport, attack_defence, inference_ms, worst_case
 from medfool.defenses.smoothing import certified_accuracy, certify
+from medfool.errors import DataError
 from medfool.eval.sanity import model_checks
 from medfool.models.classifier import Classifier
 from medfool.models.metrics import evaluate
@@ -33,8 +34,11 @@ from medfool.utils.io import atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
 from medfool.utils.stats import accuracy_breakdown, positive_class
 
-__all__ = ["DefenceRun", "Defended", "run_certify", "run_detectors", "run_evaluate", "test_sample"]
+__all__ = ["DefenceRun", "Defended", "held_out", "run_certify", "run_detectors", "run_evaluate", "test_sample"]
 
+
+
+DETECTION_FORMAT = 2  # raise when a detector unit's stored result would no longer match what is computed
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,18 @@ class DefenceRun:
     seed: int = 0
 
 
+def held_out(dataset: Dataset) -> Split:
+    """The held-out test split every defence is measured on. Without one, refused: the val split
+    sets detectors' thresholds and selected the training epoch, so it would flatter the defence."""
+    if "test" not in dataset.splits:
+        raise DataError(f"{dataset.info.name} has no test split: defences are measured on held-out test images, "
+                        "and the val split calibrates detectors and selects training epochs (add a test split)")
+    return dataset.split("test")
+
+
 def test_sample(dataset: Dataset, n: int, seed: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """``n`` test images drawn with ``seed`` (sorted dataset indices, pixels, labels)."""
-    split = dataset.split("test" if "test" in dataset.splits else "val")
+    split = held_out(dataset)
     n = min(n, len(split))
     ids = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     x, y = split.get(ids)
@@ -96,7 +109,7 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
     """Naive vs adaptive robust accuracy of each defended model at each budget, beside the
     undefended ``baseline`` under the full ensemble."""
     ids, x, y = test_sample(run.dataset, run.n, run.seed)
-    test = run.dataset.split("test" if "test" in run.dataset.splits else "val")
+    test = held_out(run.dataset)
     settings = {"eps": list(run.eps), "n": len(ids), "preset": run.preset, "eot": run.eot, "seed": run.seed}
     results = _Results(run, "defence.json", settings)
     reports = []
@@ -182,12 +195,13 @@ def run_detectors(run: DefenceRun, model: Defended, kinds: Sequence[str], *, n_t
                     det = fit_detector(kind, model.model, xt, yt, xv, eps=eps, seed=run.seed)
                     row = evaluate_detector(model.model, det, x, y, ids, eps, seed=run.seed, steps=steps)
                     rows.append(row.to_json())
-                rep = DefenceReport(f"{kind} detector", "detector", evaluate(model.model, run.dataset.split(
-                    "test" if "test" in run.dataset.splits else "val"))["accuracy"], None, [], len(ids),
-                    {"eval_s": time.perf_counter() - start}, detection=rows)
+                clean = evaluate(model.model, held_out(run.dataset))["accuracy"]
+                rep = DefenceReport(f"{kind} detector", "detector", clean, None, [], len(ids),
+                                    {"eval_s": time.perf_counter() - start}, detection=rows)
                 return rep.to_json()
 
-            fp = fingerprint({"m": model.digest, "kind": kind, **settings})
+            # DETECTION_FORMAT: units stored before the row's counts (and LID/KD's held-out references) are redone
+            fp = fingerprint({"m": model.digest, "kind": kind, "format": DETECTION_FORMAT, **settings})
             item = _unit(ledger, f"detector:{kind}", fp, measure)
             say(item["finding"])
             results.add("defences", item)
