@@ -88,6 +88,7 @@ def test_attack_goes_on_past_an_eot_mean_success(lung_model) -> None:
     assert int(held[True].sum()) < int(held[False].sum())
 
 
+@pytest.mark.slow
 def test_vote_ensemble_is_attacked_through_its_members_and_judged_by_the_vote(trained) -> None:
     models, x, y = trained
     vote, mean = ensemble_classifier(models, "vote"), ensemble_classifier(models, "mean")
