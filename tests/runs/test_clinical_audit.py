@@ -51,7 +51,7 @@ def _read_report(page_url: str) -> tuple[list[str], list[str], str]:
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(page_url, wait_until="load")
             headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
-            text = page.inner_text("body")
+            text = page.inner_text("body").replace("\xa0", " ")  # budgets keep their units on one line
         finally:
             browser.close()
     return problems, headings, text
