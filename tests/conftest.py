@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,13 @@ def real_data() -> Path:
     if path is None:
         pytest.skip("real data not found: set MEDFOOL_DATA_DIR to the folder with medmnist/ and lc25000/")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A benchmark script run in-process silences logging globally; the next test must still see warnings."""
+    yield
+    logging.disable(logging.NOTSET)
 
 
 @pytest.fixture(autouse=True)
