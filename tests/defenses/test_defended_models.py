@@ -64,6 +64,20 @@ def test_random_transform_draws_fresh_under_eot_and_fixed_when_deployed() -> Non
         assert not torch.equal(model(x), model(x))
 
 
+def test_eot_draws_do_not_depend_on_the_batch() -> None:
+    """An image's EOT average is the same alone or among others (its draws are keyed by its own
+    pixels, the draw's index and the call's index, never by its place in the batch)."""
+    model = with_transforms(_model(0), [{"name": "resize-pad", "max_shrink": 4}])
+    x = torch.rand(40, 3, 16, 16)
+    with model.adaptive(eot=4):
+        together = [model(x) for _ in range(2)]
+    with model.adaptive(eot=4):
+        alone = [model(x[5:6]) for _ in range(2)]
+    for call in range(2):
+        assert torch.allclose(together[call][5:6], alone[call], atol=1e-5), f"call {call}"
+    assert not torch.allclose(together[0], together[1]), "each call draws afresh"
+
+
 @pytest.mark.parametrize(("task", "k", "out"), TASKS)
 @pytest.mark.parametrize("combine", ["mean", "vote"])
 def test_ensemble_saves_loads_and_has_two_gradients(tmp_path: Path, task: str, k: int, out: int,

@@ -130,6 +130,7 @@ class MetaView:
 
 # the batch size the network sees inside Classifier.padded (see there)
 MIN_ROWS = 8
+MAX_EOT = 1024  # EOT draws per forward pass at most (draw keys number calls in steps of it)
 
 
 class Classifier(MetaView, nn.Module):
@@ -153,6 +154,7 @@ class Classifier(MetaView, nn.Module):
         self._min_rows = 0  # see padded()
         self._eot = 1       # see adaptive()
         self._judge = False  # see adaptive(): decisions from the deployed forward
+        self._calls = 0     # see _surrogate_forward(): numbers the EOT calls since adaptive()
         self.preprocess = build_preprocess(meta.preprocess)
         self.channels_last = meta.arch is not None
         if self.channels_last:
@@ -212,17 +214,20 @@ class Classifier(MetaView, nn.Module):
         is. Success is judged as deployed inside every attack, not only afterwards."""
         layers = self.defence_layers
         old = [(m.bpda, m.fresh) for m in layers]
-        old_eot, old_judge = self._eot, self._judge
+        old_eot, old_judge, old_calls = self._eot, self._judge, self._calls
+        if not 1 <= eot <= MAX_EOT:
+            raise ConfigError(f"eot must be between 1 and {MAX_EOT}, got {eot}")
         for m in layers:
             m.bpda, m.fresh = True, m.random
         self._eot = eot if self.randomised else 1
         self._judge = self.randomised
+        self._calls = 0
         try:
             yield self
         finally:
             for m, (bpda, fresh) in zip(layers, old, strict=True):
                 m.bpda, m.fresh = bpda, fresh
-            self._eot, self._judge = old_eot, old_judge
+            self._eot, self._judge, self._calls = old_eot, old_judge, old_calls
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._judge:
@@ -233,10 +238,21 @@ class Classifier(MetaView, nn.Module):
         return decide_as(scores, deployed, self.meta.task)
 
     def _surrogate_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._eot > 1:
-            m, n = self._eot, x.shape[0]
-            return self._padded_forward(x.repeat(m, 1, 1, 1)).view(m, n, -1).mean(dim=0)
-        return self._padded_forward(x)
+        """The mean of ``eot`` fresh draws. Draw ``e`` of call ``c`` is keyed by (c, e) and each
+        image's own pixels, never by the global RNG or the image's place in the batch, so an
+        image's scores are the same alone or among others."""
+        fresh = [m for m in self.defence_layers if m.random and m.fresh]
+        if not fresh:
+            return self._padded_forward(x)
+        self._calls += 1
+        total = None
+        for e in range(self._eot):
+            for m in fresh:
+                m.draw = self._calls * MAX_EOT + e
+            out = self._padded_forward(x)
+            total = out if total is None else total + out
+        assert total is not None
+        return total / self._eot
 
     def _deployed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The deployed answer inside the adaptive view: random layers draw from the image's own

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfool.errors import ConfigError
-from medfool.utils.imageops import content_keys, jpeg_quantise, straight_through
+from medfool.utils.imageops import content_keys, jpeg_quantise, mix_keys, straight_through
 
 __all__ = ["PREPROCESS", "AdaptiveLayer", "InputTransform", "build_preprocess", "check_spec", "parse_spec"]
 
@@ -47,6 +47,7 @@ class AdaptiveLayer(nn.Module):
         super().__init__()
         self.bpda = False
         self.fresh = False  # EOT: fresh random draws on every call
+        self.draw = 0  # under EOT, which draw this is (the classifier numbers its calls and draws)
 
     @property
     def adapts(self) -> bool:
@@ -120,9 +121,10 @@ class ResizePad(InputTransform):
     random = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
+        _, _, h, w = x.shape
         shrink = int(self.options["max_shrink"])
-        draws = torch.randint(0, 2**31 - 1, (n,)) if self.fresh else content_keys(x).cpu()
+        keys = content_keys(x).cpu()
+        draws = mix_keys(keys, self.draw) if self.fresh else keys
         out = torch.empty_like(x)
         size = (draws % (shrink + 1)).tolist()
         top, left = ((draws // 7) % 10_007).tolist(), ((draws // 70_049) % 10_007).tolist()

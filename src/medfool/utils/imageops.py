@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["JPEG_LUMA", "content_keys", "dct_matrix", "jpeg_quantise", "quality_table", "straight_through"]
+__all__ = ["JPEG_LUMA", "content_keys", "dct_matrix", "jpeg_quantise", "mix_keys", "quality_table", "straight_through"]
 
 # JPEG's standard luminance quantisation table (ITU-T T.81, Annex K)
 JPEG_LUMA = torch.tensor([
@@ -68,3 +68,12 @@ def content_keys(x: torch.Tensor) -> torch.Tensor:
     q = (x.detach().flatten(1).clamp(0, 1) * 255).round().long()
     weights = torch.arange(1, q.shape[1] + 1, device=x.device, dtype=torch.int64) * 2654435761 % 4294967291
     return (q * weights).sum(dim=1) % 2147483647
+
+
+def mix_keys(keys: torch.Tensor, salt: int) -> torch.Tensor:
+    """(N,) keys in [0, 2**31 - 1) for draw number ``salt`` of each image: a fresh EOT draw that
+    still depends on the image alone (two rounds of multiply-add modulo a prime, which stay
+    inside int64)."""
+    p = 2147483647
+    out = (keys * 1_103_515_245 + (salt % p) * 1_597_334_677 + 12_345) % p
+    return (out * 69_069 + 1) % p
