@@ -56,9 +56,9 @@ def main() -> None:
         row: dict[str, object] = {"eps_255": eps}
         for label, decide_as_deployed in (("before", False), ("now", True)):
             start = time.perf_counter()
-            torch.manual_seed(args.seed)  # the EOT draws (fresh per pass) come from torch's global stream
-            with model.adaptive(eot=args.eot) as view:
-                view._judge = decide_as_deployed  # before: decisions read from the EOT mean
+            torch.manual_seed(args.seed)  # the attacks draw from their own per-image streams; this is for anything else
+            # before: decisions read from the EOT mean
+            with model.adaptive(eot=args.eot, judged_as_deployed=decide_as_deployed) as view:
                 held, _ = worst_case(view, model, attacks, x, y, ids, args.seed)
             b = accuracy_breakdown(held.tolist(), y.tolist(), ds.info.class_names)
             row[label] = {"robust": b["accuracy"], "ci95": b["ci95"], "balanced": b["balanced"],

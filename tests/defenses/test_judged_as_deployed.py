@@ -73,9 +73,8 @@ def test_attack_goes_on_past_an_eot_mean_success(lung_model) -> None:
     pgd = get_attack("pgd", eps=2 / 255, steps=10)
     runs = {}
     for deployed_decisions in (False, True):
-        torch.manual_seed(0)  # EOT's fresh draws
-        with defended.adaptive(eot=8) as view:
-            view._judge = deployed_decisions  # False: the EOT mean decides, as before the fix
+        # False: the EOT mean decides, as before the fix
+        with defended.adaptive(eot=8, judged_as_deployed=deployed_decisions) as view:
             runs[deployed_decisions] = pgd(view, x, y, seed=0)
     with torch.no_grad():
         held = {k: (defended.predict(r.x_adv) == y) & r.clean_correct for k, r in runs.items()}

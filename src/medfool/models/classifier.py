@@ -201,7 +201,7 @@ class Classifier(MetaView, nn.Module):
         return any(m.random for m in self.defence_layers)
 
     @contextlib.contextmanager
-    def adaptive(self, eot: int = 1) -> Iterator[Classifier]:
+    def adaptive(self, eot: int = 1, *, judged_as_deployed: bool = True) -> Iterator[Classifier]:
         """The model as an attacker who knows its defences sees it (Athalye et al., ICML 2018):
         within this block every defence layer keeps its forward pass and differentiates as the
         identity (BPDA), a vote ensemble scores with the mean of its members' log-probabilities,
@@ -211,7 +211,9 @@ class Classifier(MetaView, nn.Module):
         The scores are the surrogate's, but every decision read from them is the deployed
         model's (:func:`decide_as`): an attack stops on an image only when the model as deployed
         (its own draw, its vote) is fooled, never when only the EOT mean or the smooth surrogate
-        is. Success is judged as deployed inside every attack, not only afterwards."""
+        is. Success is judged as deployed inside every attack, not only afterwards.
+        ``judged_as_deployed=False`` decides by the EOT mean instead: only to measure what that
+        error costs (benchmarks/random_defence.py)."""
         layers = self.defence_layers
         old = [(m.bpda, m.fresh) for m in layers]
         old_eot, old_judge, old_calls = self._eot, self._judge, self._calls
@@ -220,7 +222,7 @@ class Classifier(MetaView, nn.Module):
         for m in layers:
             m.bpda, m.fresh = True, m.random
         self._eot = eot if self.randomised else 1
-        self._judge = self.randomised
+        self._judge = self.randomised and judged_as_deployed
         self._calls = 0
         try:
             yield self
