@@ -16,7 +16,7 @@ SRC = Path(__file__).parents[1] / "src" / "medfool"
 
 # lowest first; a module may import its own layer and the ones before it
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "utils"),
+    ("errors", "utils", "vocab"),
     ("data",),
     ("models",),
     ("attacks",),
@@ -100,6 +100,11 @@ def test_layers_import_downwards_only() -> None:
 
 def test_no_module_imports_another_modules_private_names() -> None:
     assert private_imports() == []
+
+
+def test_the_vocabularies_import_nothing_from_medfool() -> None:
+    """``medfool.vocab`` (the closed sets of words, as types) sits under every layer, errors included."""
+    assert imports(SRC / "vocab.py") == []
 
 
 def prints_outside_the_cli(src: Path = SRC) -> list[str]:

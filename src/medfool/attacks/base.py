@@ -23,12 +23,13 @@ from typing import Any, ClassVar
 import torch
 
 from medfool.attacks.goal import Goal, two_logits
-from medfool.attacks.norms import NORMS, l0, l2, linf
+from medfool.attacks.norms import l0, l2, linf
 from medfool.attacks.passes import Passes
 from medfool.data.dataset import DatasetInfo
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.models.predict import PredictModel
 from medfool.utils.rng import ImageStreams, as_ids
+from medfool.vocab import MULTI_LABEL, NORMS, TASKS, AttackKind, BudgetKind, Loss, MeasuredNorm, Norm, Task
 
 __all__ = [
     "PER_IMAGE_EXTRAS", "Attack", "AttackConfig", "AttackResult", "Counter", "TargetSpec", "Victim",
@@ -66,7 +67,7 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def check_norm_eps(norm: str, eps: float) -> None:
+def check_norm_eps(norm: Norm, eps: float) -> None:
     """The Lp ball of a budgeted attack: Linf radius within the [0, 1] pixel range, L2 any size."""
     check_choice("norm", norm, NORMS)
     check_range("eps", eps, 0.0, 1.0 if norm == "linf" else 1e4)
@@ -137,7 +138,7 @@ class AttackResult:
                    extras=extras, **per_sample)
 
     @classmethod
-    def from_scores(cls, attack: str, config: dict[str, Any], task: str, x: torch.Tensor, x_adv: torch.Tensor,
+    def from_scores(cls, attack: str, config: dict[str, Any], task: Task, x: torch.Tensor, x_adv: torch.Tensor,
                     y: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor, *, gradients: torch.Tensor,
                     queries: torch.Tensor, wall_s: float, target: torch.Tensor | None = None,
                     label_mask: torch.Tensor | None = None, extras: dict[str, Any] | None = None) -> AttackResult:
@@ -274,7 +275,7 @@ def get_attack(name: str, **config: Any) -> Attack:
 
 # -- the base class -----------------------------------------------------------------------------
 def loss_and_grad(model: Classifier, x: torch.Tensor, goal: Goal, idx: torch.Tensor | None,
-                  kind: str = "ce") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  kind: Loss = "ce") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward+backward on a (sub)batch: logits, per-sample loss and its input gradient."""
     xa = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -289,15 +290,15 @@ class Attack(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[AttackConfig]]
-    fixed_norm: ClassVar[str | None] = None  # for attacks whose config has no norm (C&W: "l2")
-    tasks: ClassVar[frozenset[str]] = frozenset({"multi-class", "binary", "multi-label"})
+    fixed_norm: ClassVar[MeasuredNorm | None] = None  # for attacks whose config has no norm (C&W: "l2")
+    tasks: ClassVar[frozenset[Task]] = frozenset(TASKS)
     targeted_ok: ClassVar[bool] = True
     paper: ClassVar[str] = ""
-    kind: ClassVar[str] = "per-image"
+    kind: ClassVar[AttackKind] = "per-image"
     """"per-image": every image gets its own perturbation (call the attack on the images);
     "universal": one perturbation or patch is crafted on some images and applied unchanged to
     others (:meth:`craft_and_apply`)."""
-    budget_kind: ClassVar[str] = "norm"  # "norm": an Lp ball (eps); "area": the share of the image covered
+    budget_kind: ClassVar[BudgetKind] = "norm"  # "norm": an Lp ball (eps); "area": the share of the image covered
     queries_only: ClassVar[bool] = False  # True: sees only the model's answers (black-box)
 
     def __init__(self, config: AttackConfig | None = None, **kwargs: Any) -> None:
@@ -309,7 +310,7 @@ class Attack(ABC):
         self.config = cfg
 
     @property
-    def norm(self) -> str | None:
+    def norm(self) -> MeasuredNorm | None:
         """"linf", "l2", "l0", or None when the budget is not an Lp ball."""
         configured = getattr(self.config, "norm", None)
         return configured if configured is not None else self.fixed_norm
@@ -319,7 +320,7 @@ class Attack(ABC):
         eps = getattr(self.config, "eps", None)
         return float(eps) if eps is not None else None
 
-    def max_passes(self, task: str, classes: int) -> Passes | None:
+    def max_passes(self, task: Task, classes: int) -> Passes | None:
         """The most model passes one image can cost on a ``task`` model with ``classes`` classes
         (2 for a one-logit binary model), the clean and the final forward included; None where it
         cannot be known in advance. An audit's time estimate is built from these."""
@@ -427,7 +428,7 @@ def run_seed(seed: int | None, generator: torch.Generator | None) -> int:
 def resolve_attack_labels(model: Victim, attack_labels: list[int] | None) -> torch.Tensor | None:
     if attack_labels is None:
         return None
-    if model.task != "multi-label":
+    if model.task != MULTI_LABEL:
         raise ValueError("attack_labels is for multi-label models; use target for single-label models")
     bad = [i for i in attack_labels if not 0 <= i < model.num_classes]
     if bad or not attack_labels:
@@ -461,7 +462,7 @@ def check_inputs(model: Victim, x: torch.Tensor, y: torch.Tensor) -> None:
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y must have one label per image ({x.shape[0]}), got {y.shape[0]}")
     y = y.long()
-    if model.task == "multi-label":
+    if model.task == MULTI_LABEL:
         if y.dim() != 2 or y.shape[1] != model.num_classes or not bool(((y == 0) | (y == 1)).all()):
             raise ValueError(f"y must be (N, {model.num_classes}) of 0/1 for a multi-label model, got "
                              f"shape {tuple(y.shape)}")
@@ -479,7 +480,7 @@ def resolve_target(model: Victim, clean_logits: torch.Tensor, y: torch.Tensor,
     if target is None:
         return None
     n = y.shape[0]
-    if model.task == "multi-label":
+    if model.task == MULTI_LABEL:
         if not isinstance(target, torch.Tensor) or target.shape != y.shape:
             raise ValueError(f"target for a multi-label model must be a 0/1 tensor of shape {tuple(y.shape)}")
         return target.long().to(y.device)

@@ -43,10 +43,11 @@ from medfool.attacks.goal import Goal
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import MULTI_LABEL, PRESET_NAMES, Norm, Preset, Task
 
 __all__ = ["PRESETS", "Ensemble", "EnsembleConfig", "members"]
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+PRESETS: dict[Preset, dict[str, dict[str, Any]]] = {
     "standard": {"apgd-ce": {"steps": 100}, "apgd-t": {"steps": 100, "targets": 9},
                  "fab-t": {"steps": 100, "targets": 9}, "square": {"queries": 5000, "p_init": 0.8}},
     "fast": {"apgd-ce": {"steps": 20}, "apgd-t": {"steps": 20, "targets": 3},
@@ -57,19 +58,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 @dataclass(frozen=True, kw_only=True)
 class EnsembleConfig(AttackConfig):
     eps: float = 8 / 255
-    norm: str = "linf"
-    preset: str = "standard"
+    norm: Norm = "linf"
+    preset: Preset = "standard"
 
     def validate(self) -> None:
         check_norm_eps(self.norm, self.eps)
-        check_choice("preset", self.preset, tuple(PRESETS))
+        check_choice("preset", self.preset, PRESET_NAMES)
 
 
-def members(preset: str, task: str, eps: float, norm: str) -> list[tuple[str, Attack]]:
+def members(preset: Preset, task: Task, eps: float, norm: Norm) -> list[tuple[str, Attack]]:
     """The ensemble's attacks, in running order, as (label, attack)."""
     spec = PRESETS[preset]
     out: list[tuple[str, Attack]] = [("apgd-ce", get_attack("apgd-ce", eps=eps, norm=norm, **spec["apgd-ce"]))]
-    if task == "multi-label":
+    if task == MULTI_LABEL:
         out.append(("apgd-margin", get_attack("apgd-ce", eps=eps, norm=norm, loss="margin",
                                                steps=spec["apgd-ce"]["steps"])))
     else:
@@ -87,7 +88,7 @@ class Ensemble(Attack):
     paper = "Croce & Hein, ICML 2020 (AutoAttack)"
     config: EnsembleConfig
 
-    def max_passes(self, task: str, classes: int) -> Passes | None:
+    def max_passes(self, task: Task, classes: int) -> Passes | None:
         """Every member at its full budget on every image (the worst case: nothing breaks)."""
         cfg = self.config
         total = Passes(forwards=2)
@@ -114,7 +115,7 @@ class Ensemble(Attack):
             if act.numel() == 0:
                 continue
             # the member as if called on these images alone: same seed, their own ids
-            chosen = None if goal.task != "multi-label" else goal.label_mask.nonzero().flatten().tolist()
+            chosen = None if goal.task != MULTI_LABEL else goal.label_mask.nonzero().flatten().tolist()
             r = attack(model, x[act], goal.labels[act], seed=rng.seed, ids=ids[act.cpu()], attack_labels=chosen)
             counter.gradients.index_add_(0, act, r.gradients.to(counter.gradients.device))
             counter.queries.index_add_(0, act, r.queries.to(counter.queries.device))

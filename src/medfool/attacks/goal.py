@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from medfool.vocab import MULTI_LABEL, Loss, Task
+
 __all__ = ["Goal", "effective_loss", "ranked_others", "two_logits"]
 
 
@@ -25,13 +27,13 @@ def two_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def effective_loss(kind: str, task: str, n_outputs: int, targeted: bool) -> str:
+def effective_loss(kind: Loss, task: Task, n_outputs: int, targeted: bool) -> Loss:
     """The loss an attack can use: DLR needs >= 3 classes (>= 4 targeted: its denominator reads
     the third and fourth largest logits) and a single-label model; otherwise the margin loss,
     which ranks the same way for two classes and needs no extra logits."""
     if kind != "dlr":
         return kind
-    if task == "multi-label" or max(2, n_outputs) < (4 if targeted else 3):
+    if task == MULTI_LABEL or max(2, n_outputs) < (4 if targeted else 3):
         return "margin"
     return kind
 
@@ -52,13 +54,13 @@ class Goal:
     """Loss, margin and success for a batch; every method takes an index into the batch so an
     attack can work on the still-active samples only."""
 
-    def __init__(self, task: str, labels: torch.Tensor, target: torch.Tensor | None = None,
+    def __init__(self, task: Task, labels: torch.Tensor, target: torch.Tensor | None = None,
                  attack_labels: torch.Tensor | None = None) -> None:
         self.task = task
         self.labels = labels
         self.target = target
         self.targeted = target is not None
-        if task == "multi-label":
+        if task == MULTI_LABEL:
             n_labels = labels.shape[1]
             mask = torch.zeros(n_labels, dtype=torch.bool, device=labels.device)
             if attack_labels is None:
@@ -76,7 +78,7 @@ class Goal:
 
     def margin(self, logits: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """(n,) distance to success in logit units: > 0 not yet fooled, < 0 fooled."""
-        if self.task == "multi-label":
+        if self.task == MULTI_LABEL:
             s = self._sel(self.sign, idx)[:, self.label_mask]
             z = logits[:, self.label_mask]
             per_label = -s * z  # > 0 while that label is not at its desired value
@@ -92,14 +94,14 @@ class Goal:
         y = self._sel(self.labels, idx)
         return z.gather(1, y[:, None])[:, 0] - _other_max(z, y)
 
-    def loss(self, logits: torch.Tensor, idx: torch.Tensor | None = None, kind: str = "ce") -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, idx: torch.Tensor | None = None, kind: Loss = "ce") -> torch.Tensor:
         """(n,) loss to maximise: cross-entropy away from the label (or towards the target), the
         negative margin ('margin'), or AutoAttack's scale-free DLR ('dlr'; the margin where DLR
         is undefined, see :func:`effective_loss`)."""
         kind = effective_loss(kind, self.task, logits.shape[1], self.targeted)
         if kind == "margin":
             return -self.margin(logits, idx)
-        if self.task == "multi-label":
+        if self.task == MULTI_LABEL:
             s = self._sel(self.sign, idx)[:, self.label_mask]
             z = logits[:, self.label_mask]
             desired = (s > 0).float()
@@ -130,7 +132,7 @@ class Goal:
         Su et al.'s one-pixel attack): the true class's probability (untargeted), one minus the
         target's (targeted); for multi-label, per attacked label the probability of *not* having
         its desired value, combined as success is (any label for untargeted, all for targeted)."""
-        if self.task == "multi-label":
+        if self.task == MULTI_LABEL:
             s = self._sel(self.sign, idx)[:, self.label_mask]
             p_not = torch.sigmoid(-s * logits[:, self.label_mask])
             return p_not.max(dim=1).values if self.targeted else p_not.min(dim=1).values
@@ -141,7 +143,7 @@ class Goal:
 
     def success(self, logits: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """(n,) bool, computed from predictions exactly as a user would recompute it."""
-        if self.task == "multi-label":
+        if self.task == MULTI_LABEL:
             pred = (logits > 0).long()[:, self.label_mask]
             if self.targeted:
                 assert self.target is not None

@@ -8,10 +8,9 @@ from __future__ import annotations
 import torch
 
 from medfool.utils.rng import Draw
+from medfool.vocab import NORMS, Norm
 
 __all__ = ["NORMS", "ascent_direction", "clip_box", "l0", "l2", "linf", "norm_of", "project", "random_in_ball"]
-
-NORMS = ("linf", "l2")
 
 
 def _view(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -32,11 +31,11 @@ def l0(delta: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
     return (delta.abs() > tol).any(dim=1).flatten(1).sum(dim=1)
 
 
-def norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
+def norm_of(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
     return linf(delta) if norm == "linf" else l2(delta)
 
 
-def project(delta: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
+def project(delta: torch.Tensor, norm: Norm, eps: float | torch.Tensor) -> torch.Tensor:
     """Nearest point of the eps-ball (per-sample eps allowed)."""
     if norm == "linf" and not isinstance(eps, torch.Tensor):
         return delta.clamp(-eps, eps)  # one kernel: the hot path of PGD
@@ -54,14 +53,14 @@ def clip_box(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return (x + delta).clamp(0.0, 1.0) - x
 
 
-def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+def ascent_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Steepest ascent of unit norm: sign(g) for Linf, g / ||g|| for L2."""
     if norm == "linf":
         return grad.sign()
     return grad / _view(l2(grad).clamp_min(1e-12), grad)
 
 
-def random_in_ball(like: torch.Tensor, norm: str, eps: float, draw: Draw) -> torch.Tensor:
+def random_in_ball(like: torch.Tensor, norm: Norm, eps: float, draw: Draw) -> torch.Tensor:
     """Uniform in the Linf box, or uniform in the L2 ball (direction ~ Gaussian, radius ~ U^(1/d))."""
     if norm == "linf":
         return (2 * draw.rand(*like.shape) - 1) * eps

@@ -30,6 +30,7 @@ from medfool.cli.common import (
     say,
 )
 from medfool.runs.analyze import KINDS, AnalysisJob, run_analysis
+from medfool.vocab import SPLITS
 
 __all__ = ["cmd_analyze", "register"]
 
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     add_data_options(p)
     add_run_options(p)
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--n", type=positive, default=4, help="images to analyse (default 4)")
     p.add_argument("--target", default=None, help="a class name or index (default: away from the true class)")
     p.add_argument("--samples", type=int_in(0), default=8,

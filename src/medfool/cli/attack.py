@@ -38,6 +38,7 @@ from medfool.cli.common import (
     say,
 )
 from medfool.runs.attack import EXPERIMENTS, AttackJob, run_attack
+from medfool.vocab import NORMS, SPLITS
 
 __all__ = ["cmd_attack", "register"]
 
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_run_options(p)
     p.add_argument("--eps", type=parse_eps, nargs="+", default=None, metavar="EPS",
                    help="one or more budgets, e.g. 2/255 4/255 8/255 (attacks with a budget only)")
-    p.add_argument("--norm", choices=("linf", "l2"), default=None)
+    p.add_argument("--norm", choices=NORMS, default=None)
     p.add_argument("--steps", type=positive, default=None)
     p.add_argument("--restarts", type=positive, default=None)
     p.add_argument("--option", "-o", type=parse_option, action="append", metavar="KEY=VALUE",
@@ -78,8 +79,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "region of interest: -o region=outside -o box=TOP,LEFT,BOTTOM,RIGHT")
     p.add_argument("--target", default=None, help="a class name or index, or 'least-likely' (default untargeted)")
     p.add_argument("--only-class", default=None, help="attack only images of this class (e.g. a cancer class)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--craft-split", default="train", choices=("train", "val", "test"),
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--craft-split", default="train", choices=SPLITS,
                    help="uap and patch: the split the universal perturbation or patch is crafted on (default train)")
     p.add_argument("--n-craft", type=positive, default=1000, help="uap and patch: images to craft on (default 1000)")
     p.add_argument("--surrogate", default=None, metavar="CKPT", type=model_path,

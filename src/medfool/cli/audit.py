@@ -39,7 +39,7 @@ from medfool.cli.common import (
 from medfool.errors import ConfigError
 from medfool.runs.audit.config import AuditConfig
 from medfool.runs.audit.job import AuditJob, audit, rerender
-from medfool.utils.device import DEVICE_CHOICES
+from medfool.vocab import DEVICE_CHOICES
 
 __all__ = ["cmd_audit", "cmd_report", "register"]
 

@@ -27,6 +27,7 @@ from medfool.models.train import TrainConfig
 from medfool.runs.common import check_compatible, check_writable, fmt
 from medfool.runs.train import train_and_save
 from medfool.utils.device import resolve_device
+from medfool.vocab import DEVICE_CHOICES, SPLITS
 
 __all__ = ["cmd_datasets", "cmd_download", "cmd_evaluate", "cmd_info", "cmd_train", "register"]
 
@@ -171,8 +172,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="clean accuracy and AUC of a model on a dataset split")
     p.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     add_data_options(p)
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -14,7 +14,7 @@ from medfool.data.windowing import NativeOptions, Window
 from medfool.errors import CheckpointError, DataError
 from medfool.models.checkpoint import model_file
 from medfool.runs.common import DataSource
-from medfool.utils.device import DEVICE_CHOICES
+from medfool.vocab import DEVICE_CHOICES
 
 __all__ = [
     "MODEL_HELP", "add_data_options", "add_run_options", "command_record", "data_source", "emit_json", "model_path",

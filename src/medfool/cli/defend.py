@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from medfool.attacks.ensemble import PRESETS
 from medfool.cli.common import (
     MODEL_HELP,
     add_data_options,
@@ -29,7 +28,6 @@ from medfool.defenses.robust_training import METHODS, RobustObjective
 from medfool.defenses.smoothing import trained_sigma
 from medfool.errors import ConfigError
 from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
-from medfool.models.ensemble import COMBINE
 from medfool.models.preprocess import PREPROCESS, parse_spec
 from medfool.models.train import TrainConfig
 from medfool.runs.common import check_compatible, check_writable, fmt, folder_lock
@@ -37,6 +35,7 @@ from medfool.runs.defend import DefenceRun, Defended, held_out, run_certify, run
 from medfool.runs.train import train_and_save
 from medfool.utils.device import resolve_device
 from medfool.utils.repro import file_digest, fingerprint
+from medfool.vocab import COMBINE, PRESET_NAMES
 
 __all__ = ["cmd_adv_train", "cmd_certify", "cmd_detector", "cmd_ensemble", "cmd_evaluate", "cmd_transform",
            "register"]
@@ -154,7 +153,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_data_options(q)
     add_run_options(q)
     add_budget_options(q)
-    q.add_argument("--preset", default="standard", choices=tuple(PRESETS),
+    q.add_argument("--preset", default="standard", choices=PRESET_NAMES,
                    help="attack ensemble preset: standard (AutoAttack's own budgets: 100 steps, 9 targets, 5,000 "
                         "Square queries; the default, the figure to sign) or fast (20 steps, 3 targets, 500 queries; "
                         "a quicker first look that can overstate robustness)")

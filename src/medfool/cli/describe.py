@@ -10,6 +10,7 @@ from medfool.errors import ConfigError
 from medfool.models.architectures import architectures
 from medfool.models.wrap import describe
 from medfool.utils.io import atomic_write_json
+from medfool.vocab import TASKS
 
 __all__ = ["cmd_describe", "register"]
 
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "[0, 1] pixel units (ImageNet: --mean 0.485,0.456,0.406 --std "
                                    "0.229,0.224,0.225).")
     p.add_argument("model", help="TorchScript archive, state dict (.pt/.pth) or bare .safetensors weights")
-    p.add_argument("--task", required=True, choices=("multi-class", "binary", "multi-label"))
+    p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--classes", required=True, help="class names in output order, comma-separated")
     p.add_argument("--input-shape", required=True, type=_shape, metavar="C,H,W",
                    help="the images the model takes, e.g. 1,224,224")

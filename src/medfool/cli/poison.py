@@ -39,6 +39,7 @@ from medfool.runs.poisoning import (
     retrainable,
 )
 from medfool.utils.device import resolve_device
+from medfool.vocab import MULTI_LABEL
 
 __all__ = ["cmd_availability", "cmd_backdoor", "register"]
 
@@ -78,10 +79,10 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 def _target(dataset: Dataset, text: str | None) -> int | None:
     info = dataset.info
     if text in (None, "auto"):
-        if info.task == "multi-label":
+        if info.task == MULTI_LABEL:
             return None  # "no finding": every label negative
         return benign_class(info.class_names, info.critical_classes)
-    if text in ("none", "no-finding") and info.task == "multi-label":
+    if text in ("none", "no-finding") and info.task == MULTI_LABEL:
         return None
     return info.class_index(str(text))
 

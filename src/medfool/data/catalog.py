@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medfool.vocab import BINARY, MULTI_CLASS, MULTI_LABEL, Task
+
 __all__ = ["MEDMNIST", "MEDMNIST_CITATION", "SIZES", "ZENODO_RECORD", "MedMNISTEntry"]
 
 ZENODO_RECORD = "https://zenodo.org/records/10519652/files"
@@ -23,7 +25,7 @@ MEDMNIST_CITATION = (
 @dataclass(frozen=True)
 class MedMNISTEntry:
     name: str
-    task: str  # "multi-class" | "binary" | "multi-label" (ordinal regression is served as multi-class)
+    task: Task  # ordinal regression is served as multi-class
     n_channels: int
     labels: tuple[str, ...]
     md5: dict[int, str]
@@ -48,7 +50,7 @@ MEDMNIST: dict[str, MedMNISTEntry] = {
     e.name: e
     for e in (
         MedMNISTEntry(
-            "pathmnist", "multi-class", 3,
+            "pathmnist", MULTI_CLASS, 3,
             ("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
              "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium"),
             {28: "a8b06965200029087d5bd730944a56c1", 64: "55aa9c1e0525abe5a6b9d8343a507616",
@@ -57,7 +59,7 @@ MEDMNIST: dict[str, MedMNISTEntry] = {
             "Kather JN et al., PLOS Medicine 16(1): e1002730 (2019), NCT-CRC-HE-100K / CRC-VAL-HE-7K",
         ),
         MedMNISTEntry(
-            "chestmnist", "multi-label", 1,
+            "chestmnist", MULTI_LABEL, 1,
             ("atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
              "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"),
             {28: "02c8a6516a18b556561a56cbdd36c4a8", 64: "9de6cd0b934ebb5b7426cfba5efbae16",
@@ -66,7 +68,7 @@ MEDMNIST: dict[str, MedMNISTEntry] = {
             "Wang X et al., CVPR 2017, NIH ChestX-ray14",
         ),
         MedMNISTEntry(
-            "dermamnist", "multi-class", 3,
+            "dermamnist", MULTI_CLASS, 3,
             ("actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
              "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
              "vascular lesions"),
@@ -77,7 +79,7 @@ MEDMNIST: dict[str, MedMNISTEntry] = {
             license="CC BY-NC 4.0",
         ),
         MedMNISTEntry(
-            "octmnist", "multi-class", 1,
+            "octmnist", MULTI_CLASS, 1,
             ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
             {28: "c68d92d5b585d8d81f7112f81e2d0842", 64: "e229e9440236b774d9f0dfef9d07bdaf",
              128: "0a97e76651ace45c5d943ee3f65b63ae", 224: "abc493b6d529d5de7569faaef2773ba3"},
@@ -85,28 +87,28 @@ MEDMNIST: dict[str, MedMNISTEntry] = {
             "Kermany DS et al., Cell 172(5) 1122-1131 (2018)",
         ),
         MedMNISTEntry(
-            "pneumoniamnist", "binary", 1, ("normal", "pneumonia"),
+            "pneumoniamnist", BINARY, 1, ("normal", "pneumonia"),
             {28: "28209eda62fecd6e6a2d98b1501bb15f", 64: "8f4eceb4ccffa70c672198ea285246c6",
              128: "05b46931834c231683c68f40c47b2971", 224: "d6a3c71de1b945ea11211b03746c1fe1"},
             (4708, 524, 624), (1,),
             "Kermany DS et al., Cell 172(5) 1122-1131 (2018)",
         ),
         MedMNISTEntry(
-            "retinamnist", "multi-class", 3, ("grade 0", "grade 1", "grade 2", "grade 3", "grade 4"),
+            "retinamnist", MULTI_CLASS, 3, ("grade 0", "grade 1", "grade 2", "grade 3", "grade 4"),
             {28: "bd4c0672f1bba3e3a89f0e4e876791e4", 64: "afda852cc34dcda56f86ad2b2457dbcc",
              128: "e48e916a24454daf90583d4e6efb1a18", 224: "eae7e3b6f3fcbda4ae613ebdcbe35348"},
             (1080, 120, 400), (3, 4),
             "Liu R et al., Patterns 3(6) 100512 (2022), DeepDRiD",
         ),
         MedMNISTEntry(
-            "breastmnist", "binary", 1, ("malignant", "normal, benign"),
+            "breastmnist", BINARY, 1, ("malignant", "normal, benign"),
             {28: "750601b1f35ba3300ea97c75c52ff8f6", 64: "742edef2a1fd1524b2efff4bd7ba9364",
              128: "363e4b3f8d712e9b5de15470a2aaadf1", 224: "b56378a6eefa9fed602bb16d192d4c8b"},
             (546, 78, 156), (0,),
             "Al-Dhabyani W et al., Data in Brief 28, 104863 (2020)",
         ),
         MedMNISTEntry(
-            "bloodmnist", "multi-class", 3,
+            "bloodmnist", MULTI_CLASS, 3,
             ("basophil", "eosinophil", "erythroblast",
              "immature granulocytes (myelocytes, metamyelocytes and promyelocytes)", "lymphocyte",
              "monocyte", "neutrophil", "platelet"),
@@ -116,7 +118,7 @@ MEDMNIST: dict[str, MedMNISTEntry] = {
             "Acevedo A et al., Data in Brief 30, 105474 (2020)",
         ),
         MedMNISTEntry(
-            "tissuemnist", "multi-class", 1,
+            "tissuemnist", MULTI_CLASS, 1,
             ("collecting duct, connecting tubule", "distal convoluted tubule", "glomerular endothelial cells",
              "interstitial endothelial cells", "leukocytes", "podocytes", "proximal tubule segments",
              "thick ascending limb"),
@@ -126,21 +128,21 @@ MEDMNIST: dict[str, MedMNISTEntry] = {
             "Ljosa V et al., Nature Methods 9, 637 (2012), BBBC051",
         ),
         MedMNISTEntry(
-            "organamnist", "multi-class", 1, _ORGANS,
+            "organamnist", MULTI_CLASS, 1, _ORGANS,
             {28: "68e3f8846a6bd62f0c9bf841c0d9eacc", 64: "2dcccc29b88e6da5a01161ef20cda288",
              128: "eeae80d0a227a8d099027e1b3cfd3b60", 224: "50747347e05c87dd3aaf92c49f9f3170"},
             (34561, 6491, 17778), (),
             "Bilic P et al., Medical Image Analysis 84, 102680 (2023), LiTS",
         ),
         MedMNISTEntry(
-            "organcmnist", "multi-class", 1, _ORGANS,
+            "organcmnist", MULTI_CLASS, 1, _ORGANS,
             {28: "b9ceb9546e10131b32923c5bbeaea2b1", 64: "3ce34a8724ea6f548e6db4744d03b6a9",
              128: "773c1f009daa3fe5d9a2a201b2a7ed94", 224: "050f5e875dc056f6768abf94ec9995d1"},
             (12975, 2392, 8216), (),
             "Bilic P et al., Medical Image Analysis 84, 102680 (2023), LiTS",
         ),
         MedMNISTEntry(
-            "organsmnist", "multi-class", 1, _ORGANS,
+            "organsmnist", MULTI_CLASS, 1, _ORGANS,
             {28: "9ab87b696fb54e2a387ebe992d6ed5f1", 64: "53a6d115339d874c25e309a994ff46d3",
              128: "ded0c5fa01a95dc4978b956f613e9b8e", 224: "b354719e553fbbb2513d5533f52a4cb1"},
             (13932, 2452, 8827), (),

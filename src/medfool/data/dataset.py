@@ -18,6 +18,7 @@ import torch
 
 from medfool.data.windowing import Window
 from medfool.errors import DataError
+from medfool.vocab import BINARY, MULTI_LABEL, SPLITS, TASKS, SplitName, Task
 
 __all__ = [
     "SPLITS",
@@ -35,9 +36,6 @@ __all__ = [
     "to_float_nchw",
 ]
 
-TASKS = ("multi-class", "binary", "multi-label")
-SPLITS = ("train", "val", "test")
-
 
 class ImageSource(Protocol):
     """Anything that can hand out images by index: a NumPy array, an HDF5 dataset."""
@@ -52,7 +50,7 @@ class DatasetInfo:
     """What a model needs to know about the data it classifies."""
 
     name: str
-    task: str
+    task: Task
     class_names: tuple[str, ...]
     n_channels: int
     image_size: tuple[int, int]
@@ -67,10 +65,10 @@ class DatasetInfo:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise DataError(f"{self.source or self.name}: task must be one of {TASKS}, got {self.task!r}")
-        if self.task == "binary" and len(self.class_names) != 2:
+        if self.task == BINARY and len(self.class_names) != 2:
             raise DataError(f"{self.source or self.name}: a binary task needs 2 class names, "
                             f"got {len(self.class_names)}")
-        if len(self.class_names) < 2 and self.task != "multi-label":
+        if len(self.class_names) < 2 and self.task != MULTI_LABEL:
             raise DataError(f"{self.source or self.name}: needs at least 2 classes, got {len(self.class_names)}")
         bad = [c for c in self.critical_classes if not 0 <= c < len(self.class_names)]
         if bad:
@@ -222,9 +220,9 @@ class Dataset:
     """A named dataset: its metadata and its splits."""
 
     info: DatasetInfo
-    splits: dict[str, Split]
+    splits: dict[SplitName, Split]
 
-    def split(self, name: str) -> Split:
+    def split(self, name: SplitName) -> Split:
         if name not in self.splits:
             raise DataError(f"{self.info.name} has no {name!r} split (it has: {', '.join(self.splits)})")
         return self.splits[name]
@@ -310,7 +308,7 @@ def normalise_labels(labels: np.ndarray, n_images: int, info: DatasetInfo, origi
             raise DataError(f"{origin}: labels must be whole numbers")
     labels = labels.astype(np.int64)
     k = info.num_classes
-    if info.task == "multi-label":
+    if info.task == MULTI_LABEL:
         if labels.ndim != 2 or labels.shape[1] != k:
             raise DataError(f"{origin}: multi-label labels must have shape (N, {k}), got {tuple(labels.shape)}")
         if labels.size and not np.isin(labels, (0, 1)).all():

@@ -24,13 +24,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 
-from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, confined, make_split
+from medfool.data.dataset import Dataset, DatasetInfo, confined, make_split
 from medfool.data.dicom import DICOM_SUFFIXES, dicom_header, read_dicom
 from medfool.data.nifti import is_nifti, read_nifti
 from medfool.data.split import DEFAULT_FRACTIONS, carve_from_train, stratified_split
 from medfool.data.windowing import NativeImage, NativeOptions, Window, choose_window
 from medfool.errors import DataError
 from medfool.utils.progress import progress
+from medfool.vocab import BINARY, MULTI_CLASS, SPLITS
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "load_image_folder", "load_manifest"]
 
@@ -178,7 +179,7 @@ def _finish(name: str, source: Path, files: dict[str, list[Path]], labels: dict[
         images = {s: np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for s, a in images.items()}
         n_ch = 3
     h, w = next(iter(images.values())).shape[1:3]
-    info = DatasetInfo(name=name, task="binary" if len(classes) == 2 else "multi-class",
+    info = DatasetInfo(name=name, task=BINARY if len(classes) == 2 else MULTI_CLASS,
                        class_names=tuple(classes), n_channels=n_ch, image_size=(h, w), source=str(source),
                        window=window, notes=notes)
     if len(classes) < 2:
@@ -199,7 +200,7 @@ def _finish(name: str, source: Path, files: dict[str, list[Path]], labels: dict[
         raise DataError(f"{source}: has split folders but no 'train' split")
     elif "val" not in splits:  # train/ and test/ (a common layout): validation comes out of train
         carved, note = carve_from_train(splits["train"], ["val"], split_seed, source.name)
-        splits.update(carved)
+        splits.update(carved.items())
         info = replace(info, notes=(*info.notes, note))
     return Dataset(info, {s: splits[s] for s in SPLITS if s in splits})
 

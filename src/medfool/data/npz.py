@@ -17,19 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from medfool.data.dataset import SPLITS, Dataset, DatasetInfo, as_nhwc, make_split
+from medfool.data.dataset import Dataset, DatasetInfo, as_nhwc, make_split
 from medfool.data.split import carve_from_train
 from medfool.errors import DataError
 from medfool.utils.io import read_json_object
+from medfool.vocab import BINARY, MULTI_CLASS, MULTI_LABEL, SPLITS, SplitName, Task
 
 __all__ = ["MAX_CLASSES", "info_from_sidecar", "load_npz", "read_sidecar", "sidecar_for"]
 
 MAX_CLASSES = 10_000  # a file without a sidecar: its largest label says how many classes there are
 
-_TASK_ALIASES = {
-    "multi-class": "multi-class", "multiclass": "multi-class", "ordinal-regression": "multi-class",
-    "binary": "binary", "binary-class": "binary",
-    "multi-label": "multi-label", "multi-label, binary-class": "multi-label", "multilabel": "multi-label",
+# the task names sidecars use (MedMNIST's own among them) -> ours
+_TASK_ALIASES: dict[str, Task] = {
+    "multi-class": MULTI_CLASS, "multiclass": MULTI_CLASS, "ordinal-regression": MULTI_CLASS,
+    "binary": BINARY, "binary-class": BINARY,
+    "multi-label": MULTI_LABEL, "multi-label, binary-class": MULTI_LABEL, "multilabel": MULTI_LABEL,
 }  # fmt: skip
 
 
@@ -93,7 +95,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 
 def info_from_sidecar(meta: dict[str, Any], *, source: str, image_size: tuple[int, int]) -> DatasetInfo:
     """Turn a sidecar's JSON into a DatasetInfo, naming the file in every complaint."""
-    task = _TASK_ALIASES.get(str(meta.get("task", "multi-class")).lower())
+    task = _TASK_ALIASES.get(str(meta.get("task", MULTI_CLASS)).lower())
     if task is None:
         raise DataError(f"{source}: unknown task {meta.get('task')!r} (use multi-class, binary or multi-label)")
     labels = meta.get("label") or meta.get("labels")
@@ -179,12 +181,13 @@ def load_npz(path: Path, info: DatasetInfo | None = None, *, split_seed: int = 0
     return Dataset(info, {s: splits[s] for s in SPLITS if s in splits})
 
 
-def _inferred_info(path: Path, arrays: dict[str, np.ndarray], present: list[str], channels: int,
+def _inferred_info(path: Path, arrays: dict[str, np.ndarray], present: list[SplitName], channels: int,
                    size: tuple[int, int]) -> DatasetInfo:
     """No sidecar: class names are class_0.. and the task follows from the label shape."""
     labels = arrays[f"{present[0]}_labels"]
+    task: Task
     if labels.ndim == 2 and labels.shape[1] > 1:
-        task, n = "multi-label", labels.shape[1]
+        task, n = MULTI_LABEL, labels.shape[1]
     else:
         if labels.size and not np.issubdtype(labels.dtype, np.number):
             raise DataError(f"{path}: labels must be integers, got dtype {labels.dtype}")
@@ -199,7 +202,7 @@ def _inferred_info(path: Path, arrays: dict[str, np.ndarray], present: list[str]
             top = max(top, int(lab.max()))
         n = top + 1 if labels.size else 2
         n = max(n, 2)
-        task = "binary" if n == 2 else "multi-class"
+        task = BINARY if n == 2 else MULTI_CLASS
     return DatasetInfo(name=path.stem, task=task, class_names=tuple(f"class_{i}" for i in range(n)),
                        n_channels=channels, image_size=size, source=str(path),
                        notes=(f"{path.name} has no JSON sidecar: class names are placeholders",))

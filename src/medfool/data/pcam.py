@@ -17,13 +17,14 @@ import numpy as np
 from medfool.data.dataset import Dataset, DatasetInfo, Split, normalise_labels
 from medfool.data.split import DEFAULT_FRACTIONS, stratified_split
 from medfool.errors import DataError
+from medfool.vocab import BINARY, SplitName
 
 __all__ = ["PCAM_CITATION", "PCAM_CLASSES", "load_pcam"]
 
 PCAM_CLASSES = ("normal", "metastatic tumour")
 PCAM_CITATION = ("Veeling BS, Linmans J, Winkens J, Cohen T, Welling M. Rotation Equivariant CNNs for "
                  "Digital Pathology. MICCAI 2018.")
-_PCAM_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+_PCAM_SPLITS: dict[str, SplitName] = {"train": "train", "valid": "val", "test": "test"}
 
 
 def _open(path: Path, key: str) -> h5py.Dataset:
@@ -52,7 +53,7 @@ def _split(x: h5py.Dataset, y: h5py.Dataset, info: DatasetInfo, origin: str) -> 
 
 
 def load_pcam(path: Path, *, split_seed: int = 0) -> Dataset:
-    info = DatasetInfo(name="pcam", task="binary", class_names=PCAM_CLASSES, n_channels=3,
+    info = DatasetInfo(name="pcam", task=BINARY, class_names=PCAM_CLASSES, n_channels=3,
                        image_size=(96, 96), critical_classes=(1,), citation=PCAM_CITATION,
                        license="CC0", source=str(path))
     if path.is_dir():

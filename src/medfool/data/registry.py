@@ -24,6 +24,7 @@ from medfool.data.pcam import load_pcam
 from medfool.data.synthetic import make_synthetic
 from medfool.data.windowing import NativeOptions
 from medfool.errors import DataError, DownloadError
+from medfool.vocab import MULTI_CLASS
 
 __all__ = ["Available", "list_datasets", "load_dataset", "load_path"]
 
@@ -158,7 +159,7 @@ def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[Availa
         for s, fname in files.items():
             if (sidecar.parent / str(fname)).is_file():
                 rows.append(Available(name if str(s) == "28" else f"{name}_{s}", "sidecar",
-                                      sidecar.parent / str(fname), str(meta.get("task", "multi-class"))))
+                                      sidecar.parent / str(fname), str(meta.get("task", MULTI_CLASS))))
     found = {r.name for r in rows}
     for name, entry in MEDMNIST.items():
         if name not in found:

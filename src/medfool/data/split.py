@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from medfool.data.dataset import Split
 from medfool.errors import DataError
+from medfool.vocab import SplitName
 
 __all__ = ["DEFAULT_FRACTIONS", "carve_from_train", "stratified_split"]
 
 # Documented default: 70 % train, 10 % validation, 20 % held-out test.
-DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
+DEFAULT_FRACTIONS: dict[SplitName, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
+
+K = TypeVar("K", bound=str)  # the parts' names
 
 
-def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
+def stratified_split(labels: np.ndarray, fractions: dict[K, float], seed: int) -> dict[K, np.ndarray]:
     """Partition indices so that every class keeps (almost exactly) the same proportions in every part.
 
     Each class is shuffled by one generator seeded with ``seed``; its members get keys spread
@@ -44,11 +48,13 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int)
     return {name: np.sort(order[bounds[i]:bounds[i + 1]]) for i, name in enumerate(names)}
 
 
-def carve_from_train(train: Split, missing: Sequence[str], seed: int, name: str) -> tuple[dict[str, Split], str]:
+def carve_from_train(train: Split, missing: Sequence[SplitName], seed: int,
+                     name: str) -> tuple[dict[SplitName, Split], str]:
     """The ``missing`` splits cut out of ``train`` with a seeded stratified split, train's
     share and theirs in the proportions of :data:`DEFAULT_FRACTIONS` (train 70 : val 10 :
     test 20): the new train and missing splits, and the note that says so for ``name``."""
-    fractions = {"train": DEFAULT_FRACTIONS["train"], **{s: DEFAULT_FRACTIONS[s] for s in missing}}
+    fractions: dict[SplitName, float] = {"train": DEFAULT_FRACTIONS["train"],
+                                         **{s: DEFAULT_FRACTIONS[s] for s in missing}}
     total = sum(fractions.values())
     fractions = {k: v / total for k, v in fractions.items()}
     parts = stratified_split(train.labels.numpy(), fractions, seed=seed)

@@ -10,24 +10,25 @@ from __future__ import annotations
 import numpy as np
 
 from medfool.data.dataset import Dataset, DatasetInfo, make_split
+from medfool.vocab import BINARY, MULTI_CLASS, MULTI_LABEL, SPLITS, Task
 
 __all__ = ["make_synthetic"]
 
 
 def make_synthetic(*, n_classes: int = 3, channels: int = 3, size: int = 28, per_split: tuple[int, int, int] = (
-        300, 60, 90), seed: int = 0, task: str = "multi-class") -> Dataset:
-    if task == "binary":
+        300, 60, 90), seed: int = 0, task: Task = MULTI_CLASS) -> Dataset:
+    if task == BINARY:
         n_classes = 2
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     info = DatasetInfo(
         name="synthetic", task=task, class_names=tuple(f"pattern_{i}" for i in range(n_classes)),
-        n_channels=channels, image_size=(size, size), critical_classes=(n_classes - 1,) if task != "multi-label"
+        n_channels=channels, image_size=(size, size), critical_classes=(n_classes - 1,) if task != MULTI_LABEL
         else (), source="generated", notes=("synthetic data: not medical images",),
     )
     splits = {}
-    for name, n in zip(("train", "val", "test"), per_split, strict=True):
-        if task == "multi-label":
+    for name, n in zip(SPLITS, per_split, strict=True):
+        if task == MULTI_LABEL:
             labels = (rng.random((n, n_classes)) < 0.4).astype(np.int64)
             patterns = labels.astype(np.float32)
         else:

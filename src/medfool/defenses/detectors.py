@@ -44,6 +44,7 @@ from medfool.defenses.robust_training import pgd_linf
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier, logits_to_labels, logits_to_probs
 from medfool.models.preprocess import BitDepth, Median
+from medfool.vocab import MULTI_LABEL
 
 __all__ = ["DETECTORS", "Detector", "FeatureTap", "fit_detector", "tpr_at_fpr"]
 
@@ -228,7 +229,7 @@ def _fit_squeeze(det: Detector) -> None:
 def _fit_mahalanobis(det: Detector, x_train: torch.Tensor, y_train: torch.Tensor, batch: int) -> None:
     model, task = det.model, det.model.task
     feats, _ = _features(det, x_train, batch)
-    groups = [y_train == c for c in range(model.num_classes)] if task != "multi-label" else \
+    groups = [y_train == c for c in range(model.num_classes)] if task != MULTI_LABEL else \
         [torch.ones_like(y_train[:, 0], dtype=torch.bool)]
     groups = [g for g in groups if bool(g.any())]
     means = torch.stack([feats[g].mean(0) for g in groups])
@@ -256,9 +257,9 @@ def _training_examples(det: Detector, x: torch.Tensor, y: torch.Tensor, eps: flo
     noise = (x + (eps * torch.randn(x.shape, generator=gen)).to(x)).clamp(0, 1)
     with torch.no_grad():
         right = logits_to_labels(model(x), task)
-        right = (right == y).all(1) if task == "multi-label" else right == y
+        right = (right == y).all(1) if task == MULTI_LABEL else right == y
         fooled = logits_to_labels(model(x_adv), task)
-        fooled = (fooled != y).any(1) if task == "multi-label" else fooled != y
+        fooled = (fooled != y).any(1) if task == MULTI_LABEL else fooled != y
     keep = right & fooled
     if int(keep.sum()) < 10:
         raise ConfigError(f"PGD at {eps * 255:g}/255 fooled only {int(keep.sum())} of {x.shape[0]} training images; "
@@ -318,8 +319,8 @@ def _fit_kd_bu(det: Detector, x: torch.Tensor, y: torch.Tensor, eps: float, gen:
     model, task = det.model, det.model.task
     half, fit = _split_reference(x.shape[0], x.shape[0] // 2, gen)
     feats, logits = _features(det, x[half], batch)
-    pred = logits_to_labels(logits, task) if task != "multi-label" else torch.zeros(half.numel(), dtype=torch.long)
-    classes = model.num_classes if task != "multi-label" else 1
+    pred = logits_to_labels(logits, task) if task != MULTI_LABEL else torch.zeros(half.numel(), dtype=torch.long)
+    classes = model.num_classes if task != MULTI_LABEL else 1
     chosen = torch.cat([torch.nonzero(pred == c).flatten()[torch.randperm(int((pred == c).sum()), generator=gen)[:500]]
                         for c in range(classes)])
     bank, bank_cls = feats[chosen], pred[chosen]
@@ -329,7 +330,7 @@ def _fit_kd_bu(det: Detector, x: torch.Tensor, y: torch.Tensor, eps: float, gen:
 
     def kd_bu(x: torch.Tensor) -> torch.Tensor:
         f, _, z = det.tap(x)
-        cls = logits_to_labels(z, task) if task != "multi-label" else torch.zeros(x.shape[0], dtype=torch.long)
+        cls = logits_to_labels(z, task) if task != MULTI_LABEL else torch.zeros(x.shape[0], dtype=torch.long)
         logk = -torch.cdist(f, bank).square() / bandwidth**2                     # (N, bank)
         logk = logk.masked_fill(bank_cls[None, :] != cls[:, None], float("-inf"))
         kd = torch.logsumexp(logk, dim=1) - counts[cls].log()

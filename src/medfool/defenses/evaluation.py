@@ -30,6 +30,7 @@ from medfool.attacks.base import Attack, AttackResult
 from medfool.attacks.ensemble import members
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.utils.stats import accuracy_breakdown
+from medfool.vocab import MULTI_LABEL, Preset, Task
 
 __all__ = ["MASKING_GAP", "BudgetRow", "DefenceReport", "Held", "attack_defence", "constant_words", "defence_kind",
            "finding", "inference_ms", "judge", "masking_gap_words", "worst_case"]
@@ -167,9 +168,9 @@ def constant_words(b: dict[str, Any]) -> str:
             f"{_pct(b['balanced'])}.")
 
 
-def _correct(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+def _correct(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
     pred = logits_to_labels(logits, task)
-    return (pred == y).all(dim=1) if task == "multi-label" else pred == y
+    return (pred == y).all(dim=1) if task == MULTI_LABEL else pred == y
 
 
 @torch.no_grad()
@@ -200,7 +201,7 @@ def worst_case(attacker_view: Classifier, deployed: Classifier, attacks: Sequenc
 
 
 def attack_defence(deployed: Classifier, x: torch.Tensor, y: torch.Tensor, ids: list[int], eps: float, *,
-                   preset: str = "fast", seed: int = 0, eot: int = 8) -> Held:
+                   preset: Preset = "fast", seed: int = 0, eot: int = 8) -> Held:
     """Which images the deployed model keeps at Linf ``eps`` against the naive attacker, the
     masking check and the adaptive attacker (the per-image worst case of all three)."""
     attacks = members(preset, deployed.task, eps, "linf")

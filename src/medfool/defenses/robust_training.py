@@ -35,15 +35,16 @@ from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.models.metrics import loss_fn
 from medfool.utils.rng import GeneratorDraw
+from medfool.vocab import MULTI_LABEL, Task
 
 __all__ = ["METHODS", "RobustObjective", "noisy_accuracy", "pgd_linf", "robust_accuracy"]
 
 METHODS = ("pgd", "trades", "fgsm-rs", "noise")
 
 
-def _correct(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+def _correct(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
     pred = logits_to_labels(logits, task)
-    return (pred == y).all(dim=1) if task == "multi-label" else pred == y
+    return (pred == y).all(dim=1) if task == MULTI_LABEL else pred == y
 
 
 def pgd_linf(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
@@ -61,9 +62,9 @@ def pgd_linf(model: Classifier, x: torch.Tensor, y: torch.Tensor, eps: float, st
     return (x + delta.detach()).clamp(0, 1)
 
 
-def _kl(clean: torch.Tensor, adv: torch.Tensor, task: str) -> torch.Tensor:
+def _kl(clean: torch.Tensor, adv: torch.Tensor, task: Task) -> torch.Tensor:
     """KL(p_clean || p_adv) per batch, for softmax or (per output) sigmoid models."""
-    if task == "multi-label" or clean.shape[1] == 1:
+    if task == MULTI_LABEL or clean.shape[1] == 1:
         p = torch.sigmoid(clean)
         lp, lq = F.logsigmoid(clean), F.logsigmoid(adv)
         ln, lnq = F.logsigmoid(-clean), F.logsigmoid(-adv)

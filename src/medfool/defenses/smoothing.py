@@ -23,6 +23,7 @@ import torch
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier, logits_to_labels
 from medfool.utils.progress import progress
+from medfool.vocab import MULTI_LABEL
 
 __all__ = ["Certificate", "binomial_lower_bound", "certified_accuracy", "certify", "trained_sigma"]
 
@@ -94,7 +95,7 @@ def _counts(model: Classifier, x: torch.Tensor, sigma: float, num: int, gen: tor
 def certify(model: Classifier, x: torch.Tensor, ids: Sequence[int], sigma: float, *, n0: int = 100, n: int = 1000,
             alpha: float = 0.001, seed: int = 0, batch: int = 500) -> Certificate:
     """CERTIFY for every image of ``x`` (N, C, H, W)."""
-    if model.task == "multi-label":
+    if model.task == MULTI_LABEL:
         raise ConfigError("randomized smoothing certifies single-label models (multi-class or binary)")
     if sigma <= 0 or n0 < 1 or n < 1 or not 0 < alpha < 1:
         raise ConfigError(f"certify needs sigma > 0, n0 >= 1, n >= 1, 0 < alpha < 1; got {sigma}, {n0}, {n}, {alpha}")

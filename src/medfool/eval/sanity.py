@@ -14,6 +14,7 @@ import torch
 
 from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
+from medfool.vocab import MULTI_CLASS
 
 __all__ = ["RISE_TOLERANCE", "Check", "model_checks", "result_checks", "rising_curves"]
 
@@ -44,7 +45,7 @@ def model_checks(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> list[Ch
     model.eval()
     with torch.no_grad():
         z1, z2 = model(x), model(x)
-    if model.task == "multi-class" and z1.shape[1] > 1:
+    if model.task == MULTI_CLASS and z1.shape[1] > 1:
         looks_prob = bool((z1 >= 0).all() and (z1 <= 1).all() and torch.allclose(z1.sum(1), torch.ones(1), atol=1e-3))
         out.append(_check("outputs are logits", not looks_prob,
                           "the model outputs probabilities (rows in [0, 1] summing to 1): the loss saturates and "

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from medfool.errors import ConfigError
 from medfool.models.preprocess import AdaptiveLayer, build_preprocess, check_spec
+from medfool.vocab import BINARY, MULTI_LABEL, TASKS, Task
 
 __all__ = ["DECISION_MARGIN", "MIN_ROWS", "Classifier", "MetaView", "ModelMeta", "channel_stats", "decide_as",
            "logits_to_labels", "logits_to_probs", "to_network_input"]
@@ -29,7 +30,7 @@ __all__ = ["DECISION_MARGIN", "MIN_ROWS", "Classifier", "MetaView", "ModelMeta",
 class ModelMeta:
     """Everything about a model that is not a weight; stored as JSON in every checkpoint."""
 
-    task: str
+    task: Task
     class_names: tuple[str, ...]
     input_shape: tuple[int, int, int]  # (C, H, W)
     mean: tuple[float, ...]
@@ -49,7 +50,7 @@ class ModelMeta:
     def __post_init__(self) -> None:
         for spec in self.preprocess:
             check_spec(spec)
-        if self.task not in ("multi-class", "binary", "multi-label"):
+        if self.task not in TASKS:
             raise ConfigError(f"task must be multi-class, binary or multi-label, got {self.task!r}")
         if len(self.input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in self.input_shape) \
                 or self.input_shape[0] not in (1, 3):
@@ -73,7 +74,7 @@ class ModelMeta:
         if bad:
             raise ConfigError(f"critical_classes must be class indices in [0, {k - 1}], "
                               f"got {list(self.critical_classes)}")
-        expected = (1, 2) if self.task == "binary" else (len(self.class_names),)
+        expected = (1, 2) if self.task == BINARY else (len(self.class_names),)
         if self.num_outputs not in expected:
             raise ConfigError(f"a {self.task} model over {len(self.class_names)} classes must have "
                               f"{' or '.join(map(str, expected))} outputs, got {self.num_outputs}")
@@ -116,7 +117,7 @@ class MetaView:
     meta: ModelMeta
 
     @property
-    def task(self) -> str:
+    def task(self) -> Task:
         return self.meta.task
 
     @property
@@ -311,7 +312,7 @@ def to_network_input(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tens
 DECISION_MARGIN = 1e-3
 
 
-def decide_as(scores: torch.Tensor, deployed: torch.Tensor, task: str) -> torch.Tensor:
+def decide_as(scores: torch.Tensor, deployed: torch.Tensor, task: Task) -> torch.Tensor:
     """``scores`` (an attacker's surrogate: an EOT mean, a vote's smooth version) moved, where
     their decision differs from the ``deployed`` logits', just past the deployed decision's
     boundary by a constant (no gradient). The gradient stays the surrogate's, loss values move
@@ -320,9 +321,9 @@ def decide_as(scores: torch.Tensor, deployed: torch.Tensor, task: str) -> torch.
     Shape: scores, deployed (N, K) -> (N, K)."""
     want = logits_to_labels(deployed.detach(), task)
     have = logits_to_labels(scores.detach(), task)
-    if task == "multi-label" or scores.shape[1] == 1:
+    if task == MULTI_LABEL or scores.shape[1] == 1:
         # one sign per output: where it differs, the score moves to +-DECISION_MARGIN
-        if task != "multi-label":
+        if task != MULTI_LABEL:
             want, have = want[:, None], have[:, None]
         goal = torch.where(want.bool(), DECISION_MARGIN, -DECISION_MARGIN).to(scores.dtype)
         shift = torch.where(want != have, goal - scores.detach(), torch.zeros_like(scores))
@@ -333,8 +334,8 @@ def decide_as(scores: torch.Tensor, deployed: torch.Tensor, task: str) -> torch.
     return scores + torch.zeros_like(scores).scatter(1, want[:, None], lift[:, None])
 
 
-def logits_to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:
-    if task == "multi-label":
+def logits_to_probs(logits: torch.Tensor, task: Task) -> torch.Tensor:
+    if task == MULTI_LABEL:
         return torch.sigmoid(logits)
     if logits.shape[1] == 1:  # binary with one logit: p(positive) = sigmoid(z)
         p = torch.sigmoid(logits)
@@ -342,8 +343,8 @@ def logits_to_probs(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
-def logits_to_labels(logits: torch.Tensor, task: str) -> torch.Tensor:
-    if task == "multi-label":
+def logits_to_labels(logits: torch.Tensor, task: Task) -> torch.Tensor:
+    if task == MULTI_LABEL:
         return (logits > 0).long()
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).long()

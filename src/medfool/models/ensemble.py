@@ -30,14 +30,13 @@ from medfool.errors import ConfigError
 from medfool.models.architectures import build, register
 from medfool.models.classifier import Classifier, ModelMeta, decide_as, logits_to_labels
 from medfool.models.preprocess import AdaptiveLayer
+from medfool.vocab import COMBINE, MULTI_CLASS, MULTI_LABEL, Combine, Task
 
 __all__ = ["COMBINE", "EnsembleNetwork", "ensemble_classifier"]
 
-COMBINE = ("mean", "vote")
-
 
 class EnsembleNetwork(AdaptiveLayer):
-    def __init__(self, members: Sequence[Classifier], combine: str, task: str) -> None:
+    def __init__(self, members: Sequence[Classifier], combine: Combine, task: Task) -> None:
         super().__init__()
         if combine not in COMBINE:
             raise ConfigError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
@@ -50,7 +49,7 @@ class EnsembleNetwork(AdaptiveLayer):
         if self.combine == "mean":
             return logits.mean(dim=0)
         m, k = logits.shape[0], logits.shape[2]
-        sigmoid = self.task == "multi-label" or k == 1
+        sigmoid = self.task == MULTI_LABEL or k == 1
         if sigmoid:
             share = (logits > 0).float().mean(dim=0)                              # positive share per output
             voted = torch.logit((share * m + 0.5) / (m + 1))
@@ -72,7 +71,7 @@ class EnsembleNetwork(AdaptiveLayer):
 
 
 @register("ensemble")
-def _ensemble(*, in_channels: int, num_outputs: int, members: list[dict[str, Any]], combine: str = "mean"
+def _ensemble(*, in_channels: int, num_outputs: int, members: list[dict[str, Any]], combine: Combine = "mean"
               ) -> nn.Module:
     built = []
     for i, data in enumerate(members):
@@ -84,11 +83,11 @@ def _ensemble(*, in_channels: int, num_outputs: int, members: list[dict[str, Any
                               f"{meta.num_outputs} output(s); the ensemble needs {in_channels} and {num_outputs}")
         net = build(meta.arch, in_channels=in_channels, num_outputs=num_outputs, **meta.arch_kwargs)
         built.append(Classifier(net, meta))
-    task = ModelMeta.from_json(members[0]).task if members else "multi-class"
+    task = ModelMeta.from_json(members[0]).task if members else MULTI_CLASS
     return EnsembleNetwork(built, combine, task)
 
 
-def ensemble_classifier(members: Sequence[Classifier], combine: str = "mean") -> Classifier:
+def ensemble_classifier(members: Sequence[Classifier], combine: Combine = "mean") -> Classifier:
     """One classifier from several trained ones; they must agree on task, classes and input shape."""
     if len(members) < 2:
         raise ConfigError(f"an ensemble needs at least two models, got {len(members)}")

@@ -22,6 +22,7 @@ from torch import nn
 from medfool.errors import CheckpointError, ConfigError
 from medfool.models.classifier import Classifier, ModelMeta
 from medfool.utils.io import read_json_object
+from medfool.vocab import BINARY, MULTI_CLASS, MULTI_LABEL, Task
 
 __all__ = ["is_hf_folder", "load_hf_classifier"]
 
@@ -79,10 +80,10 @@ def _normalisation(pre: dict[str, Any], channels: int, origin: Path) -> tuple[tu
     return tuple(float(m) / (255 * f) for m in mean), tuple(float(s) / (255 * f) for s in std)
 
 
-def _task(config: dict[str, Any], n: int) -> str:
+def _task(config: dict[str, Any], n: int) -> Task:
     if config.get("problem_type") == "multi_label_classification":
-        return "multi-label"
-    return "binary" if n == 2 else "multi-class"
+        return MULTI_LABEL
+    return BINARY if n == 2 else MULTI_CLASS
 
 
 def load_hf_classifier(folder: Path) -> tuple[Classifier, dict[str, Any]]:
@@ -136,8 +137,8 @@ def load_hf_classifier(folder: Path) -> tuple[Classifier, dict[str, Any]]:
     size = _size(pre, config, folder)
     mean, std = _normalisation(pre, channels, folder)
     task = _task(config, n)
-    if n == 1 and task != "multi-label":  # one logit: sigmoid of the positive class
-        task, names = "binary", (f"not {names[0]}", names[0])
+    if n == 1 and task != MULTI_LABEL:  # one logit: sigmoid of the positive class
+        task, names = BINARY, (f"not {names[0]}", names[0])
     meta = ModelMeta(task=task, class_names=names, input_shape=(channels, size, size), mean=mean, std=std,
                      num_outputs=n, network_input=(channels, size, size), dataset=folder.name)
     classifier = Classifier(HFLogits(model), meta)

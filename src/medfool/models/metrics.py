@@ -12,6 +12,7 @@ import torch
 from medfool.data.dataset import Split
 from medfool.errors import CheckpointError
 from medfool.models.classifier import Classifier, logits_to_labels, logits_to_probs
+from medfool.vocab import BINARY, MULTI_LABEL, Task
 
 __all__ = ["binary_auc", "classification_metrics", "evaluate", "loss_fn", "predict_split"]
 
@@ -45,21 +46,21 @@ def _nanmean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, task: str) -> dict[str, Any]:
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, task: Task) -> dict[str, Any]:
     """Accuracy and AUC the MedMNIST way: macro one-vs-rest AUC for multi-class, the positive
     class's AUC for binary, per-label AUC (and their mean) plus mean per-label accuracy for
     multi-label."""
     probs = logits_to_probs(logits, task)
     preds = logits_to_labels(logits, task)
     out: dict[str, Any] = {"n": int(labels.shape[0])}
-    if task == "multi-label":
+    if task == MULTI_LABEL:
         per_label = [binary_auc(probs[:, k], labels[:, k]) for k in range(labels.shape[1])]
         out["accuracy"] = float((preds == labels).float().mean())
         out["auc"] = _nanmean(per_label)
         out["auc_per_label"] = per_label
         return out
     out["accuracy"] = float((preds == labels).float().mean())
-    if task == "binary":
+    if task == BINARY:
         out["auc"] = binary_auc(probs[:, 1], labels == 1)
     else:
         per_class = [binary_auc(probs[:, k], labels == k) for k in range(probs.shape[1])]
@@ -96,9 +97,9 @@ def evaluate(model: Classifier, split: Split, *, batch_size: int = 512) -> dict[
     return out
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
     """The training loss for a task: BCE per label for multi-label, cross-entropy otherwise."""
-    if task == "multi-label":
+    if task == MULTI_LABEL:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
     if logits.shape[1] == 1:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.float())

@@ -24,10 +24,9 @@ import torch
 from medfool.errors import CheckpointError, ConfigError
 from medfool.models.classifier import Classifier, MetaView, ModelMeta, logits_to_labels, logits_to_probs
 from medfool.utils.io import atomic_write_bytes, atomic_write_json
+from medfool.vocab import BINARY, MULTI_CLASS, MULTI_LABEL, OUTPUTS, Output, Task
 
 __all__ = ["OUTPUTS", "OnnxModel", "PredictModel", "export_onnx", "from_callable", "from_classifier"]
-
-OUTPUTS = ("probs", "labels")
 
 
 @dataclass
@@ -37,7 +36,7 @@ class PredictModel(MetaView):
 
     predict_fn: Callable[[torch.Tensor], torch.Tensor]
     meta: ModelMeta
-    output: str = "probs"
+    output: Output = "probs"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __post_init__(self) -> None:
@@ -49,7 +48,7 @@ class PredictModel(MetaView):
         out = self.predict(x).float()
         if self.output == "probs":
             return out
-        if self.task == "multi-label":
+        if self.task == MULTI_LABEL:
             return out
         return torch.nn.functional.one_hot(out.long().flatten(), max(2, self.num_classes)).float()
 
@@ -64,15 +63,15 @@ class PredictModel(MetaView):
         argmax (sign for multi-label) is the model's decision, so success checks stay exact."""
         out = self.predict(x).float()
         if self.output == "labels":
-            if self.task == "multi-label":
+            if self.task == MULTI_LABEL:
                 return out * 2 - 1
             return torch.nn.functional.one_hot(out.long().flatten(), max(2, self.num_classes)).float()
-        if self.task == "multi-label":
+        if self.task == MULTI_LABEL:
             return torch.logit(out.clamp(1e-7, 1 - 1e-7))
         return out.clamp_min(1e-30).log()
 
 
-def from_classifier(model: Classifier, output: str = "probs") -> PredictModel:
+def from_classifier(model: Classifier, output: Output = "probs") -> PredictModel:
     """Our model behind a query-only interface: no gradients, probabilities or labels only."""
     model.eval()
 
@@ -85,13 +84,13 @@ def from_classifier(model: Classifier, output: str = "probs") -> PredictModel:
 
 
 def from_callable(fn: Callable[[torch.Tensor], Any], *, class_names: tuple[str, ...], input_shape: tuple[int, int, int],
-                  task: str = "multi-class", output: str = "probs") -> PredictModel:
+                  task: Task = MULTI_CLASS, output: Output = "probs") -> PredictModel:
     """Any Python function from a (N, C, H, W) batch in [0, 1] to probabilities or labels
     (torch tensors or NumPy arrays)."""
     c = input_shape[0]
     meta = ModelMeta(task=task, class_names=tuple(class_names), input_shape=tuple(input_shape),  # type: ignore[arg-type]
                      mean=(0.0,) * c, std=(1.0,) * c,
-                     num_outputs=2 if task == "binary" else len(class_names))
+                     num_outputs=2 if task == BINARY else len(class_names))
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(np.asarray(fn(x)))
@@ -107,7 +106,7 @@ class OnnxModel:
     """
 
     @staticmethod
-    def load(path: str | Path, output: str = "probs") -> PredictModel:
+    def load(path: str | Path, output: Output = "probs") -> PredictModel:
         p = Path(path)
         try:
             import onnxruntime as ort  # type: ignore[import-untyped]

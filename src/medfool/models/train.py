@@ -28,6 +28,7 @@ from medfool.models.metrics import evaluate, loss_fn
 from medfool.models.zoo import DEFAULT_SIZE, NEEDS_SIZE, ZOO_EMA, ZOO_LR, ZOO_WEIGHT_DECAY, in_zoo, min_size
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
+from medfool.vocab import MULTI_LABEL, Task
 
 __all__ = ["Objective", "TrainConfig", "TrainResult", "auto_epochs", "build_classifier", "fit", "resolve_augment",
            "selection_score"]
@@ -177,10 +178,10 @@ def _average_into(average: torch.nn.Module, model: torch.nn.Module, decay: float
                 a.copy_(m)
 
 
-def _batches(labels: torch.Tensor, cfg: TrainConfig, task: str, gen: torch.Generator) -> list[torch.Tensor]:
+def _batches(labels: torch.Tensor, cfg: TrainConfig, task: Task, gen: torch.Generator) -> list[torch.Tensor]:
     n = labels.shape[0]
     if cfg.balanced:
-        if task == "multi-label":
+        if task == MULTI_LABEL:
             raise ConfigError("balanced sampling needs single-label classes; it is not defined for multi-label")
         counts = torch.bincount(labels, minlength=int(labels.max()) + 1).double()
         weights = (1.0 / counts.clamp_min(1))[labels]

@@ -17,6 +17,7 @@ from torch import nn
 from medfool.errors import CheckpointError, ConfigError
 from medfool.models.checkpoint import load_classifier
 from medfool.models.classifier import Classifier, ModelMeta
+from medfool.vocab import BINARY, Task
 
 __all__ = ["check_answers", "describe", "wrap"]
 
@@ -34,7 +35,7 @@ def _per_channel(values: float | Sequence[float] | None, channels: int, default:
     return out
 
 
-def _meta(*, task: str, classes: Sequence[str], input_shape: Sequence[int], num_outputs: int | None,
+def _meta(*, task: Task, classes: Sequence[str], input_shape: Sequence[int], num_outputs: int | None,
           mean: float | Sequence[float] | None, std: float | Sequence[float] | None,
           network_input: Sequence[int] | None, critical: Sequence[int], arch: str | None = None) -> ModelMeta:
     shape = tuple(int(v) for v in input_shape)
@@ -42,7 +43,7 @@ def _meta(*, task: str, classes: Sequence[str], input_shape: Sequence[int], num_
         raise ConfigError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
     net = tuple(int(v) for v in network_input) if network_input is not None else None
     channels = (net or shape)[0]
-    outputs = num_outputs if num_outputs is not None else (2 if task == "binary" else len(classes))
+    outputs = num_outputs if num_outputs is not None else (2 if task == BINARY else len(classes))
     return ModelMeta(task=task, class_names=tuple(classes), input_shape=shape,  # type: ignore[arg-type]
                      mean=_per_channel(mean, channels, 0.0, "mean"), std=_per_channel(std, channels, 1.0, "std"),
                      num_outputs=outputs, critical_classes=tuple(critical), arch=arch,
@@ -71,7 +72,7 @@ def check_answers(model: Classifier, origin: str) -> None:
                               f"{model.meta.num_outputs}{hint}")
 
 
-def wrap(module: nn.Module, *, task: str, classes: Sequence[str], input_shape: Sequence[int],
+def wrap(module: nn.Module, *, task: Task, classes: Sequence[str], input_shape: Sequence[int],
          mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
          num_outputs: int | None = None, network_input: Sequence[int] | None = None,
          critical: Sequence[int] = ()) -> Classifier:
@@ -91,7 +92,7 @@ def wrap(module: nn.Module, *, task: str, classes: Sequence[str], input_shape: S
     return model
 
 
-def describe(path: Path, *, task: str, classes: Sequence[str], input_shape: Sequence[int],
+def describe(path: Path, *, task: Task, classes: Sequence[str], input_shape: Sequence[int],
              mean: float | Sequence[float] | None = None, std: float | Sequence[float] | None = None,
              num_outputs: int | None = None, network_input: Sequence[int] | None = None,
              critical: Sequence[int] = (), arch: str | None = None,

@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from medfool.utils.io import atomic_open
+from medfool.vocab import MULTI_LABEL, Task
 
 __all__ = ["amplify", "class_grid", "example_grid", "result_grid"]
 
@@ -81,7 +82,7 @@ def class_grid(path: Path, columns: Sequence[torch.Tensor], captions: Sequence[t
     return path
 
 
-def result_grid(path: Path, info: DatasetInfo, task: str, x: torch.Tensor, y: torch.Tensor, result: AttackResult,
+def result_grid(path: Path, info: DatasetInfo, task: Task, x: torch.Tensor, y: torch.Tensor, result: AttackResult,
                 order: torch.Tensor, p_clean: torch.Tensor, p_adv: torch.Tensor, title: str) -> None:
     """Example grid of the images at ``order``: original | adversarial | amplified difference,
     captioned with labels, the model's confidences (``p_clean``, ``p_adv``: (len(order), K),
@@ -90,7 +91,7 @@ def result_grid(path: Path, info: DatasetInfo, task: str, x: torch.Tensor, y: to
     caps = []
     for j, i in enumerate(order.tolist()):
         size = f"L0 {int(result.l0[i])} px, L2 {float(result.l2[i]):.3f}\nLinf {float(result.linf[i]) * 255:.1f}/255"
-        if task == "multi-label":
+        if task == MULTI_LABEL:
             caps.append(("original", "adversarial", size))
             continue
         cp, ap = int(result.clean_pred[i]), int(result.adv_pred[i])

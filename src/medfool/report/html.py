@@ -25,6 +25,7 @@ from medfool.report import summary as S
 from medfool.report.plots import line_chart
 from medfool.utils.io import atomic_write_bytes, atomic_write_json, json_safe
 from medfool.utils.stats import is_imbalanced
+from medfool.vocab import MULTI_LABEL
 
 __all__ = ["CSS", "INLINE_CLASSES", "THREATS", "breakdown_table", "breakdown_tables", "collect", "ensemble_members",
            "page", "render"]
@@ -224,7 +225,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
               + [{**c, "check": f"{d['name']}: {c['check']}"} for d in defences for c in d.get("checks", [])])
     members = ensemble_members([json.loads(d) for _, _, d in store.artifacts("members-")])
     flips = []
-    if meta["task"] != "multi-label":
+    if meta["task"] != MULTI_LABEL:
         for stage in ("whitebox", "onepixel"):
             top = S.strongest(summaries, stage)
             if top:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from medfool.utils.stats import accuracy_breakdown, is_imbalanced, positive_class
+from medfool.vocab import MULTI_LABEL
 
 __all__ = [
     "NAIVE", "STAGE_ORDER", "Row", "backdoor_findings", "breakdown_finding", "corruption_findings",
@@ -157,7 +158,7 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
         naive = sorted((s for s in wb if s["role"] == "naive" and s["budget"] == at["budget"]),
                        key=lambda s: s["attack"])
         shown = ens[-2:]
-        over = ("APGD-CE, APGD with the margin loss and Square" if meta.get("task") == "multi-label"
+        over = ("APGD-CE, APGD with the margin loss and Square" if meta.get("task") == MULTI_LABEL
                 else "APGD-CE, APGD-T, FAB-T and Square")
         b = at["robust_breakdown"]
         balanced = is_imbalanced(b, len(classes))

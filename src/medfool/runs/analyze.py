@@ -26,6 +26,7 @@ from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
+from medfool.vocab import MULTI_LABEL, Device, SplitName
 
 __all__ = ["KINDS", "AnalysisJob", "run_analysis"]
 
@@ -41,8 +42,8 @@ class AnalysisJob:
     data: DataSource
     out: Path
     seed: int = 0
-    device: str = "auto"
-    split: str = "test"
+    device: Device = "auto"
+    split: SplitName = "test"
     n: int = 4
     target: str | None = None
     samples: int = 8
@@ -80,7 +81,7 @@ def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
         raise ConfigError(str(exc)) from None
     device = resolve_device(job.device)
     model, _ = load_classifier(job.model, device=device)
-    if model.task == "multi-label":
+    if model.task == MULTI_LABEL:
         raise ConfigError("pixel analyses support multi-class and binary models")
     dataset = job.data.load()
     check_compatible(model, dataset, job.model)

@@ -46,6 +46,7 @@ from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
 from medfool.utils.stats import accuracy_breakdown, positive_class
+from medfool.vocab import MULTI_LABEL, Device, Output, SplitName
 
 __all__ = ["EXPERIMENTS", "AttackJob", "Images", "load_victim", "robust_breakdown", "run_attack", "select_images"]
 
@@ -69,13 +70,13 @@ class AttackJob:
     eps: tuple[float, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    device: str = "auto"
-    split: str = "test"
+    device: Device = "auto"
+    split: SplitName = "test"
     n: int = 256
     only_class: str | None = None
     target: str | None = None
     batch_size: int = 128
-    craft_split: str = "train"
+    craft_split: SplitName = "train"
     n_craft: int = 1000
     surrogate: str | None = None
     sweep: tuple[float, ...] | None = None
@@ -100,9 +101,9 @@ class Images:
     dataset: Dataset
 
 
-def load_victim(path: str, device: str, labels_only: bool) -> Victim:
+def load_victim(path: str, device: Device, labels_only: bool) -> Victim:
     """A model to attack through queries: an ONNX export, or a checkpoint (labels only on request)."""
-    output = "labels" if labels_only else "probs"
+    output: Output = "labels" if labels_only else "probs"
     if path.endswith(".onnx"):
         return OnnxModel.load(path, output)
     model, _ = load_classifier(path, device=resolve_device(device))
@@ -251,7 +252,7 @@ def select_images(job: AttackJob, model: Victim, say: Say) -> Images:
             target = "least-likely"
         else:
             t = info.class_index(job.target)
-            if model.task != "multi-label":
+            if model.task != MULTI_LABEL:
                 dropped = int((labels[index] == t).sum())
                 index = index[labels[index] != t]
                 if dropped:

@@ -33,6 +33,7 @@ from medfool.runs.ledger import Ledger
 from medfool.utils.io import atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
 from medfool.utils.stats import accuracy_breakdown, positive_class
+from medfool.vocab import Preset
 
 __all__ = ["DefenceRun", "Defended", "held_out", "run_certify", "run_detectors", "run_evaluate", "test_sample"]
 
@@ -58,7 +59,7 @@ class DefenceRun:
     out: Path
     eps: tuple[float, ...] = (2 / 255, 8 / 255)
     n: int = 200
-    preset: str = "standard"
+    preset: Preset = "standard"
     eot: int = 8
     seed: int = 0
 

@@ -32,6 +32,7 @@ from medfool.runs.audit import load_config, run_audit
 from medfool.runs.common import Say, check_writable, fmt, log_epoch, quiet
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
+from medfool.vocab import Device
 
 __all__ = ["DEMO_CONFIG", "DemoJob", "choose_dataset", "run_demo"]
 
@@ -101,7 +102,7 @@ class DemoJob:
     config: str | None = None
     fresh: bool = False
     seed: int = 0
-    device: str = "auto"
+    device: Device = "auto"
     command: dict[str, Any] = field(default_factory=dict)
 
 

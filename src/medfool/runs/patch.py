@@ -31,6 +31,7 @@ from medfool.runs.common import Say, check_compatible, fmt, save_result_grid
 from medfool.runs.ledger import LEDGER, Ledger
 from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.repro import environment, file_digest, fingerprint
+from medfool.vocab import MULTI_LABEL
 
 if TYPE_CHECKING:  # runs.attack routes patch jobs here
     from medfool.runs.attack import AttackJob, Images
@@ -65,7 +66,7 @@ def run_patch(job: AttackJob, attack: AdversarialPatch, model: Classifier, image
     index, x, y, target, dataset, out = images.index, images.x, images.y, images.target, images.dataset, job.out
     if target is not None and not isinstance(target, int):
         raise ConfigError("a patch needs one target class (a name or index), not 'least-likely'")
-    if model.task == "multi-label":
+    if model.task == MULTI_LABEL:
         raise ConfigError("patch attacks support multi-class and binary models")
     if job.sweep is not None and target is None:
         raise ConfigError("--sweep needs --target (the natural-patch baselines are crafted from that class)")

@@ -49,6 +49,7 @@ from medfool.runs.common import log_epoch
 from medfool.runs.ledger import Ledger
 from medfool.utils.io import atomic_open, atomic_write_bytes, atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
+from medfool.vocab import MULTI_LABEL
 
 __all__ = [
     "DEFAULT_SWEEP",
@@ -308,7 +309,7 @@ def detect(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: Bac
 def _cleanse(model: Classifier, dataset: Dataset, poisoned: PoisonedSet, plan: BackdoorPlan, seed: int,
              report: dict[str, Any], found: dict[str, Any], say: Callable[[str], None], out: Path | None) -> list[int]:
     """Neural Cleanse: the labels it finds infected (and its report, figure and unlearning set)."""
-    if model.task == "multi-label":
+    if model.task == MULTI_LABEL:
         return []
     nc = neural_cleanse(model, dataset.split("val"), steps=plan.cleanse_steps, seed=seed)
     target = poisoned.config.target if poisoned.config.mode == "all-to-one" else None

@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 
 from medfool.errors import ConfigError
+from medfool.vocab import DEVICE_CHOICES
 
 __all__ = ["DEVICE_CHOICES", "resolve_device"]
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """Turn a user's device choice into a ``torch.device``; 'auto' prefers CUDA when present."""
+    """Turn a user's device choice into a ``torch.device``; 'auto' prefers CUDA when present.
+
+    ``name`` is a :data:`~medfool.vocab.Device` or any torch CUDA device name ('cuda:1'),
+    hence a plain ``str``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

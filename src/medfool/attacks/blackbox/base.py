@@ -22,6 +22,7 @@ from medfool.attacks.goal import Goal
 from medfool.models.classifier import Classifier
 from medfool.models.predict import PredictModel, from_classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import Output
 
 __all__ = ["BlackBoxAttack"]
 
@@ -30,7 +31,7 @@ class BlackBoxAttack(Attack):
     """Subclasses set ``needs`` ("probs" for score-based, "labels" for decision-based) and
     implement :meth:`search`."""
 
-    needs: ClassVar[str] = "probs"
+    needs: ClassVar[Output] = "probs"
     queries_only = True
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,

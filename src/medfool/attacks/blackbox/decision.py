@@ -13,11 +13,12 @@ import torch
 from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
 from medfool.utils.rng import Draw, ImageStreams
+from medfool.vocab import Norm
 
 __all__ = ["binary_search", "blend", "near_boundary_start", "noise_start"]
 
 
-def blend(x: torch.Tensor, far: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
+def blend(x: torch.Tensor, far: torch.Tensor, alpha: torch.Tensor, norm: Norm) -> torch.Tensor:
     """The point a fraction ``alpha`` (k,) of the way from x to ``far`` (L2), or ``far``
     clipped to the Linf ball of radius alpha (Linf)."""
     a = alpha.view(-1, 1, 1, 1)
@@ -27,7 +28,7 @@ def blend(x: torch.Tensor, far: torch.Tensor, alpha: torch.Tensor, norm: str) ->
 
 
 def binary_search(oracle: QueryCounter, goal: Goal, idx: torch.Tensor, x: torch.Tensor, adv: torch.Tensor,
-                  adv_scores: torch.Tensor, threshold: float, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+                  adv_scores: torch.Tensor, threshold: float, norm: Norm) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each adversarial point (k, ...) to the boundary between it and x, on its own budget.
 
     Returns the adversarial side of the final bracket and its scores (every returned point

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.models.predict import PredictModel
+from medfool.vocab import MULTI_LABEL
 
 __all__ = ["ENCODINGS", "FoolingConfig", "FoolingResult", "fooling_images"]
 
@@ -132,7 +133,7 @@ def fooling_images(model: PredictModel, cfg: FoolingConfig, gen: torch.Generator
     """Evolve fooling images for ``classes`` (default all) within ``queries`` model evaluations."""
     if model.output != "probs":
         raise ValueError("fooling images need the model's probabilities")
-    if model.task == "multi-label":
+    if model.task == MULTI_LABEL:
         raise ValueError("fooling images are defined for single-label models")
     start = time.perf_counter()
     c, h, w = model.meta.input_shape

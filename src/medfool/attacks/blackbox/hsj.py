@@ -22,13 +22,14 @@ from medfool.attacks.blackbox.decision import binary_search, near_boundary_start
 from medfool.attacks.blackbox.oracle import QueryCounter, chunk_for
 from medfool.attacks.goal import Goal
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import Norm
 
 __all__ = ["HSJConfig", "HopSkipJump"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class HSJConfig(AttackConfig):
-    norm: str = "l2"
+    norm: Norm = "l2"
     queries: int = 5000        # per image, the clean query included
     init_evals: int = 100      # probes for the first gradient estimate
     max_evals: int = 10000     # probes per estimate at most
@@ -44,7 +45,7 @@ class HSJConfig(AttackConfig):
         check_int("step_halvings", self.step_halvings, 1)
 
 
-def _dist(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
+def _dist(a: torch.Tensor, b: torch.Tensor, norm: Norm) -> torch.Tensor:
     d = (a - b).flatten(1)
     return d.norm(dim=1) if norm == "l2" else d.abs().amax(dim=1)
 

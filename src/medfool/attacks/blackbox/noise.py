@@ -19,6 +19,7 @@ from medfool.attacks.goal import Goal
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import Task
 
 __all__ = ["NoiseConfig", "RandomNoise"]
 
@@ -41,7 +42,7 @@ class RandomNoise(Attack):
     paper = "baseline (Croce & Hein, ICML 2020, sanity checks)"
     config: NoiseConfig
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         return Passes(forwards=self.config.tries + 2)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,

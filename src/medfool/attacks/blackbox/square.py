@@ -26,6 +26,7 @@ from medfool.attacks.blackbox.oracle import QueryCounter
 from medfool.attacks.goal import Goal
 from medfool.attacks.passes import Passes
 from medfool.utils.rng import Draw, ImageStreams
+from medfool.vocab import Loss, Norm, Task
 
 __all__ = ["Square", "SquareConfig", "eta", "p_selection"]
 
@@ -36,10 +37,10 @@ _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 @dataclass(frozen=True, kw_only=True)
 class SquareConfig(AttackConfig):
     eps: float = 8 / 255
-    norm: str = "linf"
+    norm: Norm = "linf"
     queries: int = 1000       # per image, the clean query included
     p_init: float = 0.05      # initial fraction of pixels changed (paper: 0.05 Linf, 0.1 L2)
-    loss: str = "margin"      # margin | ce
+    loss: Loss = "margin"      # margin | ce
     proposals: str = "image"  # image: a window and signs per image | batch: one for all (as ART, torchattacks)
 
     def validate(self) -> None:
@@ -136,7 +137,7 @@ class Square(BlackBoxAttack):
     paper = "Andriushchenko et al., ECCV 2020"
     config: SquareConfig
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         return Passes(forwards=self.config.queries + 1)  # the clean query is one of the queries
 
     def _loss(self, goal: Goal, scores: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ from medfool.attacks.norms import ascent_direction, project, random_in_ball
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import BINARY, MULTI_CLASS, Loss, Norm, Task
 
 __all__ = ["APGD", "APGDDLR", "APGDT", "APGDConfig", "APGDDLRConfig", "APGDTConfig", "loss_for"]
 
@@ -43,10 +44,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class APGDConfig(AttackConfig):
     eps: float = 8 / 255
-    norm: str = "linf"
+    norm: Norm = "linf"
     steps: int = 100
     restarts: int = 1
-    loss: str = "ce"
+    loss: Loss = "ce"
     rho: float = 0.75
     early_stop: bool = True
 
@@ -60,14 +61,14 @@ class APGDConfig(AttackConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class APGDDLRConfig(APGDConfig):
-    loss: str = "dlr"
+    loss: Loss = "dlr"
 
 
-def _project(x0: torch.Tensor, x_new: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+def _project(x0: torch.Tensor, x_new: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
     return (x0 + project(x_new - x0, norm, eps)).clamp(0.0, 1.0)
 
 
-def loss_for(kind: str, goal: Goal, n_outputs: int, attack: str) -> str:
+def loss_for(kind: Loss, goal: Goal, n_outputs: int, attack: str) -> Loss:
     """The loss ``attack`` will use, with a warning when DLR falls back to the margin loss."""
     used = effective_loss(kind, goal.task, n_outputs, goal.targeted)
     if used != kind:
@@ -84,7 +85,7 @@ class APGD(Attack):
     paper = "Croce & Hein, ICML 2020"
     config: APGDConfig
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         cfg = self.config
         return Passes(gradients=cfg.restarts * (cfg.steps + 1), forwards=2)
 
@@ -94,7 +95,7 @@ class APGD(Attack):
         done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         return self.search(model, x, goal, goal, kind, rng, counter, done, x.clone())
 
-    def search(self, model: Classifier, x: torch.Tensor, goal: Goal, loss_goal: Goal, kind: str,
+    def search(self, model: Classifier, x: torch.Tensor, goal: Goal, loss_goal: Goal, kind: Loss,
                rng: ImageStreams, counter: Counter, done: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """APGD on the images not ``done``: ascend ``loss_goal``'s loss of ``kind``, stop an image
         at ``goal``'s success. Writes into ``x_adv`` and ``done``; returns ``x_adv``."""
@@ -184,7 +185,7 @@ class APGDDLR(APGD):
 
 @dataclass(frozen=True, kw_only=True)
 class APGDTConfig(APGDConfig):
-    loss: str = "dlr"
+    loss: Loss = "dlr"
     targets: int = 9  # the most likely other classes tried, one after another
 
     def validate(self) -> None:
@@ -201,11 +202,11 @@ class APGDT(APGD):
 
     name = "apgd-t"
     Config = APGDTConfig
-    tasks = frozenset({"multi-class", "binary"})
+    tasks = frozenset({MULTI_CLASS, BINARY})
     targeted_ok = False
     config: APGDTConfig
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         cfg = self.config
         targets = min(cfg.targets, max(classes, 2) - 1)
         return Passes(gradients=targets * cfg.restarts * (cfg.steps + 1), forwards=3)

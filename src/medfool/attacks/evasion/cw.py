@@ -29,6 +29,7 @@ from medfool.attacks.goal import Goal
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import MULTI_LABEL, Task
 
 __all__ = ["CWConfig", "CarliniWagnerL2"]
 
@@ -78,7 +79,7 @@ class CarliniWagnerL2(Attack):
     def budget(self) -> float | None:
         return None  # minimal-perturbation attack: no fixed budget
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         cfg = self.config
         start = DeepFool(candidates=2).max_passes(task, classes) if cfg.init == "deepfool" else Passes()
         return start + Passes(gradients=cfg.search_steps * cfg.steps, forwards=2)
@@ -90,7 +91,7 @@ class CarliniWagnerL2(Attack):
         best_l2 = torch.full((n,), math.inf, device=dev)
         best = x.clone()
         start = x
-        if cfg.init == "deepfool" and not goal.targeted and goal.task != "multi-label":
+        if cfg.init == "deepfool" and not goal.targeted and goal.task != MULTI_LABEL:
             # two candidate classes suffice for a starting point; Adam refines it
             start = DeepFool(candidates=2).run(model, x, goal, rng, counter)
             with torch.no_grad():

@@ -25,17 +25,17 @@ from medfool.attacks.base import (
     register_attack,
 )
 from medfool.attacks.goal import Goal, two_logits
-from medfool.attacks.norms import NORMS
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import BINARY, MULTI_CLASS, NORMS, Norm, Task
 
 __all__ = ["DeepFool", "DeepFoolConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeepFoolConfig(AttackConfig):
-    norm: str = "l2"
+    norm: Norm = "l2"
     steps: int = 50
     overshoot: float = 0.02
     candidates: int = 4
@@ -51,7 +51,7 @@ class DeepFoolConfig(AttackConfig):
 class DeepFool(Attack):
     name = "deepfool"
     Config = DeepFoolConfig
-    tasks = frozenset({"multi-class", "binary"})
+    tasks = frozenset({MULTI_CLASS, BINARY})
     targeted_ok = False
     paper = "Moosavi-Dezfooli et al., CVPR 2016"
     config: DeepFoolConfig
@@ -59,7 +59,7 @@ class DeepFool(Attack):
     def budget(self) -> float | None:
         return None
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         """Counted as one forward+backward per candidate class and step (the candidates share
         one forward: a slight overestimate)."""
         cfg = self.config

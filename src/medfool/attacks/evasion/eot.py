@@ -29,6 +29,7 @@ from medfool.attacks.norms import ascent_direction, clip_box, project, random_in
 from medfool.attacks.transforms import TRANSFORMS, TransformSet
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import Norm
 
 __all__ = ["EOTPGD", "EOTConfig"]
 
@@ -36,7 +37,7 @@ __all__ = ["EOTPGD", "EOTConfig"]
 @dataclass(frozen=True, kw_only=True)
 class EOTConfig(AttackConfig):
     eps: float = 8 / 255
-    norm: str = "linf"
+    norm: Norm = "linf"
     steps: int = 20
     step_size: float | None = None  # default 2.5 * eps / steps
     samples: int = 8

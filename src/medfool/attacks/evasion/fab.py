@@ -30,6 +30,7 @@ from medfool.attacks.norms import norm_of, project
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import BINARY, MULTI_CLASS, Norm, Task
 
 __all__ = ["FABT", "FABConfig", "project_to_hyperplane"]
 
@@ -37,7 +38,7 @@ __all__ = ["FABT", "FABConfig", "project_to_hyperplane"]
 @dataclass(frozen=True, kw_only=True)
 class FABConfig(AttackConfig):
     eps: float = 8 / 255
-    norm: str = "linf"
+    norm: Norm = "linf"
     steps: int = 100
     targets: int = 9
     alpha_max: float = 0.1
@@ -53,7 +54,7 @@ class FABConfig(AttackConfig):
         check_range("beta", self.beta, 0.0, 1.0)
 
 
-def project_to_hyperplane(p: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm: str) -> torch.Tensor:
+def project_to_hyperplane(p: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm: Norm) -> torch.Tensor:
     """The smallest step d (Linf or L2) with w . d = r and p + d in [0, 1], per row; where the
     box makes it impossible, the step that gets closest. Shapes: p, w (k, D); r (k,).
 
@@ -88,12 +89,12 @@ def project_to_hyperplane(p: torch.Tensor, w: torch.Tensor, r: torch.Tensor, nor
 class FABT(Attack):
     name = "fab-t"
     Config = FABConfig
-    tasks = frozenset({"multi-class", "binary"})
+    tasks = frozenset({MULTI_CLASS, BINARY})
     targeted_ok = False
     paper = "Croce & Hein, ICML 2020 (FAB)"
     config: FABConfig
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         cfg = self.config
         return Passes(gradients=min(cfg.targets, max(classes, 2) - 1) * cfg.steps, forwards=3)
 

@@ -25,6 +25,7 @@ from medfool.attacks.norms import ascent_direction, clip_box
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import Loss, Norm, Task
 
 __all__ = ["FGSM", "FGSMConfig"]
 
@@ -32,8 +33,8 @@ __all__ = ["FGSM", "FGSMConfig"]
 @dataclass(frozen=True, kw_only=True)
 class FGSMConfig(AttackConfig):
     eps: float = 8 / 255
-    norm: str = "linf"
-    loss: str = "ce"
+    norm: Norm = "linf"
+    loss: Loss = "ce"
 
     def validate(self) -> None:
         check_norm_eps(self.norm, self.eps)
@@ -47,7 +48,7 @@ class FGSM(Attack):
     paper = "Goodfellow et al., ICLR 2015"
     config: FGSMConfig
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         return Passes(gradients=1, forwards=2)
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,

@@ -26,6 +26,7 @@ from medfool.attacks.base import Attack, AttackConfig, Counter, check_int, check
 from medfool.attacks.goal import Goal, two_logits
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import BINARY, MULTI_CLASS
 
 __all__ = ["JSMA", "JSMAConfig"]
 
@@ -56,7 +57,7 @@ class JSMA(Attack):
     name = "jsma"
     Config = JSMAConfig
     fixed_norm = "l0"
-    tasks = frozenset({"multi-class", "binary"})
+    tasks = frozenset({MULTI_CLASS, BINARY})
     paper = "Papernot et al., IEEE EuroS&P 2016"
     config: JSMAConfig
 

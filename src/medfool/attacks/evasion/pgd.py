@@ -31,6 +31,7 @@ from medfool.attacks.norms import ascent_direction, clip_box, project, random_in
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import LOSSES, Loss, Norm, Task
 
 __all__ = ["BIM", "PGD", "BIMConfig", "PGDConfig", "pgd_loop"]
 
@@ -38,13 +39,13 @@ __all__ = ["BIM", "PGD", "BIMConfig", "PGDConfig", "pgd_loop"]
 @dataclass(frozen=True, kw_only=True)
 class PGDConfig(AttackConfig):
     eps: float = 8 / 255
-    norm: str = "linf"
+    norm: Norm = "linf"
     steps: int = 10
     step_size: float | None = None  # default: 2.5 * eps / steps (Madry et al.)
     random_start: bool = True
     restarts: int = 1
     early_stop: bool = True
-    loss: str = "ce"
+    loss: Loss = "ce"
 
     def validate(self) -> None:
         check_norm_eps(self.norm, self.eps)
@@ -52,7 +53,7 @@ class PGDConfig(AttackConfig):
         check_int("restarts", self.restarts, 1)
         if self.step_size is not None:
             check_range("step_size", self.step_size, 0.0, 1e4, lo_open=True)
-        check_choice("loss", self.loss, ("ce", "margin", "dlr"))
+        check_choice("loss", self.loss, LOSSES)
 
     @property
     def alpha(self) -> float:
@@ -66,7 +67,7 @@ class PGD(Attack):
     paper = "Madry et al., ICLR 2018"
     config: PGDConfig
 
-    def max_passes(self, task: str, classes: int) -> Passes:
+    def max_passes(self, task: Task, classes: int) -> Passes:
         cfg = self.config
         return Passes(gradients=cfg.restarts * cfg.steps, forwards=cfg.restarts + 1)
 

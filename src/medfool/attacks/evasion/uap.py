@@ -40,6 +40,7 @@ from medfool.attacks.goal import Goal
 from medfool.attacks.norms import ascent_direction, project
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import ImageStreams
+from medfool.vocab import BINARY, MULTI_CLASS, Norm
 
 __all__ = ["UAPConfig", "UniversalPerturbation", "fooling_rate"]
 
@@ -47,7 +48,7 @@ __all__ = ["UAPConfig", "UniversalPerturbation", "fooling_rate"]
 @dataclass(frozen=True, kw_only=True)
 class UAPConfig(AttackConfig):
     eps: float = 8 / 255
-    norm: str = "linf"
+    norm: Norm = "linf"
     solver: str = "sgd"
     passes: int = 10
     batch_size: int = 64
@@ -82,7 +83,7 @@ def fooling_rate(model: Classifier, x: torch.Tensor, v: torch.Tensor, batch: int
 class UniversalPerturbation(Attack):
     name = "uap"
     Config = UAPConfig
-    tasks = frozenset({"multi-class", "binary"})
+    tasks = frozenset({MULTI_CLASS, BINARY})
     targeted_ok = False
     paper = "Moosavi-Dezfooli et al., CVPR 2017"
     kind = "universal"

@@ -44,6 +44,7 @@ from medfool.attacks.goal import Goal
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import Classifier
 from medfool.utils.rng import Draw, ImageStreams
+from medfool.vocab import Task
 
 __all__ = ["OnePixel", "OnePixelConfig"]
 
@@ -160,7 +161,7 @@ class OnePixel(Attack):
         return gain, corner
 
     # -- the search ------------------------------------------------------------------------------
-    def max_passes(self, task: str, classes: int) -> Passes | None:
+    def max_passes(self, task: Task, classes: int) -> Passes | None:
         cfg = self.config
         if cfg.objective != "confidence":
             return None  # the inconspicuous search runs until its patience is spent

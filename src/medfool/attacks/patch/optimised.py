@@ -40,6 +40,7 @@ from medfool.errors import DataError
 from medfool.models.classifier import Classifier
 from medfool.utils.io import atomic_open
 from medfool.utils.rng import GeneratorDraw, ImageStreams
+from medfool.vocab import BINARY, MULTI_CLASS
 
 __all__ = ["AdversarialPatch", "Patch", "PatchConfig"]
 
@@ -115,7 +116,7 @@ class Patch:
 class AdversarialPatch(Attack):
     name = "patch"
     Config = PatchConfig
-    tasks = frozenset({"multi-class", "binary"})
+    tasks = frozenset({MULTI_CLASS, BINARY})
     paper = "Brown et al. 2017; Finlayson et al., Science 2019"
     kind = "universal"
     budget_kind = "area"

@@ -22,6 +22,7 @@ from medfool.attacks.poisoning.backdoor import poison_count, surrogate_pgd
 from medfool.data.dataset import Split
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
+from medfool.vocab import MULTI_LABEL, Task
 
 __all__ = ["METHODS", "AvailabilityConfig", "poison_availability"]
 
@@ -46,7 +47,7 @@ class AvailabilityConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
 
 
-def poison_availability(train: Split, cfg: AvailabilityConfig, *, num_classes: int, task: str, seed: int,
+def poison_availability(train: Split, cfg: AvailabilityConfig, *, num_classes: int, task: Task, seed: int,
                         surrogate: Classifier | None = None, batch_size: int = 256) -> tuple[Split, np.ndarray]:
     """The poisoned training split and the (sorted) indices that were changed."""
     k = poison_count(cfg.rate, len(train))
@@ -55,13 +56,13 @@ def poison_availability(train: Split, cfg: AvailabilityConfig, *, num_classes: i
     labels = train.labels.clone()
     if cfg.method == "label-flip":
         y = labels[torch.as_tensor(pick)]
-        if task == "multi-label":
+        if task == MULTI_LABEL:
             labels[torch.as_tensor(pick)] = 1 - y  # every finding flipped
         else:  # a uniformly drawn *other* class
             shift = torch.randint(1, num_classes, (k,), generator=gen)
             labels[torch.as_tensor(pick)] = (y + shift) % num_classes
         return train.replace(pick, train.get(pick)[0], labels.numpy()), pick
-    if task == "multi-label":
+    if task == MULTI_LABEL:
         raise ConfigError("error-maximising poisons are defined here for single-label classes")
     images = []
     for start in range(0, k, batch_size):

@@ -25,6 +25,7 @@ from medfool.attacks.poisoning.triggers import Trigger, describe
 from medfool.data.dataset import Split
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
+from medfool.vocab import MULTI_LABEL, Task
 
 __all__ = [
     "MODES", "BackdoorConfig", "PoisonedSet", "attack_success", "check_feasible", "is_target", "poison",
@@ -96,9 +97,9 @@ class PoisonedSet:
                 "trigger": describe(self.trigger), **self.config.to_json()}
 
 
-def target_labels(y: torch.Tensor, cfg: BackdoorConfig, num_classes: int, task: str) -> torch.Tensor:
+def target_labels(y: torch.Tensor, cfg: BackdoorConfig, num_classes: int, task: Task) -> torch.Tensor:
     """The label the backdoor should produce for each true label ``y``."""
-    if task == "multi-label":
+    if task == MULTI_LABEL:
         if cfg.mode == "all-to-all":
             raise ConfigError("all-to-all backdoors need single-label classes")
         out = torch.zeros_like(y)
@@ -131,7 +132,7 @@ def poison_count(rate: float, n: int) -> int:
 
 
 def check_feasible(train: Split, trigger: Trigger, cfg: BackdoorConfig, *, num_classes: int,
-                   task: str) -> tuple[np.ndarray, int]:
+                   task: Task) -> tuple[np.ndarray, int]:
     """The candidate indices and the exact poison count, or a ConfigError before any work."""
     _check_target(cfg, num_classes)
     if trigger.image_shape != train.image_shape:
@@ -148,7 +149,7 @@ def check_feasible(train: Split, trigger: Trigger, cfg: BackdoorConfig, *, num_c
     return candidates, k
 
 
-def poison(train: Split, trigger: Trigger, cfg: BackdoorConfig, *, num_classes: int, task: str, seed: int,
+def poison(train: Split, trigger: Trigger, cfg: BackdoorConfig, *, num_classes: int, task: Task, seed: int,
            surrogate: Classifier | None = None, batch_size: int = 256) -> PoisonedSet:
     """Poison ``train``: stamp the trigger on ``round(rate * N)`` seeded picks and relabel them
     (dirty-label) or keep their labels (clean-label). Clean-label needs a ``surrogate`` (a model

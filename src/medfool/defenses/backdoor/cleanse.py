@@ -26,6 +26,7 @@ from medfool.data.dataset import Split
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 from medfool.utils.progress import progress
+from medfool.vocab import MULTI_LABEL
 
 __all__ = ["CleanseResult", "anomaly_index", "neural_cleanse"]
 
@@ -55,7 +56,7 @@ def neural_cleanse(model: Classifier, clean: Split, *, steps: int = 300, batch_s
                    init_cost: float = 1e-3, target_success: float = 0.99, threshold: float = 2.0,
                    seed: int = 0, max_images: int = 1000) -> CleanseResult:
     """Run Neural Cleanse with clean images from ``clean`` (e.g. the validation split)."""
-    if model.task == "multi-label":
+    if model.task == MULTI_LABEL:
         raise ConfigError("Neural Cleanse is defined for single-label classifiers")
     if steps < 1 or batch_size < 1:
         raise ConfigError("Neural Cleanse needs steps >= 1 and batch_size >= 1")

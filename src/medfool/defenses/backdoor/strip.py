@@ -21,6 +21,7 @@ from medfool.data.dataset import Split
 from medfool.defenses.backdoor.flags import SampleFlags
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
+from medfool.vocab import MULTI_LABEL
 
 __all__ = ["Strip", "fit_strip", "strip_entropy", "strip_training_flags"]
 
@@ -58,7 +59,7 @@ def strip_entropy(model: Classifier, x: torch.Tensor, overlays: torch.Tensor, ge
             pick = torch.randint(overlays.shape[0], (b * n,), generator=gen)
             blends = (1 - alpha) * xb.repeat_interleave(n, 0) + alpha * overlays[pick].to(device)  # (b*n, C, H, W)
             p = model.probabilities(blends)
-            if model.task == "multi-label":  # independent labels: sum of per-label binary entropies
+            if model.task == MULTI_LABEL:  # independent labels: sum of per-label binary entropies
                 h = -(p * p.clamp_min(1e-12).log() + (1 - p) * (1 - p).clamp_min(1e-12).log()).sum(1)
             else:
                 h = -(p * p.clamp_min(1e-12).log()).sum(1)

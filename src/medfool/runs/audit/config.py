@@ -28,13 +28,14 @@ import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from medfool.attacks.poisoning.triggers import KINDS
 from medfool.errors import ConfigError
 from medfool.eval.corruptions import SEVERITIES, known_names
 from medfool.models.preprocess import PREPROCESS, parse_spec
 from medfool.runs.poisoning import DETECTORS
+from medfool.vocab import ENSEMBLE_CHOICES, PRESET_NAMES, SPLITS, EnsembleChoice, Preset, SplitName
 
 __all__ = [
     "BUDGETED",
@@ -62,7 +63,7 @@ else:  # pragma: no cover
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 BUDGETED = ("fgsm", "pgd", "bim", "apgd-ce", "apgd-dlr")
 MINIMAL = ("deepfool", "cw")
-ENSEMBLE = ("standard", "fast", "off")
+ENSEMBLE = ENSEMBLE_CHOICES
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class WhiteboxConfig:
     attacks: tuple[str, ...] = ("fgsm", "pgd")
     # fast: within a point of torchattacks' AutoAttack at a tenth to half of its time;
     # standard: AutoAttack's own budgets (100 steps, 9 targets), about its 100-step time; off
-    ensemble: str = "fast"
+    ensemble: EnsembleChoice = "fast"
     eps: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)  # in 1/255
     steps: int = 10
     minimal: tuple[str, ...] = ("deepfool",)  # minimal-perturbation attacks: how small can a flip be
@@ -204,12 +205,12 @@ class DefenceSection:
     names: tuple[str, ...] = ()
     eps: tuple[float, ...] = (2.0, 8.0)  # in 1/255
     eot: int = 8                         # EOT draws per step for random defences
-    preset: str = "fast"                 # the adaptive attacker's ensemble preset
+    preset: Preset = "fast"              # the adaptive attacker's ensemble preset
 
     def check(self) -> None:
         _eps_list("defence.eps", self.eps)
         _at_least("defence.eot", self.eot, 1)
-        if self.preset not in ("fast", "standard"):
+        if self.preset not in PRESET_NAMES:
             raise ConfigError(f"defence.preset must be fast or standard, got {self.preset!r}")
         for name in self.names:
             if name.endswith((".safetensors", ".pt", ".pth", ".ts")) or "/" in name:
@@ -224,7 +225,7 @@ class DefenceSection:
 class AuditConfig:
     seed: int = 0
     n: int = 128  # test images audited (a seeded random sample of the split)
-    split: str = "test"
+    split: SplitName = "test"
     batch_size: int = 64
     corruptions: CorruptionsConfig = field(default_factory=CorruptionsConfig)
     whitebox: WhiteboxConfig = field(default_factory=WhiteboxConfig)
@@ -240,7 +241,7 @@ class AuditConfig:
             raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         _at_least("n", self.n, 1)
         _at_least("batch_size", self.batch_size, 1)
-        if self.split not in ("train", "val", "test"):
+        if self.split not in SPLITS:
             raise ConfigError(f"split must be one of train, val, test, got {self.split!r}")
         for section in (self.corruptions, self.whitebox, self.blackbox, self.patch, self.onepixel, self.maps,
                         self.backdoor, self.defence):
@@ -316,7 +317,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         return float(value)
-    if hint is str:
+    if hint is str or origin is Literal:  # a closed vocabulary's word: the section's check says which
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value

@@ -16,6 +16,7 @@ from medfool.runs.audit.config import load_config
 from medfool.runs.audit.runner import STORE, estimate_audit, run_audit
 from medfool.runs.common import DataSource, Say, check_compatible, check_writable, quiet
 from medfool.utils.device import resolve_device
+from medfool.vocab import Device
 
 __all__ = ["AuditJob", "audit", "rerender"]
 
@@ -31,7 +32,7 @@ class AuditJob:
     config: str | None = None
     seed: int | None = None
     n: int | None = None
-    device: str = "auto"
+    device: Device = "auto"
     fresh: bool = False
     defences: tuple[str, ...] = ()  # added to the config's [defence] names
     command: dict[str, Any] = field(default_factory=dict)

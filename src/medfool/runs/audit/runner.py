@@ -42,6 +42,7 @@ from medfool.runs.common import Say, check_compatible, check_outputs, folder_loc
 from medfool.utils.io import remove_stray_parts
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, file_digest, fingerprint
+from medfool.vocab import MULTI_LABEL, Task
 
 __all__ = [
     "STORE", "audit_images", "estimate_audit", "map_images", "model_digest", "open_store", "patch_target", "plan",
@@ -55,7 +56,7 @@ STORE = "audit.sqlite"
 def patch_target(info: DatasetInfo, cfg: AuditConfig, model: Classifier) -> int | None:
     """The patch's target class: the configured one, or a benign / normal class (the dangerous
     direction is a cancer tile read as benign); None when the audit has no patch stage."""
-    if not cfg.patch.enabled or model.task == "multi-label":
+    if not cfg.patch.enabled or model.task == MULTI_LABEL:
         return None
     if cfg.patch.target != "auto":
         return int(info.class_index(cfg.patch.target))
@@ -73,7 +74,7 @@ def audit_images(dataset: Dataset, cfg: AuditConfig) -> tuple[list[int], torch.T
     return [int(i) for i in index], x, y
 
 
-def _supported(name: str, task: str, skipped: list[str]) -> bool:
+def _supported(name: str, task: Task, skipped: list[str]) -> bool:
     if task in attack_class(name).tasks:
         return True
     skipped.append(f"{name} (does not support {task} models)")
@@ -87,7 +88,7 @@ def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], 
     the patch's target class (:func:`patch_target`; None: no patch stage)."""
     info = dataset.info
     skipped: list[str] = []
-    single = model.task != "multi-label"
+    single = model.task != MULTI_LABEL
     b = cfg.batch_size
     chunks = [(k, slice(s, s + b)) for k, s in enumerate(range(0, len(ids), b))]
     subject, images = U.Subject(model, info), U.Chunk(ids, x, y)

@@ -43,6 +43,7 @@ from medfool.runs.poisoning import BackdoorPlan, retrainable, run_backdoor, trig
 from medfool.utils.io import json_safe
 from medfool.utils.rng import ImageStreams
 from medfool.utils.stats import positive_class
+from medfool.vocab import MULTI_LABEL, Preset
 
 __all__ = [
     "Artifact", "Unit", "UnitOutput", "attack_unit", "backdoor_unit", "clean_unit", "corruption_figure_unit",
@@ -305,7 +306,7 @@ def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
         bd, info = cfg.backdoor, dataset.info
         train = dataset.split("train")
         trigger = make_trigger(bd.trigger, train.image_shape, seed=cfg.seed)
-        if info.task == "multi-label":
+        if info.task == MULTI_LABEL:
             target = None if bd.target == "auto" else info.class_index(bd.target)
         else:
             target = (benign_class(info.class_names, model.meta.critical_classes) if bd.target == "auto"
@@ -323,7 +324,7 @@ def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
 
 
 def defence_unit(slug: str, name: str, kind: str, defended: Classifier, audited: Classifier, split: Split,
-                 images: Chunk, eps: tuple[float, ...], preset: str, eot: int,
+                 images: Chunk, eps: tuple[float, ...], preset: Preset, eot: int,
                  seed: int, train_s: float | None = None) -> Callable[[torch.Generator], UnitOutput]:
     """One defence at every budget: robust accuracy under the naive attacker, the masking check
     and the adaptive attacker (medfool.defenses.evaluation) with their per-class breakdowns, the
