@@ -140,3 +140,68 @@ def test_the_check_catches_an_upward_and_a_private_import(tmp_path: Path) -> Non
 @pytest.mark.parametrize("module", ["medfool.attacks.base", "medfool.cli.main"])
 def test_every_package_has_a_layer(module: str) -> None:
     assert 0 <= layer_of(module) < len(LAYERS)
+
+
+def module_graph(src: Path = SRC) -> dict[str, set[str]]:
+    """Module -> the medfool modules it imports (at the top, inside functions or for type checking).
+    ``from package import name`` counts as importing the submodule where ``name`` is one; an
+    import that stops at a package's ``__init__`` is left out (a package re-exporting its
+    modules is not a knot)."""
+    files = {module_name(p, src): p for p in src.rglob("*.py") if p.name != "__init__.py"}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        edges = set()
+        for _, target, names in imports(path, src):
+            subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in files]
+            edges |= set(subs) or ({target} if target in files else set())
+        graph[name] = edges - {name}
+    return graph
+
+
+def import_cycles(src: Path = SRC) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan): modules that import each other."""
+    graph = module_graph(src)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(groups)
+
+
+def test_no_import_circles() -> None:
+    assert import_cycles() == []
+
+
+def test_the_circle_check_finds_a_circle(tmp_path: Path) -> None:
+    pkg = tmp_path / "medfool" / "runs"
+    pkg.mkdir(parents=True)
+    (pkg / "attack.py").write_text("from medfool.runs.patch import run_patch\n")
+    (pkg / "patch.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                  "    from medfool.runs.attack import AttackJob\n")
+    assert import_cycles(tmp_path / "medfool") == [["medfool.runs.attack", "medfool.runs.patch"]]

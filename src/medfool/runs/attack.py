@@ -9,44 +9,39 @@ per-budget summary, perceptibility, per-image rows), OUT/adversarial.npz and OUT
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from medfool import __version__
 from medfool.attacks import attack_class, get_attack
 from medfool.attacks.base import Attack, AttackResult, TargetSpec, Victim
 from medfool.attacks.blackbox.fooling import FoolingConfig, fooling_images
 from medfool.attacks.blackbox.transfer import transfer_attack
-from medfool.data.dataset import Dataset
-from medfool.data.dicom import DICOM_SUFFIXES, StoredGrid, stored_grid, write_dicom
-from medfool.data.windowing import Window
-from medfool.errors import ConfigError, DataError
+from medfool.errors import ConfigError
 from medfool.eval.perceptibility import perceptibility
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier, MetaView
-from medfool.models.predict import OnnxModel, PredictModel, from_classifier
+from medfool.models.predict import PredictModel, from_classifier
 from medfool.report.grid import class_grid
 from medfool.runs.common import (
-    DataSource,
     Say,
     check_compatible,
-    check_outputs,
     check_writable,
     fmt,
     quiet,
     save_result_grid,
 )
+from medfool.runs.dicom_out import dicom_grids, dicom_sources, native_budgets, on_stored_grid, write_back_dicom
+from medfool.runs.images import AttackJob, Images, load_victim, select_images
 from medfool.runs.patch import run_patch
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.progress import progress
-from medfool.utils.repro import environment, seed_everything
+from medfool.utils.repro import environment
 from medfool.utils.stats import accuracy_breakdown, positive_class
-from medfool.vocab import MULTI_LABEL, Device, Output, SplitName
 
 __all__ = ["EXPERIMENTS", "AttackJob", "Images", "load_victim", "robust_breakdown", "run_attack", "select_images"]
 
@@ -57,57 +52,6 @@ EXPERIMENTS = ("fooling", "transfer")
 
 # EOT draws per step when a defended model is attacked through its defence
 ADAPTIVE_EOT = 8
-
-
-@dataclass(frozen=True)
-class AttackJob:
-    """Everything ``medfool attack`` needs. ``eps`` empty: the attack's own budget (or none)."""
-
-    name: str
-    model: str
-    data: DataSource
-    out: Path
-    eps: tuple[float, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    device: Device = "auto"
-    split: SplitName = "test"
-    n: int = 256
-    only_class: str | None = None
-    target: str | None = None
-    batch_size: int = 128
-    craft_split: SplitName = "train"
-    n_craft: int = 1000
-    surrogate: str | None = None
-    sweep: tuple[float, ...] | None = None
-    queries: int | None = None
-    labels_only: bool = False
-    command: dict[str, Any] = field(default_factory=dict)  # the command line, recorded with the results
-
-    @property
-    def budgets(self) -> list[float | None]:
-        return list(self.eps) or [None]
-
-
-@dataclass(frozen=True)
-class Images:
-    """The attacked images: positions ``index`` in their split, pixels and labels, the target
-    the job asks for (None, a class index or 'least-likely') and the dataset they come from."""
-
-    index: torch.Tensor
-    x: torch.Tensor
-    y: torch.Tensor
-    target: TargetSpec
-    dataset: Dataset
-
-
-def load_victim(path: str, device: Device, labels_only: bool) -> Victim:
-    """A model to attack through queries: an ONNX export, or a checkpoint (labels only on request)."""
-    output: Output = "labels" if labels_only else "probs"
-    if path.endswith(".onnx"):
-        return OnnxModel.load(path, output)
-    model, _ = load_classifier(path, device=resolve_device(device))
-    return from_classifier(model, "labels") if labels_only else model
 
 
 def run_attack(job: AttackJob, say: Say = quiet) -> None:
@@ -235,41 +179,6 @@ def _transfer(job: AttackJob, options: dict[str, Any], say: Say) -> None:
     say(f"wrote {job.out}/results.json, grid.png")
 
 
-def select_images(job: AttackJob, model: Victim, say: Say) -> Images:
-    """The attacked images: the split, class filter, target and seeded sample the job asks for."""
-    dataset = job.data.load()
-    check_compatible(model, dataset, job.model)
-    seed_everything(job.seed)
-    split = dataset.split(job.split)
-    labels = split.labels
-    index = torch.arange(len(split))
-    info = dataset.info
-    if job.only_class is not None:
-        index = index[labels == info.class_index(job.only_class)]
-    target: TargetSpec = None
-    if job.target is not None:
-        if job.target in ("least-likely", "ll"):
-            target = "least-likely"
-        else:
-            t = info.class_index(job.target)
-            if model.task != MULTI_LABEL:
-                dropped = int((labels[index] == t).sum())
-                index = index[labels[index] != t]
-                if dropped:
-                    say(f"  skipping {dropped} image(s) already labelled {info.class_names[t]!r} (the target)")
-            target = t
-    if index.numel() > job.n:  # a seeded random sample: splits are often stored sorted by class
-        pick = torch.randperm(index.numel(), generator=torch.Generator().manual_seed(job.seed))[: job.n]
-        index = index[pick.sort().values]
-    if index.numel() == 0:
-        raise ConfigError("no images left to attack (check --only-class, --target and --n)")
-    x, y = split.get(index.numpy())
-    device = str(model.device)
-    x, y = x.to(device), y.to(device)
-    check_outputs(model, x, job.model)
-    return Images(index, x, y, target, dataset)
-
-
 def robust_breakdown(result: AttackResult, y: torch.Tensor, model: MetaView) -> dict[str, Any]:
     """The robust accuracy of ``result`` broken down (:func:`medfool.utils.stats.accuracy_breakdown`):
     an image counts as correct when the model was right before the attack and the attack failed,
@@ -352,76 +261,6 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
                if "mean_delta_e2000" in summary else ""))
     _write_outputs(job, model, images, results, rows, sources)
     say(f"wrote {job.out}/results.json, adversarial.npz, grid.png")
-
-
-def native_budgets(window: Window | None, eps_list: list[float | None]) -> dict[str, Any]:
-    """Each budget in the data's native units (DICOM / NIfTI data), for results and reports."""
-    if window is None:
-        return {}
-    return {"unit": window.unit, "window_centre": window.centre, "window_width": window.width,
-            "eps_native": [None if e is None else window.native(e) for e in eps_list]}
-
-
-def dicom_sources(job: AttackJob, images: Images) -> list[Path] | None:
-    """The attacked images' DICOM files, when every attacked image came from one."""
-    info = images.dataset.info
-    files = images.dataset.split(job.split).files
-    if info.window is None or files is None or int(images.x.shape[1]) != 1:
-        return None
-    sources = [Path(files[int(i)]) for i in images.index]
-    if not all(f.suffix.lower() in DICOM_SUFFIXES and f.is_file() for f in sources):
-        return None
-    return sources
-
-
-def dicom_grids(sources: list[Path] | None, images: Images, model: Victim) -> list[StoredGrid] | None:
-    """The stored-value grid of each attacked image's DICOM file (``sources``), when its
-    adversarial version can be judged as written back there (a white-box model, images at their
-    files' own size)."""
-    if sources is None or not isinstance(model, Classifier):
-        return None
-    grids = [stored_grid(f) for f in sources]
-    if any(g.shape != tuple(images.x.shape[-2:]) for g in grids):
-        log.warning("images were resized on loading: adversarial images are not written back as DICOM")
-        return None
-    return grids
-
-
-def on_stored_grid(r: AttackResult, model: Classifier, x: torch.Tensor, y: torch.Tensor, grids: list[StoredGrid],
-                   window: Window | None) -> AttackResult:
-    """``r`` with every adversarial image snapped to what its DICOM file can store, success
-    judged again on that: an attack that only just crossed the boundary can fall back when
-    written to a file, and the results must describe the file, not the float image."""
-    assert window is not None
-    snapped = np.stack([g.snap(a[0].astype(np.float64), window)[None]
-                        for g, a in zip(grids, r.x_adv.detach().cpu().numpy(), strict=True)])
-    x_q = torch.from_numpy(snapped.astype(np.float32)).to(x.device)
-    with torch.no_grad(), model.padded():
-        clean, adv = model(x), model(x_q)
-    target = r.target if isinstance(r.target, torch.Tensor) else None
-    return AttackResult.from_scores(r.attack, r.config, model.task, x, x_q, y, clean, adv, gradients=r.gradients,
-                                    queries=r.queries, wall_s=r.wall_s, target=target, extras=r.extras)
-
-
-def write_back_dicom(job: AttackJob, window: Window, result: AttackResult, index: torch.Tensor,
-                     sources: list[Path]) -> list[str]:
-    """The adversarial images (last budget) as DICOM files beside the results, each from its
-    source file's metadata (new SOP Instance UID, marked DERIVED, a note on how it was made)."""
-    eps = job.budgets[-1]
-    budget = "" if eps is None else f", eps {eps * 255:.3g}/255 = {window.native(eps):.4g} {window.unit}"
-    note = (f"MODIFIED by medfool {__version__} ({job.name} attack{budget}, seed {job.seed}): an adversarial test "
-            "image, not for diagnosis")
-    written: list[str] = []
-    for k, (i, src) in enumerate(zip(index, sources, strict=True)):
-        target = job.out / "dicom" / f"{int(i):05d}_{src.stem}.dcm"
-        try:
-            write_dicom(src, result.x_adv[k].detach().cpu().numpy().transpose(1, 2, 0), target, window=window,
-                        note=note)
-        except DataError as exc:  # resized on loading, or not writable as DICOM: the npz has it
-            log.warning("not written back as DICOM: %s", exc)
-            return written
-        written.append(str(target.relative_to(job.out)))
-    return written
 
 
 def _write_outputs(job: AttackJob, model: Victim, images: Images, results: list[AttackResult],

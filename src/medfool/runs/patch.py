@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,13 +28,11 @@ from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
 from medfool.report.plots import image_png, line_chart
 from medfool.runs.common import Say, check_compatible, fmt, save_result_grid
+from medfool.runs.images import AttackJob, Images
 from medfool.runs.ledger import LEDGER, Ledger
 from medfool.utils.io import atomic_open, atomic_write_json
 from medfool.utils.repro import environment, file_digest, fingerprint
 from medfool.vocab import MULTI_LABEL
-
-if TYPE_CHECKING:  # runs.attack routes patch jobs here
-    from medfool.runs.attack import AttackJob, Images
 
 __all__ = ["run_patch"]
 
