@@ -83,7 +83,7 @@ def test_jsma_changes_few_features_to_the_extreme(multiclass):
 
 
 def test_security_curve_is_monotone_and_counts_only_correct_images(multiclass):
-    from medfool.runs.curve import security_curve
+    from medfool.eval.curve import security_curve
 
     model, x, y = multiclass
     curve = security_curve(model, x, y, attack="pgd", eps_list=[0.0, 2 / 255, 16 / 255, 64 / 255], steps=10)
