@@ -8,8 +8,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from medfool.cli.common import (
     MODEL_HELP,
     add_data_options,
@@ -22,19 +20,20 @@ from medfool.cli.common import (
     say,
 )
 from medfool.defenses.detectors import DETECTORS
-from medfool.defenses.evaluation import defence_kind
-from medfool.defenses.input_transforms import with_transforms
 from medfool.defenses.robust_training import METHODS, RobustObjective
-from medfool.defenses.smoothing import trained_sigma
 from medfool.errors import ConfigError
-from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
+from medfool.models import architectures
 from medfool.models.preprocess import PREPROCESS, parse_spec
 from medfool.models.train import TrainConfig
-from medfool.runs.common import check_compatible, check_writable, fmt, folder_lock
-from medfool.runs.defend import DefenceRun, Defended, held_out, run_certify, run_detectors, run_evaluate
-from medfool.runs.train import train_and_save
-from medfool.utils.device import resolve_device
-from medfool.utils.repro import file_digest, fingerprint
+from medfool.runs.defend import (
+    AdvTrainJob,
+    DefendJob,
+    Measure,
+    run_adv_train,
+    run_defend,
+    write_ensemble,
+    write_transformed,
+)
 from medfool.vocab import COMBINE, PRESET_NAMES
 
 __all__ = ["cmd_adv_train", "cmd_certify", "cmd_detector", "cmd_ensemble", "cmd_evaluate", "cmd_transform",
@@ -42,41 +41,13 @@ __all__ = ["cmd_adv_train", "cmd_certify", "cmd_detector", "cmd_ensemble", "cmd_
 
 
 def cmd_adv_train(args: argparse.Namespace) -> int:
-    if args.arch not in architectures():
-        raise ConfigError(f"unknown architecture {args.arch!r} (known: {', '.join(architectures())})")
     objective = RobustObjective(method=args.method, eps=args.eps, steps=args.steps, beta=args.beta,
                                 sigma=args.sigma, eot=args.eot, val_images=args.val_images, seed=args.seed)
     cfg = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       patience=args.patience, seed=args.seed)
-    if args.eot and args.method == "noise":
-        raise ConfigError("--eot jitters stains before crafting adversarial examples; --method noise crafts nothing")
-    dataset = data_source(args).load()
-    if args.eot and dataset.info.n_channels != 3:
-        raise ConfigError(f"--eot jitters H&E stains, which needs RGB histology; {dataset.info.name} has "
-                          f"{dataset.info.n_channels} channel{'s' if dataset.info.n_channels != 1 else ''}")
-    out = Path(args.out or f"runs/{dataset.info.name}-{args.arch}-{args.method}-seed{args.seed}")
-    check_writable(out)
-    budget = f"sigma {args.sigma:g}" if args.method == "noise" else f"eps {args.eps * 255:g}/255"
-    say(f"{args.method} training {args.arch} on {dataset.summary()} ({budget}, {objective.attack_steps} attack step(s) "
-        "per batch)")
-    _, record = train_and_save(dataset, cfg, out, resolve_device(args.device), objective)
-    say(f"{_trained_accuracy(record)} (best epoch {record['best_epoch']}/{record['epochs_run']}, "
-        f"{record['train_wall_s']:.0f} s) -> {out / 'model.safetensors'}")
+    run_adv_train(AdvTrainJob(data_source(args), objective, cfg, Path(args.out) if args.out else None, args.device),
+                  say=say)
     return 0
-
-
-def _trained_accuracy(record: dict[str, Any]) -> str:
-    """Test accuracy and the selected epoch's robust validation figure; without a test split,
-    the validation accuracy, named as what it is (the split that selected the epoch)."""
-    metrics = record["metrics"]
-    which = "test" if metrics["test"] else "val (no test split; it selected the epoch)"
-    text = f"{which} accuracy {fmt((metrics['test'] or metrics['val'])['accuracy'])}"
-    last = record["history"][record["best_epoch"] - 1]
-    if "val_robust_accuracy" in last:
-        text += f", val robust accuracy (PGD-10) {fmt(last['val_robust_accuracy'])}"
-    if "val_noisy_accuracy" in last:
-        text += f", val accuracy under the training noise {fmt(last['val_noisy_accuracy'])} (epochs selected on it)"
-    return text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,7 +57,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "--help'.")
     dsub = p.add_subparsers(dest="defence", metavar="SUBCOMMAND")
     dsub.required = True
+    _add_adv_train(dsub)
+    _add_transform(dsub)
+    _add_ensemble(dsub)
+    _add_evaluate(dsub)
+    _add_detector(dsub)
+    _add_certify(dsub)
 
+
+def _add_adv_train(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser("adv-train", help="robust training: PGD (Madry), TRADES, fast FGSM, Gaussian noise",
                         description="Train a model on adversarial examples with the normal training loop. pgd: "
                                     "Madry et al. 2018; trades: Zhang et al. 2019; fgsm-rs: Wong et al. 2020 (one step "
@@ -117,6 +96,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--out", default=None, help="output folder (default runs/DATASET-ARCH-METHOD-seedN)")
     q.set_defaults(func=cmd_adv_train)
 
+
+def _add_transform(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser("transform", help="put input transforms (median, JPEG, bit depth...) in front of a model",
                         description="Write a copy of the model that cleans every input first. Transforms: "
                                     f"{', '.join(PREPROCESS)}; options as NAME:KEY=VALUE, e.g. jpeg:quality=60, "
@@ -129,6 +110,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--out", "-o", required=True, help="output .safetensors")
     q.set_defaults(func=cmd_transform)
 
+
+def _add_ensemble(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser("ensemble", help="one model from several: logits averaged or majority vote",
                         description="Combine trained models (architectures or seeds; Paul et al., ISBI 2020) into one "
                                     "checkpoint that attacks, the audit and export take as one model.")
@@ -138,6 +121,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--out", "-o", required=True, help="output .safetensors")
     q.set_defaults(func=cmd_ensemble)
 
+
+def _add_evaluate(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser("evaluate", help="defended models against the naive and the adaptive attacker",
                         description="For each defended model and budget: robust accuracy under the naive attacker "
                                     "(the ensemble's gradient attacks, defence ignored), the masking check (Square, "
@@ -161,6 +146,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--out", "-o", required=True, help="output folder")
     q.set_defaults(func=cmd_evaluate)
 
+
+def _add_detector(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser("detector", help="adversarial-image detectors: naive and adaptive detection rates",
                         description="Fit detectors on a model's features (mahalanobis: Lee et al. 2018; kd-bu: "
                                     "Feinman et al. 2017; lid: Ma et al. 2018; binary: Ma et al. 2021; squeeze: "
@@ -179,6 +166,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--out", "-o", required=True, help="output folder")
     q.set_defaults(func=cmd_detector)
 
+
+def _add_certify(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = dsub.add_parser("certify", help="randomized smoothing: certified accuracy at L2 radii",
                         description="Cohen et al. (ICML 2019) CERTIFY on test images: n0 noisy copies pick the "
                                     "class, --samples copies bound its probability (Clopper-Pearson, confidence "
@@ -215,110 +204,38 @@ def parse_transform(text: str) -> dict[str, object]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _defended(path: str, device: torch.device) -> tuple[Defended, dict[str, Any]]:
-    """A checkpoint as a defence to measure (named after its file, or its folder for model.safetensors),
-    and its training record; loaded once."""
-    model, record = load_classifier(path, device=device)
-    name = Path(path).stem if Path(path).stem != "model" else Path(path).parent.name
-    return Defended(name, defence_kind(model, record), model, file_digest(path), record.get("train_wall_s")), record
-
-
 def cmd_transform(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    _check_out_file(out)
-    model, record = load_classifier(args.model)
-    defended = with_transforms(model, args.transform)
-    save_checkpoint(defended, out, {**record, "defence": {"transforms": args.transform, "base": args.model}})
-    names = " -> ".join(s["name"] for s in defended.meta.preprocess)
-    say(f"wrote {out}: {names} -> {model.meta.arch}. Measure it: medfool defend evaluate -m {out} "
-        f"--baseline {args.model} -d DATASET -o OUT")
+    write_transformed(args.model, args.transform, Path(args.out), say=say)
     return 0
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    _check_out_file(out)
-    members = [load_classifier(p)[0] for p in args.model]
-    model = ensemble_classifier(members, args.combine)
-    save_checkpoint(model, out, {"defence": {"ensemble": args.model, "combine": args.combine}})
-    what = "logits" if args.combine == "mean" else "votes"
-    say(f"wrote {out}: {len(members)} models, {args.combine} of their {what}")
+    write_ensemble(args.model, args.combine, Path(args.out), say=say)
     return 0
 
 
-def _check_out_file(out: Path) -> None:
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"{out}: the defended model file must end in .safetensors")
-    check_writable(out.parent if str(out.parent) else Path("."))
-
-
-def _run(args: argparse.Namespace) -> DefenceRun:
-    dataset = data_source(args).load()
-    held_out(dataset)  # refused before anything is written
-    out = Path(args.out)
-    check_writable(out)
+def _job(args: argparse.Namespace, action: Measure, models: list[str], **extra: Any) -> DefendJob:
     eps = tuple(args.eps or args.eps_default) if hasattr(args, "eps_default") else ()
-    return DefenceRun(dataset, out, eps=eps, n=args.n, preset=getattr(args, "preset", "standard"),
-                      eot=getattr(args, "eot", 8), seed=args.seed)
+    return DefendJob(action, data_source(args), Path(args.out), models=tuple(models), eps=eps, n=args.n,
+                     seed=args.seed, device=args.device, **extra)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if not args.model and not args.transform:
-        raise ConfigError("name at least one defence: --model DEFENDED.safetensors or --transform SPEC")
-    if args.transform and not args.baseline:
-        raise ConfigError("--transform defends the --baseline model; give --baseline")
-    device = resolve_device(args.device)
-    run = _run(args)
-    baseline = _defended(args.baseline, device)[0] if args.baseline else None
-    defended = [_defended(path, device)[0] for path in args.model]
-    for spec in args.transform:
-        assert baseline is not None
-        name = spec["name"] + "".join(f" {k}={v}" for k, v in spec.items() if k != "name")
-        defended.append(Defended(name, "input transform", with_transforms(baseline.model, [spec]),
-                                 fingerprint({"base": baseline.digest, "spec": spec})))
-    for d in [*([baseline] if baseline else []), *defended]:
-        check_compatible(d.model, run.dataset, d.name)
-    run.out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(run.out):
-        run_evaluate(run, baseline, defended, say=say)
-    say(f"wrote {run.out / 'defence.json'}")
+    job = _job(args, "evaluate", args.model, baseline=args.baseline, transforms=tuple(args.transform),
+               preset=args.preset, eot=args.eot)
+    say(f"wrote {run_defend(job, say=say)}")
     return 0
 
 
 def cmd_detector(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    run = _run(args)
-    model, _ = _defended(args.model, device)
-    check_compatible(model.model, run.dataset, args.model)
-    run.out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(run.out):
-        rows = run_detectors(run, model, args.kind or DETECTORS, n_train=args.train_images, steps=args.steps,
-                             say=say)
-    for item in rows:
-        for r in item["detection"]:
-            say(f"{item['name']} at {r['eps'] * 255:g}/255, on the {r['attacked']} of {r['sampled']} test images the "
-                f"model classifies correctly: naive PGD fooled {r['naive_fooled']}, ROC-AUC {fmt(r['naive_auc'])}, "
-                f"TPR@5%FPR {fmt(r['naive_tpr'])}; the adaptive attack fooled {r['adaptive_fooled']}, "
-                f"{r['adaptive_fooled_unflagged']} of them unflagged (TPR@5%FPR {fmt(r['adaptive_tpr'])})")
-    say(f"wrote {run.out / 'detectors.json'}")
+    job = _job(args, "detector", [args.model], kinds=tuple(args.kind or ()), train_images=args.train_images,
+               steps=args.steps)
+    say(f"wrote {run_defend(job, say=say)}")
     return 0
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    model, record = _defended(args.model, device)
-    sigma = args.sigma if args.sigma is not None else trained_sigma(record)
-    if sigma is None:
-        raise ConfigError(f"{args.model} was not trained with Gaussian noise (its record has no noise objective, "
-                          "which 'defend adv-train --method noise' writes); give --sigma")
-    run = _run(args)
-    check_compatible(model.model, run.dataset, args.model)
-    radii = args.radius or [0.0, 0.25, 0.5, 1.0]
-    run.out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(run.out):
-        item = run_certify(run, model, float(sigma), radii, n0=args.n0, samples=args.samples, alpha=args.alpha,
-                           say=say)
-    acc = ", ".join(f"r={k}: {fmt(v)}" for k, v in item["certified_accuracy"].items())
-    say(f"certified accuracy at sigma {sigma:g} ({item['n']} images): {acc}; abstained on {fmt(item['abstain'])}")
-    say(f"wrote {run.out / 'certify.json'}")
+    job = _job(args, "certify", [args.model], sigma=args.sigma, n0=args.n0, samples=args.samples, alpha=args.alpha,
+               **({"radii": tuple(args.radius)} if args.radius else {}))
+    say(f"wrote {run_defend(job, say=say)}")
     return 0

@@ -14,43 +14,39 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from medfool.attacks.ensemble import members
 from medfool.data.dataset import Dataset, Split
 from medfool.defenses.detector_attack import evaluate_detector
-from medfool.defenses.detectors import fit_detector
-from medfool.defenses.evaluation import BudgetRow, DefenceReport, attack_defence, inference_ms, worst_case
-from medfool.defenses.smoothing import certified_accuracy, certify
-from medfool.errors import DataError
-from medfool.eval.sanity import model_checks
-from medfool.models.classifier import Classifier
+from medfool.defenses.detectors import DETECTORS, fit_detector
+from medfool.defenses.evaluation import DefenceReport, inference_ms, worst_case
+from medfool.defenses.input_transforms import with_transforms
+from medfool.defenses.robust_training import RobustObjective
+from medfool.defenses.smoothing import certified_accuracy, certify, trained_sigma
+from medfool.errors import ConfigError, DataError
+from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
 from medfool.models.metrics import evaluate
-from medfool.runs.common import Say, quiet
+from medfool.models.train import TrainConfig
+from medfool.runs.common import DataSource, Say, check_compatible, check_writable, fmt, folder_lock, quiet
+from medfool.runs.defended import Defended, load_defended, measure_defence, transformed
 from medfool.runs.ledger import Ledger
+from medfool.runs.train import train_and_save
+from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
 from medfool.utils.stats import accuracy_breakdown, positive_class
-from medfool.vocab import Preset
+from medfool.vocab import Combine, Device, Preset
 
-__all__ = ["DefenceRun", "Defended", "held_out", "run_certify", "run_detectors", "run_evaluate", "test_sample"]
+__all__ = ["AdvTrainJob", "DefenceRun", "DefendJob", "Defended", "Measure", "held_out", "run_adv_train", "run_certify",
+           "run_defend", "run_detectors", "run_evaluate", "test_sample", "trained_accuracy", "write_ensemble",
+           "write_transformed"]
 
 
 
 DETECTION_FORMAT = 2  # raise when a detector unit's stored result would no longer match what is computed
-
-
-@dataclass(frozen=True)
-class Defended:
-    """A defended model to measure: its name, kind, the model and its training cost."""
-
-    name: str
-    kind: str
-    model: Classifier
-    digest: str           # what identifies it (file digests, settings) for resuming
-    train_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,7 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
 
     with Ledger.open(run.out) as ledger:
         base_rows: dict[float, dict[str, Any]] = {}
-        base_clean = None
+        base_clean = base_infer = None
         if baseline is not None:
             def base() -> dict[str, Any]:
                 say(f"undefended {baseline.name}: the full ensemble ({run.preset}) at "
@@ -138,29 +134,14 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
             b = _unit(ledger, "baseline", fingerprint({"m": baseline.digest, **settings}), base)
             base_clean = b["clean_accuracy"]
             base_rows = {float(k): v for k, v in b["robust"].items()}
+            base_infer = b["infer_ms"]
         for d in defended:
             def measure(d: Defended = d) -> dict[str, Any]:
-                start = time.perf_counter()
                 say(f"{d.name}: naive, masking-check and adaptive attackers at "
                     f"{', '.join(f'{e * 255:g}/255' for e in run.eps)} on {len(ids)} test images")
-                rows = []
-                for eps in run.eps:
-                    held = attack_defence(d.model, x, y, ids, eps, preset=run.preset, seed=run.seed, eot=run.eot)
-                    row = BudgetRow.of(eps, held, y, names, positive=positive, baseline=base_rows.get(round(eps, 6)))
-                    rows.append(row)
-                    a = row.breakdown["adaptive"]
-                    say(f"  {eps * 255:g}/255: robust accuracy naive {row.naive:.1%}, masking check "
-                        f"{row.masking_check:.1%}, adaptive {row.adaptive:.1%} [{a['ci95'][0]:.1%}, "
-                        f"{a['ci95'][1]:.1%}]" + (f", balanced {a['balanced']:.1%}, constant answer "
-                                                  f"{a['constant']:.1%}" if "balanced" in a else ""))
-                cost: dict[str, float] = {"infer_ms": inference_ms(d.model, x), "eval_s": time.perf_counter() - start}
-                if d.train_s is not None:
-                    cost["train_s"] = d.train_s
-                if baseline is not None:
-                    cost["baseline_infer_ms"] = b["infer_ms"]
-                report = DefenceReport(d.name, d.kind, evaluate(d.model, test)["accuracy"], base_clean, rows, len(ids),
-                                       cost, random=d.model.randomised, checks=model_checks(d.model, x[:32], y[:32]))
-                return report.to_json()
+                return measure_defence(d, test, x, y, ids, run.eps, preset=run.preset, seed=run.seed, eot=run.eot,
+                                       baseline_clean=base_clean, baseline_rows=base_rows,
+                                       baseline_infer_ms=base_infer, say=say)
 
             item = _unit(ledger, f"defence:{d.name}", fingerprint({"m": d.digest, "b": baseline.digest if baseline
                                                                    else None, **settings}), measure)
@@ -233,3 +214,164 @@ def run_certify(run: DefenceRun, model: Defended, sigma: float, radii: Sequence[
         item = _unit(ledger, f"certify:{sigma:g}", fingerprint({"m": model.digest, **settings}), measure)
     results.add("certificates", item)
     return item
+
+
+# -- the jobs of `medfool defend`: what the command line asks for, checked, then run -------------
+Measure = Literal["evaluate", "detector", "certify"]
+
+
+@dataclass(frozen=True)
+class DefendJob:
+    """Everything ``medfool defend evaluate | detector | certify`` needs. ``models`` are checkpoint
+    paths or run folders; ``transforms`` (evaluate) are input-transform specs put in front of
+    ``baseline``. ``eps`` in [0, 1] units."""
+
+    action: Measure
+    data: DataSource
+    out: Path
+    models: tuple[str, ...] = ()
+    baseline: str | None = None
+    transforms: tuple[dict[str, object], ...] = ()
+    eps: tuple[float, ...] = (2 / 255, 8 / 255)
+    n: int = 200
+    preset: Preset = "standard"
+    eot: int = 8
+    seed: int = 0
+    device: Device = "auto"
+    kinds: tuple[str, ...] = ()          # detector: which detectors (empty: all)
+    train_images: int = 1000             # detector: training images to fit on
+    steps: int = 100                     # detector: adaptive attack steps
+    sigma: float | None = None           # certify: None reads it from the noise-trained model's record
+    radii: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    n0: int = 100
+    samples: int = 1000
+    alpha: float = 0.001
+
+
+def run_defend(job: DefendJob, say: Say = quiet) -> Path:
+    """Check everything (the models load and fit the data, a test split exists, the folder is
+    writable), then measure under the folder's lock; returns the JSON file written."""
+    device = resolve_device(job.device)
+    if job.action == "evaluate":
+        if not job.models and not job.transforms:
+            raise ConfigError("name at least one defence: --model DEFENDED.safetensors or --transform SPEC")
+        if job.transforms and not job.baseline:
+            raise ConfigError("--transform defends the --baseline model; give --baseline")
+    elif len(job.models) != 1:
+        raise ConfigError(f"defend {job.action} measures one model (--model), got {len(job.models)}")
+    sigma = job.sigma
+    if job.action == "certify":  # refused before the data is read
+        first = load_defended(job.models[0], device)
+        sigma = job.sigma if job.sigma is not None else trained_sigma(first[1])
+        if sigma is None:
+            raise ConfigError(f"{job.models[0]} was not trained with Gaussian noise (its record has no noise "
+                              "objective, which 'defend adv-train --method noise' writes); give --sigma")
+    dataset = job.data.load()
+    held_out(dataset)  # refused before anything is written
+    check_writable(job.out)
+    baseline = load_defended(job.baseline, device)[0] if job.baseline else None
+    defended = [first[0]] if job.action == "certify" else [load_defended(path, device)[0] for path in job.models]
+    defended += [transformed(baseline, spec) for spec in job.transforms if baseline]
+    for d in [*([baseline] if baseline else []), *defended]:
+        check_compatible(d.model, dataset, d.name)
+    run = DefenceRun(dataset, job.out, eps=job.eps, n=job.n, preset=job.preset, eot=job.eot, seed=job.seed)
+    job.out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(job.out):
+        if job.action == "evaluate":
+            run_evaluate(run, baseline, defended, say=say)
+            return job.out / "defence.json"
+        if job.action == "detector":
+            rows = run_detectors(run, defended[0], job.kinds or DETECTORS, n_train=job.train_images,
+                                 steps=job.steps, say=say)
+            _say_detections(rows, say)
+            return job.out / "detectors.json"
+        assert sigma is not None
+        item = run_certify(run, defended[0], float(sigma), job.radii, n0=job.n0, samples=job.samples,
+                           alpha=job.alpha, say=say)
+        acc = ", ".join(f"r={k}: {fmt(v)}" for k, v in item["certified_accuracy"].items())
+        say(f"certified accuracy at sigma {sigma:g} ({item['n']} images): {acc}; abstained on {fmt(item['abstain'])}")
+        return job.out / "certify.json"
+
+
+def _say_detections(rows: list[dict[str, Any]], say: Say) -> None:
+    for item in rows:
+        for r in item["detection"]:
+            say(f"{item['name']} at {r['eps'] * 255:g}/255, on the {r['attacked']} of {r['sampled']} test images the "
+                f"model classifies correctly: naive PGD fooled {r['naive_fooled']}, ROC-AUC {fmt(r['naive_auc'])}, "
+                f"TPR@5%FPR {fmt(r['naive_tpr'])}; the adaptive attack fooled {r['adaptive_fooled']}, "
+                f"{r['adaptive_fooled_unflagged']} of them unflagged (TPR@5%FPR {fmt(r['adaptive_tpr'])})")
+
+
+def _model_file(out: Path) -> None:
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"{out}: the defended model file must end in .safetensors")
+    check_writable(out.parent if str(out.parent) else Path("."))
+
+
+def write_transformed(model: str, transforms: Sequence[dict[str, object]], out: Path, say: Say = quiet) -> Path:
+    """``medfool defend transform``: ``model`` with input transforms in front, as one checkpoint."""
+    _model_file(out)
+    base, record = load_classifier(model)
+    defended = with_transforms(base, list(transforms))
+    save_checkpoint(defended, out, {**record, "defence": {"transforms": list(transforms), "base": model}})
+    names = " -> ".join(s["name"] for s in defended.meta.preprocess)
+    say(f"wrote {out}: {names} -> {base.meta.arch}. Measure it: medfool defend evaluate -m {out} "
+        f"--baseline {model} -d DATASET -o OUT")
+    return out
+
+
+def write_ensemble(models: Sequence[str], combine: Combine, out: Path, say: Say = quiet) -> Path:
+    """``medfool defend ensemble``: several checkpoints as one model (mean of logits or a vote)."""
+    _model_file(out)
+    members_ = [load_classifier(p)[0] for p in models]
+    save_checkpoint(ensemble_classifier(members_, combine), out,
+                    {"defence": {"ensemble": list(models), "combine": combine}})
+    say(f"wrote {out}: {len(members_)} models, {combine} of their {'logits' if combine == 'mean' else 'votes'}")
+    return out
+
+
+@dataclass(frozen=True)
+class AdvTrainJob:
+    """``medfool defend adv-train``: a robust training objective and the training settings."""
+
+    data: DataSource
+    objective: RobustObjective
+    train: TrainConfig
+    out: Path | None = None   # None: runs/DATASET-ARCH-METHOD-seedN
+    device: Device = "auto"
+
+
+def run_adv_train(job: AdvTrainJob, say: Say = quiet) -> Path:
+    """Train with the robust objective; returns the model file written."""
+    objective, cfg = job.objective, job.train
+    if cfg.arch not in architectures():
+        raise ConfigError(f"unknown architecture {cfg.arch!r} (known: {', '.join(architectures())})")
+    if objective.eot and objective.method == "noise":
+        raise ConfigError("--eot jitters stains before crafting adversarial examples; --method noise crafts nothing")
+    dataset = job.data.load()
+    if objective.eot and dataset.info.n_channels != 3:
+        raise ConfigError(f"--eot jitters H&E stains, which needs RGB histology; {dataset.info.name} has "
+                          f"{dataset.info.n_channels} channel{'s' if dataset.info.n_channels != 1 else ''}")
+    out = job.out or Path(f"runs/{dataset.info.name}-{cfg.arch}-{objective.method}-seed{cfg.seed}")
+    check_writable(out)
+    budget = f"sigma {objective.sigma:g}" if objective.method == "noise" else f"eps {objective.eps * 255:g}/255"
+    say(f"{objective.method} training {cfg.arch} on {dataset.summary()} ({budget}, {objective.attack_steps} attack "
+        "step(s) per batch)")
+    _, record = train_and_save(dataset, cfg, out, resolve_device(job.device), objective)
+    say(f"{trained_accuracy(record)} (best epoch {record['best_epoch']}/{record['epochs_run']}, "
+        f"{record['train_wall_s']:.0f} s) -> {out / 'model.safetensors'}")
+    return out / "model.safetensors"
+
+
+def trained_accuracy(record: dict[str, Any]) -> str:
+    """Test accuracy and the selected epoch's robust validation figure; without a test split,
+    the validation accuracy, named as what it is (the split that selected the epoch)."""
+    metrics = record["metrics"]
+    which = "test" if metrics["test"] else "val (no test split; it selected the epoch)"
+    text = f"{which} accuracy {fmt((metrics['test'] or metrics['val'])['accuracy'])}"
+    last = record["history"][record["best_epoch"] - 1]
+    if "val_robust_accuracy" in last:
+        text += f", val robust accuracy (PGD-10) {fmt(last['val_robust_accuracy'])}"
+    if "val_noisy_accuracy" in last:
+        text += f", val accuracy under the training noise {fmt(last['val_noisy_accuracy'])} (epochs selected on it)"
+    return text

@@ -25,20 +25,17 @@ from medfool.attacks.passes import Passes
 from medfool.attacks.patch.optimised import AdversarialPatch
 from medfool.attacks.patch.optimised import PatchConfig as PatchAttackConfig
 from medfool.data.dataset import Dataset, DatasetInfo, benign_class
-from medfool.defenses.evaluation import defence_kind
-from medfool.defenses.input_transforms import with_transforms
 from medfool.errors import ConfigError, DataError, MedfoolError
 from medfool.eval.corruptions import corruptions_for
 from medfool.eval.store import ResultStore, unit_seed
-from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
-from medfool.models.preprocess import parse_spec
 from medfool.models.train import auto_epochs
 from medfool.report.html import render
 from medfool.runs.audit import units as U
 from medfool.runs.audit.config import AuditConfig, DefenceSection
 from medfool.runs.audit.cost import attack_passes, measure_speed, plan_lines, weights
-from medfool.runs.common import Say, check_compatible, check_outputs, folder_lock, quiet
+from medfool.runs.common import Say, check_outputs, folder_lock, quiet
+from medfool.runs.defended import defences_named
 from medfool.utils.io import remove_stray_parts
 from medfool.utils.progress import progress
 from medfool.utils.repro import environment, file_digest, fingerprint
@@ -244,37 +241,15 @@ def estimate_audit(model: Classifier, dataset: Dataset, cfg: AuditConfig, say: S
     return sum(speed.seconds(p) for _, _, p in stages if p is not None)
 
 
-def defended_models(model: Classifier, dataset: Dataset, cfg: AuditConfig
-                    ) -> list[tuple[str, str, Classifier, str, float | None]]:
-    """(name, kind, model, identity, training seconds) for each defence the audit measures: the
-    audited model itself when it carries defences (input transforms, an ensemble), then
-    ``[defence] names``: input transforms put in front of the audited model, or defended
-    checkpoints (loaded and checked here, before any unit runs)."""
-    out: list[tuple[str, str, Classifier, str, float | None]] = []
-    if model.meta.preprocess or model.meta.arch == "ensemble":
-        out.append(("the audited model", defence_kind(model, {}), model, "audited", None))
-    for name in cfg.defence.names:
-        if Path(name).suffix in (".safetensors", ".pt", ".pth", ".ts") or "/" in name:
-            defended, record = load_classifier(name, device=model.device)
-            check_compatible(defended, dataset, name)
-            out.append((name, defence_kind(defended, record), defended, file_digest(name),
-                        record.get("train_wall_s")))
-        else:
-            defended = with_transforms(model, [parse_spec(name)])
-            out.append((name, defence_kind(defended, {}), defended, name, None))
-    return out
-
-
 def defence_units(model: Classifier, dataset: Dataset, cfg: AuditConfig, images: U.Chunk) -> list[U.Unit]:
     dc = cfg.defence
     units = []
     split = dataset.split(cfg.split)
-    for k, (name, kind, defended, identity, train_s) in enumerate(defended_models(model, dataset, cfg)):
-        slug = f"{k}-{fingerprint({'name': name, 'identity': identity})[:8]}"
+    for k, d in enumerate(defences_named(model, dataset, dc.names)):
+        slug = f"{k}-{fingerprint({'name': d.name, 'identity': d.digest})[:8]}"
         units.append(U.Unit(f"defence/{slug}", "defences", U.defence_unit(
-            slug, name, kind, defended, model, split, images, dc.eps, dc.preset, dc.eot,
-            unit_seed(cfg.seed, f"defence/{name}"), train_s),
-            defence_passes(defended, dc, len(split), len(images.ids))))
+            slug, d, model, split, images, dc.eps, dc.preset, dc.eot, unit_seed(cfg.seed, f"defence/{d.name}")),
+            defence_passes(d.model, dc, len(split), len(images.ids))))
     return units
 
 

@@ -28,7 +28,7 @@ from medfool.attacks.patch.optimised import AdversarialPatch, Patch
 from medfool.attacks.poisoning.backdoor import BackdoorConfig
 from medfool.attacks.poisoning.triggers import make_trigger
 from medfool.data.dataset import Dataset, DatasetInfo, Split, benign_class
-from medfool.defenses.evaluation import BudgetRow, DefenceReport, attack_defence, inference_ms
+from medfool.defenses.evaluation import inference_ms
 from medfool.eval.corruptions import Corruption, corrupt
 from medfool.eval.perceptibility import perceptibility
 from medfool.eval.sanity import model_checks
@@ -39,10 +39,10 @@ from medfool.report.grid import class_grid
 from medfool.report.plots import heatmap_row, image_png
 from medfool.runs.audit.config import AuditConfig, BackdoorSection
 from medfool.runs.common import save_result_grid
+from medfool.runs.defended import Defended, measure_defence
 from medfool.runs.poisoning import BackdoorPlan, retrainable, run_backdoor, trigger_figure
 from medfool.utils.io import json_safe
 from medfool.utils.rng import ImageStreams
-from medfool.utils.stats import positive_class
 from medfool.vocab import MULTI_LABEL, Preset
 
 __all__ = [
@@ -323,29 +323,19 @@ def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
     return run
 
 
-def defence_unit(slug: str, name: str, kind: str, defended: Classifier, audited: Classifier, split: Split,
-                 images: Chunk, eps: tuple[float, ...], preset: Preset, eot: int,
-                 seed: int, train_s: float | None = None) -> Callable[[torch.Generator], UnitOutput]:
-    """One defence at every budget: robust accuracy under the naive attacker, the masking check
-    and the adaptive attacker (medfool.defenses.evaluation) with their per-class breakdowns, the
-    defended model's gradient-masking sanity checks, clean accuracy and inference cost."""
+def defence_unit(slug: str, defended: Defended, audited: Classifier, split: Split, images: Chunk,
+                 eps: tuple[float, ...], preset: Preset, eot: int,
+                 seed: int) -> Callable[[torch.Generator], UnitOutput]:
+    """One defence at every budget (``eps`` in k/255), measured as ``medfool defend evaluate``
+    measures it (:func:`medfool.runs.defended.measure_defence`), beside the audited model's clean
+    accuracy where the defence is another model."""
 
     def run(_gen: torch.Generator) -> UnitOutput:
-        start = time.perf_counter()
-        rows = []
-        names, positive = audited.class_names, positive_class(audited.meta.critical_classes, audited.num_classes)
-        for e in eps:
-            held = attack_defence(defended, images.x, images.y, images.ids, e / 255, preset=preset, seed=seed, eot=eot)
-            rows.append(BudgetRow.of(e / 255, held, images.y, names, positive=positive))
-        cost = {"infer_ms": inference_ms(defended, images.x), "baseline_infer_ms": inference_ms(audited, images.x),
-                "eval_s": time.perf_counter() - start}
-        if train_s is not None:
-            cost["train_s"] = train_s
-        same = defended is audited
-        report = DefenceReport(name, kind, evaluate(defended, split)["accuracy"],
-                               None if same else evaluate(audited, split)["accuracy"], rows, len(images.ids), cost,
-                               random=defended.randomised,
-                               checks=model_checks(defended, images.x[:32], images.y[:32]))
-        return [], [(f"defence-{slug}", "json", json.dumps(json_safe(report.to_json())).encode())]
+        same = defended.model is audited
+        report = measure_defence(defended, split, images.x, images.y, images.ids, [e / 255 for e in eps],
+                                 preset=preset, seed=seed, eot=eot,
+                                 baseline_clean=None if same else evaluate(audited, split)["accuracy"],
+                                 baseline_infer_ms=inference_ms(audited, images.x))
+        return [], [(f"defence-{slug}", "json", json.dumps(json_safe(report)).encode())]
 
     return run
