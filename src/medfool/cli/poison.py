@@ -26,7 +26,6 @@ from medfool.cli.common import (
     positive,
     say,
 )
-from medfool.data.dataset import Dataset, benign_class
 from medfool.models.train import TrainConfig
 from medfool.runs.common import check_writable
 from medfool.runs.poisoning import (
@@ -36,10 +35,10 @@ from medfool.runs.poisoning import (
     BackdoorPlan,
     availability_experiment,
     backdoor_experiment,
+    backdoor_target,
     retrainable,
 )
 from medfool.utils.device import resolve_device
-from medfool.vocab import MULTI_LABEL
 
 __all__ = ["cmd_availability", "cmd_backdoor", "register"]
 
@@ -76,17 +75,6 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(arch=args.arch, epochs=args.epochs, seed=args.seed)
 
 
-def _target(dataset: Dataset, text: str | None) -> int | None:
-    info = dataset.info
-    if text in (None, "auto"):
-        if info.task == MULTI_LABEL:
-            return None  # "no finding": every label negative
-        return benign_class(info.class_names, info.critical_classes)
-    if text in ("none", "no-finding") and info.task == MULTI_LABEL:
-        return None
-    return info.class_index(str(text))
-
-
 def cmd_backdoor(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_writable(out)
@@ -94,7 +82,7 @@ def cmd_backdoor(args: argparse.Namespace) -> int:
     shape = dataset.split("train").image_shape
     trigger = make_trigger(args.trigger, shape, size=args.trigger_size, shape=args.shape, colour=args.colour,
                            position=parse_position(args.position), alpha=args.alpha, seed=args.seed)
-    target = None if args.all_to_all else _target(dataset, args.target)
+    target = None if args.all_to_all else backdoor_target(dataset.info, args.target)
     bd = BackdoorConfig(rate=args.rate, target=target, mode="all-to-all" if args.all_to_all else "all-to-one",
                         clean_label=args.clean_label, clean_label_eps=args.clean_label_eps)
     plan = BackdoorPlan(detectors=args.detect, retrain=tuple(n for n in args.retrain if n in retrainable(args.detect)),

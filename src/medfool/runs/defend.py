@@ -9,7 +9,6 @@ stopped and a rerun with the same settings costs nothing.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,16 +90,6 @@ class _Results:
         atomic_write_json(self.path, json_safe(self.data))
 
 
-def _unit(ledger: Ledger, name: str, fp: str, compute: Any) -> dict[str, Any]:
-    saved = ledger.get(name, fp)
-    if saved is not None:
-        result: dict[str, Any] = json.loads(saved)
-        return result
-    result = compute()
-    ledger.put(name, fp, json.dumps(json_safe(result)).encode(), "json")
-    return result
-
-
 def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[Defended], *,
                  say: Say = quiet) -> list[dict[str, Any]]:
     """Naive vs adaptive robust accuracy of each defended model at each budget, beside the
@@ -131,7 +120,7 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
                 out["infer_ms"] = inference_ms(baseline.model, x)
                 return out
 
-            b = _unit(ledger, "baseline", fingerprint({"m": baseline.digest, **settings}), base)
+            b = ledger.json_unit("baseline", fingerprint({"m": baseline.digest, **settings}), base)
             base_clean = b["clean_accuracy"]
             base_rows = {float(k): v for k, v in b["robust"].items()}
             base_infer = b["infer_ms"]
@@ -143,7 +132,7 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
                                        baseline_clean=base_clean, baseline_rows=base_rows,
                                        baseline_infer_ms=base_infer, say=say)
 
-            item = _unit(ledger, f"defence:{d.name}", fingerprint({"m": d.digest, "b": baseline.digest if baseline
+            item = ledger.json_unit(f"defence:{d.name}", fingerprint({"m": d.digest, "b": baseline.digest if baseline
                                                                    else None, **settings}), measure)
             say(item["finding"])
             for check in item.get("checks", []):
@@ -184,7 +173,7 @@ def run_detectors(run: DefenceRun, model: Defended, kinds: Sequence[str], *, n_t
 
             # DETECTION_FORMAT: units stored before the row's counts (and LID/KD's held-out references) are redone
             fp = fingerprint({"m": model.digest, "kind": kind, "format": DETECTION_FORMAT, **settings})
-            item = _unit(ledger, f"detector:{kind}", fp, measure)
+            item = ledger.json_unit(f"detector:{kind}", fp, measure)
             say(item["finding"])
             results.add("defences", item)
             out.append(item)
@@ -211,7 +200,7 @@ def run_certify(run: DefenceRun, model: Defended, sigma: float, radii: Sequence[
                     "wall_s": time.perf_counter() - start,
                     "paper": "Cohen, Rosenfeld & Kolter, ICML 2019"}
 
-        item = _unit(ledger, f"certify:{sigma:g}", fingerprint({"m": model.digest, **settings}), measure)
+        item = ledger.json_unit(f"certify:{sigma:g}", fingerprint({"m": model.digest, **settings}), measure)
     results.add("certificates", item)
     return item
 

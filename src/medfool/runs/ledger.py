@@ -12,10 +12,13 @@ as a cache.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from medfool.eval.store import ResultStore
-from medfool.utils.io import atomic_write_bytes
+from medfool.utils.io import atomic_write_bytes, json_safe
 
 __all__ = ["LEDGER", "Ledger"]
 
@@ -67,3 +70,24 @@ class Ledger:
     def record(self, unit: str, fingerprint: str, path: Path, kind: str = "bin") -> None:
         """Record a unit whose output the caller has just written to ``path``."""
         self.put(unit, fingerprint, path.read_bytes(), kind)
+
+    def file_unit(self, unit: str, fingerprint: str, path: Path, make: Callable[[Path], None],
+                  kind: str = "bin") -> bool:
+        """The one get-or-compute for a unit whose output is a file: restored to ``path`` when it
+        finished under this fingerprint, else ``make(path)`` writes it and it is recorded.
+        Returns whether it was reused."""
+        if self.restore(unit, fingerprint, path):
+            return True
+        make(path)
+        self.record(unit, fingerprint, path, kind)
+        return False
+
+    def json_unit(self, unit: str, fingerprint: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The one get-or-compute for a unit whose result is a JSON object."""
+        saved = self.get(unit, fingerprint)
+        if saved is not None:
+            result: dict[str, Any] = json.loads(saved)
+            return result
+        result = compute()
+        self.put(unit, fingerprint, json.dumps(json_safe(result)).encode(), "json")
+        return result

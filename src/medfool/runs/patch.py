@@ -41,16 +41,19 @@ def _crafted(attack: AdversarialPatch, model: Classifier, craft_x: torch.Tensor,
              target: int | None, seed: int, path: Path, fp: str, say: Say) -> Patch:
     """The patch for these settings: a finished unit of the folder's ledger, or crafted now;
     ``path`` (patch.npz) is written from it either way."""
+    made: list[Patch] = []
+
+    def craft(where: Path) -> None:
+        made.append(attack.craft(model, craft_x, craft_y, torch.Generator().manual_seed(seed), target=target))
+        made[0].save(where, fp)
+
     with Ledger.open(path.parent) as ledger:
-        if ledger.restore(path.stem, fp, path):
-            patch, _ = Patch.load(path)
-            say(f"  reusing {path} (crafted earlier with the same settings)")
-            return patch.__class__(patch.pixels.to(craft_x.device), patch.mask.to(craft_x.device),
-                                   patch.target, patch.history)
-        patch = attack.craft(model, craft_x, craft_y, torch.Generator().manual_seed(seed), target=target)
-        patch.save(path, fp)
-        ledger.record(path.stem, fp, path, "npz")
-    return patch
+        if not ledger.file_unit(path.stem, fp, path, craft, "npz"):
+            return made[0]
+    patch, _ = Patch.load(path)
+    say(f"  reusing {path} (crafted earlier with the same settings)")
+    return patch.__class__(patch.pixels.to(craft_x.device), patch.mask.to(craft_x.device), patch.target,
+                           patch.history)
 
 
 def _rates(r: AttackResult) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from medfool.attacks.poisoning.backdoor import (
     target_labels,
 )
 from medfool.attacks.poisoning.triggers import Trigger, describe
-from medfool.data.dataset import Dataset, Split
+from medfool.data.dataset import Dataset, DatasetInfo, Split, benign_class
 from medfool.defenses.backdoor import SampleFlags, activation_clustering, detection_rates, spectral_signatures
 from medfool.defenses.backdoor.cleanse import neural_cleanse
 from medfool.defenses.backdoor.features import representation
@@ -60,6 +60,7 @@ __all__ = [
     "Results",
     "availability_experiment",
     "backdoor_experiment",
+    "backdoor_target",
     "check_backdoor",
     "detect",
     "retrainable",
@@ -97,6 +98,20 @@ def split_digest(split: Split, batch: int = 4096) -> str:
     return h.hexdigest()[:16]
 
 
+def backdoor_target(info: DatasetInfo, text: str | None, critical: Sequence[int] | None = None) -> int | None:
+    """The class a backdoor's trigger sends images to. ``auto`` (or None): the benign / normal
+    class (a cancer read as benign is the dangerous flip; ``critical`` the classes that are not
+    benign, default the dataset's), or for multi-label data "no finding" (None: every label
+    negative); else a class name."""
+    if text in (None, "auto"):
+        if info.task == MULTI_LABEL:
+            return None
+        return benign_class(info.class_names, info.critical_classes if critical is None else critical)
+    if text in ("none", "no-finding") and info.task == MULTI_LABEL:
+        return None
+    return info.class_index(str(text))
+
+
 class ModelCache:
     """Trains models into ``root/NAME/``, or reuses one finished with the same settings (a unit of
     the folder's :class:`~medfool.runs.ledger.Ledger`)."""
@@ -110,17 +125,20 @@ class ModelCache:
         key = fingerprint({"train": split_digest(train), "dataset": self.dataset.info.name,
                            "cfg": asdict(self.cfg), "version": __version__})
         path = self.root / name / "model.safetensors"
-        with Ledger.open(self.root) as ledger:
-            if ledger.restore(f"model/{name}", key, path):
-                model, record = load_classifier(path, device=self.device)
-                log.info("%s: reusing %s", name, path)
-                return model, record
+        trained: list[tuple[Classifier, dict[str, Any]]] = []
+
+        def train_into(where: Path) -> None:
             log.info("%s: training on %d images", name, len(train))
             result = fit(self.dataset, self.cfg, device=self.device, train_split=train, on_epoch=self.on_epoch)
             record = {**result.record, "fingerprint": key, "name": name}
-            save_checkpoint(result.model, path, record)
-            ledger.record(f"model/{name}", key, path, "safetensors")
-        return result.model, record
+            save_checkpoint(result.model, where, record)
+            trained.append((result.model, record))
+
+        with Ledger.open(self.root) as ledger:
+            if not ledger.file_unit(f"model/{name}", key, path, train_into, "safetensors"):
+                return trained[0]
+        log.info("%s: reusing %s", name, path)
+        return load_classifier(path, device=self.device)
 
 
 def _score(model: Classifier, dataset: Dataset, trigger: Trigger | None = None,

@@ -27,7 +27,7 @@ from medfool.attacks.patch.natural import natural_patch
 from medfool.attacks.patch.optimised import AdversarialPatch, Patch
 from medfool.attacks.poisoning.backdoor import BackdoorConfig
 from medfool.attacks.poisoning.triggers import make_trigger
-from medfool.data.dataset import Dataset, DatasetInfo, Split, benign_class
+from medfool.data.dataset import Dataset, DatasetInfo, Split
 from medfool.defenses.evaluation import inference_ms
 from medfool.eval.corruptions import Corruption, corrupt
 from medfool.eval.perceptibility import perceptibility
@@ -40,10 +40,10 @@ from medfool.report.plots import heatmap_row, image_png
 from medfool.runs.audit.config import AuditConfig, BackdoorSection
 from medfool.runs.common import save_result_grid
 from medfool.runs.defended import Defended, measure_defence
-from medfool.runs.poisoning import BackdoorPlan, retrainable, run_backdoor, trigger_figure
+from medfool.runs.poisoning import BackdoorPlan, backdoor_target, retrainable, run_backdoor, trigger_figure
 from medfool.utils.io import json_safe
 from medfool.utils.rng import ImageStreams
-from medfool.vocab import MULTI_LABEL, Preset
+from medfool.vocab import Preset
 
 __all__ = [
     "Artifact", "Unit", "UnitOutput", "attack_unit", "backdoor_unit", "clean_unit", "corruption_figure_unit",
@@ -306,11 +306,7 @@ def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
         bd, info = cfg.backdoor, dataset.info
         train = dataset.split("train")
         trigger = make_trigger(bd.trigger, train.image_shape, seed=cfg.seed)
-        if info.task == MULTI_LABEL:
-            target = None if bd.target == "auto" else info.class_index(bd.target)
-        else:
-            target = (benign_class(info.class_names, model.meta.critical_classes) if bd.target == "auto"
-                      else info.class_index(bd.target))
+        target = backdoor_target(info, bd.target, model.meta.critical_classes)
         train_cfg = TrainConfig(arch=model.meta.arch or "small_cnn", arch_kwargs=dict(model.meta.arch_kwargs),
                                 epochs=bd.epochs or None, seed=cfg.seed)
         plan = BackdoorPlan(detectors=bd.detectors, retrain=backdoor_retrains(bd))
