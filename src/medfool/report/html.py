@@ -367,24 +367,43 @@ def _backdoor_section(bd: dict[str, Any], figure: tuple[str, bytes] | None) -> s
 
 
 def page(store: ResultStore, data: dict[str, Any]) -> str:
-    meta, summaries = data["meta"], data["summaries"]
-    classes = meta["classes"]
-    critical = set(meta.get("critical") or [])
+    """The whole report: one section per function below, in reading order."""
+    meta = data["meta"]
     cfg = meta["config"] or {}
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>medfool audit: "
-             f"{html.escape(str(meta['dataset']))}</title><style>{CSS}</style></head><body>",
-             f"<h1>Robustness audit of {html.escape(Path(str(meta['model'])).name)} on "
-             f"{html.escape(str(meta['dataset']))}</h1>",
-             f"<p class='muted'>model {html.escape(str(meta['model']))} &middot; {len(meta['images'] or [])} "
-             f"{html.escape(cfg.get('split', 'test'))} images audited (seeded sample, seed {meta['seed']}) &middot; "
-             f"medfool {html.escape(str((meta['environment'] or {}).get('medfool')))}, torch "
-             f"{html.escape(str((meta['environment'] or {}).get('torch')))}. Success rates count only images the "
-             "model classified correctly before the attack. Budgets: pixel values in [0, 1], written as k/255. "
-             f"Images {'x'.join(str(v) for v in meta.get('image_shape') or [])} (C x H x W)."
-             f"{_native_sentence(meta.get('native'))}</p>"]
-    parts.append("<h2 id='findings'>Findings</h2><ul class='findings'>"
-                 + "".join(f"<li>{html.escape(f)}</li>" for f in data["findings"]) + "</ul>")
-    # threat model
+    parts = [_head(meta, cfg), _findings_section(data), _threat_section(data), _clean_section(data, cfg),
+             _attack_section(data), _corruption_section(store, data), _flip_section(data),
+             _figure_sections(store, data)]
+    if data.get("defences"):
+        parts.append(_defence_section(data["defences"]))
+    if data.get("backdoor"):
+        parts.append(_backdoor_section(data["backdoor"], store.artifact("backdoor-trigger")))
+    parts.append(_sanity_section(store, data, cfg))
+    return "\n".join(p for p in parts if p)
+
+
+def _head(meta: dict[str, Any], cfg: dict[str, Any]) -> str:
+    env = meta["environment"] or {}
+    return "\n".join([
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>medfool audit: "
+        f"{html.escape(str(meta['dataset']))}</title><style>{CSS}</style></head><body>",
+        f"<h1>Robustness audit of {html.escape(Path(str(meta['model'])).name)} on "
+        f"{html.escape(str(meta['dataset']))}</h1>",
+        f"<p class='muted'>model {html.escape(str(meta['model']))} &middot; {len(meta['images'] or [])} "
+        f"{html.escape(cfg.get('split', 'test'))} images audited (seeded sample, seed {meta['seed']}) &middot; "
+        f"medfool {html.escape(str(env.get('medfool')))}, torch {html.escape(str(env.get('torch')))}. Success rates "
+        "count only images the model classified correctly before the attack. Budgets: pixel values in [0, 1], "
+        f"written as k/255. Images {'x'.join(str(v) for v in meta.get('image_shape') or [])} (C x H x W)."
+        f"{_native_sentence(meta.get('native'))}</p>"])
+
+
+def _findings_section(data: dict[str, Any]) -> str:
+    return ("<h2 id='findings'>Findings</h2><ul class='findings'>"
+            + "".join(f"<li>{html.escape(f)}</li>" for f in data["findings"]) + "</ul>")
+
+
+def _threat_section(data: dict[str, Any]) -> str:
+    parts: list[str] = []
+    summaries = data["summaries"]
     stages_run = []
     for s in summaries:
         if s["stage"] not in stages_run:
@@ -397,13 +416,23 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
     if not data.get("backdoor"):
         parts.append("<p class='muted'>Training-time tampering (backdoors, poisoning) is not part of this run: it "
                      "needs a retrain of the model on tampered data (set <code>[backdoor] enabled = true</code>).</p>")
-    # clean
+    return "\n".join(parts)
+
+
+def _clean_section(data: dict[str, Any], cfg: dict[str, Any]) -> str:
+    parts: list[str] = []
     clean = data["clean"]
     if clean:
         parts.append("<h2 id='clean'>Clean performance</h2>" + _table(
             ["split", "images", "accuracy", "AUC"],
             [[html.escape(cfg.get("split", "test")), f"{clean['n']:,}", _pct(clean["accuracy"]), _num(clean["auc"])]]))
-    # curve + attack table
+    return "\n".join(parts)
+
+
+def _attack_section(data: dict[str, Any]) -> str:
+    parts: list[str] = []
+    meta, summaries = data["meta"], data["summaries"]
+    classes = meta["classes"]
     parts.append("<h2 id='attacks'>Attacks</h2>")
     curve = _curve_png(summaries, len(classes))
     if curve:
@@ -447,6 +476,12 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
             [[html.escape(b), *[str(row.get(m, 0)) for m in names],
               str(round(robust[b]["robust_accuracy"] * robust[b]["n"])) if b in robust else "&ndash;"]
              for b, row in sorted(members.items(), key=lambda kv: float(kv[0].split("/")[0]))]))
+    return "\n".join(parts)
+
+
+def _corruption_section(store: ResultStore, data: dict[str, Any]) -> str:
+    parts: list[str] = []
+    meta = data["meta"]
     corr = data.get("corruptions") or {}
     if corr:
         sev = sorted({k for row in corr.values() for k in row})
@@ -462,7 +497,13 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
         fig = store.artifact("corruptions-png")
         if fig:
             parts.append(f"<div class='figs'>{_img(fig[1], 'one tile under each corruption')}</div>")
-    # flip matrices
+    return "\n".join(parts)
+
+
+def _flip_section(data: dict[str, Any]) -> str:
+    parts: list[str] = []
+    classes = data["meta"]["classes"]
+    critical = set(data["meta"].get("critical") or [])
     if data["flip_matrices"]:
         parts.append("<h2 id='flips'>Clinical flip matrix</h2><p class='legend'>Counts of correctly classified images "
                      "by true class (rows) and the class the attack made the model read (columns). "
@@ -476,7 +517,12 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
         for fm in data["flip_matrices"]:
             parts.append(f"<h3>{html.escape(fm['attack'])} at {html.escape(fm['budget'])}</h3>"
                          + _flip_table(fm["matrix"], classes, critical))
-    # grids
+    return "\n".join(parts)
+
+
+def _figure_sections(store: ResultStore, data: dict[str, Any]) -> str:
+    parts: list[str] = []
+    meta = data["meta"]
     grids = store.artifacts("grid-")
     if grids:
         parts.append("<h2 id='examples'>Examples</h2><p class='muted'>original | adversarial | difference amplified "
@@ -493,11 +539,12 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
                      "drop in the true class's probability when that pixel alone takes one of the colours tried, and "
                      "where that alone flips the prediction.</p><div class='figs'>"
                      + "".join(_img(d, n) for n, d in maps) + "</div>")
-    if data.get("defences"):
-        parts.append(_defence_section(data["defences"]))
-    if data.get("backdoor"):
-        parts.append(_backdoor_section(data["backdoor"], store.artifact("backdoor-trigger")))
-    # sanity
+    return "\n".join(parts)
+
+
+def _sanity_section(store: ResultStore, data: dict[str, Any], cfg: dict[str, Any]) -> str:
+    parts: list[str] = []
+    meta = data["meta"]
     parts.append("<h2 id='sanity'>Sanity checks</h2>" + _table(
         ["check", "result", "detail"],
         [[html.escape(c["check"]), f"<span class='{c['status']}'>{c['status']}</span>", html.escape(c["detail"])]
