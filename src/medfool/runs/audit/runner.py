@@ -13,6 +13,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,138 +79,196 @@ def _supported(name: str, task: Task, skipped: list[str]) -> bool:
     return False
 
 
+@dataclass
+class _Stages:
+    """What every stage's planning reads: the model, data, config and audited images (cut into
+    chunks of one batch), and the list of what was left out, which the stages add to."""
+
+    model: Classifier
+    dataset: Dataset
+    cfg: AuditConfig
+    images: U.Chunk
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        b = self.cfg.batch_size
+        self.chunks = [(k, slice(s, s + b)) for k, s in enumerate(range(0, len(self.images.ids), b))]
+        self.subject = U.Subject(self.model, self.dataset.info)
+        # a defended audited model: every white-box row is the worst case of the naive and the
+        # adaptive attacker (its headline, curve and flip matrix are what an attacker who knows it gets)
+        self.eot = self.cfg.defence.eot if self.model.adapts else None
+        self.views = 1 + ((self.cfg.defence.eot if self.model.randomised else 1) if self.model.adapts else 0)
+
+    def supported(self, name: str) -> bool:
+        return _supported(name, self.model.task, self.skipped)
+
+    def size(self, sl: slice | torch.Tensor) -> int:
+        return len(self.images.ids[sl]) if isinstance(sl, slice) else sl.numel()
+
+    def passes(self, name: str, opts: dict[str, Any], n: int) -> Passes | None:
+        """An attack's passes on ``n`` images, times the views of a defended model."""
+        cost = attack_passes(name, opts, self.model, n)
+        return None if cost is None else cost * self.views
+
+
 def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], x: torch.Tensor,
          y: torch.Tensor, patch_bytes: Callable[[], bytes], target: int | None, out: Path | None = None
          ) -> tuple[list[U.Unit], list[str]]:
     """Every unit of the audit, in running order, and what was left out and why. ``target`` is
     the patch's target class (:func:`patch_target`; None: no patch stage)."""
-    info = dataset.info
-    skipped: list[str] = []
-    single = model.task != MULTI_LABEL
-    b = cfg.batch_size
-    chunks = [(k, slice(s, s + b)) for k, s in enumerate(range(0, len(ids), b))]
-    subject, images = U.Subject(model, info), U.Chunk(ids, x, y)
-    split = dataset.split(cfg.split)
-    units = [U.Unit("clean", "clean evaluation", U.clean_unit(subject, split, images, b),
-                    Passes(forwards=len(split) + len(ids))),
-             U.Unit("sanity", "sanity checks", U.sanity_unit(model, x[:b], y[:b]),
-                    Passes(gradients=min(b, len(ids)), forwards=3 * min(b, len(ids))))]
+    st = _Stages(model, dataset, cfg, U.Chunk(ids, x, y))
+    units = [*_clean_units(st), *_corruption_units(st), *_whitebox_units(st), *_blackbox_units(st),
+             *_patch_units(st, patch_bytes, target), *_onepixel_units(st), *_map_units(st),
+             *defence_units(model, dataset, cfg, st.images), *_backdoor_units(st, out)]
+    return units, st.skipped
 
-    def size(sl: slice | torch.Tensor) -> int:
-        return len(ids[sl]) if isinstance(sl, slice) else sl.numel()
-    cc = cfg.corruptions
-    if cc.enabled:
-        modality = corruptions_for(x.shape[1])
-        chosen = tuple(c for c in modality if not cc.kinds or c.name in cc.kinds)
-        for name in [k for k in cc.kinds if k not in {c.name for c in modality}]:
-            skipped.append(f"corruption {name} (not for {x.shape[1]}-channel images)")
-        seeds = {c.name: unit_seed(cfg.seed, f"corruption/{c.name}") for c in chosen}
-        for c in chosen:
-            for k, sl in chunks:
-                units.append(U.Unit(f"corruption/{c.name}/{k}", "natural variation", U.corruption_unit(
-                    model, images.take(sl), c, cc.severities, seeds[c.name]),
-                    Passes(forwards=2 * len(cc.severities) * size(sl))))
-        if chosen:
-            units.append(U.Unit("corruption/figure", "natural variation", U.corruption_figure_unit(
-                x[:1], ids[0], chosen, cc.severities, seeds)))
-    wb = cfg.whitebox
-    # a defended audited model: every white-box row is the worst case of the naive and the
-    # adaptive attacker (its headline, curve and flip matrix are what an attacker who knows it gets)
-    eot = cfg.defence.eot if model.adapts else None
-    views = 1 + ((cfg.defence.eot if model.randomised else 1) if model.adapts else 0)
 
-    def passes(name: str, opts: dict[str, Any], n: int) -> Passes | None:
-        cost = attack_passes(name, opts, model, n)
-        return None if cost is None else cost * views
-    if wb.enabled:
-        for name in [a for a in wb.attacks if _supported(a, model.task, skipped)]:
-            for eps in wb.eps:
-                opts: dict[str, Any] = {"eps": eps / 255}
-                if name != "fgsm":
-                    opts["steps"] = wb.steps
-                for k, sl in chunks:
-                    units.append(U.Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", U.attack_unit(
-                        "whitebox", name, opts, f"{eps:g}/255", subject, images.take(sl),
-                        f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
-                        unit_seed(cfg.seed, f"whitebox/{name}/{eps:g}"), adaptive_eot=eot),
-                        passes(name, opts, size(sl))))
-        if wb.ensemble != "off" and _supported("ensemble", model.task, skipped):
-            for eps in wb.eps:
-                for k, sl in chunks:
-                    ens = {"eps": eps / 255, "preset": wb.ensemble}
-                    units.append(U.Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", U.attack_unit(
-                        "whitebox", "ensemble", ens, f"{eps:g}/255", subject, images.take(sl),
-                        "grid-whitebox-ensemble" if k == 0 and eps == wb.eps[-1] else None,
-                        unit_seed(cfg.seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}",
-                        adaptive_eot=eot), passes("ensemble", ens, size(sl))))
-        for name in [a for a in wb.minimal if _supported(a, model.task, skipped)]:
-            for k, sl in chunks:
-                units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(
-                    "minimal", name, {}, "minimal", subject, images.take(sl),
-                    f"grid-minimal-{name}" if k == 0 else None, unit_seed(cfg.seed, f"minimal/{name}"),
-                    adaptive_eot=eot), passes(name, {}, size(sl))))
-    bb = cfg.blackbox
-    if bb.enabled:
-        for name in [a for a in bb.attacks if _supported(a, model.task, skipped)]:
-            for eps in wb.eps:
-                bopts = {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries}
-                for k, sl in chunks:
-                    units.append(U.Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", U.attack_unit(
-                        "blackbox", name, bopts, f"{eps:g}/255", subject, images.take(sl), None,
-                        unit_seed(cfg.seed, f"blackbox/{name}/{eps:g}")), attack_passes(name, bopts, model, size(sl))))
-    pc = cfg.patch
-    if pc.enabled and not single:
-        skipped.append("patch (a universal patch targets one class; the model is multi-label)")
-    if target is not None:
-        attack = AdversarialPatch(PatchAttackConfig(area=pc.area, steps=pc.steps))
-        craft = dataset.split("train")
-        craft_x, craft_y = craft.get(craft.sample_index(pc.n_craft, cfg.seed))
-        craft_x, craft_y = craft_x.to(x.device), craft_y.to(x.device)
-        keep = craft_y != target
-        units.append(U.Unit("patch/craft", "patch crafting",
-                            U.patch_craft_unit(attack, model, craft_x[keep], craft_y[keep], target),
-                            Passes(gradients=pc.steps * min(attack.config.batch_size, int(keep.sum())))))
-        others = (y != target).nonzero().flatten()
-        budget = f"{pc.area:g} area"
-        for k, s in enumerate(range(0, others.numel(), b)):
-            sel = others[s:s + b]
-            units.append(U.Unit(f"patch/apply/{k}", "patch", U.patch_apply_unit(
-                attack, patch_bytes, subject, craft_x, craft_y, images.take(sel), target, budget,
-                "grid-patch" if k == 0 else None), Passes(forwards=2 * sel.numel())))
-    op = cfg.onepixel
-    if op.enabled and _supported("onepixel", model.task, skipped):
-        # a seeded random subset of the audited images (splits are often stored sorted by class)
-        sub = torch.randperm(len(ids), generator=torch.Generator().manual_seed(cfg.seed))[: op.n].sort().values
-        for px in op.pixels:
-            # uniform start: the stage is black-box (output probabilities), as its threat model says
-            opts = {"pixels": px, "population": op.population, "generations": op.generations, "init": "uniform"}
-            for k, s in enumerate(range(0, sub.numel(), b)):
-                sel = sub[s:s + b].to(x.device)
-                units.append(U.Unit(f"onepixel/{px}/{k}", f"{px}-pixel", U.attack_unit(
-                    "onepixel", "onepixel", opts, f"{px} px", subject, images.take(sel),
-                    f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None,
-                    unit_seed(cfg.seed, f"onepixel/{px}")), attack_passes("onepixel", opts, model, sel.numel())))
-    mp = cfg.maps
-    if mp.enabled:
-        with torch.no_grad():
-            pred = model.predict(x)
-        correct = (pred == y).all(1) if not single else pred == y
-        stride = mp.stride or map_stride(x.shape[2], x.shape[3])
-        map_cost = Passes(forwards=map_queries(x.shape[1], x.shape[2], x.shape[3], mp.samples, stride))
-        for j in map_images(correct, y if single else None, model.meta.critical_classes, mp.n):
-            units.append(U.Unit(f"maps/{ids[j]}", "vulnerability maps",
-                                U.map_unit(subject, images.take(slice(j, j + 1)), mp.samples, cfg.seed, stride),
-                                map_cost))
-    units += defence_units(model, dataset, cfg, images)
-    bd = cfg.backdoor
-    if bd.enabled and model.meta.arch is None:
-        skipped.append("backdoor (retraining needs a model built from medfool's architecture registry)")
-    elif bd.enabled and out is not None:
-        n_train = len(dataset.split("train"))
-        models = 2 + len(U.backdoor_retrains(bd))  # clean, poisoned, one per retraining
-        units.append(U.Unit("backdoor", "backdoor retraining", U.backdoor_unit(model, dataset, cfg, out / "backdoor"),
-                            Passes(gradients=models * (bd.epochs or auto_epochs(n_train)) * n_train)))
-    return units, skipped
+def _clean_units(st: _Stages) -> list[U.Unit]:
+    ids, x, y, b = st.images.ids, st.images.x, st.images.y, st.cfg.batch_size
+    split = st.dataset.split(st.cfg.split)
+    return [U.Unit("clean", "clean evaluation", U.clean_unit(st.subject, split, st.images, b),
+                   Passes(forwards=len(split) + len(ids))),
+            U.Unit("sanity", "sanity checks", U.sanity_unit(st.model, x[:b], y[:b]),
+                   Passes(gradients=min(b, len(ids)), forwards=3 * min(b, len(ids))))]
+
+
+def _corruption_units(st: _Stages) -> list[U.Unit]:
+    cc, x, units = st.cfg.corruptions, st.images.x, []
+    if not cc.enabled:
+        return []
+    modality = corruptions_for(x.shape[1])
+    chosen = tuple(c for c in modality if not cc.kinds or c.name in cc.kinds)
+    for name in [k for k in cc.kinds if k not in {c.name for c in modality}]:
+        st.skipped.append(f"corruption {name} (not for {x.shape[1]}-channel images)")
+    seeds = {c.name: unit_seed(st.cfg.seed, f"corruption/{c.name}") for c in chosen}
+    for c in chosen:
+        for k, sl in st.chunks:
+            units.append(U.Unit(f"corruption/{c.name}/{k}", "natural variation", U.corruption_unit(
+                st.model, st.images.take(sl), c, cc.severities, seeds[c.name]),
+                Passes(forwards=2 * len(cc.severities) * st.size(sl))))
+    if chosen:
+        units.append(U.Unit("corruption/figure", "natural variation", U.corruption_figure_unit(
+            x[:1], st.images.ids[0], chosen, cc.severities, seeds)))
+    return units
+
+
+def _whitebox_units(st: _Stages) -> list[U.Unit]:
+    wb, seed, units = st.cfg.whitebox, st.cfg.seed, []
+    if not wb.enabled:
+        return []
+    for name in [a for a in wb.attacks if st.supported(a)]:
+        for eps in wb.eps:
+            opts: dict[str, Any] = {"eps": eps / 255}
+            if name != "fgsm":
+                opts["steps"] = wb.steps
+            for k, sl in st.chunks:
+                units.append(U.Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", U.attack_unit(
+                    "whitebox", name, opts, f"{eps:g}/255", st.subject, st.images.take(sl),
+                    f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
+                    unit_seed(seed, f"whitebox/{name}/{eps:g}"), adaptive_eot=st.eot),
+                    st.passes(name, opts, st.size(sl))))
+    if wb.ensemble != "off" and st.supported("ensemble"):
+        for eps in wb.eps:
+            for k, sl in st.chunks:
+                ens = {"eps": eps / 255, "preset": wb.ensemble}
+                units.append(U.Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", U.attack_unit(
+                    "whitebox", "ensemble", ens, f"{eps:g}/255", st.subject, st.images.take(sl),
+                    "grid-whitebox-ensemble" if k == 0 and eps == wb.eps[-1] else None,
+                    unit_seed(seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}",
+                    adaptive_eot=st.eot), st.passes("ensemble", ens, st.size(sl))))
+    for name in [a for a in wb.minimal if st.supported(a)]:
+        for k, sl in st.chunks:
+            units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(
+                "minimal", name, {}, "minimal", st.subject, st.images.take(sl),
+                f"grid-minimal-{name}" if k == 0 else None, unit_seed(seed, f"minimal/{name}"),
+                adaptive_eot=st.eot), st.passes(name, {}, st.size(sl))))
+    return units
+
+
+def _blackbox_units(st: _Stages) -> list[U.Unit]:
+    bb, units = st.cfg.blackbox, []
+    if not bb.enabled:
+        return []
+    for name in [a for a in bb.attacks if st.supported(a)]:
+        for eps in st.cfg.whitebox.eps:
+            bopts = {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries}
+            for k, sl in st.chunks:
+                units.append(U.Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", U.attack_unit(
+                    "blackbox", name, bopts, f"{eps:g}/255", st.subject, st.images.take(sl), None,
+                    unit_seed(st.cfg.seed, f"blackbox/{name}/{eps:g}")),
+                    attack_passes(name, bopts, st.model, st.size(sl))))
+    return units
+
+
+def _patch_units(st: _Stages, patch_bytes: Callable[[], bytes], target: int | None) -> list[U.Unit]:
+    pc, x, y, b = st.cfg.patch, st.images.x, st.images.y, st.cfg.batch_size
+    if pc.enabled and st.model.task == MULTI_LABEL:
+        st.skipped.append("patch (a universal patch targets one class; the model is multi-label)")
+    if target is None:
+        return []
+    attack = AdversarialPatch(PatchAttackConfig(area=pc.area, steps=pc.steps))
+    craft = st.dataset.split("train")
+    craft_x, craft_y = craft.get(craft.sample_index(pc.n_craft, st.cfg.seed))
+    craft_x, craft_y = craft_x.to(x.device), craft_y.to(x.device)
+    keep = craft_y != target
+    units = [U.Unit("patch/craft", "patch crafting",
+                    U.patch_craft_unit(attack, st.model, craft_x[keep], craft_y[keep], target),
+                    Passes(gradients=pc.steps * min(attack.config.batch_size, int(keep.sum()))))]
+    others = (y != target).nonzero().flatten()
+    budget = f"{pc.area:g} area"
+    for k, s in enumerate(range(0, others.numel(), b)):
+        sel = others[s:s + b]
+        units.append(U.Unit(f"patch/apply/{k}", "patch", U.patch_apply_unit(
+            attack, patch_bytes, st.subject, craft_x, craft_y, st.images.take(sel), target, budget,
+            "grid-patch" if k == 0 else None), Passes(forwards=2 * sel.numel())))
+    return units
+
+
+def _onepixel_units(st: _Stages) -> list[U.Unit]:
+    op, b, units = st.cfg.onepixel, st.cfg.batch_size, []
+    if not (op.enabled and st.supported("onepixel")):
+        return []
+    # a seeded random subset of the audited images (splits are often stored sorted by class)
+    n = len(st.images.ids)
+    sub = torch.randperm(n, generator=torch.Generator().manual_seed(st.cfg.seed))[: op.n].sort().values
+    for px in op.pixels:
+        # uniform start: the stage is black-box (output probabilities), as its threat model says
+        opts = {"pixels": px, "population": op.population, "generations": op.generations, "init": "uniform"}
+        for k, s in enumerate(range(0, sub.numel(), b)):
+            sel = sub[s:s + b].to(st.images.x.device)
+            units.append(U.Unit(f"onepixel/{px}/{k}", f"{px}-pixel", U.attack_unit(
+                "onepixel", "onepixel", opts, f"{px} px", st.subject, st.images.take(sel),
+                f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None,
+                unit_seed(st.cfg.seed, f"onepixel/{px}")), attack_passes("onepixel", opts, st.model, sel.numel())))
+    return units
+
+
+def _map_units(st: _Stages) -> list[U.Unit]:
+    mp, x, y = st.cfg.maps, st.images.x, st.images.y
+    if not mp.enabled:
+        return []
+    single = st.model.task != MULTI_LABEL
+    with torch.no_grad():
+        pred = st.model.predict(x)
+    correct = (pred == y).all(1) if not single else pred == y
+    stride = mp.stride or map_stride(x.shape[2], x.shape[3])
+    map_cost = Passes(forwards=map_queries(x.shape[1], x.shape[2], x.shape[3], mp.samples, stride))
+    return [U.Unit(f"maps/{st.images.ids[j]}", "vulnerability maps",
+                   U.map_unit(st.subject, st.images.take(slice(j, j + 1)), mp.samples, st.cfg.seed, stride), map_cost)
+            for j in map_images(correct, y if single else None, st.model.meta.critical_classes, mp.n)]
+
+
+def _backdoor_units(st: _Stages, out: Path | None) -> list[U.Unit]:
+    bd = st.cfg.backdoor
+    if bd.enabled and st.model.meta.arch is None:
+        st.skipped.append("backdoor (retraining needs a model built from medfool's architecture registry)")
+        return []
+    if not bd.enabled or out is None:
+        return []
+    n_train = len(st.dataset.split("train"))
+    models = 2 + len(U.backdoor_retrains(bd))  # clean, poisoned, one per retraining
+    return [U.Unit("backdoor", "backdoor retraining", U.backdoor_unit(st.model, st.dataset, st.cfg, out / "backdoor"),
+                   Passes(gradients=models * (bd.epochs or auto_epochs(n_train)) * n_train))]
 
 
 def stage_rows(units: list[U.Unit]) -> list[tuple[str, int, Passes | None]]:
