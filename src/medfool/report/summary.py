@@ -141,15 +141,39 @@ def _pct(v: float | None) -> str:
 def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list[dict[str, Any]],
              rows: list[Row], maps: list[dict[str, Any]], checks: list[dict[str, str]],
              backdoor: dict[str, Any] | None = None) -> list[str]:
-    """Plain-language sentences for the top of the report, each from a measured number."""
-    classes, critical = meta["classes"], meta.get("critical") or []
-    crit_name = " or ".join(classes[i] for i in critical) if critical else ""
+    """Plain-language sentences for the top of the report, each from a measured number, in the
+    report's order: clean accuracy, natural variation, white-box, black-box, patch, few pixels,
+    maps, tampering, the sanity checks."""
     out = []
     if clean:
         auc = clean.get("auc", math.nan)
         out.append(f"Before any attack the model is right on {_pct(clean['accuracy'])} of {clean['n']:,} "
                    f"{meta['dataset']} test images (AUC {auc:.3f}).")
     out.extend(corruption_findings(summaries))
+    out.extend(_whitebox_findings(meta, summaries, rows))
+    out.extend(_blackbox_findings(summaries))
+    out.extend(_patch_findings(meta, summaries))
+    out.extend(_pixel_findings(meta, summaries, rows, maps))
+    if backdoor:
+        out.extend(backdoor_findings(backdoor))
+    warns = [c for c in checks if c["status"] != "ok"]
+    out.append(f"All {len(checks)} sanity checks passed." if not warns else
+               f"{len(warns)} of {len(checks)} sanity checks warn ({', '.join(c['check'] for c in warns)}): "
+               "read the numbers below with that in mind.")
+    return out
+
+
+def _critical(meta: dict[str, Any]) -> tuple[list[int], str]:
+    critical = meta.get("critical") or []
+    return critical, " or ".join(meta["classes"][i] for i in critical) if critical else ""
+
+
+def _whitebox_findings(meta: dict[str, Any], summaries: list[dict[str, Any]], rows: list[Row]) -> list[str]:
+    """The ensemble's robust accuracy (the headline), the smallest budget that flips half the
+    images, the per-class detail and the missed diagnoses."""
+    classes = meta["classes"]
+    critical, crit_name = _critical(meta)
+    out: list[str] = []
     wb = [s for s in summaries if s["stage"] == "whitebox" and not math.isnan(s["success_rate"])]
     ens = sorted([s for s in wb if s["attack"] == "ensemble"], key=lambda s: _budget_key(s["budget"]))
     if ens:
@@ -176,26 +200,32 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
             + f"), {'balanced ' if balanced else ''}robust accuracy is "
             + " and ".join(f"{robust_figure(s['robust_breakdown'], len(classes))} at {s['budget']}" for s in shown)
             + (f" ({tail})." if tail else "."))
-    if wb:
-        # the smallest budget at which an attack flips at least half; else the most successful
-        best = max(wb, key=lambda s: (1, -_budget_key(s["budget"]), s["success_rate"]) if s["success_rate"] >= 0.5
-                   else (0, s["success_rate"], -_budget_key(str(s["budget"]))))
-        psnr = best["mean_psnr"]
-        seen = "" if math.isnan(psnr) else f", PSNR {psnr:.0f} dB" + (": invisible to the eye" if psnr >= 40 else "")
-        who = "the ensemble" if best["attack"] == "ensemble" else best["attack"].upper()
-        out.append(f"With full access to the model, a change of at most {best['budget']} per pixel value "
-                   f"({who}{seen}) flips {_pct(best['success_rate'])} of the correctly "
-                   "classified images.")
-        top = strongest(summaries, "whitebox")
-        if top:
-            detail = breakdown_finding(top)
-            if detail:
-                out.append(detail)
-        if top and critical:
-            missed, total = critical_flips(rows, "whitebox", top["attack"], top["budget"], critical)
-            if total:
-                out.append(f"At {top['budget']}, {missed} of {total} correctly classified {crit_name} images "
-                           f"({_pct(missed / total)}) were read as a non-critical class: a missed diagnosis.")
+    if not wb:
+        return out
+    # the smallest budget at which an attack flips at least half; else the most successful
+    best = max(wb, key=lambda s: (1, -_budget_key(s["budget"]), s["success_rate"]) if s["success_rate"] >= 0.5
+               else (0, s["success_rate"], -_budget_key(str(s["budget"]))))
+    psnr = best["mean_psnr"]
+    seen = "" if math.isnan(psnr) else f", PSNR {psnr:.0f} dB" + (": invisible to the eye" if psnr >= 40 else "")
+    who = "the ensemble" if best["attack"] == "ensemble" else best["attack"].upper()
+    out.append(f"With full access to the model, a change of at most {best['budget']} per pixel value "
+               f"({who}{seen}) flips {_pct(best['success_rate'])} of the correctly "
+               "classified images.")
+    top = strongest(summaries, "whitebox")
+    if top:
+        detail = breakdown_finding(top)
+        if detail:
+            out.append(detail)
+    if top and critical:
+        missed, total = critical_flips(rows, "whitebox", top["attack"], top["budget"], critical)
+        if total:
+            out.append(f"At {top['budget']}, {missed} of {total} correctly classified {crit_name} images "
+                       f"({_pct(missed / total)}) were read as a non-critical class: a missed diagnosis.")
+    return out
+
+
+def _blackbox_findings(summaries: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
     for bb in [s for s in summaries if s["stage"] == "blackbox" and s is strongest(
             [t for t in summaries if t["attack"] == s["attack"]], "blackbox")]:
         if bb["attack"] == "noise":
@@ -207,6 +237,11 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
             out.append(f"Without any access to the model's insides, only its output probabilities, a search of "
                        f"{int(bb['mean_queries'])} queries per image on average ({bb['attack'].capitalize()}, "
                        f"{bb['budget']}) flips {_pct(bb['success_rate'])} of the correctly classified images.")
+    return out
+
+
+def _patch_findings(meta: dict[str, Any], summaries: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
     patch = [s for s in summaries if s["stage"] == "patch"]
     adv = next((s for s in patch if s["attack"] == "patch"), None)
     nat = next((s for s in patch if s["attack"] == "natural-patch"), None)
@@ -216,6 +251,13 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
                    f"{_pct(adv['success_rate'])} of images of other classes read as '{target}'"
                    + (f" (a real crop of '{target}' of the same size: {_pct(nat['success_rate'])})." if nat
                       else "."))
+    return out
+
+
+def _pixel_findings(meta: dict[str, Any], summaries: list[dict[str, Any]], rows: list[Row],
+                    maps: list[dict[str, Any]]) -> list[str]:
+    critical, crit_name = _critical(meta)
+    out: list[str] = []
     for s in [s for s in summaries if s["stage"] == "onepixel"]:
         k = int(s["budget"].split()[0])
         line = (f"Changing {'one pixel' if k == 1 else f'{k} pixels'} (of {math.prod(meta['image_shape'][1:]):,}) "
@@ -229,12 +271,6 @@ def findings(meta: dict[str, Any], clean: dict[str, Any] | None, summaries: list
         tested = "" if m.get("stride", 1) == 1 else f" tested (every {m['stride']} px)"
         out.append(f"On {m['label']} tile {m['image']}, {m['fooled_pixels']} of {m['pixels']} single pixels{tested} "
                    "flip the prediction on their own (vulnerability map below).")
-    if backdoor:
-        out.extend(backdoor_findings(backdoor))
-    warns = [c for c in checks if c["status"] != "ok"]
-    out.append(f"All {len(checks)} sanity checks passed." if not warns else
-               f"{len(warns)} of {len(checks)} sanity checks warn ({', '.join(c['check'] for c in warns)}): "
-               "read the numbers below with that in mind.")
     return out
 
 
