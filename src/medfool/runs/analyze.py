@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from medfool.attacks import get_attack
+from medfool.attacks.base import AttackResult
 from medfool.attacks.fewpixel.maps import locality, map_stride, propagation_map, vulnerability_map
-from medfool.data.dataset import Dataset
+from medfool.data.dataset import Dataset, DatasetInfo
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
@@ -72,11 +73,9 @@ def _images(job: AnalysisJob, model: Classifier, dataset: Dataset, target: int |
 
 def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
     """Check the job, run the analysis and write its outputs."""
-    out = job.out
-    check_writable(out)
-    options = dict(job.options)
+    check_writable(job.out)
     try:
-        attack = get_attack("onepixel", **{"pixels": 1, **options})
+        attack = get_attack("onepixel", **{"pixels": 1, **dict(job.options)})
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
     device = resolve_device(job.device)
@@ -95,30 +94,8 @@ def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
                               "environment": environment(),
                               "command": job.command}
     if job.kind == "pixel-map":
-        rows = []
-        h, w = x.shape[2], x.shape[3]
-        stride = job.stride or map_stride(h, w)
-        for i in progress(range(x.shape[0]), desc="pixel maps", unit="image"):
-            vm = vulnerability_map(model, x[i:i + 1], y[i:i + 1], target=target, samples=job.samples,
-                                   seed=job.seed, stride=stride)
-            gr, gc = divmod(int(vm.drop.argmax()), vm.drop.shape[1])
-            r, c = int(vm.rows[gr]), int(vm.cols[gc])
-            heatmap_row(out / f"pixel_map_{i}.png", [("confidence drop", vm.cells(vm.drop, h, w)),
-                                                     ("fools alone", vm.cells(vm.fooled.float(), h, w))],
-                        image=x[i].cpu(), marks=[(r, c)],
-                        title=f"image {int(index[i])} ({info.class_names[int(y[i])]}): "
-                              f"{int(vm.fooled.sum())} of {vm.fooled.numel()} {vm.tested} fool alone")
-            rows.append({"index": int(index[i]), "label": int(y[i]), "clean_confidence": vm.clean_resistance,
-                         "max_drop": float(vm.drop.max()), "best_pixel": [r, c], "stride": stride,
-                         "best_colour": vm.colour[gr, gc].tolist(), "fooling_pixels": int(vm.fooled.sum()),
-                         "queries": vm.queries, "drop": vm.drop.cpu().tolist()})
-            say(f"  image {int(index[i])}: best pixel ({r}, {c}) drops confidence by {float(vm.drop.max()):.3f}; "
-                 f"{int(vm.fooled.sum())} pixel(s) fool alone")
-        record["images"] = rows
-        atomic_write_json(out / "pixel_map.json", record)
-        say(f"wrote {out}/pixel_map.json and {len(rows)} pixel_map_<i>.png")
+        _pixel_maps(job, model, info, index, x, y, target, record, say)
         return
-
     result = attack(model, x, y, target=target, seed=job.seed)
     won = (result.success & result.clean_correct).cpu()
     say(f"  one-pixel attack: {int(won.sum())} of {x.shape[0]} fooled "
@@ -129,21 +106,63 @@ def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
     cand = result.extras["candidate"][won.to(x.device)]
     tgt = None if target is None else torch.full((int(won.sum()),), target, device=device)
     if job.kind == "locality":
-        rings = locality(model, x[won.to(x.device)], y[won.to(x.device)], cand, target=tgt,
-                         max_distance=job.max_distance)
-        for ring in rings:
-            say(f"  distance {ring['distance']:g}: {ring['success']:.3f} of {ring['positions']:g} moved pixels "
-                 "still fool")
-        record["rows"] = rings
-        record["attacked"], record["fooled"] = int(x.shape[0]), int(won.sum())
-        atomic_write_json(out / "locality.json", record)
-        line_chart(out / "locality.png", [ring["distance"] for ring in rings],
-                   {"still fooled": [ring["success"] for ring in rings]},
-                   xlabel="distance from the successful pixel (Chebyshev)", ylabel="success rate",
-                   title=f"one-pixel locality on {info.name}")
-        say(f"wrote {out}/locality.json and locality.png")
-        return
+        _locality(job, model, info, x, y, won, cand, tgt, record, say)
+    else:
+        _propagation(job, model, info, index, x, y, result, won, record, say)
 
+
+def _pixel_maps(job: AnalysisJob, model: Classifier, info: DatasetInfo, index: torch.Tensor, x: torch.Tensor,
+                y: torch.Tensor, target: int | None, record: dict[str, Any], say: Say) -> None:
+    """A vulnerability map per image (every pixel tried alone), as PNGs and pixel_map.json."""
+    out = job.out
+    rows = []
+    h, w = x.shape[2], x.shape[3]
+    stride = job.stride or map_stride(h, w)
+    for i in progress(range(x.shape[0]), desc="pixel maps", unit="image"):
+        vm = vulnerability_map(model, x[i:i + 1], y[i:i + 1], target=target, samples=job.samples,
+                               seed=job.seed, stride=stride)
+        gr, gc = divmod(int(vm.drop.argmax()), vm.drop.shape[1])
+        r, c = int(vm.rows[gr]), int(vm.cols[gc])
+        heatmap_row(out / f"pixel_map_{i}.png", [("confidence drop", vm.cells(vm.drop, h, w)),
+                                                 ("fools alone", vm.cells(vm.fooled.float(), h, w))],
+                    image=x[i].cpu(), marks=[(r, c)],
+                    title=f"image {int(index[i])} ({info.class_names[int(y[i])]}): "
+                          f"{int(vm.fooled.sum())} of {vm.fooled.numel()} {vm.tested} fool alone")
+        rows.append({"index": int(index[i]), "label": int(y[i]), "clean_confidence": vm.clean_resistance,
+                     "max_drop": float(vm.drop.max()), "best_pixel": [r, c], "stride": stride,
+                     "best_colour": vm.colour[gr, gc].tolist(), "fooling_pixels": int(vm.fooled.sum()),
+                     "queries": vm.queries, "drop": vm.drop.cpu().tolist()})
+        say(f"  image {int(index[i])}: best pixel ({r}, {c}) drops confidence by {float(vm.drop.max()):.3f}; "
+             f"{int(vm.fooled.sum())} pixel(s) fool alone")
+    record["images"] = rows
+    atomic_write_json(out / "pixel_map.json", record)
+    say(f"wrote {out}/pixel_map.json and {len(rows)} pixel_map_<i>.png")
+
+
+def _locality(job: AnalysisJob, model: Classifier, info: DatasetInfo, x: torch.Tensor, y: torch.Tensor,
+              won: torch.Tensor, cand: torch.Tensor, tgt: torch.Tensor | None, record: dict[str, Any],
+              say: Say) -> None:
+    """Whether the successful pixel still fools when moved by growing distances."""
+    out = job.out
+    rings = locality(model, x[won.to(x.device)], y[won.to(x.device)], cand, target=tgt,
+                     max_distance=job.max_distance)
+    for ring in rings:
+        say(f"  distance {ring['distance']:g}: {ring['success']:.3f} of {ring['positions']:g} moved pixels "
+             "still fool")
+    record["rows"] = rings
+    record["attacked"], record["fooled"] = int(x.shape[0]), int(won.sum())
+    atomic_write_json(out / "locality.json", record)
+    line_chart(out / "locality.png", [ring["distance"] for ring in rings],
+               {"still fooled": [ring["success"] for ring in rings]},
+               xlabel="distance from the successful pixel (Chebyshev)", ylabel="success rate",
+               title=f"one-pixel locality on {info.name}")
+    say(f"wrote {out}/locality.json and locality.png")
+
+
+def _propagation(job: AnalysisJob, model: Classifier, info: DatasetInfo, index: torch.Tensor, x: torch.Tensor,
+                 y: torch.Tensor, result: AttackResult, won: torch.Tensor, record: dict[str, Any], say: Say) -> None:
+    """How far the one changed pixel's effect spreads through each layer."""
+    out = job.out
     rows = []
     fooled_idx = won.nonzero().squeeze(1)[: job.max_images]
     for j, i in enumerate(fooled_idx.tolist()):
