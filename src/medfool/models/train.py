@@ -234,13 +234,8 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         channels = model.meta.input_shape[0]
         raise ConfigError(f"augment stain: H&E stain jitter needs RGB images; {dataset.info.name} has {channels} "
                           f"channel{'s' if channels != 1 else ''} (use flip, dihedral or shift)")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.rate, weight_decay=cfg.decay)
     epochs = cfg.epochs or auto_epochs(len(train))
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = epochs * steps_per_epoch
-    warmup = max(1, steps_per_epoch // 2)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    opt, sched, total_steps = _optimiser(model, cfg, len(train), epochs)
     # the weight average (Polyak & Juditsky 1992; "EMA" in timm): validated and kept in place of
     # the last weights when on; its decay ramps up over the first steps, as in timm's ModelEma
     average = copy.deepcopy(model) if cfg.ema_decay > 0 else model
@@ -250,24 +245,9 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     history: list[dict[str, float]] = []
     bar = progress(total=total_steps, desc=f"train {cfg.arch} on {dataset.info.name}", unit="step")
     for epoch in range(1, epochs + 1):
-        model.train()
-        running, seen = 0.0, 0
-        for idx in _batches(train.labels, cfg, model.task, gen):
-            x, y = train.get(idx)
-            x, y = augment(x.to(device), aug, gen), y.to(device)
-            loss = objective.loss(model, x, y) if objective else loss_fn(model(x), y, model.task)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if average is not model:
-                _average_into(average, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-            running += loss.item() * len(idx)
-            seen += len(idx)
-            bar.update(1)
+        train_loss, step = _one_epoch(model, average, train, cfg, aug, objective, opt, sched, gen, device, step, bar)
         val_metrics = evaluate(average, val)
-        row = {"epoch": epoch, "train_loss": running / seen, "val_loss": val_metrics["loss"],
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_metrics["loss"],
                "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
                "elapsed_s": time.perf_counter() - start}
         if objective:
@@ -295,7 +275,56 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     val_best = evaluate(model, val)
     test = evaluate(model, dataset.split("test")) if "test" in dataset.splits else None
     wall = time.perf_counter() - start
-    record = {
+    record = _record(dataset, cfg, objective, epochs, aug, best_epoch, selected_on, history, val_best, test, wall)
+    return TrainResult(model, history, best_epoch, val_best, test, wall, record)
+
+
+class _Ticks(Protocol):
+    """A progress bar, as far as training uses one."""
+
+    def update(self, n: int = 1) -> object: ...
+
+
+def _optimiser(model: Classifier, cfg: TrainConfig, n_train: int, epochs: int
+               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
+    """AdamW with half an epoch of linear warm-up, then a cosine decay to zero over the run."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.rate, weight_decay=cfg.decay)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup = max(1, steps_per_epoch // 2)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    return opt, sched, total_steps
+
+
+def _one_epoch(model: Classifier, average: Classifier, train: Split, cfg: TrainConfig, aug: str,
+               objective: Objective | None, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+               gen: torch.Generator, device: torch.device | str, step: int, bar: _Ticks) -> tuple[float, int]:
+    """One pass over the training split; returns the mean training loss and the step count."""
+    model.train()
+    running, seen = 0.0, 0
+    for idx in _batches(train.labels, cfg, model.task, gen):
+        x, y = train.get(idx)
+        x, y = augment(x.to(device), aug, gen), y.to(device)
+        loss = objective.loss(model, x, y) if objective else loss_fn(model(x), y, model.task)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        if average is not model:
+            _average_into(average, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        running += loss.item() * len(idx)
+        seen += len(idx)
+        bar.update(1)
+    return running / seen, step
+
+
+def _record(dataset: Dataset, cfg: TrainConfig, objective: Objective | None, epochs: int, aug: str, best_epoch: int,
+            selected_on: str, history: list[dict[str, float]], val_best: dict[str, Any], test: dict[str, Any] | None,
+            wall: float) -> dict[str, Any]:
+    """What the checkpoint and metrics.json record about the training run."""
+    return {
         "dataset": dataset.info.name, "dataset_source": dataset.info.source,
         "dataset_notes": list(dataset.info.notes),
         "train_config": asdict(cfg), "objective": objective.describe() if objective else None,
@@ -305,4 +334,3 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         "metrics": {"val": val_best, "test": test}, "history": history, "train_wall_s": wall,
         "seed": cfg.seed, "environment": environment(),
     }
-    return TrainResult(model, history, best_epoch, val_best, test, wall, record)
