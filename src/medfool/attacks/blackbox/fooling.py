@@ -128,6 +128,79 @@ class _CPPN:
         return h_.view(p, hh, ww, c).permute(0, 3, 1, 2).contiguous()
 
 
+class _Emitters:
+    """One natural-evolution-strategy search per class (Wierstra et al. 2014), stepped with Adam:
+    the mean genome, its step sizes and the Adam moments."""
+
+    def __init__(self, mean: torch.Tensor, n_w: int, cfg: FoolingConfig, cppn: bool) -> None:
+        k, device = mean.shape[0], mean.device
+        self.mean, self.n_w, self.cfg, self.cppn = mean, n_w, cfg, cppn
+        self.sigma = torch.full((k,), cfg.sigma * (4 if cppn else 1), device=device)
+        self.lr = torch.full((k,), cfg.lr * (5 if cppn else 1), device=device)
+        self.stalled = torch.zeros(k, dtype=torch.long, device=device)
+        self.m1 = torch.zeros(k, n_w, device=device)
+        self.m2 = torch.zeros(k, n_w, device=device)
+
+    def children(self, open_k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """(O * lam, G) samples around the open classes' means along the directions ``eps``."""
+        o, lam = eps.shape[0], eps.shape[1]
+        children = self.mean[open_k][:, None].repeat(1, lam, 1)
+        children[:, :, :self.n_w] += self.sigma[open_k].view(o, 1, 1) * eps
+        if not self.cppn:
+            children = children.clamp(0, 1)
+        return children.view(o * lam, -1)
+
+    def step(self, open_k: torch.Tensor, eps: torch.Tensor, own: torch.Tensor, step: int) -> None:
+        """Centred ranks of the samples' own-class scores weight the antithetic directions; an Adam
+        step moves each open class's mean."""
+        lam = eps.shape[1]
+        util = own.argsort(dim=1).argsort(dim=1).float() / (lam - 1) - 0.5
+        grad = (util[:, :, None] * eps).mean(1)
+        m1, m2 = self.m1, self.m2
+        m1[open_k] = 0.9 * m1[open_k] + 0.1 * grad
+        m2[open_k] = 0.999 * m2[open_k] + 0.001 * grad * grad
+        update = (m1[open_k] / (1 - 0.9 ** step)) / ((m2[open_k] / (1 - 0.999 ** step)).sqrt() + 1e-8)
+        self.mean[open_k, :self.n_w] += self.lr[open_k].view(-1, 1) * update
+        if not self.cppn:
+            self.mean[open_k] = self.mean[open_k].clamp(0, 1)
+
+    def slow_down(self, improved: torch.Tensor) -> None:
+        """A class whose best has not moved for ``patience`` generations halves its steps
+        (fine-tuning near a maximum, where Adam's constant step size would only oscillate)."""
+        self.stalled = torch.where(improved, torch.zeros_like(self.stalled), self.stalled + 1)
+        slow = self.stalled >= self.cfg.patience
+        self.lr[slow], self.sigma[slow], self.stalled[slow] = self.lr[slow] / 2, self.sigma[slow] / 2, 0
+
+
+class _Archive:
+    """The MAP-Elites archive (Mouret & Clune 2015): the ``elites`` best genomes per class, where
+    every sample competes in every class."""
+
+    def __init__(self, genomes: torch.Tensor, fitness: torch.Tensor, elites: int) -> None:
+        self.genomes, self.fitness, self.elites = genomes, fitness, elites             # (A, G), (A, K)
+        self.k = fitness.shape[1]
+        self.kk = torch.arange(self.k, device=fitness.device)
+        self.elite_idx = fitness.topk(min(elites, fitness.shape[0]), dim=0).indices.t()  # (K, E)
+
+    def best(self) -> torch.Tensor:
+        """(K,) each class's best log-probability."""
+        return self.fitness[self.elite_idx[:, 0], self.kk]
+
+    def add(self, genomes: torch.Tensor, fitness: torch.Tensor) -> None:
+        k, device = self.k, fitness.device
+        base = self.genomes.shape[0]
+        archive = torch.cat([self.genomes, genomes])
+        arch_fit = torch.cat([self.fitness, fitness])
+        pool = torch.cat([self.elite_idx, torch.arange(base, base + genomes.shape[0], device=device).expand(k, -1)],
+                         dim=1)
+        keep = arch_fit[pool, self.kk.view(k, 1)].topk(min(self.elites, pool.shape[1]), dim=1).indices
+        elite_idx = pool.gather(1, keep)
+        used = elite_idx.unique()
+        remap = torch.full((archive.shape[0],), -1, dtype=torch.long, device=device)
+        remap[used] = torch.arange(used.numel(), device=device)
+        self.genomes, self.fitness, self.elite_idx = archive[used], arch_fit[used], remap[elite_idx]
+
+
 def fooling_images(model: PredictModel, cfg: FoolingConfig, gen: torch.Generator, *,
                    queries: int | None = None, classes: list[int] | None = None) -> FoolingResult:
     """Evolve fooling images for ``classes`` (default all) within ``queries`` model evaluations."""
@@ -139,7 +212,7 @@ def fooling_images(model: PredictModel, cfg: FoolingConfig, gen: torch.Generator
     c, h, w = model.meta.input_shape
     device = model.device
     classes = list(range(model.num_classes)) if classes is None else classes
-    k, e, lam = len(classes), cfg.elites, cfg.samples
+    k, lam = len(classes), cfg.samples
     counter = QueryCounter(model, 1, queries, device)
     cppn = _CPPN(cfg, c, h, w, device) if cfg.encoding == "cppn" else None
     kk = torch.arange(k, device=device)
@@ -165,15 +238,9 @@ def fooling_images(model: PredictModel, cfg: FoolingConfig, gen: torch.Generator
 
     # one emitter per class, started from noise: a random image, or a random CPPN
     mean = cppn.random(k, gen) if cppn is not None else torch.rand(k, c * h * w, generator=gen).to(device)
-    n_w = cppn.n_weights if cppn is not None else mean.shape[1]
-    sigma = torch.full((k,), cfg.sigma * (4 if cppn is not None else 1), device=device)
-    lr = torch.full((k,), cfg.lr * (5 if cppn is not None else 1), device=device)
-    stalled = torch.zeros(k, dtype=torch.long, device=device)
-    m1 = torch.zeros(k, n_w, device=device)
-    m2 = torch.zeros(k, n_w, device=device)
-    archive, arch_fit = mean.clone(), evaluate(mean)                                  # (A, G), (A, K)
-    elite_idx = arch_fit.topk(min(e, arch_fit.shape[0]), dim=0).indices.t()          # (K, E)
-    best = arch_fit[elite_idx[:, 0], kk].clone()
+    emitters = _Emitters(mean, cppn.n_weights if cppn is not None else mean.shape[1], cfg, cppn is not None)
+    archive = _Archive(mean.clone(), evaluate(mean), cfg.elites)
+    best = archive.best().clone()
     history = [best.exp().tolist()]
     gens = 0
     log_thr = math.log(cfg.threshold)
@@ -184,43 +251,16 @@ def fooling_images(model: PredictModel, cfg: FoolingConfig, gen: torch.Generator
             break
         o = open_k.numel()
         eps = noise(o)                                                                # (O, lam, n_w)
-        children = mean[open_k][:, None].repeat(1, lam, 1)
-        children[:, :, :n_w] += sigma[open_k].view(o, 1, 1) * eps
-        if cppn is None:
-            children = children.clamp(0, 1)
-        flat = children.view(o * lam, -1)
+        flat = emitters.children(open_k, eps)
         fit = evaluate(flat)                                                          # (O * lam, K)
-        own = fit.view(o, lam, k)[torch.arange(o, device=device), :, open_k]          # (O, lam)
-        # natural evolution strategy: centred ranks weight the antithetic directions; Adam steps
-        util = own.argsort(dim=1).argsort(dim=1).float() / (lam - 1) - 0.5
-        grad = (util[:, :, None] * eps).mean(1)
-        m1[open_k] = 0.9 * m1[open_k] + 0.1 * grad
-        m2[open_k] = 0.999 * m2[open_k] + 0.001 * grad * grad
-        update = (m1[open_k] / (1 - 0.9 ** step)) / ((m2[open_k] / (1 - 0.999 ** step)).sqrt() + 1e-8)
-        mean[open_k, :n_w] += lr[open_k].view(o, 1) * update
-        if cppn is None:
-            mean[open_k] = mean[open_k].clamp(0, 1)
-        # the MAP-Elites archive: every sample competes in every class
-        base = archive.shape[0]
-        archive = torch.cat([archive, flat])
-        arch_fit = torch.cat([arch_fit, fit])
-        pool = torch.cat([elite_idx, torch.arange(base, base + flat.shape[0], device=device).expand(k, -1)], dim=1)
-        keep = arch_fit[pool, kk.view(k, 1)].topk(min(e, pool.shape[1]), dim=1).indices
-        elite_idx = pool.gather(1, keep)
-        used = elite_idx.unique()
-        remap = torch.full((archive.shape[0],), -1, dtype=torch.long, device=device)
-        remap[used] = torch.arange(used.numel(), device=device)
-        archive, arch_fit, elite_idx = archive[used], arch_fit[used], remap[elite_idx]
-        new_best = arch_fit[elite_idx[:, 0], kk]
-        # a class whose best has not moved for `patience` generations halves its steps (fine-tuning
-        # near a maximum, where Adam's constant step size would only oscillate)
-        stalled = torch.where(new_best > best + 1e-6, torch.zeros_like(stalled), stalled + 1)
-        slow = stalled >= cfg.patience
-        lr[slow], sigma[slow], stalled[slow] = lr[slow] / 2, sigma[slow] / 2, 0
+        emitters.step(open_k, eps, fit.view(o, lam, k)[torch.arange(o, device=device), :, open_k], step)
+        archive.add(flat, fit)
+        new_best = archive.best()
+        emitters.slow_down(new_best > best + 1e-6)
         best = new_best
         gens += 1
         history.append(best.exp().tolist())
-    images = render(archive[elite_idx.flatten()]).view(k, elite_idx.shape[1], c, h, w)
-    conf = arch_fit[elite_idx, kk.view(k, 1)].exp()
+    images = render(archive.genomes[archive.elite_idx.flatten()]).view(k, archive.elite_idx.shape[1], c, h, w)
+    conf = archive.fitness[archive.elite_idx, kk.view(k, 1)].exp()
     return FoolingResult(images=images.detach(), confidence=conf.detach(), queries=int(counter.used[0]),
                          generations_run=gens, wall_s=time.perf_counter() - start, history=history)
