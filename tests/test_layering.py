@@ -205,3 +205,31 @@ def test_the_circle_check_finds_a_circle(tmp_path: Path) -> None:
     (pkg / "patch.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                                   "    from medfool.runs.attack import AttackJob\n")
     assert import_cycles(tmp_path / "medfool") == [["medfool.runs.attack", "medfool.runs.patch"]]
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(src: Path = SRC, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Functions (and methods) longer than ``limit`` lines, docstring included: a function that
+    long does several jobs, and each job deserves a name."""
+    bad = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > limit:
+                    bad.append(f"{path.relative_to(src.parent)}:{node.lineno}: {node.name} has {length} lines")
+    return bad
+
+
+def test_no_function_does_several_jobs() -> None:
+    assert long_functions() == []
+
+
+def test_the_length_check_finds_a_long_function(tmp_path: Path) -> None:
+    pkg = tmp_path / "medfool"
+    pkg.mkdir()
+    (pkg / "long.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
+    (pkg / "short.py").write_text("def g():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1))
+    assert [b.split(": ", 1)[1] for b in long_functions(pkg)] == [f"f has {MAX_FUNCTION_LINES + 1} lines"]
