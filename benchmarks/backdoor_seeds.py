@@ -3,7 +3,7 @@ training seed (a fresh machine's CPU kernels move a trained model about as much 
 
 Usage:  python benchmarks/backdoor_seeds.py [--seeds 0-7] [--json OUT]
 
-The data, poison and detector are those of tests/defenses/test_backdoor_detection.py: a
+The data, poison and detector are those of tests/defences/test_backdoor_detection.py: a
 synthetic 4-class set (600 training images, data seed 5), 10 % BadNets poisons (4 x 4 checker,
 target 0, poison seed 0), a width-8 small CNN trained 6 epochs; only the training seed changes.
 Prints the true- and false-positive rate per seed, the clean classes whose split was flagged,
@@ -22,7 +22,7 @@ import torch
 from medfool.attacks.poisoning.backdoor import BackdoorConfig, poison
 from medfool.attacks.poisoning.triggers import make_trigger
 from medfool.data import make_synthetic
-from medfool.defenses.backdoor import activation_clustering, detection_rates
+from medfool.defences.backdoor import activation_clustering, detection_rates
 from medfool.models.train import TrainConfig, fit
 
 

@@ -22,7 +22,7 @@ import torch
 from medfool.data import load_dataset
 from medfool.data.dataset import Dataset
 from medfool.data.transforms import augment
-from medfool.defenses.robust_training import RobustObjective
+from medfool.defences.robust_training import RobustObjective
 from medfool.models.metrics import loss_fn
 from medfool.models.train import TrainConfig, build_classifier, resolve_augment
 

@@ -23,8 +23,8 @@ import torch
 
 from medfool.attacks.ensemble import members
 from medfool.data import load_dataset
-from medfool.defenses.evaluation import judge, worst_case
-from medfool.defenses.input_transforms import with_transforms
+from medfool.defences.evaluation import judge, worst_case
+from medfool.defences.input_transforms import with_transforms
 from medfool.models import load_classifier
 from medfool.utils.stats import accuracy_breakdown
 

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data",),
     ("models",),
     ("attacks",),
-    ("defenses",),
+    ("defences",),
     ("eval",),
     ("report",),
     ("runs", "audit"),

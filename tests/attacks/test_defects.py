@@ -56,7 +56,7 @@ def test_cw_deepfool_start_respects_kappa(multiclass) -> None:
 
 
 def test_neural_cleanse_median_is_the_mean_of_the_two_middle_values() -> None:
-    from medfool.defenses.backdoor.cleanse import anomaly_index
+    from medfool.defences.backdoor.cleanse import anomaly_index
 
     norms = torch.tensor([1.0, 4.0, 6.0, 20.0])  # median 5 (numpy), MAD median(|.-5|) = median(4,1,1,15) = 2.5
     expected = (5.0 - norms) / (1.4826 * 2.5)
@@ -81,7 +81,11 @@ def test_audit_onepixel_stage_takes_no_gradient(tiny_model, tiny_text, tmp_path)
     import sys
 
     cfg = tmp_path / "a.toml"
-    cfg.write_text(tiny_text.replace("[whitebox]", "[whitebox]\nenabled = true") + "\n")
+    # the white-box stage runs first (its gradients must not leak into the next stage's count)
+    text = tiny_text + "\n"
+    for stage in ("corruptions", "blackbox", "patch", "maps"):
+        text = text.replace(f"[{stage}]", f"[{stage}]\nenabled = false")
+    cfg.write_text(text)
     out = tmp_path / "audit"
     subprocess.run([sys.executable, "-m", "medfool.cli.main", "audit", "-m", str(tiny_model), "-d", "synthetic",
                     "--config", str(cfg), "--out", str(out)], check=True, capture_output=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medfool.cli.main import main
-from medfool.defenses.robust_training import RobustObjective
+from medfool.defences.robust_training import RobustObjective
 from medfool.models import load_classifier, save_checkpoint
 
 DEFEND = ["adv-train", "transform", "ensemble", "evaluate", "detector", "certify"]

@@ -19,8 +19,8 @@ from medfool.cli.common import (
     positive,
     say,
 )
-from medfool.defenses.detectors import DETECTORS
-from medfool.defenses.robust_training import METHODS, RobustObjective
+from medfool.defences.detectors import DETECTORS
+from medfool.defences.robust_training import METHODS, RobustObjective
 from medfool.errors import ConfigError
 from medfool.models import architectures
 from medfool.models.preprocess import PREPROCESS, parse_spec

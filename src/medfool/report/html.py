@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medfool.defenses.evaluation import BudgetRow, DefenceReport
+from medfool.defences.evaluation import BudgetRow, DefenceReport
 from medfool.errors import ConfigError
 from medfool.eval.sanity import result_checks
 from medfool.eval.store import ResultStore

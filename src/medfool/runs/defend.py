@@ -19,12 +19,12 @@ import torch
 
 from medfool.attacks.ensemble import members
 from medfool.data.dataset import Dataset, Split
-from medfool.defenses.detector_attack import evaluate_detector
-from medfool.defenses.detectors import DETECTORS, fit_detector
-from medfool.defenses.evaluation import DefenceReport, inference_ms, worst_case
-from medfool.defenses.input_transforms import with_transforms
-from medfool.defenses.robust_training import RobustObjective
-from medfool.defenses.smoothing import certified_accuracy, certify, trained_sigma
+from medfool.defences.detector_attack import evaluate_detector
+from medfool.defences.detectors import DETECTORS, fit_detector
+from medfool.defences.evaluation import DefenceReport, inference_ms, worst_case
+from medfool.defences.input_transforms import with_transforms
+from medfool.defences.robust_training import RobustObjective
+from medfool.defences.smoothing import certified_accuracy, certify, trained_sigma
 from medfool.errors import ConfigError, DataError
 from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
 from medfool.models.metrics import evaluate

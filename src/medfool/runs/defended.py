@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from medfool.data.dataset import Dataset, Split
-from medfool.defenses.evaluation import BudgetRow, DefenceReport, attack_defence, defence_kind, inference_ms
-from medfool.defenses.input_transforms import with_transforms
+from medfool.defences.evaluation import BudgetRow, DefenceReport, attack_defence, defence_kind, inference_ms
+from medfool.defences.input_transforms import with_transforms
 from medfool.eval.sanity import model_checks
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier

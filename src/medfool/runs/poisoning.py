@@ -34,10 +34,10 @@ from medfool.attacks.poisoning.backdoor import (
 )
 from medfool.attacks.poisoning.triggers import Trigger, describe
 from medfool.data.dataset import Dataset, DatasetInfo, Split, benign_class
-from medfool.defenses.backdoor import SampleFlags, activation_clustering, detection_rates, spectral_signatures
-from medfool.defenses.backdoor.cleanse import neural_cleanse
-from medfool.defenses.backdoor.features import representation
-from medfool.defenses.backdoor.strip import Strip, fit_strip, strip_training_flags
+from medfool.defences.backdoor import SampleFlags, activation_clustering, detection_rates, spectral_signatures
+from medfool.defences.backdoor.cleanse import neural_cleanse
+from medfool.defences.backdoor.features import representation
+from medfool.defences.backdoor.strip import Strip, fit_strip, strip_training_flags
 from medfool.errors import ConfigError
 from medfool.models.checkpoint import load_classifier, save_checkpoint
 from medfool.models.classifier import Classifier

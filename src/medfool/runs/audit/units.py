@@ -28,7 +28,7 @@ from medfool.attacks.patch.optimised import AdversarialPatch, Patch
 from medfool.attacks.poisoning.backdoor import BackdoorConfig
 from medfool.attacks.poisoning.triggers import make_trigger
 from medfool.data.dataset import Dataset, DatasetInfo, Split
-from medfool.defenses.evaluation import inference_ms
+from medfool.defences.evaluation import inference_ms
 from medfool.eval.corruptions import Corruption, corrupt
 from medfool.eval.perceptibility import perceptibility
 from medfool.eval.sanity import model_checks

@@ -14,8 +14,8 @@ import torch
 
 from medfool.attacks import get_attack
 from medfool.data import make_synthetic
-from medfool.defenses.evaluation import attack_defence
-from medfool.defenses.input_transforms import with_transforms
+from medfool.defences.evaluation import attack_defence
+from medfool.defences.input_transforms import with_transforms
 from medfool.models import Classifier, ensemble_classifier
 from medfool.models.classifier import decide_as, logits_to_labels
 from medfool.models.train import TrainConfig, fit

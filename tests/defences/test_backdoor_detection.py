@@ -15,10 +15,10 @@ from medfool.attacks.poisoning.backdoor import BackdoorConfig, PoisonedSet, atta
 from medfool.attacks.poisoning.triggers import make_trigger
 from medfool.data import make_synthetic
 from medfool.data.dataset import Dataset
-from medfool.defenses.backdoor import activation_clustering, detection_rates, spectral_signatures
-from medfool.defenses.backdoor.cleanse import anomaly_index, neural_cleanse
-from medfool.defenses.backdoor.flags import SampleFlags
-from medfool.defenses.backdoor.strip import fit_strip, strip_training_flags
+from medfool.defences.backdoor import activation_clustering, detection_rates, spectral_signatures
+from medfool.defences.backdoor.cleanse import anomaly_index, neural_cleanse
+from medfool.defences.backdoor.flags import SampleFlags
+from medfool.defences.backdoor.strip import fit_strip, strip_training_flags
 from medfool.models import Classifier
 from medfool.models.train import TrainConfig, fit
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medfool.attacks import get_attack
-from medfool.defenses.input_transforms import with_transforms
+from medfool.defences.input_transforms import with_transforms
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medfool.attacks import get_attack
-from medfool.defenses.input_transforms import with_transforms
+from medfool.defences.input_transforms import with_transforms
 from medfool.errors import ConfigError
 from medfool.models import Classifier, ensemble_classifier, load_classifier, save_checkpoint
 from medfool.models.architectures import build

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from medfool.data.dataset import Split
-from medfool.defenses.backdoor.features import label_activations
-from medfool.defenses.backdoor.flags import SampleFlags
+from medfool.defences.backdoor.features import label_activations
+from medfool.defences.backdoor.flags import SampleFlags
 from medfool.models.classifier import Classifier
 
 __all__ = ["activation_clustering", "kmeans2", "reduce_dims", "silhouette"]

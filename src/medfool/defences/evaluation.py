@@ -1,6 +1,6 @@
 """A defence measured the way Athalye, Carlini & Wagner (ICML 2018, "Obfuscated gradients
 give a false sense of security") and Tramer, Carlini, Brendel & Madry (NeurIPS 2020, "On
-adaptive attacks to adversarial example defenses") say it must be: by an attacker who knows it.
+adaptive attacks to adversarial example defences") say it must be: by an attacker who knows it.
 
 For each budget three attackers face the deployed model, and every adversarial image is judged
 by the deployed model (its real forward pass, its own random draws):

@@ -7,7 +7,7 @@ import pytest
 
 from medfool.attacks.poisoning.backdoor import BackdoorConfig, attack_success, poison
 from medfool.attacks.poisoning.triggers import make_trigger
-from medfool.defenses.backdoor import activation_clustering, detection_rates
+from medfool.defences.backdoor import activation_clustering, detection_rates
 from medfool.models.train import TrainConfig, fit
 
 

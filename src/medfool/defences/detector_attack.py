@@ -20,7 +20,7 @@ import torch
 
 from medfool.attacks import get_attack
 from medfool.attacks.goal import Goal
-from medfool.defenses.detectors import Detector
+from medfool.defences.detectors import Detector
 from medfool.models.classifier import Classifier
 from medfool.models.metrics import binary_auc
 

@@ -9,11 +9,11 @@ import torch
 
 from medfool.data import make_synthetic
 from medfool.data.dataset import Dataset
-from medfool.defenses.detector_attack import evaluate_detector
-from medfool.defenses.detectors import DETECTORS, fit_detector, tpr_at_fpr
-from medfool.defenses.evaluation import BudgetRow, DefenceReport, finding
-from medfool.defenses.robust_training import RobustObjective, robust_accuracy
-from medfool.defenses.smoothing import binomial_lower_bound, certified_accuracy, certify
+from medfool.defences.detector_attack import evaluate_detector
+from medfool.defences.detectors import DETECTORS, fit_detector, tpr_at_fpr
+from medfool.defences.evaluation import BudgetRow, DefenceReport, finding
+from medfool.defences.robust_training import RobustObjective, robust_accuracy
+from medfool.defences.smoothing import binomial_lower_bound, certified_accuracy, certify
 from medfool.errors import ConfigError
 from medfool.models import Classifier, ModelMeta
 from medfool.models.architectures import build

@@ -5,8 +5,8 @@ images) return :class:`SampleFlags` over the training set; STRIP also screens in
 inference; Neural Cleanse reverse-engineers a trigger per class and finds the infected one.
 """
 
-from medfool.defenses.backdoor.clustering import activation_clustering
-from medfool.defenses.backdoor.flags import SampleFlags, detection_rates
-from medfool.defenses.backdoor.spectral import spectral_signatures
+from medfool.defences.backdoor.clustering import activation_clustering
+from medfool.defences.backdoor.flags import SampleFlags, detection_rates
+from medfool.defences.backdoor.spectral import spectral_signatures
 
 __all__ = ["SampleFlags", "activation_clustering", "detection_rates", "spectral_signatures"]

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medfool.defenses.robust_training import pgd_linf
+from medfool.defences.robust_training import pgd_linf
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier, logits_to_labels, logits_to_probs
 from medfool.models.preprocess import BitDepth, Median

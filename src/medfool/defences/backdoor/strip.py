@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from medfool.data.dataset import Split
-from medfool.defenses.backdoor.flags import SampleFlags
+from medfool.defences.backdoor.flags import SampleFlags
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 from medfool.vocab import MULTI_LABEL
