@@ -24,7 +24,7 @@ from medfool.errors import ConfigError, DataError
 from medfool.models import architectures, load_classifier, read_header
 from medfool.models.metrics import evaluate
 from medfool.models.train import TrainConfig
-from medfool.runs.common import check_compatible, check_writable, fmt
+from medfool.runs.common import check_writable, fmt, match_model_to_data
 from medfool.runs.train import train_and_save
 from medfool.utils.device import resolve_device
 from medfool.vocab import DEVICE_CHOICES, SPLITS
@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model, _ = load_classifier(args.model, device=resolve_device(args.device))
     dataset = data_source(args).load()
-    check_compatible(model, dataset, args.model)
+    match_model_to_data(model, dataset, args.model)
     metrics = evaluate(model, dataset.split(args.split))
     if args.json:
         emit_json(metrics)

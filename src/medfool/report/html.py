@@ -21,8 +21,14 @@ from medfool.defences.evaluation import BudgetRow, DefenceReport
 from medfool.errors import ConfigError
 from medfool.eval.sanity import result_checks
 from medfool.eval.store import ResultStore
-from medfool.report import summary as S
 from medfool.report.plots import line_chart
+from medfool.report.summary import (
+    corruption_table,
+    findings,
+    flip_matrix,
+    strongest,
+    summarise,
+)
 from medfool.utils.io import atomic_write_bytes, atomic_write_json, json_safe
 from medfool.utils.stats import is_imbalanced
 from medfool.vocab import MULTI_LABEL
@@ -215,7 +221,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
                                            "patch_target", "patch_target_name", "started", "skipped", "native",
                                            "defended")}
     rows = store.rows()
-    summaries = S.summarise(rows, meta["classes"] or [], meta["critical"] or [])
+    summaries = summarise(rows, meta["classes"] or [], meta["critical"] or [])
     maps = [json.loads(d) for n, _, d in store.artifacts("map-") if n.endswith("-json")]
     clean = store.json_artifact("clean")
     backdoor = store.json_artifact("backdoor-json")
@@ -227,14 +233,14 @@ def collect(store: ResultStore) -> dict[str, Any]:
     flips = []
     if meta["task"] != MULTI_LABEL:
         for stage in ("whitebox", "onepixel"):
-            top = S.strongest(summaries, stage)
+            top = strongest(summaries, stage)
             if top:
                 flips.append({"stage": stage, "attack": top["attack"], "budget": top["budget"],
-                              "matrix": S.flip_matrix(rows, stage, top["attack"], top["budget"], len(meta["classes"]))})
-    found = S.findings(meta, clean, summaries, rows, maps, checks, backdoor) + [d["finding"] for d in defences]
+                              "matrix": flip_matrix(rows, stage, top["attack"], top["budget"], len(meta["classes"]))})
+    found = findings(meta, clean, summaries, rows, maps, checks, backdoor) + [d["finding"] for d in defences]
     return {"meta": meta, "clean": clean, "findings": found, "defences": defences,
             "sanity": checks, "summaries": summaries, "flip_matrices": flips, "maps": maps, "rows": rows,
-            "backdoor": backdoor, "corruptions": S.corruption_table(summaries), "ensemble_members": members,
+            "backdoor": backdoor, "corruptions": corruption_table(summaries), "ensemble_members": members,
             "units_done": len(store.done_units())}
 
 

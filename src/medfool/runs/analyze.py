@@ -22,7 +22,7 @@ from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
 from medfool.report.plots import heatmap_row, line_chart
-from medfool.runs.common import DataSource, Say, check_compatible, check_writable, quiet
+from medfool.runs.common import DataSource, Say, check_writable, match_model_to_data, to_log
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
 from medfool.utils.progress import progress
@@ -71,7 +71,7 @@ def _images(job: AnalysisJob, model: Classifier, dataset: Dataset, target: int |
     return index, x, y
 
 
-def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
+def run_analysis(job: AnalysisJob, say: Say = to_log) -> None:
     """Check the job, run the analysis and write its outputs."""
     check_writable(job.out)
     try:
@@ -83,7 +83,7 @@ def run_analysis(job: AnalysisJob, say: Say = quiet) -> None:
     if model.task == MULTI_LABEL:
         raise ConfigError("pixel analyses support multi-class and binary models")
     dataset = job.data.load()
-    check_compatible(model, dataset, job.model)
+    match_model_to_data(model, dataset, job.model)
     seed_everything(job.seed)
     info = dataset.info
     target = None if job.target is None else info.class_index(job.target)

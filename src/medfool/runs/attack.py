@@ -28,11 +28,11 @@ from medfool.models.predict import PredictModel, from_classifier
 from medfool.report.grid import class_grid
 from medfool.runs.common import (
     Say,
-    check_compatible,
     check_writable,
     fmt,
-    quiet,
+    match_model_to_data,
     save_result_grid,
+    to_log,
 )
 from medfool.runs.dicom_out import dicom_grids, dicom_sources, native_budgets, on_stored_grid, write_back_dicom
 from medfool.runs.images import AttackJob, Images, load_victim, select_images
@@ -54,7 +54,7 @@ EXPERIMENTS = ("fooling", "transfer")
 ADAPTIVE_EOT = 8
 
 
-def run_attack(job: AttackJob, say: Say = quiet) -> None:
+def run_attack(job: AttackJob, say: Say = to_log) -> None:
     """Check the job, run it and write its outputs."""
     experiment = job.name in EXPERIMENTS
     try:
@@ -101,7 +101,7 @@ def _fooling(job: AttackJob, say: Say) -> None:
     check_writable(job.out)
     model = load_victim(job.model, job.device, job.labels_only)
     dataset = job.data.load()
-    check_compatible(model, dataset, job.model)
+    match_model_to_data(model, dataset, job.model)
     pm = model if isinstance(model, PredictModel) else from_classifier(model)
     try:
         cfg = FoolingConfig(**job.options)

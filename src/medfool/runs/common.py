@@ -29,8 +29,20 @@ from medfool.models.classifier import Classifier
 from medfool.models.predict import PredictModel
 from medfool.report.grid import result_grid
 
-__all__ = ["LOCK", "DataSource", "Say", "check_compatible", "check_outputs", "check_writable", "fmt", "folder_lock",
-           "log_epoch", "quiet", "result_order", "save_result_grid"]
+__all__ = [
+    "LOCK",
+    "DataSource",
+    "Say",
+    "check_outputs",
+    "check_writable",
+    "fmt",
+    "folder_lock",
+    "log_epoch",
+    "match_model_to_data",
+    "result_order",
+    "save_result_grid",
+    "to_log",
+]
 
 log = logging.getLogger("medfool")
 
@@ -40,7 +52,7 @@ Say = Callable[[str], None]
 """A run's output channel: called with one line of text per event."""
 
 
-def quiet(text: str) -> None:
+def to_log(text: str) -> None:
     """The default channel: the line goes to the ``medfool`` logger at INFO."""
     log.info("%s", text)
 
@@ -130,7 +142,7 @@ def folder_lock(out: Path) -> Iterator[None]:
         handle.close()
 
 
-def check_compatible(model: Classifier | PredictModel, dataset: Dataset, model_path: str) -> None:
+def match_model_to_data(model: Classifier | PredictModel, dataset: Dataset, model_path: str) -> None:
     """Refuse to evaluate or attack a model on data it was not built for. A model that resizes
     inside (``network_input``: HuggingFace and MONAI networks) takes the data at its own size."""
     split = next(iter(dataset.splits.values()))

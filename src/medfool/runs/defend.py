@@ -29,7 +29,7 @@ from medfool.errors import ConfigError, DataError
 from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
 from medfool.models.metrics import evaluate
 from medfool.models.train import TrainConfig
-from medfool.runs.common import DataSource, Say, check_compatible, check_writable, fmt, folder_lock, quiet
+from medfool.runs.common import DataSource, Say, check_writable, fmt, folder_lock, match_model_to_data, to_log
 from medfool.runs.defended import Defended, load_defended, measure_defence, transformed
 from medfool.runs.ledger import Ledger
 from medfool.runs.train import train_and_save
@@ -91,7 +91,7 @@ class _Results:
 
 
 def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[Defended], *,
-                 say: Say = quiet) -> list[dict[str, Any]]:
+                 say: Say = to_log) -> list[dict[str, Any]]:
     """Naive vs adaptive robust accuracy of each defended model at each budget, beside the
     undefended ``baseline`` under the full ensemble."""
     ids, x, y = test_sample(run.dataset, run.n, run.seed)
@@ -144,7 +144,7 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
 
 
 def run_detectors(run: DefenceRun, model: Defended, kinds: Sequence[str], *, n_train: int = 1000,
-                  steps: int = 100, say: Say = quiet) -> list[dict[str, Any]]:
+                  steps: int = 100, say: Say = to_log) -> list[dict[str, Any]]:
     """Fit each detector on ``n_train`` training images (threshold at 5 % false positives on
     validation images) and measure it against naive and adaptive PGD at each budget."""
     ids, x, y = test_sample(run.dataset, run.n, run.seed)
@@ -181,7 +181,7 @@ def run_detectors(run: DefenceRun, model: Defended, kinds: Sequence[str], *, n_t
 
 
 def run_certify(run: DefenceRun, model: Defended, sigma: float, radii: Sequence[float], *, n0: int = 100,
-                samples: int = 1000, alpha: float = 0.001, say: Say = quiet) -> dict[str, Any]:
+                samples: int = 1000, alpha: float = 0.001, say: Say = to_log) -> dict[str, Any]:
     """Certified accuracy of the smoothed model at each L2 radius, with the abstain rate."""
     ids, x, y = test_sample(run.dataset, run.n, run.seed)
     settings = {"sigma": sigma, "radii": list(radii), "n": len(ids), "n0": n0, "samples": samples, "alpha": alpha,
@@ -237,7 +237,7 @@ class DefendJob:
     alpha: float = 0.001
 
 
-def run_defend(job: DefendJob, say: Say = quiet) -> Path:
+def run_defend(job: DefendJob, say: Say = to_log) -> Path:
     """Check everything (the models load and fit the data, a test split exists, the folder is
     writable), then measure under the folder's lock; returns the JSON file written."""
     device = resolve_device(job.device)
@@ -262,7 +262,7 @@ def run_defend(job: DefendJob, say: Say = quiet) -> Path:
     defended = [first[0]] if job.action == "certify" else [load_defended(path, device)[0] for path in job.models]
     defended += [transformed(baseline, spec) for spec in job.transforms if baseline]
     for d in [*([baseline] if baseline else []), *defended]:
-        check_compatible(d.model, dataset, d.name)
+        match_model_to_data(d.model, dataset, d.name)
     run = DefenceRun(dataset, job.out, eps=job.eps, n=job.n, preset=job.preset, eot=job.eot, seed=job.seed)
     job.out.mkdir(parents=True, exist_ok=True)
     with folder_lock(job.out):
@@ -297,7 +297,7 @@ def _model_file(out: Path) -> None:
     check_writable(out.parent if str(out.parent) else Path("."))
 
 
-def write_transformed(model: str, transforms: Sequence[dict[str, object]], out: Path, say: Say = quiet) -> Path:
+def write_transformed(model: str, transforms: Sequence[dict[str, object]], out: Path, say: Say = to_log) -> Path:
     """``medfool defend transform``: ``model`` with input transforms in front, as one checkpoint."""
     _model_file(out)
     base, record = load_classifier(model)
@@ -309,7 +309,7 @@ def write_transformed(model: str, transforms: Sequence[dict[str, object]], out: 
     return out
 
 
-def write_ensemble(models: Sequence[str], combine: Combine, out: Path, say: Say = quiet) -> Path:
+def write_ensemble(models: Sequence[str], combine: Combine, out: Path, say: Say = to_log) -> Path:
     """``medfool defend ensemble``: several checkpoints as one model (mean of logits or a vote)."""
     _model_file(out)
     members_ = [load_classifier(p)[0] for p in models]
@@ -330,7 +330,7 @@ class AdvTrainJob:
     device: Device = "auto"
 
 
-def run_adv_train(job: AdvTrainJob, say: Say = quiet) -> Path:
+def run_adv_train(job: AdvTrainJob, say: Say = to_log) -> Path:
     """Train with the robust objective; returns the model file written."""
     objective, cfg = job.objective, job.train
     if cfg.arch not in architectures():

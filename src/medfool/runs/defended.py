@@ -24,7 +24,7 @@ from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
 from medfool.models.metrics import evaluate
 from medfool.models.preprocess import parse_spec
-from medfool.runs.common import Say, check_compatible, quiet
+from medfool.runs.common import Say, match_model_to_data, to_log
 from medfool.utils.repro import file_digest, fingerprint
 from medfool.utils.stats import positive_class
 from medfool.vocab import Preset
@@ -70,7 +70,7 @@ def defences_named(model: Classifier, dataset: Dataset, names: Sequence[str]) ->
     for name in names:
         if Path(name).suffix in MODEL_SUFFIXES or "/" in name:
             d, _ = load_defended(name, device=model.device)
-            check_compatible(d.model, dataset, name)
+            match_model_to_data(d.model, dataset, name)
             out.append(Defended(name, d.kind, d.model, d.digest, d.train_s))
         else:
             d = transformed(audited, parse_spec(name), name=name)
@@ -81,7 +81,7 @@ def defences_named(model: Classifier, dataset: Dataset, names: Sequence[str]) ->
 def measure_defence(d: Defended, split: Split, x: torch.Tensor, y: torch.Tensor, ids: Sequence[int],
                     eps: Sequence[float], *, preset: Preset, seed: int, eot: int,
                     baseline_clean: float | None = None, baseline_rows: Mapping[float, dict[str, Any]] | None = None,
-                    baseline_infer_ms: float | None = None, say: Say = quiet) -> dict[str, Any]:
+                    baseline_infer_ms: float | None = None, say: Say = to_log) -> dict[str, Any]:
     """One defence at every budget (``eps`` in [0, 1] units): robust accuracy under the naive
     attacker, the masking check and the adaptive attacker with their per-class breakdowns, beside
     the undefended model's robust figures where ``baseline_rows`` has them (keyed by the budget

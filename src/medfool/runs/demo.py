@@ -29,7 +29,7 @@ from medfool.models import load_classifier, save_checkpoint
 from medfool.models.metrics import evaluate
 from medfool.models.train import TrainConfig, fit
 from medfool.runs.audit import load_config, run_audit
-from medfool.runs.common import Say, check_writable, fmt, log_epoch, quiet
+from medfool.runs.common import Say, check_writable, fmt, log_epoch, to_log
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
 from medfool.vocab import Device
@@ -106,7 +106,7 @@ class DemoJob:
     command: dict[str, Any] = field(default_factory=dict)
 
 
-def run_demo(job: DemoJob, say: Say = quiet) -> Path:
+def run_demo(job: DemoJob, say: Say = to_log) -> Path:
     """Train (or reuse) the demo model, audit it; returns the report's path."""
     out = job.out
     check_writable(out)

@@ -15,7 +15,7 @@ from medfool.data.dataset import Dataset
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.models.predict import OnnxModel, from_classifier
-from medfool.runs.common import DataSource, Say, check_compatible, check_outputs
+from medfool.runs.common import DataSource, Say, check_outputs, match_model_to_data
 from medfool.utils.device import resolve_device
 from medfool.utils.repro import seed_everything
 from medfool.vocab import MULTI_LABEL, Device, Output, SplitName
@@ -77,7 +77,7 @@ def load_victim(path: str, device: Device, labels_only: bool) -> Victim:
 def select_images(job: AttackJob, model: Victim, say: Say) -> Images:
     """The attacked images: the split, class filter, target and seeded sample the job asks for."""
     dataset = job.data.load()
-    check_compatible(model, dataset, job.model)
+    match_model_to_data(model, dataset, job.model)
     seed_everything(job.seed)
     split = dataset.split(job.split)
     labels = split.labels

@@ -27,7 +27,7 @@ from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
 from medfool.report.plots import image_png, line_chart
-from medfool.runs.common import Say, check_compatible, fmt, save_result_grid
+from medfool.runs.common import Say, fmt, match_model_to_data, save_result_grid
 from medfool.runs.images import AttackJob, Images
 from medfool.runs.ledger import LEDGER, Ledger
 from medfool.utils.io import atomic_open, atomic_write_json
@@ -137,7 +137,7 @@ def _transfer(job: AttackJob, attack: AdversarialPatch, victim: Classifier, data
     out = job.out
     assert job.surrogate is not None
     surrogate, _ = load_classifier(job.surrogate, device=x.device)
-    check_compatible(surrogate, dataset, job.surrogate)
+    match_model_to_data(surrogate, dataset, job.surrogate)
     fp = fingerprint({**base, "model": file_digest(job.surrogate)})
     patch = _crafted(attack, surrogate, craft_x, craft_y, target, job.seed, out / "surrogate_patch.npz", fp, say)
     t = transfer_patch(attack, surrogate, victim, craft_x, craft_y, x, y, target=target, seed=job.seed,

@@ -14,7 +14,7 @@ from medfool.models import load_classifier
 from medfool.report.html import render
 from medfool.runs.audit.config import load_config
 from medfool.runs.audit.runner import STORE, estimate_audit, run_audit
-from medfool.runs.common import DataSource, Say, check_compatible, check_writable, quiet
+from medfool.runs.common import DataSource, Say, check_writable, match_model_to_data, to_log
 from medfool.utils.device import resolve_device
 from medfool.vocab import Device
 
@@ -39,14 +39,14 @@ class AuditJob:
     estimate: bool = False  # say what the audit would cost and stop, writing nothing
 
 
-def audit(job: AuditJob, say: Say = quiet) -> Path | None:
+def audit(job: AuditJob, say: Say = to_log) -> Path | None:
     """Run (or resume) the audit; returns the report's path (None for an estimate)."""
     cfg = load_config(job.config, seed=job.seed, n=job.n, defences=list(job.defences))
     if not job.estimate:
         check_writable(job.out)
     model, _ = load_classifier(job.model, device=resolve_device(job.device))
     dataset = job.data.load()
-    check_compatible(model, dataset, job.model)
+    match_model_to_data(model, dataset, job.model)
     if job.estimate:
         say(f"audit of {job.model} on {dataset.info.name}: {cfg.n} {cfg.split} images, seed {cfg.seed}")
         estimate_audit(model, dataset, cfg, say)
@@ -57,7 +57,7 @@ def audit(job: AuditJob, say: Say = quiet) -> Path | None:
     return report
 
 
-def rerender(folder: Path, say: Say = quiet) -> Path:
+def rerender(folder: Path, say: Say = to_log) -> Path:
     """Write an audit's report and results.json again from its store (no recomputation)."""
     check_writable(folder)
     with ResultStore.open(folder / STORE, readonly=True) as store:

@@ -32,10 +32,25 @@ from medfool.eval.store import ResultStore, unit_seed
 from medfool.models.classifier import Classifier
 from medfool.models.train import auto_epochs
 from medfool.report.html import render
-from medfool.runs.audit import units as U
 from medfool.runs.audit.config import AuditConfig, DefenceSection
 from medfool.runs.audit.cost import attack_passes, measure_speed, plan_lines, weights
-from medfool.runs.common import Say, check_outputs, folder_lock, quiet
+from medfool.runs.audit.units import (
+    Chunk,
+    Subject,
+    Unit,
+    attack_unit,
+    backdoor_retrains,
+    backdoor_unit,
+    clean_unit,
+    corruption_figure_unit,
+    corruption_unit,
+    defence_unit,
+    map_unit,
+    patch_apply_unit,
+    patch_craft_unit,
+    sanity_unit,
+)
+from medfool.runs.common import Say, check_outputs, folder_lock, to_log
 from medfool.runs.defended import defences_named
 from medfool.utils.io import remove_stray_parts
 from medfool.utils.progress import progress
@@ -87,13 +102,13 @@ class _Stages:
     model: Classifier
     dataset: Dataset
     cfg: AuditConfig
-    images: U.Chunk
+    images: Chunk
     skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         b = self.cfg.batch_size
         self.chunks = [(k, slice(s, s + b)) for k, s in enumerate(range(0, len(self.images.ids), b))]
-        self.subject = U.Subject(self.model, self.dataset.info)
+        self.subject = Subject(self.model, self.dataset.info)
         # a defended audited model: every white-box row is the worst case of the naive and the
         # adaptive attacker (its headline, curve and flip matrix are what an attacker who knows it gets)
         self.eot = self.cfg.defence.eot if self.model.adapts else None
@@ -113,26 +128,26 @@ class _Stages:
 
 def plan(model: Classifier, dataset: Dataset, cfg: AuditConfig, ids: list[int], x: torch.Tensor,
          y: torch.Tensor, patch_bytes: Callable[[], bytes], target: int | None, out: Path | None = None
-         ) -> tuple[list[U.Unit], list[str]]:
+         ) -> tuple[list[Unit], list[str]]:
     """Every unit of the audit, in running order, and what was left out and why. ``target`` is
     the patch's target class (:func:`patch_target`; None: no patch stage)."""
-    st = _Stages(model, dataset, cfg, U.Chunk(ids, x, y))
+    st = _Stages(model, dataset, cfg, Chunk(ids, x, y))
     units = [*_clean_units(st), *_corruption_units(st), *_whitebox_units(st), *_blackbox_units(st),
              *_patch_units(st, patch_bytes, target), *_onepixel_units(st), *_map_units(st),
              *defence_units(model, dataset, cfg, st.images), *_backdoor_units(st, out)]
     return units, st.skipped
 
 
-def _clean_units(st: _Stages) -> list[U.Unit]:
+def _clean_units(st: _Stages) -> list[Unit]:
     ids, x, y, b = st.images.ids, st.images.x, st.images.y, st.cfg.batch_size
     split = st.dataset.split(st.cfg.split)
-    return [U.Unit("clean", "clean evaluation", U.clean_unit(st.subject, split, st.images, b),
+    return [Unit("clean", "clean evaluation", clean_unit(st.subject, split, st.images, b),
                    Passes(forwards=len(split) + len(ids))),
-            U.Unit("sanity", "sanity checks", U.sanity_unit(st.model, x[:b], y[:b]),
+            Unit("sanity", "sanity checks", sanity_unit(st.model, x[:b], y[:b]),
                    Passes(gradients=min(b, len(ids)), forwards=3 * min(b, len(ids))))]
 
 
-def _corruption_units(st: _Stages) -> list[U.Unit]:
+def _corruption_units(st: _Stages) -> list[Unit]:
     cc, x, units = st.cfg.corruptions, st.images.x, []
     if not cc.enabled:
         return []
@@ -143,16 +158,16 @@ def _corruption_units(st: _Stages) -> list[U.Unit]:
     seeds = {c.name: unit_seed(st.cfg.seed, f"corruption/{c.name}") for c in chosen}
     for c in chosen:
         for k, sl in st.chunks:
-            units.append(U.Unit(f"corruption/{c.name}/{k}", "natural variation", U.corruption_unit(
+            units.append(Unit(f"corruption/{c.name}/{k}", "natural variation", corruption_unit(
                 st.model, st.images.take(sl), c, cc.severities, seeds[c.name]),
                 Passes(forwards=2 * len(cc.severities) * st.size(sl))))
     if chosen:
-        units.append(U.Unit("corruption/figure", "natural variation", U.corruption_figure_unit(
+        units.append(Unit("corruption/figure", "natural variation", corruption_figure_unit(
             x[:1], st.images.ids[0], chosen, cc.severities, seeds)))
     return units
 
 
-def _whitebox_units(st: _Stages) -> list[U.Unit]:
+def _whitebox_units(st: _Stages) -> list[Unit]:
     wb, seed, units = st.cfg.whitebox, st.cfg.seed, []
     if not wb.enabled:
         return []
@@ -162,7 +177,7 @@ def _whitebox_units(st: _Stages) -> list[U.Unit]:
             if name != "fgsm":
                 opts["steps"] = wb.steps
             for k, sl in st.chunks:
-                units.append(U.Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", U.attack_unit(
+                units.append(Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", attack_unit(
                     "whitebox", name, opts, f"{eps:g}/255", st.subject, st.images.take(sl),
                     f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
                     unit_seed(seed, f"whitebox/{name}/{eps:g}"), adaptive_eot=st.eot),
@@ -171,21 +186,21 @@ def _whitebox_units(st: _Stages) -> list[U.Unit]:
         for eps in wb.eps:
             for k, sl in st.chunks:
                 ens = {"eps": eps / 255, "preset": wb.ensemble}
-                units.append(U.Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", U.attack_unit(
+                units.append(Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", attack_unit(
                     "whitebox", "ensemble", ens, f"{eps:g}/255", st.subject, st.images.take(sl),
                     "grid-whitebox-ensemble" if k == 0 and eps == wb.eps[-1] else None,
                     unit_seed(seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}",
                     adaptive_eot=st.eot), st.passes("ensemble", ens, st.size(sl))))
     for name in [a for a in wb.minimal if st.supported(a)]:
         for k, sl in st.chunks:
-            units.append(U.Unit(f"minimal/{name}/{k}", f"minimal {name}", U.attack_unit(
+            units.append(Unit(f"minimal/{name}/{k}", f"minimal {name}", attack_unit(
                 "minimal", name, {}, "minimal", st.subject, st.images.take(sl),
                 f"grid-minimal-{name}" if k == 0 else None, unit_seed(seed, f"minimal/{name}"),
                 adaptive_eot=st.eot), st.passes(name, {}, st.size(sl))))
     return units
 
 
-def _blackbox_units(st: _Stages) -> list[U.Unit]:
+def _blackbox_units(st: _Stages) -> list[Unit]:
     bb, units = st.cfg.blackbox, []
     if not bb.enabled:
         return []
@@ -193,14 +208,14 @@ def _blackbox_units(st: _Stages) -> list[U.Unit]:
         for eps in st.cfg.whitebox.eps:
             bopts = {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries}
             for k, sl in st.chunks:
-                units.append(U.Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", U.attack_unit(
+                units.append(Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", attack_unit(
                     "blackbox", name, bopts, f"{eps:g}/255", st.subject, st.images.take(sl), None,
                     unit_seed(st.cfg.seed, f"blackbox/{name}/{eps:g}")),
                     attack_passes(name, bopts, st.model, st.size(sl))))
     return units
 
 
-def _patch_units(st: _Stages, patch_bytes: Callable[[], bytes], target: int | None) -> list[U.Unit]:
+def _patch_units(st: _Stages, patch_bytes: Callable[[], bytes], target: int | None) -> list[Unit]:
     pc, x, y, b = st.cfg.patch, st.images.x, st.images.y, st.cfg.batch_size
     if pc.enabled and st.model.task == MULTI_LABEL:
         st.skipped.append("patch (a universal patch targets one class; the model is multi-label)")
@@ -211,20 +226,20 @@ def _patch_units(st: _Stages, patch_bytes: Callable[[], bytes], target: int | No
     craft_x, craft_y = craft.get(craft.sample_index(pc.n_craft, st.cfg.seed))
     craft_x, craft_y = craft_x.to(x.device), craft_y.to(x.device)
     keep = craft_y != target
-    units = [U.Unit("patch/craft", "patch crafting",
-                    U.patch_craft_unit(attack, st.model, craft_x[keep], craft_y[keep], target),
+    units = [Unit("patch/craft", "patch crafting",
+                    patch_craft_unit(attack, st.model, craft_x[keep], craft_y[keep], target),
                     Passes(gradients=pc.steps * min(attack.config.batch_size, int(keep.sum()))))]
     others = (y != target).nonzero().flatten()
     budget = f"{pc.area:g} area"
     for k, s in enumerate(range(0, others.numel(), b)):
         sel = others[s:s + b]
-        units.append(U.Unit(f"patch/apply/{k}", "patch", U.patch_apply_unit(
+        units.append(Unit(f"patch/apply/{k}", "patch", patch_apply_unit(
             attack, patch_bytes, st.subject, craft_x, craft_y, st.images.take(sel), target, budget,
             "grid-patch" if k == 0 else None), Passes(forwards=2 * sel.numel())))
     return units
 
 
-def _onepixel_units(st: _Stages) -> list[U.Unit]:
+def _onepixel_units(st: _Stages) -> list[Unit]:
     op, b, units = st.cfg.onepixel, st.cfg.batch_size, []
     if not (op.enabled and st.supported("onepixel")):
         return []
@@ -236,14 +251,14 @@ def _onepixel_units(st: _Stages) -> list[U.Unit]:
         opts = {"pixels": px, "population": op.population, "generations": op.generations, "init": "uniform"}
         for k, s in enumerate(range(0, sub.numel(), b)):
             sel = sub[s:s + b].to(st.images.x.device)
-            units.append(U.Unit(f"onepixel/{px}/{k}", f"{px}-pixel", U.attack_unit(
+            units.append(Unit(f"onepixel/{px}/{k}", f"{px}-pixel", attack_unit(
                 "onepixel", "onepixel", opts, f"{px} px", st.subject, st.images.take(sel),
                 f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None,
                 unit_seed(st.cfg.seed, f"onepixel/{px}")), attack_passes("onepixel", opts, st.model, sel.numel())))
     return units
 
 
-def _map_units(st: _Stages) -> list[U.Unit]:
+def _map_units(st: _Stages) -> list[Unit]:
     mp, x, y = st.cfg.maps, st.images.x, st.images.y
     if not mp.enabled:
         return []
@@ -253,12 +268,12 @@ def _map_units(st: _Stages) -> list[U.Unit]:
     correct = (pred == y).all(1) if not single else pred == y
     stride = mp.stride or map_stride(x.shape[2], x.shape[3])
     map_cost = Passes(forwards=map_queries(x.shape[1], x.shape[2], x.shape[3], mp.samples, stride))
-    return [U.Unit(f"maps/{st.images.ids[j]}", "vulnerability maps",
-                   U.map_unit(st.subject, st.images.take(slice(j, j + 1)), mp.samples, st.cfg.seed, stride), map_cost)
+    return [Unit(f"maps/{st.images.ids[j]}", "vulnerability maps",
+                   map_unit(st.subject, st.images.take(slice(j, j + 1)), mp.samples, st.cfg.seed, stride), map_cost)
             for j in map_images(correct, y if single else None, st.model.meta.critical_classes, mp.n)]
 
 
-def _backdoor_units(st: _Stages, out: Path | None) -> list[U.Unit]:
+def _backdoor_units(st: _Stages, out: Path | None) -> list[Unit]:
     bd = st.cfg.backdoor
     if bd.enabled and st.model.meta.arch is None:
         st.skipped.append("backdoor (retraining needs a model built from medfool's architecture registry)")
@@ -266,12 +281,12 @@ def _backdoor_units(st: _Stages, out: Path | None) -> list[U.Unit]:
     if not bd.enabled or out is None:
         return []
     n_train = len(st.dataset.split("train"))
-    models = 2 + len(U.backdoor_retrains(bd))  # clean, poisoned, one per retraining
-    return [U.Unit("backdoor", "backdoor retraining", U.backdoor_unit(st.model, st.dataset, st.cfg, out / "backdoor"),
+    models = 2 + len(backdoor_retrains(bd))  # clean, poisoned, one per retraining
+    return [Unit("backdoor", "backdoor retraining", backdoor_unit(st.model, st.dataset, st.cfg, out / "backdoor"),
                    Passes(gradients=models * (bd.epochs or auto_epochs(n_train)) * n_train))]
 
 
-def stage_rows(units: list[U.Unit]) -> list[tuple[str, int, Passes | None]]:
+def stage_rows(units: list[Unit]) -> list[tuple[str, int, Passes | None]]:
     """(stage, units, summed passes; None when any unit's cost is unknown), in running order."""
     rows: dict[str, tuple[int, Passes | None]] = {}
     for u in units:
@@ -280,7 +295,7 @@ def stage_rows(units: list[U.Unit]) -> list[tuple[str, int, Passes | None]]:
     return [(stage, count, total) for stage, (count, total) in rows.items()]
 
 
-def estimate_audit(model: Classifier, dataset: Dataset, cfg: AuditConfig, say: Say = quiet) -> float:
+def estimate_audit(model: Classifier, dataset: Dataset, cfg: AuditConfig, say: Say = to_log) -> float:
     """Say what the audit would cost, stage by stage, on this machine, writing nothing; returns
     the estimated seconds (the stages that cannot be estimated left out)."""
     target = patch_target(dataset.info, cfg, model)
@@ -300,13 +315,13 @@ def estimate_audit(model: Classifier, dataset: Dataset, cfg: AuditConfig, say: S
     return sum(speed.seconds(p) for _, _, p in stages if p is not None)
 
 
-def defence_units(model: Classifier, dataset: Dataset, cfg: AuditConfig, images: U.Chunk) -> list[U.Unit]:
+def defence_units(model: Classifier, dataset: Dataset, cfg: AuditConfig, images: Chunk) -> list[Unit]:
     dc = cfg.defence
     units = []
     split = dataset.split(cfg.split)
     for k, d in enumerate(defences_named(model, dataset, dc.names)):
         slug = f"{k}-{fingerprint({'name': d.name, 'identity': d.digest})[:8]}"
-        units.append(U.Unit(f"defence/{slug}", "defences", U.defence_unit(
+        units.append(Unit(f"defence/{slug}", "defences", defence_unit(
             slug, d, model, split, images, dc.eps, dc.preset, dc.eot, unit_seed(cfg.seed, f"defence/{d.name}")),
             defence_passes(d.model, dc, len(split), len(images.ids))))
     return units
@@ -372,7 +387,7 @@ def open_store(out: Path, fp: str, meta: dict[str, Any], fresh: bool) -> tuple[R
 
 
 def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditConfig, out: Path, *,
-              fresh: bool = False, command: dict[str, Any] | None = None, say: Say = quiet) -> Path:
+              fresh: bool = False, command: dict[str, Any] | None = None, say: Say = to_log) -> Path:
     """Run (or resume) the audit into ``out``; returns the report's path."""
     target = patch_target(dataset.info, cfg, model)  # an unknown class name fails before anything is written
     ids, x, y = audit_images(dataset, cfg)
