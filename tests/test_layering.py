@@ -233,3 +233,33 @@ def test_the_length_check_finds_a_long_function(tmp_path: Path) -> None:
     (pkg / "long.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
     (pkg / "short.py").write_text("def g():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 1))
     assert [b.split(": ", 1)[1] for b in long_functions(pkg)] == [f"f has {MAX_FUNCTION_LINES + 1} lines"]
+
+
+LOADERS = {"load_classifier", "load_dataset", "load"}
+
+
+def loading_in_cli(src: Path = SRC) -> list[str]:
+    """Calls in cli/ that load a checkpoint or a dataset: the command line parses options into a
+    job; runs/ loads, checks and runs it (so Python users get the same checks)."""
+    bad = []
+    for path in sorted((src / "cli").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                name = (node.func.id if isinstance(node.func, ast.Name)
+                        else node.func.attr if isinstance(node.func, ast.Attribute) else "")
+                if name in LOADERS:
+                    bad.append(f"{path.relative_to(src.parent)}:{node.lineno}: {name}() in the command line")
+    return bad
+
+
+def test_the_command_line_loads_nothing() -> None:
+    assert loading_in_cli() == []
+
+
+def test_the_loading_check_finds_a_load_in_cli(tmp_path: Path) -> None:
+    cli = tmp_path / "medfool" / "cli"
+    cli.mkdir(parents=True)
+    (cli / "train.py").write_text("def cmd(args):\n    dataset = data_source(args).load()\n"
+                                  "    model, _ = load_classifier(args.model)\n")
+    assert [b.split(": ", 1)[1] for b in loading_in_cli(tmp_path / "medfool")] == [
+        "load() in the command line", "load_classifier() in the command line"]

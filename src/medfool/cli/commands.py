@@ -20,13 +20,12 @@ from medfool.data import list_datasets
 from medfool.data.catalog import MEDMNIST, SIZES
 from medfool.data.download import download
 from medfool.data.locate import cache_dir, find_file
-from medfool.errors import ConfigError, DataError
-from medfool.models import architectures, load_classifier, read_header
-from medfool.models.metrics import evaluate
+from medfool.errors import DataError
+from medfool.models import architectures
 from medfool.models.train import TrainConfig
-from medfool.runs.common import check_writable, fmt, match_model_to_data
-from medfool.runs.train import train_and_save
-from medfool.utils.device import resolve_device
+from medfool.runs.common import fmt
+from medfool.runs.model_tools import evaluate_model, model_info
+from medfool.runs.train import TrainJob, run_train
 from medfool.vocab import DEVICE_CHOICES, SPLITS
 
 __all__ = ["cmd_datasets", "cmd_download", "cmd_evaluate", "cmd_info", "cmd_train", "register"]
@@ -67,53 +66,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(arch=args.arch, arch_kwargs=arch_kwargs, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, weight_decay=args.weight_decay, ema=args.ema, balanced=args.balanced,
                       patience=args.patience, augment=args.augment, seed=args.seed, input_size=args.input_size)
-    if args.arch not in architectures():
-        raise ConfigError(f"unknown architecture {args.arch!r} (known: {', '.join(architectures())})")
-    dataset = data_source(args).load()
-    out = Path(args.out or f"runs/{dataset.info.name}-{args.arch}-seed{args.seed}")
-    check_writable(out)
-    say(f"training {args.arch} on {dataset.summary()}")
-    _, record = train_and_save(dataset, cfg, out, resolve_device(args.device))
+    out, record = run_train(TrainJob(data_source(args), cfg, Path(args.out) if args.out else None, args.device),
+                            say=say)
     test = record["metrics"]["test"] or record["metrics"]["val"]
     which = "test" if record["metrics"]["test"] else "val"
-    say(f"{dataset.info.name}: {which} accuracy {fmt(test['accuracy'])}, AUC {fmt(test['auc'])} "
-         f"(best epoch {record['best_epoch']}/{record['epochs_run']}, {record['train_wall_s']:.0f} s) -> "
-         f"{out / 'model.safetensors'}")
+    say(f"{record['dataset']}: {which} accuracy {fmt(test['accuracy'])}, AUC {fmt(test['auc'])} "
+        f"(best epoch {record['best_epoch']}/{record['epochs_run']}, {record['train_wall_s']:.0f} s) -> "
+        f"{out / 'model.safetensors'}")
     return 0
 
 
 # -- evaluate ---------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model, _ = load_classifier(args.model, device=resolve_device(args.device))
-    dataset = data_source(args).load()
-    match_model_to_data(model, dataset, args.model)
-    metrics = evaluate(model, dataset.split(args.split))
+    name, metrics = evaluate_model(args.model, data_source(args), args.split, args.device)
     if args.json:
         emit_json(metrics)
     else:
-        say(f"{dataset.info.name} [{args.split}] n={metrics['n']}: accuracy {fmt(metrics['accuracy'])}, "
-             f"AUC {fmt(metrics['auc'])}")
+        say(f"{name} [{args.split}] n={metrics['n']}: accuracy {fmt(metrics['accuracy'])}, "
+            f"AUC {fmt(metrics['auc'])}")
     return 0
 
 
 # -- info -------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    model, record = load_classifier(args.model)
-    header = read_header(args.model) if args.model.endswith(".safetensors") else {}
+    info = model_info(args.model)
+    m, record = info.meta, info.record
     if args.json:
-        emit_json({"model": model.meta.to_json(), "record": header.get("record", record)})
+        emit_json({"model": m.to_json(), "record": record})
         return 0
-    m = model.meta
-    n_params = sum(p.numel() for p in model.parameters())
     inside = "" if m.network_input is None else f" (resized to {m.network_input} inside the model)"
-    say(f"{args.model}: {m.arch or 'external'} ({n_params:,} parameters), {m.task}, input {m.input_shape}{inside}")
+    say(f"{args.model}: {m.arch or 'external'} ({info.parameters:,} parameters), {m.task}, input "
+        f"{m.input_shape}{inside}")
     say(f"classes: {', '.join(m.class_names)}")
     if m.critical_classes:
         say(f"critical: {', '.join(m.class_names[i] for i in m.critical_classes)}")
     test = (record.get("metrics") or {}).get("test")
     if test:
         say(f"trained on {record.get('dataset')}, seed {record.get('seed')}: test accuracy "
-             f"{fmt(test['accuracy'])}, AUC {fmt(test['auc'])}")
+            f"{fmt(test['accuracy'])}, AUC {fmt(test['auc'])}")
     return 0
 
 

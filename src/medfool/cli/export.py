@@ -6,27 +6,16 @@ import argparse
 from pathlib import Path
 
 from medfool.cli.common import model_path, say
-from medfool.errors import ConfigError
-from medfool.models import load_classifier
-from medfool.models.predict import export_onnx
-from medfool.runs.common import check_writable
+from medfool.runs.model_tools import export_model
 
 __all__ = ["cmd_export", "register"]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    check_writable(out.parent if str(out.parent) else Path("."))
-    if out.suffix != ".onnx":
-        raise ConfigError(f"{out}: the export file must end in .onnx")
-    model, _ = load_classifier(args.model)
-    try:
-        export_onnx(model, out)
-    except ImportError as exc:
-        raise ConfigError(f"ONNX export needs the onnx package: pip install 'medfool[onnx]' ({exc})") from None
+    out = export_model(args.model, Path(args.out))
     say(f"wrote {out} (pixels in [0, 1] in, logits out; normalisation inside) and {out.with_suffix('.json')} "
-         "(classes, task, input shape). Attack it with e.g. 'medfool attack square -m "
-         f"{out} -d DATASET --queries 1000'.")
+        "(classes, task, input shape). Attack it with e.g. 'medfool attack square -m "
+        f"{out} -d DATASET --queries 1000'.")
     return 0
 
 

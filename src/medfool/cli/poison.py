@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medfool.attacks.poisoning.availability import METHODS, AvailabilityConfig
 from medfool.attacks.poisoning.backdoor import BackdoorConfig
-from medfool.attacks.poisoning.triggers import COLOURS, KINDS, POSITIONS, SHAPES, make_trigger, parse_position
+from medfool.attacks.poisoning.triggers import COLOURS, KINDS, POSITIONS, SHAPES, parse_position
 from medfool.cli.common import (
     add_data_options,
     add_run_options,
@@ -27,18 +27,18 @@ from medfool.cli.common import (
     say,
 )
 from medfool.models.train import TrainConfig
-from medfool.runs.common import check_writable
 from medfool.runs.poisoning import (
     DEFAULT_SWEEP,
     DETECTORS,
     SAMPLE_DETECTORS,
+    AvailabilityJob,
+    BackdoorJob,
     BackdoorPlan,
-    availability_experiment,
-    backdoor_experiment,
-    backdoor_target,
+    TriggerSpec,
     retrainable,
+    run_availability_job,
+    run_backdoor_job,
 )
-from medfool.utils.device import resolve_device
 
 __all__ = ["cmd_availability", "cmd_backdoor", "register"]
 
@@ -76,29 +76,23 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_backdoor(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    check_writable(out)
-    dataset = data_source(args).load()
-    shape = dataset.split("train").image_shape
-    trigger = make_trigger(args.trigger, shape, size=args.trigger_size, shape=args.shape, colour=args.colour,
-                           position=parse_position(args.position), alpha=args.alpha, seed=args.seed)
-    target = None if args.all_to_all else backdoor_target(dataset.info, args.target)
-    bd = BackdoorConfig(rate=args.rate, target=target, mode="all-to-all" if args.all_to_all else "all-to-one",
+    trigger = TriggerSpec(args.trigger, size=args.trigger_size, shape=args.shape, colour=args.colour,
+                          position=parse_position(args.position), alpha=args.alpha)
+    bd = BackdoorConfig(rate=args.rate, mode="all-to-all" if args.all_to_all else "all-to-one",
                         clean_label=args.clean_label, clean_label_eps=args.clean_label_eps)
     plan = BackdoorPlan(detectors=args.detect, retrain=tuple(n for n in args.retrain if n in retrainable(args.detect)),
                         sweep=args.sweep or (), cleanse_steps=args.cleanse_steps)
-    backdoor_experiment(dataset, trigger, bd, _train_config(args), plan, out, device=resolve_device(args.device),
-                        seed=args.seed, command=command_record(args), say=say)
+    run_backdoor_job(BackdoorJob(data_source(args), Path(args.out), trigger, bd, args.target, plan,
+                                 _train_config(args), device=args.device, seed=args.seed,
+                                 command=command_record(args)), say=say)
     return 0
 
 
 def cmd_availability(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    check_writable(out)
-    dataset = data_source(args).load()
     cfg = AvailabilityConfig(method=args.method, eps=args.eps, steps=args.steps)
-    availability_experiment(dataset, cfg, args.rates, _train_config(args), out, device=resolve_device(args.device),
-                            seed=args.seed, command=command_record(args), say=say)
+    run_availability_job(AvailabilityJob(data_source(args), Path(args.out), cfg, tuple(args.rates),
+                                         _train_config(args), device=args.device, seed=args.seed,
+                                         command=command_record(args)), say=say)
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from medfool.attacks.poisoning.backdoor import (
     poison,
     target_labels,
 )
-from medfool.attacks.poisoning.triggers import Trigger, describe
+from medfool.attacks.poisoning.triggers import Trigger, describe, make_trigger
 from medfool.data.dataset import Dataset, DatasetInfo, Split, benign_class
 from medfool.defences.backdoor import SampleFlags, activation_clustering, detection_rates, spectral_signatures
 from medfool.defences.backdoor.cleanse import neural_cleanse
@@ -45,19 +45,23 @@ from medfool.models.metrics import evaluate
 from medfool.models.train import TrainConfig, fit
 from medfool.report.grid import class_grid
 from medfool.report.plots import line_chart
-from medfool.runs.common import log_epoch
+from medfool.runs.common import DataSource, check_writable, log_epoch
 from medfool.runs.ledger import Ledger
+from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_open, atomic_write_bytes, atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
-from medfool.vocab import MULTI_LABEL
+from medfool.vocab import MULTI_LABEL, Device
 
 __all__ = [
     "DEFAULT_SWEEP",
     "DETECTORS",
     "SAMPLE_DETECTORS",
+    "AvailabilityJob",
+    "BackdoorJob",
     "BackdoorPlan",
     "ModelCache",
     "Results",
+    "TriggerSpec",
     "availability_experiment",
     "backdoor_experiment",
     "backdoor_target",
@@ -65,7 +69,9 @@ __all__ = [
     "detect",
     "retrainable",
     "run_availability",
+    "run_availability_job",
     "run_backdoor",
+    "run_backdoor_job",
     "save_poisoned_set",
     "split_digest",
     "sweep",
@@ -445,3 +451,65 @@ def run_availability(dataset: Dataset, cfg: AvailabilityConfig, rates: Sequence[
         say(f"{cfg.method} {rate:.0%}: {index.size} poisons, accuracy {m['accuracy']:.4f} "
             f"(drop {100 * rows[-1]['accuracy_drop']:.1f} pts)")
     return res.data
+
+
+# -- the jobs of `medfool poison`: the data is read here, not on the command line ----------------
+@dataclass(frozen=True)
+class TriggerSpec:
+    """A trigger before the image size is known: :func:`make_trigger`'s options."""
+
+    kind: str = "patch"
+    size: int | None = None
+    shape: str = "checker"
+    colour: str | None = None
+    position: str | tuple[int, int] = "bottom-right"
+    alpha: float = 0.1
+
+
+@dataclass(frozen=True)
+class BackdoorJob:
+    """``medfool poison backdoor``. ``target``: a class name, 'auto' or 'none' (multi-label: no
+    finding); ignored for all-to-all poisoning. ``backdoor.target`` is filled in from it."""
+
+    data: DataSource
+    out: Path
+    trigger: TriggerSpec
+    backdoor: BackdoorConfig
+    target: str | None
+    plan: BackdoorPlan
+    train: TrainConfig
+    device: Device = "auto"
+    seed: int = 0
+    command: dict[str, Any] = field(default_factory=dict)
+
+
+def run_backdoor_job(job: BackdoorJob, say: Callable[[str], None] = log.info) -> dict[str, Any]:
+    check_writable(job.out)
+    dataset = job.data.load()
+    t = job.trigger
+    trigger = make_trigger(t.kind, dataset.split("train").image_shape, size=t.size, shape=t.shape, colour=t.colour,
+                           position=t.position, alpha=t.alpha, seed=job.seed)
+    target = None if job.backdoor.mode == "all-to-all" else backdoor_target(dataset.info, job.target)
+    return backdoor_experiment(dataset, trigger, replace(job.backdoor, target=target), job.train, job.plan, job.out,
+                               device=resolve_device(job.device), seed=job.seed, command=job.command, say=say)
+
+
+@dataclass(frozen=True)
+class AvailabilityJob:
+    """``medfool poison availability``: the poisoning method and the rates to measure."""
+
+    data: DataSource
+    out: Path
+    poison: AvailabilityConfig
+    rates: tuple[float, ...]
+    train: TrainConfig
+    device: Device = "auto"
+    seed: int = 0
+    command: dict[str, Any] = field(default_factory=dict)
+
+
+def run_availability_job(job: AvailabilityJob, say: Callable[[str], None] = log.info) -> dict[str, Any]:
+    check_writable(job.out)
+    dataset = job.data.load()
+    return availability_experiment(dataset, job.poison, job.rates, job.train, job.out,
+                                   device=resolve_device(job.device), seed=job.seed, command=job.command, say=say)

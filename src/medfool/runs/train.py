@@ -4,19 +4,23 @@ poisoning experiments share this step."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medfool.data.dataset import Dataset
-from medfool.models import save_checkpoint
+from medfool.errors import ConfigError
+from medfool.models import architectures, save_checkpoint
 from medfool.models.classifier import Classifier
 from medfool.models.train import Objective, TrainConfig, fit
-from medfool.runs.common import log_epoch
+from medfool.runs.common import DataSource, Say, check_writable, log_epoch, to_log
+from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
+from medfool.vocab import Device
 
-__all__ = ["train_and_save"]
+__all__ = ["TrainJob", "run_train", "train_and_save"]
 
 log = logging.getLogger("medfool")
 
@@ -30,3 +34,28 @@ def train_and_save(dataset: Dataset, cfg: TrainConfig, out: Path, device: torch.
     atomic_write_json(out / "metrics.json", result.record)
     log.info("wrote %s and %s", ckpt, out / "metrics.json")
     return result.model, result.record
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """``medfool train``: the data, the training settings and where the run goes (None:
+    runs/DATASET-ARCH-seedN)."""
+
+    data: DataSource
+    train: TrainConfig
+    out: Path | None = None
+    device: Device = "auto"
+
+
+def run_train(job: TrainJob, say: Say = to_log) -> tuple[Path, dict[str, Any]]:
+    """Check the architecture, load the data, train and save; returns the run folder and the
+    training record."""
+    cfg = job.train
+    if cfg.arch not in architectures():
+        raise ConfigError(f"unknown architecture {cfg.arch!r} (known: {', '.join(architectures())})")
+    dataset = job.data.load()
+    out = job.out or Path(f"runs/{dataset.info.name}-{cfg.arch}-seed{cfg.seed}")
+    check_writable(out)
+    say(f"training {cfg.arch} on {dataset.summary()}")
+    _, record = train_and_save(dataset, cfg, out, resolve_device(job.device))
+    return out, record
