@@ -263,3 +263,19 @@ def test_the_loading_check_finds_a_load_in_cli(tmp_path: Path) -> None:
                                   "    model, _ = load_classifier(args.model)\n")
     assert [b.split(": ", 1)[1] for b in loading_in_cli(tmp_path / "medfool")] == [
         "load() in the command line", "load_classifier() in the command line"]
+
+
+def long_without_reason(src: Path = SRC, limit: int = 60) -> list[str]:
+    """Functions over ``limit`` lines whose docstring does not say why they are kept whole."""
+    bad = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > limit and "Kept whole:" not in (ast.get_docstring(node) or ""):
+                    bad.append(f"{path.relative_to(src.parent)}:{node.lineno}: {node.name} has {length} lines")
+    return bad
+
+
+def test_a_function_over_60_lines_says_why() -> None:
+    assert long_without_reason() == []

@@ -109,6 +109,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # -- parser -----------------------------------------------------------------------------------
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add_datasets(sub)
+    _add_download(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_info(sub)
+
+
+def _add_datasets(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("datasets", help="list the datasets medfool can find or download",
                        description="List datasets found in --data-dir, $MEDFOOL_DATA_DIR and the user cache, "
                                    "then the MedMNIST sets that can be downloaded.")
@@ -116,6 +124,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_datasets)
 
+
+def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("download", help="download an official MedMNIST file (MD5-verified)",
                        description="Download an official MedMNIST .npz into --data-dir (default: the user cache), "
                                    "verify its MD5 and write it atomically.")
@@ -125,6 +135,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true", help="download again even if present")
     p.set_defaults(func=cmd_download)
 
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a classifier and save a checkpoint",
                        description="Train a model from the architecture registry on a dataset (medfool's small_cnn "
                                    "and resnet18; with the monai extra densenet121, monai_resnet18, resnet50, "
@@ -159,6 +171,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/DATASET-ARCH-seedN)")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="clean accuracy and AUC of a model on a dataset split")
     p.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
     add_data_options(p)
@@ -167,8 +181,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("info", help="show a checkpoint's architecture, classes and training record")
     p.add_argument("model", type=model_path, help=MODEL_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
-

@@ -106,7 +106,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = top.add_subparsers(dest="poison_kind", metavar="KIND")
     kinds.required = True
+    _add_backdoor(kinds)
+    _add_availability(kinds)
 
+
+def _add_backdoor(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = kinds.add_parser(
         "backdoor", help="poison with a trigger, retrain, measure ASR, detect, retrain without the flagged",
         description="Poison a seeded, exact share of the training set with a trigger; train a clean and a poisoned "
@@ -151,6 +155,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", default="medfool-backdoor", help="output folder (default medfool-backdoor)")
     p.set_defaults(func=cmd_backdoor)
 
+
+def _add_availability(kinds: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = kinds.add_parser(
         "availability", help="accuracy lost per poison rate (error-maximising noise, label flipping)",
         description="Poison a share of the training set to lower accuracy for everyone: error-max (class-targeted "
@@ -166,4 +172,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_training(p)
     p.add_argument("--out", default="medfool-availability", help="output folder (default medfool-availability)")
     p.set_defaults(func=cmd_availability)
-

@@ -229,11 +229,7 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     train = train_split if train_split is not None else dataset.split("train")
     val = dataset.split("val")
     model = build_classifier(dataset, cfg, train).to(device)
-    aug = resolve_augment(cfg.augment, model.meta.input_shape[0], cfg.arch)
-    if "stain" in aug.split("+") and model.meta.input_shape[0] != 3:
-        channels = model.meta.input_shape[0]
-        raise ConfigError(f"augment stain: H&E stain jitter needs RGB images; {dataset.info.name} has {channels} "
-                          f"channel{'s' if channels != 1 else ''} (use flip, dihedral or shift)")
+    aug = _augment_for(cfg, model, dataset.info.name)
     epochs = cfg.epochs or auto_epochs(len(train))
     opt, sched, total_steps = _optimiser(model, cfg, len(train), epochs)
     # the weight average (Polyak & Juditsky 1992; "EMA" in timm): validated and kept in place of
@@ -277,6 +273,16 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     wall = time.perf_counter() - start
     record = _record(dataset, cfg, objective, epochs, aug, best_epoch, selected_on, history, val_best, test, wall)
     return TrainResult(model, history, best_epoch, val_best, test, wall, record)
+
+
+def _augment_for(cfg: TrainConfig, model: Classifier, dataset: str) -> str:
+    """The augmentation parts the run uses, refused where they cannot apply."""
+    aug = resolve_augment(cfg.augment, model.meta.input_shape[0], cfg.arch)
+    if "stain" in aug.split("+") and model.meta.input_shape[0] != 3:
+        channels = model.meta.input_shape[0]
+        raise ConfigError(f"augment stain: H&E stain jitter needs RGB images; {dataset} has {channels} "
+                          f"channel{'s' if channels != 1 else ''} (use flip, dihedral or shift)")
+    return aug
 
 
 class _Ticks(Protocol):

@@ -64,7 +64,7 @@ def run_patch(job: AttackJob, attack: AdversarialPatch, model: Classifier, image
     """Craft the patch on the crafting split (or reuse the one a previous run made with the same
     settings), measure it on the attacked images beside natural crops, and optionally its
     transfer from a surrogate and its success as it grows (--sweep)."""
-    index, x, y, target, dataset, out = images.index, images.x, images.y, images.target, images.dataset, job.out
+    x, y, target, dataset, out = images.x, images.y, images.target, images.dataset, job.out
     if target is not None and not isinstance(target, int):
         raise ConfigError("a patch needs one target class (a name or index), not 'least-likely'")
     if model.task == MULTI_LABEL:
@@ -109,10 +109,20 @@ def run_patch(job: AttackJob, attack: AdversarialPatch, model: Classifier, image
     if job.sweep is not None:
         assert target is not None
         sweep_rows = _sweep(job, attack, model, craft_x, craft_y, x, y, target, base, info.name, say)
+    _write_patch_outputs(job, images, model, adv, cfg.to_json(), summary, sweep_rows,
+                         f"patch on {info.name}, {goal}, {100 * area:.1f} % of the image", say)
+
+
+def _write_patch_outputs(job: AttackJob, images: Images, model: Classifier, adv: AttackResult,
+                         config: dict[str, Any], summary: dict[str, Any], sweep_rows: list[dict[str, Any]] | None,
+                         title: str, say: Say) -> None:
+    """results.json (per-image rows), adversarial.npz and grid.png, then the list of what was written."""
+    index, x, y, target, info, out = images.index, images.x, images.y, images.target, images.dataset.info, job.out
+    assert target is None or isinstance(target, int)
     atomic_write_json(out / "results.json", {
         "attack": "patch", "model": str(job.model), "dataset": info.name, "split": job.split,
         "craft_split": job.craft_split, "classes": list(info.class_names), "seed": job.seed,
-        "target": None if target is None else info.class_names[target], "config": cfg.to_json(),
+        "target": None if target is None else info.class_names[target], "config": config,
         "summary": summary, "sweep": sweep_rows, "environment": environment(),
         "images": [{"index": int(i), "label": int(lab), "success": bool(s), "clean_correct": bool(c),
                     "l0": int(l0)} for i, lab, s, c, l0 in zip(index, y.cpu(), adv.success, adv.clean_correct,
@@ -123,8 +133,7 @@ def run_patch(job: AttackJob, attack: AdversarialPatch, model: Classifier, image
         np.savez_compressed(handle, index=index.numpy(), labels=y.cpu().numpy(), clean=x.cpu().numpy(),  # type: ignore[arg-type]
                             adversarial=adv.x_adv.cpu().numpy(), success=adv.success.cpu().numpy(),
                             adv_pred=adv.adv_pred.cpu().numpy(), mask=adv.extras["mask"].cpu().numpy())
-    save_result_grid(out / "grid.png", model, info, x, y, adv, f"patch on {info.name}, {goal}, "
-                     f"{100 * area:.1f} % of the image")
+    save_result_grid(out / "grid.png", model, info, x, y, adv, title)
     written = ["results.json", "patch.npz", "patch.png", "adversarial.npz", "grid.png"]
     if sweep_rows is not None:
         written += ["sweep.json", "sweep.png"]

@@ -203,7 +203,9 @@ class _Archive:
 
 def fooling_images(model: PredictModel, cfg: FoolingConfig, gen: torch.Generator, *,
                    queries: int | None = None, classes: list[int] | None = None) -> FoolingResult:
-    """Evolve fooling images for ``classes`` (default all) within ``queries`` model evaluations."""
+    """Evolve fooling images for ``classes`` (default all) within ``queries`` model evaluations.
+    Kept whole: the encoding's render, query and noise closures share the model, the counter and
+    the generator; the emitters and the archive are their own classes above."""
     if model.output != "probs":
         raise ValueError("fooling images need the model's probabilities")
     if model.task == MULTI_LABEL:

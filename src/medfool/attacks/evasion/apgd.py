@@ -98,7 +98,9 @@ class APGD(Attack):
     def search(self, model: Classifier, x: torch.Tensor, goal: Goal, loss_goal: Goal, kind: Loss,
                rng: ImageStreams, counter: Counter, done: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """APGD on the images not ``done``: ascend ``loss_goal``'s loss of ``kind``, stop an image
-        at ``goal``'s success. Writes into ``x_adv`` and ``done``; returns ``x_adv``."""
+        at ``goal``'s success. Writes into ``x_adv`` and ``done``; returns ``x_adv``. Kept whole:
+        the step-size schedule, momentum and restarts from the best point of Croce & Hein's
+        Algorithm 1 share their per-image state, and one loop reads against the paper's."""
         cfg = self.config
         k_first = max(int(0.22 * cfg.steps), 1)
         k_decr, k_min = max(int(0.03 * cfg.steps), 1), max(int(0.06 * cfg.steps), 1)

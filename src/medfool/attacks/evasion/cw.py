@@ -86,6 +86,9 @@ class CarliniWagnerL2(Attack):
 
     def run(self, model: Classifier, x: torch.Tensor, goal: Goal, rng: ImageStreams,
             counter: Counter) -> torch.Tensor:
+        """The binary search over ``c`` around Adam in tanh space. Kept whole: the two nested loops
+        of the paper's algorithm, read side by side with it (and with ART's), with their
+        per-image bookkeeping of the best L2 found."""
         cfg = self.config
         n, dev = x.shape[0], x.device
         best_l2 = torch.full((n,), math.inf, device=dev)
