@@ -93,3 +93,45 @@ def test_every_documented_command_is_a_real_subcommand() -> None:
     assert named, "no 'medfool COMMAND' lines found in any bash block"
     unknown = {name: sorted(pages) for name, pages in named.items() if name not in cli_subcommands()}
     assert not unknown, f"commands in the docs that medfool does not have: {unknown}"
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every 'medfool ...' command of a bash block in the README and docs/, as (page, argv):
+    continuation lines joined, comments and shell redirections cut."""
+    import shlex
+
+    out = []
+    for page in [README, *DOCS]:
+        for match in FENCE.finditer(page.read_text()):
+            if match.group(1) not in ("bash", "sh", "shell"):
+                continue
+            for line in match.group(2).replace("\\\n", " ").splitlines():
+                for part in line.split("&&"):
+                    words = shlex.split(part, comments=True)
+                    if words[:1] != ["medfool"] or len(words) < 2:
+                        continue
+                    if ">" in words:
+                        words = words[:words.index(">")]
+                    out.append((str(page.relative_to(ROOT)), words[1:]))
+    return out
+
+
+def test_every_documented_command_parses() -> None:
+    """Each command in the docs is accepted by medfool's own parser, options and values included
+    (placeholders such as MODEL stand for paths): a renamed or misspelt option fails here."""
+    import contextlib
+    import io
+
+    from medfool.cli.main import build_parser
+
+    commands = documented_commands()
+    assert len(commands) >= 40, len(commands)
+    refused = []
+    for page, argv in commands:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                build_parser().parse_args(argv)
+        except SystemExit:
+            refused.append(f"{page}: medfool {' '.join(argv)}: {err.getvalue().strip().splitlines()[-1:]}")
+    assert not refused, "documented commands medfool refuses:\n" + "\n".join(refused)
