@@ -319,6 +319,10 @@ def backdoor_unit(model: Classifier, dataset: Dataset, cfg: AuditConfig,
     return run
 
 
+def _silent(_line: str) -> None:
+    """The audit's units report through the progress bar and the report, not line by line."""
+
+
 def defence_unit(slug: str, defended: Defended, audited: Classifier, split: Split, images: Chunk,
                  eps: tuple[float, ...], preset: Preset, eot: int,
                  seed: int) -> Callable[[torch.Generator], UnitOutput]:
@@ -331,7 +335,7 @@ def defence_unit(slug: str, defended: Defended, audited: Classifier, split: Spli
         report = measure_defence(defended, split, images.x, images.y, images.ids, [e / 255 for e in eps],
                                  preset=preset, seed=seed, eot=eot,
                                  baseline_clean=None if same else evaluate(audited, split)["accuracy"],
-                                 baseline_infer_ms=inference_ms(audited, images.x))
+                                 baseline_infer_ms=inference_ms(audited, images.x), say=_silent)
         return [], [(f"defence-{slug}", "json", json.dumps(json_safe(report)).encode())]
 
     return run
