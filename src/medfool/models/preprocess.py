@@ -128,13 +128,17 @@ class ResizePad(InputTransform):
         out = torch.empty_like(x)
         size = (draws % (shrink + 1)).tolist()
         top, left = ((draws // 7) % 10_007).tolist(), ((draws // 70_049) % 10_007).tolist()
-        # one interpolation per distinct size (at most max_shrink + 1), not per image
+        # one interpolation and one gather per distinct size (at most max_shrink + 1), not per
+        # image: replicate padding at offset (t, le) reads the small image at clamped indices
         for s in set(size):
-            rows = [i for i, v in enumerate(size) if v == s]
+            rows = torch.tensor([i for i, v in enumerate(size) if v == s], device=x.device)
             small = F.interpolate(x[rows], size=(h - s, w - s), mode="bilinear", align_corners=False)
-            for j, i in enumerate(rows):
-                t, le = top[i] % (s + 1), left[i] % (s + 1)
-                out[i] = F.pad(small[j], (le, s - le, t, s - t), mode="replicate")
+            t = torch.tensor([top[i] % (s + 1) for i in rows.tolist()], device=x.device)
+            le = torch.tensor([left[i] % (s + 1) for i in rows.tolist()], device=x.device)
+            r = (torch.arange(h, device=x.device)[None] - t[:, None]).clamp(0, h - s - 1)   # (n, h)
+            c = (torch.arange(w, device=x.device)[None] - le[:, None]).clamp(0, w - s - 1)  # (n, w)
+            index = (r[:, :, None] * (w - s) + c[:, None, :]).view(rows.numel(), 1, h * w)
+            out[rows] = small.flatten(2).gather(2, index.expand(-1, x.shape[1], -1)).view(-1, x.shape[1], h, w)
         return out
 
 
