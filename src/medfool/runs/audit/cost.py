@@ -21,16 +21,21 @@ from typing import Any
 import torch
 
 from medfool.attacks import get_attack
-from medfool.attacks.base import evaluating
+from medfool.attacks.base import Attack, evaluating
 from medfool.attacks.passes import Passes
 from medfool.models.classifier import MIN_ROWS, Classifier
 
-__all__ = ["Speed", "attack_passes", "human_seconds", "measure_speed", "plan_lines", "weights"]
+__all__ = ["Speed", "attack_cost", "attack_passes", "human_seconds", "measure_speed", "plan_lines", "weights"]
 
 
 def attack_passes(name: str, options: dict[str, Any], model: Classifier, images: int) -> Passes | None:
     """The most passes ``images`` images can cost under one registered attack."""
-    bound = get_attack(name, **options).max_passes(model.task, model.num_classes)
+    return attack_cost(get_attack(name, **options), model, images)
+
+
+def attack_cost(attack: Attack, model: Classifier, images: int) -> Passes | None:
+    """The most passes ``images`` images can cost under ``attack``."""
+    bound = attack.max_passes(model.task, model.num_classes)
     return None if bound is None else bound * images
 
 

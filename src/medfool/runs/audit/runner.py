@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from medfool import __version__
-from medfool.attacks import attack_class
+from medfool.attacks import attack_class, get_attack
+from medfool.attacks.base import Attack
 from medfool.attacks.fewpixel.maps import map_queries, map_stride
 from medfool.attacks.passes import Passes
 from medfool.attacks.patch.optimised import AdversarialPatch
@@ -33,7 +34,7 @@ from medfool.models.classifier import Classifier
 from medfool.models.train import auto_epochs
 from medfool.report.html import render
 from medfool.runs.audit.config import AuditConfig, DefenceSection
-from medfool.runs.audit.cost import attack_passes, measure_speed, plan_lines, weights
+from medfool.runs.audit.cost import attack_cost, attack_passes, measure_speed, plan_lines, weights
 from medfool.runs.audit.units import (
     Chunk,
     Subject,
@@ -120,9 +121,9 @@ class _Stages:
     def size(self, sl: slice | torch.Tensor) -> int:
         return len(self.images.ids[sl]) if isinstance(sl, slice) else sl.numel()
 
-    def passes(self, name: str, opts: dict[str, Any], n: int) -> Passes | None:
+    def passes(self, attack: Attack, n: int) -> Passes | None:
         """An attack's passes on ``n`` images, times the views of a defended model."""
-        cost = attack_passes(name, opts, self.model, n)
+        cost = attack_cost(attack, self.model, n)
         return None if cost is None else cost * self.views
 
 
@@ -176,27 +177,29 @@ def _whitebox_units(st: _Stages) -> list[Unit]:
             opts: dict[str, Any] = {"eps": eps / 255}
             if name != "fgsm":
                 opts["steps"] = wb.steps
+            attack = get_attack(name, **opts)
             for k, sl in st.chunks:
                 units.append(Unit(f"whitebox/{name}/{eps:g}/{k}", f"white-box {name}", attack_unit(
-                    "whitebox", name, opts, f"{eps:g}/255", st.subject, st.images.take(sl),
+                    "whitebox", attack, f"{eps:g}/255", st.subject, st.images.take(sl),
                     f"grid-whitebox-{name}-{eps:g}" if k == 0 and eps == wb.eps[-1] else None,
                     unit_seed(seed, f"whitebox/{name}/{eps:g}"), adaptive_eot=st.eot),
-                    st.passes(name, opts, st.size(sl))))
+                    st.passes(attack, st.size(sl))))
     if wb.ensemble != "off" and st.supported("ensemble"):
         for eps in wb.eps:
+            ensemble = get_attack("ensemble", eps=eps / 255, preset=wb.ensemble)
             for k, sl in st.chunks:
-                ens = {"eps": eps / 255, "preset": wb.ensemble}
                 units.append(Unit(f"whitebox/ensemble/{eps:g}/{k}", "white-box ensemble", attack_unit(
-                    "whitebox", "ensemble", ens, f"{eps:g}/255", st.subject, st.images.take(sl),
+                    "whitebox", ensemble, f"{eps:g}/255", st.subject, st.images.take(sl),
                     "grid-whitebox-ensemble" if k == 0 and eps == wb.eps[-1] else None,
                     unit_seed(seed, f"whitebox/ensemble/{eps:g}"), members=f"members-{eps:g}-{k}",
-                    adaptive_eot=st.eot), st.passes("ensemble", ens, st.size(sl))))
+                    adaptive_eot=st.eot), st.passes(ensemble, st.size(sl))))
     for name in [a for a in wb.minimal if st.supported(a)]:
+        minimal = get_attack(name)
         for k, sl in st.chunks:
             units.append(Unit(f"minimal/{name}/{k}", f"minimal {name}", attack_unit(
-                "minimal", name, {}, "minimal", st.subject, st.images.take(sl),
+                "minimal", minimal, "minimal", st.subject, st.images.take(sl),
                 f"grid-minimal-{name}" if k == 0 else None, unit_seed(seed, f"minimal/{name}"),
-                adaptive_eot=st.eot), st.passes(name, {}, st.size(sl))))
+                adaptive_eot=st.eot), st.passes(minimal, st.size(sl))))
     return units
 
 
@@ -206,12 +209,12 @@ def _blackbox_units(st: _Stages) -> list[Unit]:
         return []
     for name in [a for a in bb.attacks if st.supported(a)]:
         for eps in st.cfg.whitebox.eps:
-            bopts = {"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries}
+            attack = get_attack(name, **{"eps": eps / 255, ("tries" if name == "noise" else "queries"): bb.queries})
             for k, sl in st.chunks:
                 units.append(Unit(f"blackbox/{name}/{eps:g}/{k}", f"black-box {name}", attack_unit(
-                    "blackbox", name, bopts, f"{eps:g}/255", st.subject, st.images.take(sl), None,
+                    "blackbox", attack, f"{eps:g}/255", st.subject, st.images.take(sl), None,
                     unit_seed(st.cfg.seed, f"blackbox/{name}/{eps:g}")),
-                    attack_passes(name, bopts, st.model, st.size(sl))))
+                    attack_cost(attack, st.model, st.size(sl))))
     return units
 
 
@@ -248,13 +251,14 @@ def _onepixel_units(st: _Stages) -> list[Unit]:
     sub = torch.randperm(n, generator=torch.Generator().manual_seed(st.cfg.seed))[: op.n].sort().values
     for px in op.pixels:
         # uniform start: the stage is black-box (output probabilities), as its threat model says
-        opts = {"pixels": px, "population": op.population, "generations": op.generations, "init": "uniform"}
+        attack = get_attack("onepixel", pixels=px, population=op.population, generations=op.generations,
+                            init="uniform")
         for k, s in enumerate(range(0, sub.numel(), b)):
             sel = sub[s:s + b].to(st.images.x.device)
             units.append(Unit(f"onepixel/{px}/{k}", f"{px}-pixel", attack_unit(
-                "onepixel", "onepixel", opts, f"{px} px", st.subject, st.images.take(sel),
+                "onepixel", attack, f"{px} px", st.subject, st.images.take(sel),
                 f"grid-onepixel-{px}" if k == 0 and px == op.pixels[-1] else None,
-                unit_seed(st.cfg.seed, f"onepixel/{px}")), attack_passes("onepixel", opts, st.model, sel.numel())))
+                unit_seed(st.cfg.seed, f"onepixel/{px}")), attack_cost(attack, st.model, sel.numel())))
     return units
 
 

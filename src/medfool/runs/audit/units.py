@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfool.attacks import get_attack
-from medfool.attacks.base import AttackResult
+from medfool.attacks.base import Attack, AttackResult
 from medfool.attacks.fewpixel.maps import vulnerability_map
 from medfool.attacks.passes import Passes
 from medfool.attacks.patch.natural import natural_patch
@@ -156,27 +155,26 @@ def sanity_unit(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> Callable
     return run
 
 
-def attack_unit(stage: str, name: str, options: dict[str, Any], budget: str, subject: Subject, images: Chunk,
+def attack_unit(stage: str, attack: Attack, budget: str, subject: Subject, images: Chunk,
                 grid: str | None, seed: int, members: str | None = None,
                 adaptive_eot: int | None = None) -> Callable[[torch.Generator], UnitOutput]:
-    """One registered attack on one chunk of images. ``seed`` is the attack's at this budget,
-    the same for every chunk: with the images' dataset indices as their ids, each image draws
-    the same random numbers whichever chunk it falls in. ``members`` names a JSON artifact for
-    an ensemble's record of which member broke each image. ``adaptive_eot`` (a defended model):
-    the attack also runs on the adaptive view (BPDA, surrogates, EOT with that many draws), and
-    each image's row is the worst case of the naive and the adaptive attacker, judged as
-    deployed."""
+    """One attack (built once by the plan, which also read its cost) on one chunk of images.
+    ``seed`` is the attack's at this budget, the same for every chunk: with the images' dataset
+    indices as their ids, each image draws the same random numbers whichever chunk it falls in.
+    ``members`` names a JSON artifact for an ensemble's record of which member broke each image.
+    ``adaptive_eot`` (a defended model): the attack also runs on the adaptive view (BPDA,
+    surrogates, EOT with that many draws), and each image's row is the worst case of the naive
+    and the adaptive attacker, judged as deployed."""
     model, info, ids, x, y = subject.model, subject.info, images.ids, images.x, images.y
 
     def run(_gen: torch.Generator) -> UnitOutput:
-        attack = get_attack(name, **options)
         r = attack(model, x, y, seed=seed, ids=ids)
         if adaptive_eot is not None:
             with model.adaptive(eot=adaptive_eot) as view:
                 r = AttackResult.worst_of([r, attack(view, x, y, seed=seed, ids=ids)])
         artifacts = []
         if grid is not None:
-            artifacts.append(grid_artifact(grid, model, info, x, y, r, f"{name} {budget} on {info.name}"))
+            artifacts.append(grid_artifact(grid, model, info, x, y, r, f"{attack.name} {budget} on {info.name}"))
         if members is not None and "broken_by" in r.extras:
             record = {"budget": budget, "members": r.extras["members"],
                       "broken_by": dict(zip(ids, r.extras["broken_by"].tolist(), strict=True))}
