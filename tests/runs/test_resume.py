@@ -18,6 +18,8 @@ import pytest
 CONFIG = """\
 n = 24
 batch_size = 4
+[corruptions]
+severities = [1, 3]
 [whitebox]
 ensemble = "fast"
 eps = [1, 4, 16]
@@ -25,13 +27,13 @@ steps = 5
 [blackbox]
 queries = 5
 [patch]
-steps = 30
+steps = 15
 n_craft = 32
 [onepixel]
 pixels = [1, 2]
 n = 12
 population = 30
-generations = 8
+generations = 4
 [maps]
 n = 2
 samples = 2
