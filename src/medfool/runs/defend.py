@@ -128,7 +128,8 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
             def measure(d: Defended = d) -> dict[str, Any]:
                 say(f"{d.name}: naive, masking-check and adaptive attackers at "
                     f"{', '.join(f'{e * 255:g}/255' for e in run.eps)} on {len(ids)} test images")
-                return measure_defence(d, test, x, y, ids, run.eps, preset=run.preset, seed=run.seed, eot=run.eot,
+                return measure_defence(d, test, x, y, ids, run.eps, names=names, positive=positive,
+                                       preset=run.preset, seed=run.seed, eot=run.eot,
                                        baseline_clean=base_clean, baseline_rows=base_rows,
                                        baseline_infer_ms=base_infer, say=say)
 
@@ -261,8 +262,10 @@ def run_defend(job: DefendJob, say: Say = to_log) -> Path:
     baseline = load_defended(job.baseline, device)[0] if job.baseline else None
     defended = [first[0]] if job.action == "certify" else [load_defended(path, device)[0] for path in job.models]
     defended += [transformed(baseline, spec) for spec in job.transforms if baseline]
-    for d in [*([baseline] if baseline else []), *defended]:
-        match_model_to_data(d.model, dataset, d.name)
+    # evaluate names each model by its defence name, detector and certify by the path given
+    origins = [d.name for d in defended] if job.action == "evaluate" else list(job.models)
+    for d, origin in [*([(baseline, baseline.name)] if baseline else []), *zip(defended, origins, strict=True)]:
+        match_model_to_data(d.model, dataset, origin)
     run = DefenceRun(dataset, job.out, eps=job.eps, n=job.n, preset=job.preset, eot=job.eot, seed=job.seed)
     job.out.mkdir(parents=True, exist_ok=True)
     with folder_lock(job.out):

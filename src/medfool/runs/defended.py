@@ -26,7 +26,6 @@ from medfool.models.metrics import evaluate
 from medfool.models.preprocess import parse_spec
 from medfool.runs.common import Say, match_model_to_data, to_log
 from medfool.utils.repro import file_digest, fingerprint
-from medfool.utils.stats import positive_class
 from medfool.vocab import Preset
 
 __all__ = ["MODEL_SUFFIXES", "Defended", "defences_named", "load_defended", "measure_defence", "transformed"]
@@ -58,7 +57,9 @@ def transformed(base: Defended, spec: Mapping[str, object], name: str | None = N
     """``base`` with the input transform ``spec`` in front (``{"name": "jpeg", "quality": 75}``)."""
     label = name or str(spec["name"]) + "".join(f" {k}={v}" for k, v in spec.items() if k != "name")
     model = with_transforms(base.model, [dict(spec)])
-    return Defended(label, defence_kind(model, {}), model, fingerprint({"base": base.digest, "spec": dict(spec)}))
+    # what it is, whatever the base is (an ensemble behind a JPEG is a transform); random when deployed
+    kind = "input transform, random" if model.randomised else "input transform"
+    return Defended(label, kind, model, fingerprint({"base": base.digest, "spec": dict(spec)}))
 
 
 def defences_named(model: Classifier, dataset: Dataset, names: Sequence[str]) -> list[Defended]:
@@ -79,17 +80,18 @@ def defences_named(model: Classifier, dataset: Dataset, names: Sequence[str]) ->
 
 
 def measure_defence(d: Defended, split: Split, x: torch.Tensor, y: torch.Tensor, ids: Sequence[int],
-                    eps: Sequence[float], *, preset: Preset, seed: int, eot: int,
+                    eps: Sequence[float], *, names: Sequence[str], positive: int | None, preset: Preset, seed: int,
+                    eot: int,
                     baseline_clean: float | None = None, baseline_rows: Mapping[float, dict[str, Any]] | None = None,
                     baseline_infer_ms: float | None = None, say: Say = to_log) -> dict[str, Any]:
     """One defence at every budget (``eps`` in [0, 1] units): robust accuracy under the naive
     attacker, the masking check and the adaptive attacker with their per-class breakdowns, beside
     the undefended model's robust figures where ``baseline_rows`` has them (keyed by the budget
     rounded to 6 places); the defended model's gradient-masking sanity checks, its clean accuracy
-    on ``split`` and its inference cost. Returns the report as JSON."""
+    on ``split`` and its inference cost. ``names`` and ``positive`` (the class robust sensitivity
+    counts) label the per-class figures, as the caller labels its other rows. Returns the report
+    as JSON."""
     start = time.perf_counter()
-    names = d.model.class_names
-    positive = positive_class(d.model.meta.critical_classes, len(names))
     rows = []
     for e in eps:
         held = attack_defence(d.model, x, y, list(ids), e, preset=preset, seed=seed, eot=eot)

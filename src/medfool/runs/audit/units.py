@@ -42,6 +42,7 @@ from medfool.runs.defended import Defended, measure_defence
 from medfool.runs.poisoning import BackdoorPlan, backdoor_target, retrainable, run_backdoor, trigger_figure
 from medfool.utils.io import json_safe
 from medfool.utils.rng import ImageStreams
+from medfool.utils.stats import positive_class
 from medfool.vocab import Preset
 
 __all__ = [
@@ -330,7 +331,9 @@ def defence_unit(slug: str, defended: Defended, audited: Classifier, split: Spli
 
     def run(_gen: torch.Generator) -> UnitOutput:
         same = defended.model is audited
+        names = audited.class_names
         report = measure_defence(defended, split, images.x, images.y, images.ids, [e / 255 for e in eps],
+                                 names=names, positive=positive_class(audited.meta.critical_classes, len(names)),
                                  preset=preset, seed=seed, eot=eot,
                                  baseline_clean=None if same else evaluate(audited, split)["accuracy"],
                                  baseline_infer_ms=inference_ms(audited, images.x), say=_silent)
