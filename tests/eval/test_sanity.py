@@ -107,3 +107,15 @@ def test_a_rising_curve_is_flagged_for_every_attack_beyond_one_image():
     # natural corruptions are not attacks: their severities are not budgets
     assert RISING not in {c["check"] for c in result_checks(_curve("corruption", "jpeg", [("severity 1", 10),
                                                                                          ("severity 3", 20)]))}
+
+
+def test_an_attack_that_breaks_nothing_at_a_tiny_budget_is_not_called_idle():
+    """The ensemble returns an image it could not break unchanged (AutoAttack's rule), so at
+    0.5/255, where nothing breaks, no output differs from its input; it changed images at the
+    larger budgets, so it is working. An attack that changes nothing at any budget still warns."""
+    name = "adversarial outputs differ from inputs"
+    tiny = [_r("whitebox", "ensemble", "0.5/255", i, False, l0=0.0) for i in range(4)]
+    larger = [_r("whitebox", "ensemble", "8/255", i, i < 2, l0=10.0 if i < 2 else 0.0) for i in range(4)]
+    assert _status(result_checks([*tiny, *larger]), name) == "ok"
+    idle = [_r("whitebox", "ensemble", b, i, False, l0=0.0) for b in ("0.5/255", "8/255") for i in range(4)]
+    assert _status(result_checks(idle), name) == "warn"
