@@ -252,7 +252,8 @@ def run_defend(job: DefendJob, say: Say = to_log) -> Path:
     sigma = job.sigma
     if job.action == "certify":  # refused before the data is read
         first = load_defended(job.models[0], device)
-        sigma = job.sigma if job.sigma is not None else trained_sigma(first[1])
+        if sigma is None:
+            sigma = trained_sigma(first[1])
         if sigma is None:
             raise ConfigError(f"{job.models[0]} was not trained with Gaussian noise (its record has no noise "
                               "objective, which 'defend adv-train --method noise' writes); give --sigma")

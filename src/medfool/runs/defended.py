@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +72,9 @@ def defences_named(model: Classifier, dataset: Dataset, names: Sequence[str]) ->
         if Path(name).suffix in MODEL_SUFFIXES or "/" in name:
             d, _ = load_defended(name, device=model.device)
             match_model_to_data(d.model, dataset, name)
-            out.append(Defended(name, d.kind, d.model, d.digest, d.train_s))
-        else:
-            d = transformed(audited, parse_spec(name), name=name)
-            out.append(Defended(name, d.kind, d.model, name))
+            out.append(replace(d, name=name))
+        else:  # named and identified by its spec, as the audit's units have always been
+            out.append(replace(transformed(audited, parse_spec(name), name=name), digest=name))
     return out
 
 
