@@ -144,16 +144,29 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
     return reports
 
 
+def threshold_sample(dataset: Dataset, n: int, seed: int) -> tuple[torch.Tensor, dict[str, int]]:
+    """``n`` validation images drawn with ``seed``, and how many of each class: the clean images a
+    detector's threshold (5 % false positives) is set on. Drawn, not the first ``n``: a split
+    stored class by class (LC25000's is) would set the threshold on one class's images."""
+    val = dataset.split("val")
+    pick = torch.randperm(len(val), generator=torch.Generator().manual_seed(seed + 1))[:n].sort().values
+    xv, yv = val.get(pick.tolist())
+    names = dataset.info.class_names
+    counts = yv.sum(0) if yv.dim() == 2 else torch.bincount(yv, minlength=len(names))
+    return xv, {name: int(c) for name, c in zip(names, counts.tolist(), strict=True)}
+
+
 def run_detectors(run: DefenceRun, model: Defended, kinds: Sequence[str], *, n_train: int = 1000,
-                  steps: int = 100, say: Say = to_log) -> list[dict[str, Any]]:
+                  n_val: int = 500, steps: int = 100, say: Say = to_log) -> list[dict[str, Any]]:
     """Fit each detector on ``n_train`` training images (threshold at 5 % false positives on
-    validation images) and measure it against naive and adaptive PGD at each budget."""
+    ``n_val`` validation images) and measure it against naive and adaptive PGD at each budget."""
     ids, x, y = test_sample(run.dataset, run.n, run.seed)
-    train, val = run.dataset.split("train"), run.dataset.split("val")
+    train = run.dataset.split("train")
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(run.seed))[:n_train].sort().values
     xt, yt = train.get(pick.tolist())
-    xv, _ = val.get(range(min(len(val), 500)))
-    settings = {"eps": list(run.eps), "n": len(ids), "n_train": len(pick), "steps": steps, "seed": run.seed}
+    xv, val_classes = threshold_sample(run.dataset, n_val, run.seed)
+    settings = {"eps": list(run.eps), "n": len(ids), "n_train": len(pick), "steps": steps, "seed": run.seed,
+                "threshold_images": {"n": len(xv), "per_class": val_classes}}
     results = _Results(run, "detectors.json", settings)
     out = []
     with Ledger.open(run.out) as ledger:
