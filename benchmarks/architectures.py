@@ -4,6 +4,8 @@ pass and for a forward+backward pass (the gradient an attack step needs) at batc
 Usage:  python benchmarks/architectures.py [--size 224] [--channels 1] [--batch 32] [--repeats 3]
         [--only densenet121,vit] [--json OUT]
 
+Writes the rows to OUT, by default benchmarks/results/architectures_CxSIZE[_ONLY].json.
+
 Every registered architecture (MONAI's need the monai extra) is built with random weights
 for ``channels``-channel images of ``size`` px, wrapped as a medfool model and timed over
 ``repeats`` batches after one warm-up, best of the repeats, in one process. The peak resident
@@ -13,7 +15,6 @@ memory of the whole process is printed at the end (Linux: getrusage).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
@@ -22,6 +23,7 @@ import torch
 from medfool.models import architectures, build
 from medfool.models.classifier import Classifier, ModelMeta
 from medfool.models.zoo import NEEDS_SIZE
+from record import slug, write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 
 def time_it(model: Classifier, x: torch.Tensor, backward: bool, repeats: int) -> float:
@@ -46,7 +48,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated architectures (default: all but ensemble)")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None,
+                        help="results file (default: benchmarks/results/architectures_CxSIZE[_ONLY].json)")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else [a for a in architectures() if a != "ensemble"]
     torch.manual_seed(0)
@@ -63,15 +66,16 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters())
         fwd = time_it(model, x, False, args.repeats)
         bwd = time_it(model, x, True, args.repeats)
-        rows.append({"arch": name, "parameters": params, "input": list(meta.input_shape), "forward_ms": fwd,
-                     "forward_backward_ms": bwd, "batch": args.batch, "threads": torch.get_num_threads()})
+        rows.append({"arch": name, "parameters": params, "input": list(meta.input_shape),
+                     "forward_ms_per_image": fwd, "forward_backward_ms_per_image": bwd, "batch": args.batch,
+                     "threads": torch.get_num_threads()})
         print(f"{name:16} {params:>12,} {'x'.join(map(str, meta.input_shape)):>10} {fwd:>15.1f} {bwd:>15.1f}",
               flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this process: {peak:,.0f} MiB ({torch.get_num_threads()} threads)")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"rows": rows, "peak_rss_mib": peak}, handle, indent=2)
+    name = f"architectures_{args.channels}x{args.size}" + (f"_{slug(args.only)}" if args.only else "")
+    write_results(name, {"size": args.size, "channels": args.channels, "batch": args.batch,
+                         "repeats": args.repeats, "rows": rows, "peak_rss_mib": peak}, args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/autoattack.py --model CKPT --dataset NAME
         [--n 128] [--eps 4 8] [--seed 0] [--presets standard fast] [--skip-members] [--json OUT]
 
+Writes the rows to OUT, by default benchmarks/results/autoattack_DATASET.json.
+
 One process, one model, one seeded sample of ``n`` test images (robust accuracy is over all of
 them, as AutoAttack reports it: an image counts as robust when it is classified correctly
 after the attack). For each epsilon (in 1/255, Linf):
@@ -27,7 +29,6 @@ Needs torchattacks (pip install --no-deps torchattacks).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -40,6 +41,7 @@ from medfool.attacks import get_attack
 from medfool.attacks.ensemble import PRESETS
 from medfool.data import load_dataset
 from medfool.models import Classifier, load_classifier
+from record import write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 
 def robust_of(model: Classifier, x_adv: torch.Tensor, y: torch.Tensor) -> float:
@@ -90,7 +92,8 @@ def main() -> int:
     parser.add_argument("--equal-budgets", action="store_true",
                         help="also time the reference at AutoAttack's 100 steps (the standard preset's budgets)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--json", default=None,
+                        help="results file (default: benchmarks/results/autoattack_DATASET.json)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -142,6 +145,7 @@ def main() -> int:
         for k, (acc, sec) in rows.items():
             print(f"| {k} | {100 * acc:.1f} % | {sec:.1f} |")
         ratios: dict[str, float] = {}
+        checks: dict[str, dict[str, object]] = {}
         for preset in args.presets:
             ens = rows[f"ensemble ({preset})"]
             # members run at the first preset's budgets; a cheaper preset is held to PGD-10 only
@@ -154,15 +158,17 @@ def main() -> int:
             print(f"{preset}: <= PGD-10 (and the members): {at_most_members}; <= reference + 1 pt: {within} "
                   f"({100 * (ens[0] - strongest):+.1f} pts); time / reference: {ratios[preset]:.2f}")
             ok &= at_most_members and within and ratios[preset] <= 1
+            checks[preset] = {"at_most_pgd_and_members": at_most_members, "within_reference_1pt": within,
+                              "minus_reference_pts": 100 * (ens[0] - strongest), "time_ratio": ratios[preset],
+                              "time_ratio_to": {name: ens[1] / times[name] for name in list(times)[1:]}}
             for name in list(times)[1:]:
                 print(f"  {preset} time / {name}: {ens[1] / times[name]:.2f}")
         out.append({"eps_255": e, "rows": {k: {"robust_accuracy": a, "wall_s": s} for k, (a, s) in rows.items()},
-                    "reference": ref_name, "time_ratio": ratios})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"dataset": args.dataset, "model": args.model, "n": args.n, "seed": args.seed,
-                       "clean_accuracy": clean, "results": out}, f, indent=1)
+                    "reference": ref_name, "time_ratio": ratios, "checks": checks})
     print("\nall checks hold" if ok else "\nSOME CHECK FAILED")
+    write_results(f"autoattack_{args.dataset}", {"dataset": args.dataset, "model": args.model, "n": args.n,
+                                                  "seed": args.seed, "clean_accuracy": clean, "results": out,
+                                                  "all_checks_hold": ok}, args.json)
     return 0 if ok else 1
 
 

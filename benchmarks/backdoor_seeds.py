@@ -3,6 +3,8 @@ training seed (a fresh machine's CPU kernels move a trained model about as much 
 
 Usage:  python benchmarks/backdoor_seeds.py [--seeds 0-7] [--json OUT]
 
+Writes the rows and the spreads to OUT, by default benchmarks/results/backdoor_seeds.json.
+
 The data, poison and detector are those of tests/defences/test_backdoor_detection.py: a
 synthetic 4-class set (600 training images, data seed 5), 10 % BadNets poisons (4 x 4 checker,
 target 0, poison seed 0), a width-8 small CNN trained 6 epochs; only the training seed changes.
@@ -13,7 +15,6 @@ and the spread (min, median, max) of each rate.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -24,6 +25,7 @@ from medfool.attacks.poisoning.triggers import make_trigger
 from medfool.data import make_synthetic
 from medfool.defences.backdoor import activation_clustering, detection_rates
 from medfool.models.train import TrainConfig, fit
+from record import write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 
 def seed_range(text: str) -> list[int]:
@@ -35,7 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=seed_range, default=seed_range("0-7"), help="training seeds, e.g. 0-7")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None, help="results file (default: benchmarks/results/backdoor_seeds.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = make_synthetic(n_classes=4, seed=5, per_split=(600, 120, 160))
@@ -56,18 +58,21 @@ def main() -> None:
         print(f"seed {seed}: TPR {rates['tpr']:.3f}  FPR {rates['fpr']:.3f}  clean classes flagged "
               f"{wrong or 'none'}  ({rows[-1]['wall_s']:.0f} s)", flush=True)
     span = f"seeds {args.seeds[0]}-{args.seeds[-1]}"
+    spread: dict[str, dict[str, float]] = {}
     for key in ("tpr", "fpr"):
         values = [r[key] for r in rows]
+        spread[key] = {"min": min(values), "median": statistics.median(values), "max": max(values)}
         print(f"{key.upper()} over {span}: min {min(values):.3f}, median {statistics.median(values):.3f}, "
               f"max {max(values):.3f}")
-    for what, pick in (("the poisoned label", lambda k: k == "0"), ("clean labels", lambda k: k != "0")):
+    for what, label, pick in (("the poisoned label", "poisoned_label", lambda k: k == "0"),
+                              ("clean labels", "clean_labels", lambda k: k != "0")):
         cells = [v for r in rows for k, v in r["classes"].items() if pick(k)]
         sil, size = [c["silhouette"] for c in cells], [c["small_cluster"] for c in cells]
+        spread[label] = {"silhouette_min": min(sil), "silhouette_max": max(sil),
+                         "small_cluster_fraction_min": min(size), "small_cluster_fraction_max": max(size)}
         print(f"{what} over {span}: silhouette {min(sil):.2f}-{max(sil):.2f}, smaller cluster "
               f"{min(size):.3f}-{max(size):.3f} of the label")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"torch": torch.__version__, "threads": args.threads, "rows": rows}, handle, indent=2)
+    write_results("backdoor_seeds", {"threads": args.threads, "rows": rows, "spread": spread}, args.json)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ folder of DICOM CT slices, timed, with the peak memory of the process and the re
 in headless Chromium (where Playwright and Chromium are installed).
 
 Usage:  python benchmarks/clinical_audit.py [--model densenet121|hf-vit] [--n 16] [--size 224]
-        [--config small|default] [--out runs/clinical-audit]
+        [--config small|default] [--out runs/clinical-audit] [--json OUT]
 
 The data are phantom CT slices written with ``medfool.data.dicom.write_ct_phantoms`` (soft tissue
 at 40 HU with noise, a +60 HU disc in the 'lesion' class), read through the 40/400 HU window.
@@ -13,6 +13,7 @@ beside this file (every stage that scales with the image, small budgets; the tes
 clinical audit uses it too);
 ``default`` is ``medfool audit``'s own configuration (about 6 hours for the DenseNet-121 on two
 CPU cores: run ``medfool audit --estimate`` with the same arguments first).
+The figures go to OUT, by default benchmarks/results/clinical_audit_MODEL_SIZEpx_CONFIG.json.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from medfool.cli.main import main as medfool
 from medfool.data.dicom import write_ct_phantoms
 from medfool.models import build, save_checkpoint
 from medfool.models.classifier import Classifier, ModelMeta
+from record import write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 SMALL = Path(__file__).with_name("clinical_audit.toml")
 
@@ -86,6 +88,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--config", default="small", choices=("small", "default"))
     parser.add_argument("--out", default="runs/clinical-audit")
+    parser.add_argument("--json", default=None,
+                        help="results file (default: benchmarks/results/clinical_audit_MODEL_SIZEpx_CONFIG.json)")
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -99,9 +103,13 @@ def main() -> None:
                     "--n", str(args.n), "--out", str(out / "audit")])
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = check_in_chromium(out / "audit" / "report.html")
     print(f"{args.model} at {args.size} px, {args.n} images, config {args.config}: exit {code}, {wall:.0f} s, "
-          f"peak resident memory {peak:,.0f} MiB, {torch.get_num_threads()} threads; report: "
-          f"{check_in_chromium(out / 'audit' / 'report.html')}")
+          f"peak resident memory {peak:,.0f} MiB, {torch.get_num_threads()} threads; report: {report}")
+    write_results(f"clinical_audit_{args.model}_{args.size}px_{args.config}",
+                  {"model": args.model, "size_px": args.size, "n": args.n, "config": args.config, "exit_code": code,
+                   "wall_s": wall, "peak_rss_mib": peak, "threads": torch.get_num_threads(),
+                   "report_check": report}, args.json)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ trained ensemble 82.3 % and 81.4 %).
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/defence_ensemble.py --dataset pneumoniamnist \\
         --clean A B C --robust D E F [--n 200] [--eps 8] [--json OUT]
 
+Writes the rows to OUT, by default benchmarks/results/defence_ensemble_DATASET[_only-TEXT].json.
+
 ``--clean``: three default-trained models (seeds); ``--robust``: three adversarially trained ones
 (e.g. ``medfool defend adv-train --method fgsm-rs``, Paul et al.'s FGSM training). Reported on one
 seeded sample of ``n`` test images, as accuracy (an image counts when it is classified correctly
@@ -18,13 +20,13 @@ model.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from medfool.attacks import get_attack
 from medfool.data import load_dataset
 from medfool.models import Classifier, ensemble_classifier, load_classifier
+from record import slug, write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 
 def accuracy_under(name: str, model: Classifier, x: torch.Tensor, y: torch.Tensor, **opts: float) -> float:
@@ -41,7 +43,8 @@ def main() -> None:
     ap.add_argument("--n-pixel", type=int, default=100)
     ap.add_argument("--eps", type=float, default=8)
     ap.add_argument("--only", default=None, help="run only the rows whose name contains this text")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None,
+                    help="results file (default: benchmarks/results/defence_ensemble_DATASET[_only-TEXT].json)")
     args = ap.parse_args()
     split = load_dataset(args.dataset).split("test")
     ids = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:args.n].sort().values.tolist()
@@ -61,17 +64,17 @@ def main() -> None:
             continue
         with torch.no_grad():
             acc = float((model.predict(x) == y).float().mean())
-        row = {"model": name, "clean": acc,
-               "fgsm": accuracy_under("fgsm", model, x, y, eps=eps),
-               "onepixel": accuracy_under("onepixel", model, x[:args.n_pixel], y[:args.n_pixel], population=100,
-                                          generations=20),
-               "autoattack": accuracy_under("ensemble", model, x, y, eps=eps, preset="fast")}
+        row = {"model": name, "clean_accuracy": acc,
+               "fgsm_accuracy": accuracy_under("fgsm", model, x, y, eps=eps),
+               "onepixel_accuracy": accuracy_under("onepixel", model, x[:args.n_pixel], y[:args.n_pixel],
+                                                   population=100, generations=20),
+               "ensemble_fast_accuracy": accuracy_under("ensemble", model, x, y, eps=eps, preset="fast")}
         rows.append(row)
-        print(f"{name:<46} {row['clean']:>6.1%} {row['fgsm']:>6.1%} {row['onepixel']:>8.1%} {row['autoattack']:>9.1%}",
-              flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"dataset": args.dataset, "n": len(ids), "eps": args.eps, "rows": rows}, fh, indent=1)
+        print(f"{name:<46} {row['clean_accuracy']:>6.1%} {row['fgsm_accuracy']:>6.1%} "
+              f"{row['onepixel_accuracy']:>8.1%} {row['ensemble_fast_accuracy']:>9.1%}", flush=True)
+    name = f"defence_ensemble_{args.dataset}" + (f"_only-{slug(args.only)}" if args.only else "")
+    write_results(name, {"dataset": args.dataset, "n": len(ids), "n_pixel": min(args.n_pixel, len(ids)),
+                         "eps_255": args.eps, "clean": args.clean, "robust": args.robust, "rows": rows}, args.json)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ theoretical ratio (attack steps + 1 forward-backward passes per batch).
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/defence_training.py [--dataset pneumoniamnist]
         [--images 2048] [--steps 7] [--json OUT]
 
+Writes the rows to OUT, by default benchmarks/results/defence_training_DATASET.json.
+
 One process, the default small CNN, the same ``images`` training images and batch size for
 every objective (clean, pgd with ``steps``, trades with ``steps``, fgsm-rs, noise), each timed
 over one epoch without the per-epoch validation (best of two epochs). PGD and TRADES craft in
@@ -14,7 +16,6 @@ the gap to it is the optimiser's and the data's share of a clean epoch.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -25,6 +26,7 @@ from medfool.data.transforms import augment
 from medfool.defences.robust_training import RobustObjective
 from medfool.models.metrics import loss_fn
 from medfool.models.train import TrainConfig, build_classifier, resolve_augment
+from record import write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 
 def epoch_seconds(dataset: Dataset, objective: RobustObjective | None, images: int, batch: int) -> float:
@@ -55,25 +57,26 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2048)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=7)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=None,
+                    help="results file (default: benchmarks/results/defence_training_DATASET.json)")
     args = ap.parse_args()
     torch.manual_seed(0)
     dataset = load_dataset(args.dataset)
     clean = epoch_seconds(dataset, None, args.images, args.batch)
-    rows = [{"objective": "clean", "epoch_s": clean, "ratio": 1.0, "theory": 1.0}]
+    rows = [{"objective": "clean", "epoch_s": clean, "ratio_to_clean": 1.0, "theory_ratio": 1.0}]
     for method in ("pgd", "trades", "fgsm-rs", "noise"):
         obj = RobustObjective(method=method, steps=args.steps)
         s = epoch_seconds(dataset, obj, args.images, args.batch)
         # trades also runs the clean forward of the loss: steps + 2 passes (one without backward)
         theory = {"pgd": args.steps + 1, "trades": args.steps + 1, "fgsm-rs": 2, "noise": 1}[method]
-        rows.append({"objective": method, "epoch_s": s, "ratio": s / clean, "theory": theory})
+        rows.append({"objective": method, "epoch_s": s, "ratio_to_clean": s / clean, "theory_ratio": theory})
     print(f"{args.dataset}, {args.images} images, batch {args.batch}, {torch.get_num_threads()} threads")
     print(f"{'objective':<10} {'epoch s':>8} {'x clean':>8} {'steps + 1':>10}")
     for r in rows:
-        print(f"{r['objective']:<10} {r['epoch_s']:>8.2f} {r['ratio']:>8.2f} {r['theory']:>10}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"dataset": args.dataset, "images": args.images, "batch": args.batch, "rows": rows}, fh, indent=1)
+        print(f"{r['objective']:<10} {r['epoch_s']:>8.2f} {r['ratio_to_clean']:>8.2f} {r['theory_ratio']:>10}")
+    write_results(f"defence_training_{args.dataset}", {"dataset": args.dataset, "images": args.images,
+                                                       "batch": args.batch, "steps": args.steps, "rows": rows},
+                  args.json)
 
 
 if __name__ == "__main__":

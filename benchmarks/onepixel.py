@@ -1,7 +1,7 @@
 """One-pixel attack: success, model evaluations and speed against torchattacks and ART.
 
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/onepixel.py --model CKPT [--dataset pathmnist]
-        [--n 16] [--pixels 1] [--population 400] [--generations 100] [--no-peers]
+        [--n 16] [--pixels 1] [--population 400] [--generations 100] [--no-peers] [--json OUT]
 
 Peers: pip install adversarial-robustness-toolbox packaging; pip install --no-deps torchattacks.
 One process, one model, the same correctly classified test tiles, the same population and
@@ -16,6 +16,7 @@ Prints
       of that peer's evaluations (target <= 0.25);
   (c) medfool's evaluations per second over the model's plain forward throughput at the same
       batch size (target >= 0.9).
+Writes the figures to OUT, by default benchmarks/results/onepixel_DATASET_kPIXELS.json.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from counting import Counting  # benchmarks/counting.py (the script folder is on
 from medfool.attacks import get_attack
 from medfool.data import load_dataset
 from medfool.models import Classifier, load_classifier
+from record import write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 
 def per_image(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], counter: Counting, model: Classifier,
@@ -67,6 +69,8 @@ def main() -> int:
     parser.add_argument("--eval-batch", type=int, default=0, help="candidates per model call (0: medfool's automatic "
                         "choice, also given to torchattacks)")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--json", default=None,
+                        help="results file (default: benchmarks/results/onepixel_DATASET_kPIXELS.json)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -127,9 +131,14 @@ def main() -> int:
                     art_clf.predict(batch_np, batch_size=128)  # type: ignore[union-attr]
             rates[name].append(n * p / (time.perf_counter() - t))
     print("(a') evaluations per second on the same candidates, interleaved, medians of 5:")
+    found: dict[str, object] = {"dataset": args.dataset, "model": args.model, "n": n, "pixels": args.pixels,
+                                "population": p, "generations": g, "eval_batch": args.eval_batch,
+                                "throughput_evals_per_s": {name: statistics.median(r) for name, r in rates.items()},
+                                "forward_evals_per_s": fwd_rate}
     for name, r in rates.items():
         print(f"    {name:<26} {statistics.median(r):>8,.0f}/s")
 
+    per_init: dict[str, dict[str, float]] = {}
     results: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
     for init in ("prior", "uniform"):
         attack = get_attack("onepixel", pixels=args.pixels, population=p, generations=g, init=init,
@@ -140,6 +149,8 @@ def main() -> int:
         rate = float((r.queries - 2).sum()) / r.wall_s
         print(f"medfool ({init}): {rate:,.0f} evaluations/s; forward alone at batch {args.eval_batch}: "
               f"{fwd_rate:,.0f}/s; ratio {rate / fwd_rate:.2f}  (c: >= 0.9)")
+        per_init[init] = {"evals_per_s": rate, "over_forward": rate / fwd_rate}
+    found["medfool_evals_per_s"] = per_init
 
     if not args.no_peers:
         import torchattacks
@@ -158,6 +169,8 @@ def main() -> int:
     print(f"\n(a) {'contender':<24} {'success':>8} {'evals/image':>12} {'s/image':>8}")
     for name, (succ, evals, secs) in results.items():
         print(f"    {name:<24} {succ.mean():>8.3f} {evals.mean():>12,.0f} {secs / n:>8.2f}")
+    found["contenders"] = [{"contender": name, "success": float(succ.mean()), "evals_per_image": float(evals.mean()),
+                            "s_per_image": secs / n} for name, (succ, evals, secs) in results.items()]
 
     budgets = [b for b in (400, 800, 1600, 3200, 6400, 10000, 20000, 40400) if b <= full] + [full]
     budgets = sorted(set(budgets))
@@ -165,18 +178,27 @@ def main() -> int:
     print(f"    {'B':>7} " + " ".join(f"{name:>22}" for name in results))
     for b in budgets:
         print(f"    {b:>7,} " + " ".join(f"{success_within(s, e, b):>22.3f}" for s, e, _ in results.values()))
+    found["success_within_budget"] = [{"evals_budget": b} | {name: success_within(s, e, b)
+                                                              for name, (s, e, _) in results.items()}
+                                      for b in budgets]
     peers = {k: v for k, v in results.items() if not k.startswith("medfool")}
     if peers:
         best_name = max(peers, key=lambda k: peers[k][0].mean())
         bar, peer_evals = peers[best_name][0].mean(), peers[best_name][1].sum()
         ours_s, ours_e, _ = results["medfool (prior)"]
         reached = [b for b in sorted(set(int(v) for v in ours_e) | {full}) if success_within(ours_s, ours_e, b) >= bar]
+        to_peer: dict[str, object] = {"peer": best_name, "peer_success": float(bar), "peer_evals": int(peer_evals),
+                                      "medfool_budget": None, "medfool_evals": None, "evals_over_peer": None}
+        found["to_best_peer"] = to_peer
         if reached:
             spent = np.minimum(ours_e, reached[0]).sum()
+            to_peer |= {"medfool_budget": reached[0], "medfool_evals": float(spent),
+                        "evals_over_peer": float(spent / peer_evals)}
             print(f"    medfool reaches {best_name}'s full-budget success {bar:.3f} at B = {reached[0]:,} "
                   f"with {spent:,.0f} evaluations, {spent / peer_evals:.2f} of the peer's {peer_evals:,}  (b: <= 0.25)")
         else:
             print(f"    medfool does not reach {best_name}'s success {bar:.3f} within the budget")
+    write_results(f"onepixel_{args.dataset}_k{args.pixels}", found, args.json)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Adversarial patch: optimisation speed, and targeted success towards every class.
 
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/patch.py --model CKPT [--dataset pathmnist]
-        [--surrogate CKPT] [--steps 400] [--area 0.1]
+        [--surrogate CKPT] [--steps 400] [--area 0.1] [--json OUT]
 
 Prints
   1. one optimisation step on a batch of 64 as a ratio to the model's forward+backward of that
@@ -10,6 +10,7 @@ Prints
      the image (random placements, counted on the tiles the model classified correctly), the
      natural crop of that class and the same-class control, and with --surrogate the success of
      a patch crafted on the surrogate, on the surrogate and transferred to the victim.
+Writes the figures to OUT, by default benchmarks/results/patch_DATASET.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from medfool.attacks.patch.natural import natural_patch
 from medfool.attacks.patch.transfer import transfer_patch
 from medfool.data import load_dataset
 from medfool.models import load_classifier
+from record import write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 
 def main() -> int:
@@ -41,6 +43,7 @@ def main() -> int:
     parser.add_argument("--n-craft", type=int, default=2000)
     parser.add_argument("--n", type=int, default=500, help="held-out test tiles (default 500)")
     parser.add_argument("--targets", nargs="*", default=None, help="class names (default: every class)")
+    parser.add_argument("--json", default=None, help="results file (default: benchmarks/results/patch_DATASET.json)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -85,6 +88,7 @@ def main() -> int:
     if surrogate is not None:
         head += f" {'on surrogate':>13} {'transferred':>12}"
     print(head + f" {'craft s':>8}")
+    rows: list[dict[str, object]] = []
     for t in targets:
         keep = yall != t
         x, y = xall[keep], yall[keep]
@@ -96,10 +100,20 @@ def main() -> int:
         ctl = natural_patch(model, xtr, ytr, x, y, k, torch.Generator().manual_seed(2), target=t, control=True)
         row = (f"{names[t][:38]:<38} {int(adv.clean_correct.sum()):>4} {adv.success_rate:>6.3f} "
                f"{nat.success_rate:>8.3f} {ctl.success_rate:>8.3f}")
+        found: dict[str, object] = {"target": names[t], "n": int(adv.clean_correct.sum()),
+                                    "patch_success": adv.success_rate, "natural_success": nat.success_rate,
+                                    "control_success": ctl.success_rate}
         if surrogate is not None:
             tr = transfer_patch(attack, surrogate, model, xtr, ytr, x, y, target=t)  # type: ignore[arg-type]
             row += f" {tr.on_surrogate.success_rate:>13.3f} {tr.on_victim.success_rate:>12.3f}"
+            found |= {"on_surrogate_success": tr.on_surrogate.success_rate,
+                      "transferred_success": tr.on_victim.success_rate}
         print(row + f" {took:>8.1f}", flush=True)
+        rows.append(found | {"craft_s": took})
+    write_results(f"patch_{args.dataset}", {
+        "dataset": args.dataset, "model": args.model, "surrogate": args.surrogate, "batch": batch,
+        "step_ms_per_batch": s * 1e3, "forward_backward_ms_per_batch": f * 1e3, "step_over_forward_backward": s / f,
+        "patch_px": k, "area_fraction": area, "steps": args.steps, "n_craft": len(xtr), "rows": rows}, args.json)
     return 0
 
 

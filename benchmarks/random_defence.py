@@ -2,7 +2,8 @@
 decide on the EOT mean (before) and on the deployed model's own draw (now).
 
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/random_defence.py --model CKPT
-        [--dataset NAME] [--n 64] [--eps 2 8] [--eot 8] [--preset fast] [--json OUT]
+        [--dataset NAME] [--n 64] [--eps 2 8] [--eot 8] [--preset fast] [--threads 2] [--json OUT]
+        (writes benchmarks/results/random_defence_DATASET.json unless --json names another file)
 
 Resize-pad (Xie et al., ICLR 2018; shrink by 0-4 pixels, pad back at a random offset) is put in
 front of the model. Deployed, it draws per image from a key of the image's pixels; attacked
@@ -16,7 +17,6 @@ runs use the same images and seed; robust accuracy is over all ``n`` images, jud
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -27,6 +27,7 @@ from medfool.defences.evaluation import judge, worst_case
 from medfool.defences.input_transforms import with_transforms
 from medfool.models import load_classifier
 from medfool.utils.stats import accuracy_breakdown
+from record import write_results
 
 
 def main() -> None:
@@ -38,9 +39,10 @@ def main() -> None:
     ap.add_argument("--eot", type=int, default=8)
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     base, _ = load_classifier(args.model)
     model = with_transforms(base, [{"name": "resize-pad", "max_shrink": 4}]).eval()
     ds = load_dataset(args.dataset or base.meta.dataset)
@@ -62,14 +64,13 @@ def main() -> None:
                 held, _ = worst_case(view, model, attacks, x, y, ids, args.seed)
             b = accuracy_breakdown(held.tolist(), y.tolist(), ds.info.class_names)
             row[label] = {"robust": b["accuracy"], "ci95": b["ci95"], "balanced": b["balanced"],
-                          "constant": b["constant"], "wall_s": time.perf_counter() - start}
+                          "constant": b["constant"], "per_class": b.get("per_class"),
+                          "wall_s": time.perf_counter() - start}
             print(f"{eps:g}/255 {label}: adaptive robust accuracy {b['accuracy']:.3f} "
                   f"[{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}] balanced {b['balanced']:.3f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
         out["rows"].append(row)  # type: ignore[union-attr]
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+    write_results(f"random_defence_{ds.info.name}", out, args.json)
 
 
 if __name__ == "__main__":

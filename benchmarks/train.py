@@ -1,15 +1,16 @@
 """Training benchmark: wall time and test accuracy of the small CNN on the real data, on this machine.
 
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/train.py [--datasets pneumoniamnist ...] [--seed 0]
+        [--json OUT]
 
 Prints, per dataset, the measured test accuracy against its target and the wall time as a
 ratio of the time budget (ratio <= 1.00 meets it). Default training options, one process.
+Writes the rows to OUT, by default benchmarks/results/train_DATASET[-DATASET...].json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -17,7 +18,7 @@ import torch
 
 from medfool.data import load_dataset
 from medfool.models.train import TrainConfig, fit
-from medfool.utils.repro import environment
+from record import write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 # dataset -> (minimum test accuracy, time budget in seconds); None = no budget set
 TARGETS: dict[str, tuple[float, float | None]] = {
@@ -32,7 +33,8 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=list(TARGETS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the reference machine has 2 cores)")
-    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--json", default=None,
+                        help="results file (default: benchmarks/results/train_DATASET[-DATASET...].json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -52,11 +54,13 @@ def main() -> int:
         print(f"{name:<16} {len(ds.split('train')):>7} {result.record['epochs_run']:>6} {acc:>8.3f} {target:>6.2f} "
               f"{result.test['auc'] if result.test else float('nan'):>6.3f} {wall:>7.1f} "
               f"{budget or float('nan'):>6.0f} {ratio:>11}  {'PASS' if passed else 'FAIL'}", flush=True)
-        rows.append({"dataset": name, "test_accuracy": acc, "target": target, "wall_s": wall, "budget_s": budget,
-                     "epochs_run": result.record["epochs_run"], "best_epoch": result.best_epoch, "seed": args.seed})
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"rows": rows, "environment": environment()}, handle, indent=2)
+        rows.append({"dataset": name, "n_train": len(ds.split("train")), "test_accuracy": acc,
+                     "target_accuracy": target, "test_auc": result.test["auc"] if result.test else float("nan"),
+                     "wall_s": wall, "budget_s": budget, "time_over_budget": wall / budget if budget else None,
+                     "passed": passed, "epochs_run": result.record["epochs_run"], "best_epoch": result.best_epoch,
+                     "seed": args.seed})
+    write_results("train_" + "-".join(args.datasets), {"threads": args.threads, "rows": rows, "all_passed": ok},
+                  args.json)
     return 0 if ok else 1
 
 

@@ -1,10 +1,11 @@
 """White-box attack speed on CPU, as ratios measured in one process on one model and batch.
 
 Usage:  MEDFOOL_DATA_DIR=../shared/data python benchmarks/whitebox.py [--n 128] [--model CKPT [--dataset NAME]]
+        [--json OUT]
 
 Without --model, trains the small CNN on the PathMNIST subset first (about 30 s). A given model
 is measured on the test split of the dataset it was trained on (its checkpoint's record), or
-of --dataset.
+of --dataset. Writes the figures to OUT, by default benchmarks/results/whitebox_DATASET.json.
 Needs the peers for the comparisons: pip install adversarial-robustness-toolbox packaging;
 pip install --no-deps torchattacks.
 
@@ -39,6 +40,7 @@ from medfool.data import load_dataset
 from medfool.data.dataset import Dataset
 from medfool.models import Classifier, load_classifier
 from medfool.models.train import TrainConfig, fit
+from record import write_results  # benchmarks/record.py (the script folder is on sys.path)
 
 
 def timed(fn: Callable[[], object], repeat: int = 5) -> tuple[float, object]:
@@ -90,6 +92,8 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="checkpoint (default: train the small CNN on PathMNIST)")
     parser.add_argument("--dataset", default=None, help="default: the dataset the model was trained on")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None,
+                        help="results file (default: benchmarks/results/whitebox_DATASET.json)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -103,6 +107,15 @@ def main() -> int:
     print(f"{ds.info.name}, {model.meta.arch or 'external model'}, {n} correctly classified test images, "
           f"{args.threads} threads, torch {torch.__version__}")
     rows: list[tuple[str, float, float | None]] = []
+    found: dict[str, object] = {"dataset": ds.info.name, "model": args.model, "arch": model.meta.arch, "n": n,
+                                "threads": args.threads}
+
+    def done() -> int:
+        code = print_rows(rows)
+        found["rows"] = [{"measure": name.strip(), "ratio": ratio, "target_ratio": target,
+                          "passed": None if target is None else ratio <= target} for name, ratio, target in rows]
+        write_results(f"whitebox_{ds.info.name}", found, args.json)
+        return code
 
     eps = 8 / 255
     alpha = 2.5 * eps / 10
@@ -148,12 +161,20 @@ def main() -> int:
     print(f"PGD-10 8/255: 10 x floor {times['10 x floor']:.3f} s, fixed schedule {times['full']:.3f} s, early stop "
           f"{times['early']:.3f} s (mean {float(r_early.gradients.float().mean()):.2f} gradients per image, "
           f"success {r_early.success_rate:.3f})")
+    pgd: dict[str, object] = {"eps_255": 8, "floor_ms_per_batch": times["10 x floor"] * 100,
+                              "ten_floors_s": times["10 x floor"], "fixed_s": times["full"], "loop_s": times["loop"],
+                              "shared_clean_s": times["shared"],
+                              "early_stop_s": times["early"],
+                              "early_stop_gradients_per_image": float(r_early.gradients.float().mean()),
+                              "early_stop_success": r_early.success_rate}
+    found["pgd10"] = pgd
     rows.append(("PGD-10 fixed, full call / (10 x floor)", times["full"] / times["10 x floor"], 1.15))
     rows.append(("PGD-10 fixed, loop alone / (10 x floor)", times["loop"] / times["10 x floor"], None))
     rows.append(("PGD-10 early stop (default) / fixed schedule", times["early"] / times["full"], None))
     if not peers:
-        return print_rows(rows)
+        return done()
     t_ta = times["torchattacks"]
+    pgd["torchattacks_s"] = t_ta
     rows.append(("medfool PGD-10 early stop (default) / torchattacks PGD-10", times["early"] / t_ta, 1.0))
     rows.append(("medfool PGD-10 fixed, loop alone / torchattacks PGD-10", times["loop"] / t_ta, 1.0))
     rows.append(("medfool PGD-10 fixed, full call / torchattacks PGD-10", times["full"] / t_ta, None))
@@ -163,16 +184,22 @@ def main() -> int:
     t_art, _ = timed(lambda: ProjectedGradientDescent(art_clf, eps=eps, eps_step=alpha, max_iter=10, batch_size=n,
                                                       verbose=False).generate(x.numpy()), repeat=1)
     rows.append(("medfool PGD-10 fixed, full call / ART PGD-10", times["full"] / t_art, 1.0))
+    pgd["art_s"] = t_art
 
     # C&W: torchattacks' defaults set the bar; medfool's cheapest setting that reaches it
     t_tacw, xa = timed(lambda: torchattacks.CW(model, c=1, kappa=0, steps=50, lr=0.01)(x, y), repeat=1)
     ta_rate, ta_l2 = stats(model, x, y, xa)
     print(f"torchattacks C&W (c=1, 50 steps, lr 0.01): success {ta_rate:.3f}, median L2 {ta_l2:.4f}, {t_tacw:.2f} s")
+    cw_runs: list[dict[str, object]] = [{"contender": "torchattacks C&W (c=1, 50 steps, lr 0.01)", "success": ta_rate,
+                                         "median_l2": ta_l2, "wall_s": t_tacw}]
+    found["cw"] = cw_runs
     reached = None
     for steps in (1, 2, 5, 10, 20, 50):
         t_cw, r = timed(lambda s=steps: get_attack("cw", steps=s, search_steps=1)(model, x, y), repeat=1)
         rate, med = float(r.success.float().mean()), float(r.l2[r.success].median())
         print(f"  medfool C&W {steps:>2} steps x 1 search: success {rate:.3f}, median L2 {med:.4f}, {t_cw:.2f} s")
+        cw_runs.append({"contender": f"medfool C&W {steps} steps x 1 search", "success": rate, "median_l2": med,
+                        "wall_s": t_cw})
         if rate >= ta_rate and med <= ta_l2:
             reached = t_cw
             break
@@ -181,18 +208,23 @@ def main() -> int:
     t_def, r_def = timed(lambda: get_attack("cw")(model, x, y), repeat=1)
     print(f"  medfool C&W defaults: success {r_def.success_rate:.3f}, "
           f"median L2 {float(r_def.l2[r_def.success].median()):.4f}, {t_def:.2f} s")
+    cw_runs.append({"contender": "medfool C&W defaults", "success": r_def.success_rate,
+                    "median_l2": float(r_def.l2[r_def.success].median()), "wall_s": t_def})
 
     # DeepFool: per image, at equal success
     t_df, r_df = timed(lambda: get_attack("deepfool")(model, x, y))
     t_tadf, xa_ta = timed(lambda: torchattacks.DeepFool(model, steps=50, overshoot=0.02)(x, y), repeat=1)
     t_artdf, xa_art = timed(lambda: ArtDeepFool(art_clf, max_iter=50, epsilon=0.02, batch_size=n,
                                                 verbose=False).generate(x.numpy()), repeat=1)
+    deepfool: list[dict[str, object]] = []
     for name, t, xa_ in (("medfool", t_df, r_df.x_adv), ("torchattacks", t_tadf, xa_ta),
                          ("ART", t_artdf, torch.as_tensor(xa_art))):
         rate, med = stats(model, x, y, xa_)
         print(f"  DeepFool {name:<12} success {rate:.3f}, median L2 {med:.4f}, {t / n * 1e3:.2f} ms/image")
+        deepfool.append({"contender": name, "success": rate, "median_l2": med, "ms_per_image": t / n * 1e3})
+    found["deepfool"] = deepfool
     rows.append(("DeepFool: medfool / best peer, time per image", t_df / min(t_tadf, t_artdf), 0.5))
-    return print_rows(rows)
+    return done()
 
 
 def print_rows(rows: list[tuple[str, float, float | None]]) -> int:
