@@ -52,7 +52,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ConfigError("audit needs --model and --dataset (or --print-config)")
     audit(AuditJob(model=args.model, data=data_source(args), out=Path(args.out), config=args.config, seed=args.seed,
                    n=args.n, device=args.device, fresh=args.fresh, defences=tuple(args.defence),
-                   command=command_record(args), estimate=args.estimate), say)
+                   command=command_record(args), estimate=args.estimate, workers=args.workers,
+                   ray_address=args.ray_address), say)
     return 0
 
 
@@ -81,6 +82,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="also measure a defence against the naive and the adaptive attacker: an input transform "
                         "put in front of the model (jpeg, median:size=3, bit-depth:bits=4, blur, resize-pad, "
                         "stain-norm) or a defended checkpoint (repeat; adds to the config's [defence] names)")
+    p.add_argument("--workers", type=positive, default=None, metavar="N",
+                   help="run the audit's units on N Ray workers on this machine, each with its share of the cores "
+                        "and one GPU where there are GPUs (needs the ray extra: pip install 'medfool[ray]'; "
+                        "without it the audit runs in this process); the store and report are the same")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join the Ray cluster at ADDR (e.g. ray://head:10001 or auto) instead of starting one; "
+                        "every node must see the model file and the data at the same paths")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="re-render an audit's report from its results store (no recomputation)",

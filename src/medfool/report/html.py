@@ -241,7 +241,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
     return {"meta": meta, "clean": clean, "findings": found, "defences": defences,
             "sanity": checks, "summaries": summaries, "flip_matrices": flips, "maps": maps, "rows": rows,
             "backdoor": backdoor, "corruptions": corruption_table(summaries), "ensemble_members": members,
-            "units_done": len(store.done_units())}
+            "units_done": len(store.done_units()), "cells": store.get_meta("cells") or {}}
 
 
 def defence_results(store: ResultStore, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -383,8 +383,40 @@ def page(store: ResultStore, data: dict[str, Any]) -> str:
         parts.append(_defence_section(data["defences"]))
     if data.get("backdoor"):
         parts.append(_backdoor_section(data["backdoor"], store.artifact("backdoor-trigger")))
+    parts.append(_cells_section(data.get("cells") or {}))
     parts.append(_sanity_section(store, data, cfg))
     return "\n".join(p for p in parts if p)
+
+
+def cell_rows(cells: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per part of the audit (the first part of a unit's name): its units, the processes they ran
+    in, their summed time and their retries."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, c in cells.items():
+        part = name.split("/")[0]
+        row = out.setdefault(part, {"part": part, "units": 0, "where": set(), "wall_s": 0.0, "retries": 0,
+                                    "executor": set()})
+        row["units"] += 1
+        row["where"].add(str(c.get("where")))
+        row["executor"].add(str(c.get("executor")))
+        row["wall_s"] += float(c.get("wall_s") or 0.0)
+        row["retries"] += int(c.get("retries") or 0)
+    return [{**r, "where": sorted(r["where"]), "executor": sorted(r["executor"])} for r in out.values()]
+
+
+def _cells_section(cells: Mapping[str, Mapping[str, Any]]) -> str:
+    """Where the units ran (this process or Ray workers), their time and their retries."""
+    rows = cell_rows(cells)
+    if not rows:
+        return ""
+    body = [[html.escape(r["part"]), str(r["units"]), html.escape(", ".join(r["executor"])),
+             html.escape(", ".join(r["where"]) if len(r["where"]) <= 3 else f"{len(r['where'])} processes"),
+             f"{r['wall_s']:.1f}", str(r["retries"])] for r in rows]
+    return ("<h2 id='cells'>Where it ran</h2><p class='muted'>Each unit is one stage on one chunk of images, "
+            "with its own random stream: it gives the same rows wherever it runs. Time is the units' own "
+            "(summed over workers running side by side); a retry is a unit sent again after its worker was lost."
+            "</p>" + _table(["part", "units", "run by", "processes (host:pid)", "unit time (s)", "retries"], body,
+                            left=4))
 
 
 def _head(meta: dict[str, Any], cfg: dict[str, Any]) -> str:

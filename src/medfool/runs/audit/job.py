@@ -12,7 +12,9 @@ from medfool.errors import ConfigError
 from medfool.eval.store import ResultStore
 from medfool.models import load_classifier
 from medfool.report.html import render
+from medfool.runs.audit.cells import WorkerSpec
 from medfool.runs.audit.config import load_config
+from medfool.runs.audit.ray_pool import choose_executor, threads_per_worker
 from medfool.runs.audit.runner import STORE, estimate_audit, run_audit
 from medfool.runs.common import DataSource, Say, check_writable, match_model_to_data, to_log
 from medfool.utils.device import resolve_device
@@ -37,6 +39,8 @@ class AuditJob:
     defences: tuple[str, ...] = ()  # added to the config's [defence] names
     command: dict[str, Any] = field(default_factory=dict)
     estimate: bool = False  # say what the audit would cost and stop, writing nothing
+    workers: int | None = None  # run the units on this many Ray workers (None: in this process)
+    ray_address: str | None = None  # join this Ray cluster instead of starting a local instance
 
 
 def audit(job: AuditJob, say: Say = to_log) -> Path | None:
@@ -44,7 +48,8 @@ def audit(job: AuditJob, say: Say = to_log) -> Path | None:
     cfg = load_config(job.config, seed=job.seed, n=job.n, defences=list(job.defences))
     if not job.estimate:
         check_writable(job.out)
-    model, _ = load_classifier(job.model, device=resolve_device(job.device))
+    device = resolve_device(job.device)
+    model, _ = load_classifier(job.model, device=device)
     dataset = job.data.load()
     match_model_to_data(model, dataset, job.model)
     if job.estimate:
@@ -52,7 +57,11 @@ def audit(job: AuditJob, say: Say = to_log) -> Path | None:
         estimate_audit(model, dataset, cfg, say)
         return None
     say(f"auditing {job.model} on {dataset.info.name}: {cfg.n} {cfg.split} images, seed {cfg.seed} -> {job.out}/")
-    report = run_audit(model, job.model, dataset, cfg, job.out, fresh=job.fresh, command=job.command, say=say)
+    workers = job.workers or (1 if job.ray_address else None)
+    spec = WorkerSpec(job.model, job.data, cfg, str(device), threads_per_worker(workers or 1))
+    executor = choose_executor(workers, job.ray_address, spec, say)
+    report = run_audit(model, job.model, dataset, cfg, job.out, fresh=job.fresh, command=job.command,
+                       executor=executor, say=say)
     findings(report, say)
     return report
 

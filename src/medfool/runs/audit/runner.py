@@ -33,6 +33,7 @@ from medfool.eval.store import ResultStore, unit_seed
 from medfool.models.classifier import Classifier
 from medfool.models.train import auto_epochs
 from medfool.report.html import render
+from medfool.runs.audit.cells import Done, Executor, InProcess
 from medfool.runs.audit.config import AuditConfig, DefenceSection
 from medfool.runs.audit.cost import attack_cost, attack_passes, measure_speed, plan_lines, weights
 from medfool.runs.audit.units import (
@@ -238,7 +239,8 @@ def _patch_units(st: _Stages, patch_bytes: Callable[[], bytes], target: int | No
         sel = others[s:s + b]
         units.append(Unit(f"patch/apply/{k}", "patch", patch_apply_unit(
             attack, patch_bytes, st.subject, craft_x, craft_y, st.images.take(sel), target, budget,
-            "grid-patch" if k == 0 else None), Passes(forwards=2 * sel.numel())))
+            "grid-patch" if k == 0 else None), Passes(forwards=2 * sel.numel()),
+            after="patch/craft", needs="patch-npz"))
     return units
 
 
@@ -287,7 +289,7 @@ def _backdoor_units(st: _Stages, out: Path | None) -> list[Unit]:
     n_train = len(st.dataset.split("train"))
     models = 2 + len(backdoor_retrains(bd))  # clean, poisoned, one per retraining
     return [Unit("backdoor", "backdoor retraining", backdoor_unit(st.model, st.dataset, st.cfg, out / "backdoor"),
-                   Passes(gradients=models * (bd.epochs or auto_epochs(n_train)) * n_train))]
+                   Passes(gradients=models * (bd.epochs or auto_epochs(n_train)) * n_train), local=True)]
 
 
 def stage_rows(units: list[Unit]) -> list[tuple[str, int, Passes | None]]:
@@ -391,8 +393,10 @@ def open_store(out: Path, fp: str, meta: dict[str, Any], fresh: bool) -> tuple[R
 
 
 def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditConfig, out: Path, *,
-              fresh: bool = False, command: dict[str, Any] | None = None, say: Say = to_log) -> Path:
-    """Run (or resume) the audit into ``out``; returns the report's path."""
+              fresh: bool = False, command: dict[str, Any] | None = None, executor: Executor | None = None,
+              say: Say = to_log) -> Path:
+    """Run (or resume) the audit into ``out`` (its units in this process, or where ``executor``
+    sends them); returns the report's path."""
     target = patch_target(dataset.info, cfg, model)  # an unknown class name fails before anything is written
     ids, x, y = audit_images(dataset, cfg)
     x, y = x.to(model.device), y.to(model.device)
@@ -413,7 +417,7 @@ def run_audit(model: Classifier, model_path: str, dataset: Dataset, cfg: AuditCo
     out.mkdir(parents=True, exist_ok=True)
     try:
         with folder_lock(out):
-            return _run(model, dataset, cfg, out, ids, x, y, target, fp, meta, fresh, say)
+            return _run(model, dataset, cfg, out, ids, x, y, target, fp, meta, fresh, executor or InProcess(), say)
     except MedfoolError:
         if created and not _has_results(out):  # a refusal in the first unit leaves nothing behind
             shutil.rmtree(out, ignore_errors=True)
@@ -430,13 +434,17 @@ def _has_results(out: Path) -> bool:
 
 
 def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: list[int], x: torch.Tensor,
-         y: torch.Tensor, target: int | None, fp: str, meta: dict[str, Any], fresh: bool, say: Say) -> Path:
+         y: torch.Tensor, target: int | None, fp: str, meta: dict[str, Any], fresh: bool, executor: Executor,
+         say: Say) -> Path:
     store, resumed = open_store(out, fp, meta, fresh)
     with store:
-        def patch_bytes() -> bytes:
-            found = store.artifact("patch-npz")
-            assert found is not None, "patch applied before it was crafted"
+        def artifact(name: str) -> bytes:
+            found = store.artifact(name)
+            assert found is not None, f"{name} read before the unit that writes it ran"
             return found[1]
+
+        def patch_bytes() -> bytes:
+            return artifact("patch-npz")
 
         units, skipped = plan(model, dataset, cfg, ids, x, y, patch_bytes, target, out)
         store.set_meta("skipped", skipped)
@@ -452,22 +460,29 @@ def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: 
             speed = measure_speed(model, x)
             for line in plan_lines(stage_rows(todo), speed):
                 say(line)
+            if not isinstance(executor, InProcess):
+                say(f"  running {len(todo)} units on {executor.where}")
             weight = dict(zip(weight, weights([u.cost for u in units], speed), strict=True))
         bar = progress(total=sum(weight.values()), initial=sum(weight[u] for u in done if u in weight), desc="audit",
                        leave=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-        stage = ""
+        cells: dict[str, Any] = store.get_meta("cells") or {}
+        stages: set[str] = set()
+
+        def started(unit: Unit) -> None:
+            if unit.stage not in stages:
+                stages.add(unit.stage)
+                say(f"  {unit.stage} ...")
+                bar.set_description(unit.stage)
+
+        def commit(result: Done) -> None:
+            store.commit_unit(result.name, result.rows, result.artifacts, result.wall_s)
+            cells[result.name] = {"where": result.worker, "wall_s": result.wall_s, "retries": result.retries,
+                                  "executor": executor.where}
+            store.set_meta("cells", cells)
+            bar.update(weight[result.name])
+
         try:
-            for unit in todo:
-                if unit.stage != stage:
-                    stage = unit.stage
-                    say(f"  {stage} ...")
-                    bar.set_description(stage)
-                start = time.perf_counter()
-                gen = torch.Generator().manual_seed(unit_seed(cfg.seed, unit.name))
-                torch.manual_seed(unit_seed(cfg.seed, unit.name))  # for any library code using the global RNG
-                rows, artifacts = unit.run(gen)
-                store.commit_unit(unit.name, rows, artifacts, time.perf_counter() - start)
-                bar.update(weight[unit.name])
+            executor.run(todo, cfg.seed, started, commit, artifact)
         finally:
             bar.close()
         report = render(store, out)

@@ -84,10 +84,19 @@ NO_PASSES = Passes()
 
 @dataclass(frozen=True)
 class Unit:
+    """One cell of an audit: a stage (and its attack and budget) on one chunk of images. Its
+    randomness comes from its own seed (``unit_seed``), so it computes the same rows in any
+    process. ``after`` names a unit whose result it reads, ``needs`` the artifact of that unit
+    (the patch it applies) a worker is sent with it; ``local`` units write files in the run's
+    folder and run in the driver's process."""
+
     name: str
     stage: str
     run: Callable[[torch.Generator], UnitOutput]
     cost: Passes | None = NO_PASSES  # the most model passes it can take (None: not known in advance)
+    after: str | None = None
+    needs: str | None = None
+    local: bool = False
 
 
 def result_rows(stage: str, budget: str, ids: list[int], x: torch.Tensor, y: torch.Tensor,
