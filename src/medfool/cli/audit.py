@@ -53,7 +53,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     audit(AuditJob(model=args.model, data=data_source(args), out=Path(args.out), config=args.config, seed=args.seed,
                    n=args.n, device=args.device, fresh=args.fresh, defences=tuple(args.defence),
                    command=command_record(args), estimate=args.estimate, workers=args.workers,
-                   ray_address=args.ray_address), say)
+                   ray_address=args.ray_address, worker_threads=args.threads_per_worker), say)
     return 0
 
 
@@ -86,6 +86,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="run the audit's units on N Ray workers on this machine, each with its share of the cores "
                         "and one GPU where there are GPUs (needs the ray extra: pip install 'medfool[ray]'; "
                         "without it the audit runs in this process); the store and report are the same")
+    p.add_argument("--threads-per-worker", type=positive, default=None, metavar="T",
+                   help="torch threads of each Ray worker (default: this machine's cores / N; small models at "
+                        "28-64 px gain more from workers than from threads)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join the Ray cluster at ADDR (e.g. ray://head:10001 or auto) instead of starting one; "
                         "every node must see the model file and the data at the same paths")

@@ -41,6 +41,7 @@ class AuditJob:
     estimate: bool = False  # say what the audit would cost and stop, writing nothing
     workers: int | None = None  # run the units on this many Ray workers (None: in this process)
     ray_address: str | None = None  # join this Ray cluster instead of starting a local instance
+    worker_threads: int | None = None  # torch threads per worker (None: the cores shared out)
 
 
 def audit(job: AuditJob, say: Say = to_log) -> Path | None:
@@ -58,7 +59,7 @@ def audit(job: AuditJob, say: Say = to_log) -> Path | None:
         return None
     say(f"auditing {job.model} on {dataset.info.name}: {cfg.n} {cfg.split} images, seed {cfg.seed} -> {job.out}/")
     workers = job.workers or (1 if job.ray_address else None)
-    spec = WorkerSpec(job.model, job.data, cfg, str(device), threads_per_worker(workers or 1))
+    spec = WorkerSpec(job.model, job.data, cfg, str(device), job.worker_threads or threads_per_worker(workers or 1))
     executor = choose_executor(workers, job.ray_address, spec, say)
     report = run_audit(model, job.model, dataset, cfg, job.out, fresh=job.fresh, command=job.command,
                        executor=executor, say=say)
