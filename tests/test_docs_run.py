@@ -31,7 +31,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
 from hf_folders import make_hf_vit
 from medfool.cli.main import main
 from medfool.data import load_dataset
@@ -135,7 +134,7 @@ def _torchscript(path: Path) -> Path:
     return path
 
 
-def placeholders(work: Path) -> dict[str, Path]:
+def placeholders(work: Path, small_config: str) -> dict[str, Path]:
     """Placeholder word -> the file it stands for; MODEL is resolved per command by its -d."""
     models = {
         "pneumoniamnist": _model("pneumoniamnist", 0, work / "fixtures" / "pneu0.safetensors"),
@@ -155,7 +154,7 @@ def placeholders(work: Path) -> dict[str, Path]:
             "OTHER_MODEL": path1, "D": Path("pneumoniamnist"), "ct-slices/": ct, "path/to/hf-folder": hf,
             "runs/path-s0/model.safetensors": models["pathmnist"], "runs/path-s1/model.safetensors": path1,
             "adv.safetensors": models["pneumoniamnist"], "noise.safetensors": fixtures / "noise" / "model.safetensors",
-            "model.pt": _torchscript(fixtures / "model.pt"), "small.toml": _text(fixtures / "small.toml", TINY)}
+            "model.pt": _torchscript(fixtures / "model.pt"), "small.toml": _text(fixtures / "small.toml", small_config)}
 
 
 def _text(path: Path, text: str) -> Path:
@@ -185,7 +184,7 @@ def resolved(argv: list[str], fixtures: dict[str, Path], dataset: str) -> list[s
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Path]]]:
+def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_text: str) -> Iterator[tuple[Path, dict[str, Path]]]:
     work = tmp_path_factory.mktemp("docs")
     data = miniature_data(work / "data")
     patch = pytest.MonkeyPatch()
@@ -193,7 +192,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     patch.setenv("XDG_CACHE_HOME", str(work / "cache"))
     patch.chdir(work)
     try:
-        yield work, placeholders(work)
+        yield work, placeholders(work, tiny_text)
     finally:
         patch.undo()
 
