@@ -3,7 +3,6 @@ store as an uninterrupted run with the same seed (no row lost, none duplicated).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -62,29 +61,10 @@ def _units(out: Path) -> int:
 
 def _snapshot(out: Path) -> dict[str, object]:
     """The store's content that must not depend on interruptions (timings excluded)."""
-    con = sqlite3.connect(out / "audit.sqlite")
-    rows = con.execute("SELECT * FROM rows ORDER BY stage, attack, budget, image").fetchall()
-    cols = [d[0] for d in con.execute("SELECT * FROM rows LIMIT 1").description]
-    t = cols.index("time_s")
-    arts = {}
-    for name, kind, data in con.execute("SELECT name, kind, data FROM artifacts ORDER BY name"):
-        if kind == "json":
-            obj = json.loads(data)
-            if isinstance(obj, dict):
-                obj.pop("wall_s", None)
-            arts[name] = obj
-        elif kind == "npz":
-            import io
+    from medfool.eval.store import ResultStore
 
-            import numpy as np
-
-            with np.load(io.BytesIO(data)) as f:
-                arts[name] = {k: f[k].tolist() for k in f.files if k != "wall_s"}
-        else:
-            arts[name] = bytes(data)
-    units = sorted(r[0] for r in con.execute("SELECT name FROM units"))
-    con.close()
-    return {"rows": [r[:t] + r[t + 1:] for r in rows], "artifacts": arts, "units": units}
+    with ResultStore.open(out / "audit.sqlite", readonly=True) as store:
+        return store.snapshot()
 
 
 def _differences(a: dict[str, object], b: dict[str, object], limit: int = 20) -> str:

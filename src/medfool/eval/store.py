@@ -168,6 +168,30 @@ class ResultStore:
         found = self.artifact(name)
         return None if found is None else json.loads(found[1])
 
+    def snapshot(self) -> dict[str, Any]:
+        """What the store holds that must not depend on where, when or in how many goes its
+        units ran: the rows without their times, the artifacts (JSON and NPZ without their
+        ``wall_s``, figures as bytes) and the unit names. Two runs of one audit (in process
+        and on workers, or interrupted and resumed) have equal snapshots."""
+        rows = [tuple(r[k] for k in ROW_FIELDS if k != "time_s") for r in self.rows()]
+        artifacts: dict[str, Any] = {}
+        for name, kind, data in self.artifacts():
+            if kind == "json":
+                obj = json.loads(data)
+                if isinstance(obj, dict):
+                    obj.pop("wall_s", None)
+                artifacts[name] = obj
+            elif kind == "npz":
+                import io
+
+                import numpy as np
+
+                with np.load(io.BytesIO(data), allow_pickle=False) as f:
+                    artifacts[name] = {k: f[k].tolist() for k in f.files if k != "wall_s"}
+            else:
+                artifacts[name] = data
+        return {"rows": rows, "artifacts": artifacts, "units": sorted(self.done_units())}
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self.conn.execute("BEGIN IMMEDIATE")
