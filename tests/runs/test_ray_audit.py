@@ -52,10 +52,9 @@ samples = 0
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    """A 3-class model on the synthetic set and a binary one on a binary .npz (model, dataset)."""
+def models(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """The shared 3-class model on the synthetic set and a binary one on a binary .npz (model, dataset)."""
     tmp = tmp_path_factory.mktemp("ray-models")
-    multi = fit(make_synthetic(seed=0), TrainConfig(arch_kwargs={"width": 4}, epochs=2, batch_size=64, lr=1e-2))
     binary_ds = make_synthetic(seed=1, task=BINARY)
     arrays: dict[str, np.ndarray] = {}
     for split in ("train", "val", "test"):
@@ -67,7 +66,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, st
 
     binary = fit(load_dataset(str(tmp / "binary.npz")),
                  TrainConfig(arch_kwargs={"width": 4}, epochs=2, batch_size=64, lr=1e-2))
-    return {"multi-class": (save_checkpoint(multi.model, tmp / "multi.safetensors", multi.record), "synthetic"),
+    return {"multi-class": (tiny_model, "synthetic"),
             "binary": (save_checkpoint(binary.model, tmp / "binary.safetensors", binary.record),
                        str(tmp / "binary.npz"))}
 
