@@ -196,3 +196,19 @@ def test_binary_robust_breakdown_takes_the_critical_class_as_positive():
     r2 = AttackResult(**{**r.__dict__, "success": torch.tensor([False, False, False, False, False, True])})
     b2 = robust_breakdown(r2, y, view(()))
     assert b2["positive"] == "normal" and b2["sensitivity"] == 0.5 and b2["specificity"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("name", ["pgd", "square"])
+def test_an_images_result_does_not_depend_on_its_batch(name, ckpt, tmp_path):
+    """Each image draws from its own stream (seed, dataset index): the batch size, and so the
+    neighbours an image is attacked with, changes nothing; this is what lets chunks of images
+    run on different workers."""
+    budget = ["--steps", "3"] if name == "pgd" else ["--queries", "30"]
+    outs = []
+    for batch in ("8", "5"):
+        out = tmp_path / f"b{batch}"
+        assert main(["attack", name, "-m", ckpt, "-d", "synthetic", "--eps", "8/255", *budget, "--n", "16",
+                     "--batch-size", batch, "--seed", "3", "--out", str(out)]) == 0
+        with np.load(out / "adversarial.npz") as z:
+            outs.append(z["adversarial_0"])
+    np.testing.assert_array_equal(outs[0], outs[1])

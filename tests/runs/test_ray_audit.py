@@ -134,7 +134,7 @@ def test_a_worker_killed_in_a_unit_costs_a_retry_and_nothing_else(models: dict[s
     from medfool.eval.store import ResultStore
 
     with ResultStore.open(out / "audit.sqlite", readonly=True) as store:
-        cells = store.get_meta("cells")
+        cells = store.cells()
     assert sum(c["retries"] for c in cells.values()) >= 1, "no unit was lost with its worker"
     assert {c["where"].split(":")[1] for c in cells.values()} - {str(p) for p in killed}
 

@@ -28,6 +28,7 @@ from medfool.cli.common import (
     MODEL_HELP,
     add_data_options,
     add_run_options,
+    add_worker_options,
     command_record,
     data_source,
     float_in,
@@ -53,7 +54,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         options=options, seed=args.seed, device=args.device, split=args.split, n=args.n, only_class=args.only_class,
         target=args.target, batch_size=args.batch_size, craft_split=args.craft_split, n_craft=args.n_craft,
         surrogate=args.surrogate, sweep=None if args.sweep is None else tuple(args.sweep), queries=args.queries,
-        labels_only=args.labels_only, command=command_record(args))
+        labels_only=args.labels_only, command=command_record(args), workers=args.workers,
+        ray_address=args.ray_address, threads_per_worker=args.threads_per_worker)
     run_attack(job, say)
     return 0
 
@@ -96,4 +98,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--n", type=positive, default=256, help="number of images to attack (default 256)")
     p.add_argument("--batch-size", type=positive, default=128)
     p.add_argument("--out", default="medfool-attack", help="output folder (default medfool-attack)")
+    add_worker_options(p, "run the attack's chunks of --batch-size images on N Ray workers on this machine (per-image "
+                          "attacks; each image's result is the same wherever it runs; universal perturbations, "
+                          "patches, transfer and fooling images run in this process)")
     p.set_defaults(func=cmd_attack)

@@ -9,6 +9,7 @@ from medfool.cli.common import (
     MODEL_HELP,
     add_data_options,
     add_run_options,
+    add_worker_options,
     data_source,
     emit_json,
     float_in,
@@ -25,7 +26,7 @@ from medfool.models import architectures
 from medfool.models.train import TrainConfig
 from medfool.runs.common import fmt
 from medfool.runs.model_tools import evaluate_model, model_info
-from medfool.runs.train import TrainJob, run_train
+from medfool.runs.train import TrainJob, choose_spread, run_train
 from medfool.vocab import DEVICE_CHOICES, SPLITS
 
 __all__ = ["cmd_datasets", "cmd_download", "cmd_evaluate", "cmd_info", "cmd_train", "register"]
@@ -66,8 +67,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(arch=args.arch, arch_kwargs=arch_kwargs, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, weight_decay=args.weight_decay, ema=args.ema, balanced=args.balanced,
                       patience=args.patience, augment=args.augment, seed=args.seed, input_size=args.input_size)
-    out, record = run_train(TrainJob(data_source(args), cfg, Path(args.out) if args.out else None, args.device),
-                            say=say)
+    spread = choose_spread(args.workers, args.ray_address, args.threads_per_worker, args.device, say)
+    out, record = run_train(TrainJob(data_source(args), cfg, Path(args.out) if args.out else None, args.device,
+                                     spread), say=say)
     test = record["metrics"]["test"] or record["metrics"]["val"]
     which = "test" if record["metrics"]["test"] else "val"
     say(f"{record['dataset']}: {which} accuracy {fmt(test['accuracy'])}, AUC {fmt(test['auc'])} "
@@ -169,6 +171,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "(up to 1/8 of the image), stain (H&E stain jitter, RGB). auto (default): dihedral for RGB "
                         "tiles, none for grayscale; the MONAI networks also get shift")
     p.add_argument("--out", default=None, help="output folder (default runs/DATASET-ARCH-seedN)")
+    add_worker_options(p)
     p.set_defaults(func=cmd_train)
 
 

@@ -17,8 +17,8 @@ from medfool.runs.common import DataSource
 from medfool.vocab import DEVICE_CHOICES
 
 __all__ = [
-    "MODEL_HELP", "add_data_options", "add_run_options", "command_record", "data_source", "emit_json", "model_path",
-    "parse_eps", "parse_option", "say",
+    "MODEL_HELP", "add_data_options", "add_run_options", "add_worker_options", "command_record", "data_source",
+    "emit_json", "model_path", "parse_eps", "parse_option", "say",
 ]
 
 
@@ -105,6 +105,22 @@ def add_data_options(p: argparse.ArgumentParser, *, dataset_required: bool = Tru
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed_value, default=0, help="random seed, recorded in every output (default 0)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to compute (default auto)")
+
+
+TRAIN_WORKERS = ("train data-parallel on N Ray workers on this machine (Ray Train, gradients averaged each step; the "
+                 "same batch size, epochs and schedule as one process)")
+
+
+def add_worker_options(p: argparse.ArgumentParser, what: str = TRAIN_WORKERS) -> None:
+    """--workers, --ray-address and --threads-per-worker: ``what`` says what N workers do."""
+    p.add_argument("--workers", type=int_in(1), default=None, metavar="N",
+                   help=f"{what}, each with its share of the cores and one GPU where there are GPUs (needs the ray "
+                        "extra: pip install 'medfool[ray]'; without it the run stays in this process)")
+    p.add_argument("--threads-per-worker", type=int_in(1), default=None, metavar="T",
+                   help="torch threads of each worker (default: this machine's cores / N)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join the Ray cluster at ADDR (e.g. auto) instead of starting one; every node must see the "
+                        "model and data files at the same paths (training: and the output folder)")
 
 
 def say(text: str) -> None:

@@ -12,6 +12,7 @@ from medfool.cli.common import (
     MODEL_HELP,
     add_data_options,
     add_run_options,
+    add_worker_options,
     data_source,
     float_in,
     model_path,
@@ -34,6 +35,7 @@ from medfool.runs.defend import (
     write_ensemble,
     write_transformed,
 )
+from medfool.runs.train import choose_spread
 from medfool.vocab import COMBINE, PRESET_NAMES
 
 __all__ = ["cmd_adv_train", "cmd_certify", "cmd_detector", "cmd_ensemble", "cmd_evaluate", "cmd_transform",
@@ -45,8 +47,9 @@ def cmd_adv_train(args: argparse.Namespace) -> int:
                                 sigma=args.sigma, eot=args.eot, val_images=args.val_images, seed=args.seed)
     cfg = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       patience=args.patience, seed=args.seed)
-    run_adv_train(AdvTrainJob(data_source(args), objective, cfg, Path(args.out) if args.out else None, args.device),
-                  say=say)
+    spread = choose_spread(args.workers, args.ray_address, args.threads_per_worker, args.device, say)
+    run_adv_train(AdvTrainJob(data_source(args), objective, cfg, Path(args.out) if args.out else None, args.device,
+                              spread), say=say)
     return 0
 
 
@@ -94,6 +97,7 @@ def _add_adv_train(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="AdamW peak learning rate (default: 3e-3 for medfool's CNNs, 1e-3 for the MONAI networks)")
     q.add_argument("--patience", type=positive, default=10)
     q.add_argument("--out", default=None, help="output folder (default runs/DATASET-ARCH-METHOD-seedN)")
+    add_worker_options(q)
     q.set_defaults(func=cmd_adv_train)
 
 
@@ -144,6 +148,8 @@ def _add_evaluate(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                         "a quicker first look that can overstate robustness)")
     q.add_argument("--eot", type=positive, default=8, help="EOT draws per step for random defences (default 8)")
     q.add_argument("--out", "-o", required=True, help="output folder")
+    add_worker_options(q, "run the attackers on N Ray workers on this machine, chunks of the sample at a time (each "
+                          "image's result is the same wherever it runs)")
     q.set_defaults(func=cmd_evaluate)
 
 
@@ -222,7 +228,8 @@ def _job(args: argparse.Namespace, action: Measure, models: list[str], **extra: 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     job = _job(args, "evaluate", args.model, baseline=args.baseline, transforms=tuple(args.transform),
-               preset=args.preset, eot=args.eot)
+               preset=args.preset, eot=args.eot, workers=args.workers, ray_address=args.ray_address,
+               threads_per_worker=args.threads_per_worker)
     say(f"wrote {run_defend(job, say=say)}")
     return 0
 

@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS rows (
     PRIMARY KEY (stage, attack, budget, image));
 CREATE TABLE IF NOT EXISTS artifacts (name TEXT PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL,
                                       unit TEXT NOT NULL REFERENCES units(name));
+CREATE TABLE IF NOT EXISTS cells (unit TEXT PRIMARY KEY REFERENCES units(name), place TEXT NOT NULL,
+                                  wall_s REAL NOT NULL, retries INTEGER NOT NULL, executor TEXT NOT NULL);
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
@@ -123,9 +125,13 @@ class ResultStore:
         return {r[0] for r in self.conn.execute("SELECT name FROM units")}
 
     def commit_unit(self, unit: str, rows: Iterable[dict[str, Any]] = (),
-                    artifacts: Iterable[tuple[str, str, bytes]] = (), wall_s: float = 0.0) -> None:
-        """Write a unit's rows and artifacts and mark it done, all or nothing."""
+                    artifacts: Iterable[tuple[str, str, bytes]] = (), wall_s: float = 0.0,
+                    cell: tuple[str, int, str] | None = None) -> None:
+        """Write a unit's rows and artifacts and mark it done, all or nothing; ``cell``: where it
+        ran (process), how often it was sent again after losing its worker, and by which executor."""
         with self._transaction():
+            if cell is not None:
+                self.conn.execute("INSERT INTO cells VALUES (?, ?, ?, ?, ?)", (unit, cell[0], wall_s, cell[1], cell[2]))
             seq = self.conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM units").fetchone()[0]
             self.conn.execute("INSERT INTO units VALUES (?, ?, ?)", (unit, seq, wall_s))
             self.conn.executemany(
@@ -140,6 +146,7 @@ class ResultStore:
         stale = sorted(self.done_units() - keep)
         with self._transaction():
             for name in stale:
+                self.conn.execute("DELETE FROM cells WHERE unit = ?", (name,))
                 self.conn.execute("DELETE FROM rows WHERE unit = ?", (name,))
                 self.conn.execute("DELETE FROM artifacts WHERE unit = ?", (name,))
                 self.conn.execute("DELETE FROM units WHERE name = ?", (name,))
@@ -167,6 +174,14 @@ class ResultStore:
     def json_artifact(self, name: str) -> Any:
         found = self.artifact(name)
         return None if found is None else json.loads(found[1])
+
+    def cells(self) -> dict[str, dict[str, Any]]:
+        """Where each unit ran: unit -> where (host:pid), wall_s, retries, executor. Empty for a
+        store written before units recorded it."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cells'").fetchone() is None:
+            return {}
+        return {u: {"where": w, "wall_s": t, "retries": r, "executor": e}
+                for u, w, t, r, e in self.conn.execute("SELECT unit, place, wall_s, retries, executor FROM cells")}
 
     def snapshot(self) -> dict[str, Any]:
         """What the store holds that must not depend on where, when or in how many goes its

@@ -30,8 +30,8 @@ from medfool.utils.progress import progress
 from medfool.utils.repro import environment, seed_everything
 from medfool.vocab import MULTI_LABEL, Task
 
-__all__ = ["Objective", "TrainConfig", "TrainResult", "auto_epochs", "build_classifier", "fit", "resolve_augment",
-           "selection_score"]
+__all__ = ["Objective", "Team", "TrainConfig", "TrainResult", "auto_epochs", "build_classifier", "fit",
+           "resolve_augment", "selection_score"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,34 @@ class Objective(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """The objective's settings, for the checkpoint's record."""
+        ...
+
+
+class Team(Protocol):
+    """The other processes of a data-parallel run (:mod:`medfool.models.distributed` over
+    torch.distributed). Every member runs :func:`fit` with the same settings: the batch order is
+    drawn identically everywhere and each member takes its share of every batch; gradients are
+    averaged before each step, so all members hold the same weights; member 0 validates and the
+    others follow its epoch selection."""
+
+    rank: int
+    size: int
+
+    def average_gradients(self, params: list[torch.nn.Parameter], n_local: int, n_batch: int) -> None:
+        """Replace each member's gradients (of its mean loss over ``n_local`` images) by the
+        gradient of the mean loss over the whole batch of ``n_batch`` images."""
+        ...
+
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Average the floating-point buffers (BatchNorm statistics) over the members."""
+        ...
+
+    def share(self, row: dict[str, float]) -> dict[str, float]:
+        """Member 0's ``row`` on every member."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """How the run was spread, for the record."""
         ...
 
 
@@ -218,17 +246,20 @@ def build_classifier(dataset: Dataset, cfg: TrainConfig, train: Split | None = N
 
 def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
         on_epoch: Callable[[dict[str, float]], None] | None = None,
-        train_split: Split | None = None, objective: Objective | None = None) -> TrainResult:
+        train_split: Split | None = None, objective: Objective | None = None, team: Team | None = None
+        ) -> TrainResult:
     """Train on ``train_split`` (default: the dataset's train split), select on ``val``, report ``test``.
 
     ``train_split`` lets other threat code (poisoning, adversarial training) reuse this
-    loop on a modified training set; ``objective`` replaces the plain loss (defences).
+    loop on a modified training set; ``objective`` replaces the plain loss (defences);
+    ``team``: this process is one member of a data-parallel run (see :class:`Team`).
     """
     start = time.perf_counter()
     gen = seed_everything(cfg.seed)
     train = train_split if train_split is not None else dataset.split("train")
     val = dataset.split("val")
     model = build_classifier(dataset, cfg, train).to(device)
+    aug_gen = _member_streams(cfg, team, gen)
     aug = _augment_for(cfg, model, dataset.info.name)
     epochs = cfg.epochs or auto_epochs(len(train))
     opt, sched, total_steps = _optimiser(model, cfg, len(train), epochs)
@@ -241,20 +272,14 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     history: list[dict[str, float]] = []
     bar = progress(total=total_steps, desc=f"train {cfg.arch} on {dataset.info.name}", unit="step")
     for epoch in range(1, epochs + 1):
-        train_loss, step = _one_epoch(model, average, train, cfg, aug, objective, opt, sched, gen, device, step, bar)
-        val_metrics = evaluate(average, val)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_metrics["loss"],
-               "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
-               "elapsed_s": time.perf_counter() - start}
-        if objective:
-            average.eval()
-            row.update(objective.validate(average, val))
-            row["elapsed_s"] = time.perf_counter() - start
+        train_loss, step = _one_epoch(model, average, train, cfg, aug, objective, opt, sched, (gen, aug_gen), device,
+                                      step, bar, team)
+        row = _validate(average, val, objective, epoch, train_loss, start, team)
         history.append(row)
         if on_epoch:
             on_epoch(row)
         selected_on, score = selection_score(row)
-        key = (score, -val_metrics["loss"])
+        key = (score, -row["val_loss"])
         if key > (best[0], -best[1]):
             best, best_state, best_epoch, stale = (key[0], -key[1]), copy.deepcopy(average.state_dict()), epoch, 0
         else:
@@ -262,7 +287,9 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
         if stale >= cfg.patience:
             log.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
             break
-        if cfg.time_limit_s is not None and time.perf_counter() - start > cfg.time_limit_s:
+        # a team stops on member 0's clock, so that every member stops after the same epoch
+        elapsed = row["elapsed_s"] if team is not None else time.perf_counter() - start
+        if cfg.time_limit_s is not None and elapsed > cfg.time_limit_s:
             log.info("time limit reached after epoch %d", epoch)
             break
     bar.close()
@@ -272,7 +299,38 @@ def fit(dataset: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu
     test = evaluate(model, dataset.split("test")) if "test" in dataset.splits else None
     wall = time.perf_counter() - start
     record = _record(dataset, cfg, objective, epochs, aug, best_epoch, selected_on, history, val_best, test, wall)
+    if team is not None:
+        record["data_parallel"] = team.describe()
     return TrainResult(model, history, best_epoch, val_best, test, wall, record)
+
+
+def _member_streams(cfg: TrainConfig, team: Team | None, gen: torch.Generator) -> torch.Generator:
+    """The augmentation's generator. One process: the seeded generator that also draws the batch
+    order, as it always has. A team member: its own (the order is drawn identically everywhere
+    from ``gen``), and, once the shared initial weights are built, its own global stream (dropout)."""
+    if team is None:
+        return gen
+    torch.manual_seed(cfg.seed * 1_000_003 + team.rank + 1)
+    return torch.Generator().manual_seed(cfg.seed * 1_000_003 + team.rank + 1)
+
+
+def _validate(average: Classifier, val: Split, objective: Objective | None, epoch: int, train_loss: float,
+              start: float, team: Team | None) -> dict[str, float]:
+    """One epoch's validation row: computed by member 0 of a team (after the members' BatchNorm
+    statistics are averaged) and shared, so that every member selects and stops alike."""
+    if team is not None:
+        team.average_buffers(average)
+        if team.rank != 0:
+            return team.share({})
+    val_metrics = evaluate(average, val)
+    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_metrics["loss"],
+           "val_accuracy": val_metrics["accuracy"], "val_auc": val_metrics["auc"],
+           "elapsed_s": time.perf_counter() - start}
+    if objective:
+        average.eval()
+        row.update(objective.validate(average, val))
+        row["elapsed_s"] = time.perf_counter() - start
+    return team.share(row) if team is not None else row
 
 
 def _augment_for(cfg: TrainConfig, model: Classifier, dataset: str) -> str:
@@ -305,25 +363,36 @@ def _optimiser(model: Classifier, cfg: TrainConfig, n_train: int, epochs: int
 
 def _one_epoch(model: Classifier, average: Classifier, train: Split, cfg: TrainConfig, aug: str,
                objective: Objective | None, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
-               gen: torch.Generator, device: torch.device | str, step: int, bar: _Ticks) -> tuple[float, int]:
-    """One pass over the training split; returns the mean training loss and the step count."""
+               gens: tuple[torch.Generator, torch.Generator], device: torch.device | str, step: int, bar: _Ticks,
+               team: Team | None) -> tuple[float, int]:
+    """One pass over the training split; returns the mean training loss (over this member's
+    images, for a team) and the step count. ``gens``: the batch order's generator and the
+    augmentation's (the same one outside a team)."""
     model.train()
     running, seen = 0.0, 0
-    for idx in _batches(train.labels, cfg, model.task, gen):
-        x, y = train.get(idx)
-        x, y = augment(x.to(device), aug, gen), y.to(device)
-        loss = objective.loss(model, x, y) if objective else loss_fn(model(x), y, model.task)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+    order, aug_gen = gens
+    params = [p for p in model.parameters() if p.requires_grad]
+    for batch in _batches(train.labels, cfg, model.task, order):
+        idx = batch if team is None else batch[team.rank::team.size]
+        if len(idx):
+            x, y = train.get(idx)
+            x, y = augment(x.to(device), aug, aug_gen), y.to(device)
+            loss = objective.loss(model, x, y) if objective else loss_fn(model(x), y, model.task)
+            opt.zero_grad(set_to_none=team is None)
+            loss.backward()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+        else:  # a batch smaller than the team: this member adds nothing to the average
+            opt.zero_grad(set_to_none=False)
+        if team is not None:
+            team.average_gradients(params, len(idx), len(batch))
         opt.step()
         sched.step()
         step += 1
         if average is not model:
             _average_into(average, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        running += loss.item() * len(idx)
-        seen += len(idx)
         bar.update(1)
-    return running / seen, step
+    return (running / seen if team is None else running / max(1, seen)), step
 
 
 def _record(dataset: Dataset, cfg: TrainConfig, objective: Objective | None, epochs: int, aug: str, best_epoch: int,

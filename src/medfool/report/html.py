@@ -241,7 +241,7 @@ def collect(store: ResultStore) -> dict[str, Any]:
     return {"meta": meta, "clean": clean, "findings": found, "defences": defences,
             "sanity": checks, "summaries": summaries, "flip_matrices": flips, "maps": maps, "rows": rows,
             "backdoor": backdoor, "corruptions": corruption_table(summaries), "ensemble_members": members,
-            "units_done": len(store.done_units()), "cells": store.get_meta("cells") or {}}
+            "units_done": len(store.done_units()), "cells": store.cells()}
 
 
 def defence_results(store: ResultStore, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:

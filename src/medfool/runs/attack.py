@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from medfool.attacks import attack_class, get_attack
-from medfool.attacks.base import Attack, AttackResult, TargetSpec, Victim
+from medfool.attacks.base import Attack, AttackResult, Victim
 from medfool.attacks.blackbox.fooling import FoolingConfig, fooling_images
 from medfool.attacks.blackbox.transfer import transfer_attack
 from medfool.errors import ConfigError
@@ -26,6 +27,15 @@ from medfool.models import load_classifier
 from medfool.models.classifier import Classifier, MetaView
 from medfool.models.predict import PredictModel, from_classifier
 from medfool.report.grid import class_grid
+from medfool.runs.chunks import (
+    ADAPTIVE_EOT,
+    ChunkRunner,
+    InProcessChunks,
+    VictimSpec,
+    attack_chunk,
+    choose_runner,
+    chunks_of,
+)
 from medfool.runs.common import (
     Say,
     check_writable,
@@ -39,7 +49,6 @@ from medfool.runs.images import AttackJob, Images, load_victim, select_images
 from medfool.runs.patch import run_patch
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_open, atomic_write_json
-from medfool.utils.progress import progress
 from medfool.utils.repro import environment
 from medfool.utils.stats import accuracy_breakdown, positive_class
 
@@ -49,10 +58,6 @@ log = logging.getLogger("medfool")
 
 EXPERIMENTS = ("fooling", "transfer")
 """Runs built on attacks that are not attacks themselves (no registry entry)."""
-
-# EOT draws per step when a defended model is attacked through its defence
-ADAPTIVE_EOT = 8
-
 
 def run_attack(job: AttackJob, say: Say = to_log) -> None:
     """Check the job, run it and write its outputs."""
@@ -94,7 +99,19 @@ def run_attack(job: AttackJob, say: Say = to_log) -> None:
     if cls.budget_kind == "area":
         run_patch(job, attacks[0], model, images, say)  # type: ignore[arg-type]
         return None
-    return _run_attacks(job, cls.name, attacks, model, images, say)
+    # universal perturbations answer for the whole batch: no chunks to spread
+    spread = attacks[0].kind != "universal"
+    if not spread and (job.workers or job.ray_address):
+        say(f"note: {cls.name} crafts one perturbation for the whole batch: it runs in this process")
+    with choose_runner(job.workers if spread else None, job.ray_address if spread else None, job.threads_per_worker,
+                       job.device, say) as runner:
+        if isinstance(runner, InProcessChunks):
+            runner.models["model"] = model
+        else:
+            say(f"  chunks of {job.batch_size} images on {runner.where}")
+            runner.register("model", VictimSpec(job.model, (resolve_device(job.device).type == "cuda" and "cuda")
+                                                or "cpu", job.labels_only, queries_only))
+        return _run_attacks(job, cls.name, attacks, model, images, say, runner)
 
 
 def _fooling(job: AttackJob, say: Say) -> None:
@@ -191,20 +208,8 @@ def robust_breakdown(result: AttackResult, y: torch.Tensor, model: MetaView) -> 
                               positive=positive_class(model.meta.critical_classes, model.num_classes))
 
 
-def _run_batched(attack: Attack, model: Victim, x: torch.Tensor, y: torch.Tensor, target: TargetSpec, seed: int,
-                 batch: int, desc: str) -> AttackResult:
-    """Attack in batches (bounded memory); the generator runs on across batches."""
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    parts = []
-    for start in progress(range(0, x.shape[0], batch), desc=desc, unit="batch"):
-        sl = slice(start, start + batch)
-        tgt = target[sl] if isinstance(target, torch.Tensor) else target
-        parts.append(attack(model, x[sl], y[sl], target=tgt, generator=gen))
-    return AttackResult.concat(parts)
-
-
-def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim, images: Images, say: Say) -> None:
+def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim, images: Images, say: Say,
+                 runner: ChunkRunner) -> None:
     x, y, dataset = images.x, images.y, images.dataset
     device = x.device
     rows: list[dict[str, Any]] = []
@@ -228,13 +233,12 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
             say(f"  held-out fooling rate (prediction changed) {fmt(r.extras['heldout_fooling_rate'])}, "
                 f"training fooling rate {fmt(r.extras['fooling_history'][-1])}")
         else:
-            r = _run_batched(attack, model, x, y, images.target, job.seed, job.batch_size, desc)
             if isinstance(model, Classifier) and model.adapts and not attack.queries_only:
                 # a defended model: the attacker who knows the defence too, each image's worst case
-                say(f"  {desc}: again through the defence (BPDA, EOT {ADAPTIVE_EOT}), judged as deployed")
-                with model.adaptive(eot=ADAPTIVE_EOT) as view:
-                    r = AttackResult.worst_of([r, _run_batched(attack, view, x, y, images.target, job.seed,
-                                                               job.batch_size, desc + " adaptive")])
+                say(f"  {desc}: on the deployed gradients and again through the defence (BPDA, EOT "
+                    f"{ADAPTIVE_EOT}), each image's worst case, judged as deployed")
+            chunks = chunks_of(x, y, images.target, images.index, job.batch_size)
+            r = AttackResult.concat(runner.run(partial(attack_chunk, attack), "model", chunks, job.seed, desc))
         if grids is not None:
             assert isinstance(model, Classifier)  # dicom_grids says so
             r = on_stored_grid(r, model, x, y, grids, images.dataset.info.window)

@@ -10,8 +10,9 @@ stopped and a rerun with the same settings costs nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from medfool.attacks.ensemble import members
 from medfool.data.dataset import Dataset, Split
 from medfool.defences.detector_attack import evaluate_detector
 from medfool.defences.detectors import DETECTORS, fit_detector
-from medfool.defences.evaluation import DefenceReport, inference_ms, worst_case
+from medfool.defences.evaluation import DefenceReport, Held, inference_ms, worst_case
 from medfool.defences.input_transforms import with_transforms
 from medfool.defences.robust_training import RobustObjective
 from medfool.defences.smoothing import certified_accuracy, certify, trained_sigma
@@ -29,10 +30,22 @@ from medfool.errors import ConfigError, DataError
 from medfool.models import architectures, ensemble_classifier, load_classifier, save_checkpoint
 from medfool.models.metrics import evaluate
 from medfool.models.train import TrainConfig
+from medfool.runs.chunks import (
+    Chunk,
+    ChunkRunner,
+    InProcessChunks,
+    VictimSpec,
+    choose_runner,
+    chunks_of,
+    defence_chunk,
+    ensemble_chunk,
+    join_held,
+)
 from medfool.runs.common import DataSource, Say, check_writable, fmt, folder_lock, match_model_to_data, to_log
 from medfool.runs.defended import Defended, load_defended, measure_defence, transformed
 from medfool.runs.ledger import Ledger
-from medfool.runs.train import train_and_save
+from medfool.runs.train import train_job
+from medfool.runs.train_ray import Spread
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json, json_safe
 from medfool.utils.repro import environment, fingerprint
@@ -57,6 +70,8 @@ class DefenceRun:
     preset: Preset = "standard"
     eot: int = 8
     seed: int = 0
+    runner: ChunkRunner | None = None  # evaluate: where the chunks run (None: here, in one batch)
+    chunk: int = 32                    # evaluate: images per chunk, the same in process and on workers
 
 
 def held_out(dataset: Dataset) -> Split:
@@ -113,9 +128,15 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
                 say(f"undefended {baseline.name}: the full ensemble ({run.preset}) at "
                     f"{', '.join(f'{e * 255:g}/255' for e in run.eps)}")
                 out = {"clean_accuracy": evaluate(baseline.model, test)["accuracy"], "robust": {}}
+                if run.runner is not None:
+                    run.runner.register("baseline", VictimSpec(obj=baseline.model))
                 for eps in run.eps:
-                    ok, _ = worst_case(baseline.model, baseline.model, members(run.preset, baseline.model.task, eps,
-                                                                                "linf"), x, y, ids, run.seed)
+                    if run.runner is None:
+                        ok, _ = worst_case(baseline.model, baseline.model, members(run.preset, baseline.model.task,
+                                                                                    eps, "linf"), x, y, ids, run.seed)
+                    else:
+                        ok = torch.cat(run.runner.run(partial(ensemble_chunk, eps, run.preset), "baseline",
+                                                      _chunks(run, x, y, ids), run.seed, f"undefended {eps * 255:g}"))
                     out["robust"][f"{eps:.6f}"] = breakdown(ok)
                 out["infer_ms"] = inference_ms(baseline.model, x)
                 return out
@@ -131,7 +152,7 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
                 return measure_defence(d, test, x, y, ids, run.eps, names=names, positive=positive,
                                        preset=run.preset, seed=run.seed, eot=run.eot,
                                        baseline_clean=base_clean, baseline_rows=base_rows,
-                                       baseline_infer_ms=base_infer, say=say)
+                                       baseline_infer_ms=base_infer, say=say, held_at=_spread(run, d, x, y, ids))
 
             item = ledger.json_unit(f"defence:{d.name}", fingerprint({"m": d.digest, "b": baseline.digest if baseline
                                                                    else None, **settings}), measure)
@@ -142,6 +163,30 @@ def run_evaluate(run: DefenceRun, baseline: Defended | None, defended: Sequence[
             results.add("defences", item)
             reports.append(item)
     return reports
+
+
+def _chunks(run: DefenceRun, x: torch.Tensor, y: torch.Tensor, ids: Sequence[int]) -> list[Chunk]:
+    """The sample cut into chunks of ``run.chunk`` images, whoever runs them: a random defence's
+    EOT draws follow its attacker's calls within a chunk, so the same chunks give the same
+    figures in process and on any number of workers."""
+    return chunks_of(x, y, None, torch.tensor(list(ids)), run.chunk)
+
+
+def _spread(run: DefenceRun, d: Defended, x: torch.Tensor, y: torch.Tensor,
+            ids: Sequence[int]) -> Callable[[float], Held] | None:
+    """A defence's three attackers at one budget, chunk by chunk on the run's runner (None: in
+    this process, as one batch)."""
+    runner = run.runner
+    if runner is None:
+        return None
+    runner.register(f"defence:{d.name}", VictimSpec(obj=d.model))
+    chunks = _chunks(run, x, y, ids)
+
+    def held_at(eps: float) -> Held:
+        work = partial(defence_chunk, eps, run.preset, run.eot)
+        return join_held(runner.run(work, f"defence:{d.name}", chunks, run.seed, f"{d.name} {eps * 255:g}/255"))
+
+    return held_at
 
 
 def threshold_sample(dataset: Dataset, n: int, seed: int) -> tuple[torch.Tensor, dict[str, int]]:
@@ -249,6 +294,9 @@ class DefendJob:
     n0: int = 100
     samples: int = 1000
     alpha: float = 0.001
+    workers: int | None = None           # evaluate: the attackers on N Ray workers, chunk by chunk
+    ray_address: str | None = None       # ... or on the Ray cluster at this address
+    threads_per_worker: int | None = None
 
 
 def run_defend(job: DefendJob, say: Say = to_log) -> Path:
@@ -284,7 +332,10 @@ def run_defend(job: DefendJob, say: Say = to_log) -> Path:
     job.out.mkdir(parents=True, exist_ok=True)
     with folder_lock(job.out):
         if job.action == "evaluate":
-            run_evaluate(run, baseline, defended, say=say)
+            with choose_runner(job.workers, job.ray_address, job.threads_per_worker, job.device, say) as runner:
+                if not isinstance(runner, InProcessChunks):
+                    say(f"the attackers on {runner.where}, {run.chunk} images at a time")
+                run_evaluate(replace(run, runner=runner), baseline, defended, say=say)
             return job.out / "defence.json"
         if job.action == "detector":
             rows = run_detectors(run, defended[0], job.kinds or DETECTORS, n_train=job.train_images,
@@ -345,6 +396,7 @@ class AdvTrainJob:
     train: TrainConfig
     out: Path | None = None   # None: runs/DATASET-ARCH-METHOD-seedN
     device: Device = "auto"
+    spread: Spread | None = None  # data-parallel on Ray workers
 
 
 def run_adv_train(job: AdvTrainJob, say: Say = to_log) -> Path:
@@ -363,7 +415,7 @@ def run_adv_train(job: AdvTrainJob, say: Say = to_log) -> Path:
     budget = f"sigma {objective.sigma:g}" if objective.method == "noise" else f"eps {objective.eps * 255:g}/255"
     say(f"{objective.method} training {cfg.arch} on {dataset.summary()} ({budget}, {objective.attack_steps} attack "
         "step(s) per batch)")
-    _, record = train_and_save(dataset, cfg, out, resolve_device(job.device), objective)
+    record = train_job(job.data, dataset, cfg, out, resolve_device(job.device), job.spread, objective, say)
     say(f"{trained_accuracy(record)} (best epoch {record['best_epoch']}/{record['epochs_run']}, "
         f"{record['train_wall_s']:.0f} s) -> {out / 'model.safetensors'}")
     return out / "model.safetensors"

@@ -9,7 +9,7 @@ inference cost."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from medfool.data.dataset import Dataset, Split
-from medfool.defences.evaluation import BudgetRow, DefenceReport, attack_defence, defence_kind, inference_ms
+from medfool.defences.evaluation import BudgetRow, DefenceReport, Held, attack_defence, defence_kind, inference_ms
 from medfool.defences.input_transforms import with_transforms
 from medfool.eval.sanity import model_checks
 from medfool.models import load_classifier
@@ -82,18 +82,21 @@ def measure_defence(d: Defended, split: Split, x: torch.Tensor, y: torch.Tensor,
                     eps: Sequence[float], *, names: Sequence[str], positive: int | None, preset: Preset, seed: int,
                     eot: int,
                     baseline_clean: float | None = None, baseline_rows: Mapping[float, dict[str, Any]] | None = None,
-                    baseline_infer_ms: float | None = None, say: Say = to_log) -> dict[str, Any]:
+                    baseline_infer_ms: float | None = None, say: Say = to_log,
+                    held_at: Callable[[float], Held] | None = None) -> dict[str, Any]:
     """One defence at every budget (``eps`` in [0, 1] units): robust accuracy under the naive
     attacker, the masking check and the adaptive attacker with their per-class breakdowns, beside
     the undefended model's robust figures where ``baseline_rows`` has them (keyed by the budget
     rounded to 6 places); the defended model's gradient-masking sanity checks, its clean accuracy
     on ``split`` and its inference cost. ``names`` and ``positive`` (the class robust sensitivity
-    counts) label the per-class figures, as the caller labels its other rows. Returns the report
-    as JSON."""
+    counts) label the per-class figures, as the caller labels its other rows. ``held_at(eps)``
+    runs the three attackers elsewhere (on Ray workers, chunk by chunk); by default here. Returns
+    the report as JSON."""
     start = time.perf_counter()
     rows = []
     for e in eps:
-        held = attack_defence(d.model, x, y, list(ids), e, preset=preset, seed=seed, eot=eot)
+        held = held_at(e) if held_at is not None else \
+            attack_defence(d.model, x, y, list(ids), e, preset=preset, seed=seed, eot=eot)
         row = BudgetRow.of(e, held, y, names, positive=positive,
                            baseline=(baseline_rows or {}).get(round(e, 6)))
         rows.append(row)

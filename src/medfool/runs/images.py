@@ -47,6 +47,9 @@ class AttackJob:
     queries: int | None = None
     labels_only: bool = False
     command: dict[str, Any] = field(default_factory=dict)  # the command line, recorded with the results
+    workers: int | None = None  # per-image attacks: chunks on N Ray workers
+    ray_address: str | None = None  # ... or on the Ray cluster at this address
+    threads_per_worker: int | None = None
 
     @property
     def budgets(self) -> list[float | None]:

@@ -18,6 +18,7 @@ from medfool.runs.audit.cells import Commit, Done, Executor, InProcess, Started,
 from medfool.runs.audit.units import Unit
 from medfool.runs.audit.worker import AuditWorker
 from medfool.runs.common import Say
+from medfool.runs.ray_start import ray_installed, start_ray
 
 __all__ = ["RayWorkers", "choose_executor", "threads_per_worker"]
 
@@ -53,10 +54,7 @@ class RayWorkers:
             artifact: Callable[[str], bytes]) -> None:
         import ray
 
-        own = not ray.is_initialized()
-        if own:
-            ray.init(address=self.address, num_cpus=None if self.address else self.workers * self.spec.threads,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        own = start_ray(self.address, self.workers, self.spec.threads, self.spec.device)
         try:
             self._run(ray, [u for u in units if not u.local], started, commit, artifact)
             for unit in units:  # files in the run's folder: written by this process
@@ -127,12 +125,7 @@ def threads_per_worker(workers: int) -> int:
 
 def choose_executor(workers: int | None, address: str | None, spec: WorkerSpec | None, say: Say) -> Executor:
     """In process unless ``workers`` or ``address`` asks for Ray and Ray is installed."""
-    if not workers and not address:
-        return InProcess()
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        say("note: Ray is not installed (pip install 'medfool[ray]'): running in this process")
+    if (not workers and not address) or not ray_installed(say):
         return InProcess()
     if spec is None:
         raise ConfigError("Ray workers need the model as a file they can load")

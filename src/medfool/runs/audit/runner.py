@@ -465,7 +465,6 @@ def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: 
             weight = dict(zip(weight, weights([u.cost for u in units], speed), strict=True))
         bar = progress(total=sum(weight.values()), initial=sum(weight[u] for u in done if u in weight), desc="audit",
                        leave=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-        cells: dict[str, Any] = store.get_meta("cells") or {}
         stages: set[str] = set()
 
         def started(unit: Unit) -> None:
@@ -475,10 +474,8 @@ def _run(model: Classifier, dataset: Dataset, cfg: AuditConfig, out: Path, ids: 
                 bar.set_description(unit.stage)
 
         def commit(result: Done) -> None:
-            store.commit_unit(result.name, result.rows, result.artifacts, result.wall_s)
-            cells[result.name] = {"where": result.worker, "wall_s": result.wall_s, "retries": result.retries,
-                                  "executor": executor.where}
-            store.set_meta("cells", cells)
+            store.commit_unit(result.name, result.rows, result.artifacts, result.wall_s,
+                              cell=(result.worker, result.retries, executor.where))
             bar.update(weight[result.name])
 
         try:
