@@ -33,6 +33,10 @@ def test_badnets_on_pathmnist_tiles(real_data, monkeypatch):
     assert clean.test["accuracy"] - bad.test["accuracy"] <= 0.05
     flags = activation_clustering(bad.model, poisoned.split, seed=0)
     rates = detection_rates(flags, poisoned.mask)
-    assert rates["tpr"] >= 0.8 and rates["fpr"] <= 0.1, rates
+    # Spread over training seeds 0-3 at 1 and 2 torch threads (benchmarks/backdoor_seeds.py --data pathmnist;
+    # results/backdoor_seeds_pathmnist*.json): TPR 1.000 in all 8 runs; FPR 0.032-0.132, as 2 to 4 clean labels'
+    # smaller halves pass the 35 % size rule (clean silhouettes 0.17-0.65). This seed gave 0.032 on 2 threads and
+    # 0.108 on 1, so a bound of 0.10 failed by the thread count alone; 0.20 sits outside the measured spread.
+    assert rates["tpr"] >= 0.8 and rates["fpr"] <= 0.20, rates
     again = fit(ds, TrainConfig(seed=0), train_split=poisoned.without(flags.index))
     assert attack_success(again.model, test, trigger, cfg)["asr"] < 0.2
