@@ -71,3 +71,36 @@ def test_no_workers_asked_trains_in_process() -> None:
     assert said == []
     spread = choose_spread(2, None, 1, "cpu", said.append)
     assert spread is not None and (spread.workers, spread.threads, spread.device) == (2, 1, "cpu")
+
+
+def test_a_workers_failure_ends_in_one_line() -> None:
+    """Ray's message carries the remote tracebacks: a worker's own medfool error is raised as it
+    is, anything else as one line naming the worker."""
+    from medfool.errors import ConfigError
+    from medfool.runs.train_ray import _failure
+
+    class WorkersFailed(Exception):
+        def __init__(self, failures: dict[int, BaseException]) -> None:
+            super().__init__("Training failed due to worker errors:\nTraceback (most recent call last):\n  ...")
+            self.worker_failures = failures
+
+    own = ConfigError("pneumoniamnist: file not found on this node")
+    assert _failure(WorkersFailed({1: own, 0: RuntimeError("x")})) is not own  # worker 0 first
+    assert _failure(WorkersFailed({1: own})) is own
+    bug = _failure(WorkersFailed({0: RuntimeError("Traceback ...\n  File x\nZeroDivisionError: division by zero")}))
+    assert str(bug) == "data-parallel training failed on worker 0: ZeroDivisionError: division by zero"
+
+
+@pytest.mark.slow
+def test_workers_ray_cannot_place_are_refused_not_awaited() -> None:
+    pytest.importorskip("ray")
+    import ray
+
+    from medfool.errors import ConfigError
+    from medfool.runs.ray_start import start_ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    with pytest.raises(ConfigError, match=r"^64 workers need 64 CPUs and 64 GPUs; Ray has 64 CPUs and \d+ GPUs"):
+        start_ray(None, 64, 1, "cuda")
+    assert not ray.is_initialized()  # the instance it started is shut down again
