@@ -10,6 +10,7 @@ from typing import cast
 
 from medfool import __version__
 from medfool.cli import analyze, attack, audit, commands, defend, demo, describe, export, poison
+from medfool.cli import range as range_cmd
 from medfool.cli.common import Parser
 from medfool.errors import MedfoolError
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.register(sub)
     audit.register(sub)
     export.register(sub)
+    range_cmd.register(sub)
     describe.register(sub)
     poison.register(sub)
     defend.register(sub)

@@ -1,0 +1,65 @@
+"""``medfool range``: the model served over HTTP as a hospital serves it, for attacks over the
+network (API keys, per-key rate limits and daily budgets, an append-only query log)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medfool.cli.common import MODEL_HELP, int_in, model_path, say
+from medfool.vocab import DEVICE_CHOICES
+
+__all__ = ["register"]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from medfool.serve.run import RangeJob, serve
+
+    serve(RangeJob(args.model, keys=args.keys, api_key=args.api_key, out=Path(args.out), host=args.host,
+                   port=args.port, answer=args.answer, rate=args.rate, burst=args.burst, daily=args.daily,
+                   max_bytes=args.max_bytes, device=args.device))
+    return 0
+
+
+def cmd_add_key(args: argparse.Namespace) -> int:
+    from medfool.serve.run import add_key
+
+    key = add_key(args.keys, args.name)
+    say(f"{args.name}: {key}")
+    say(f"(shown once; {args.keys} holds only its salted digest)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("range", help="serve a model over HTTP with API keys, rate limits and a query log",
+                       description="The model served over HTTP as a hospital serves it, for attacks over the "
+                                   "network: API keys, per-key rate limits and daily budgets, an append-only query "
+                                   "log. See 'medfool range SUBCOMMAND --help'.")
+    rsub = p.add_subparsers(dest="range_command", metavar="SUBCOMMAND")
+    rsub.required = True
+    q = rsub.add_parser("serve", help="serve a model (MAX and KServe v2 dialects) on this machine",
+                        description="Serve MODEL on HTTP: POST /model/predict (MAX style, multipart field 'image', "
+                                    "PNG or NPY) and POST /v2/models/medfool/infer (KServe v2, FP32 N x C x H x W "
+                                    "in [0, 1]); OpenAPI schema at /openapi.json. Every prediction needs an API key; "
+                                    "each key has a token-bucket rate limit and a daily budget (429 with "
+                                    "Retry-After); every image answered is first written to OUT/queries.sqlite.")
+    q.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
+    q.add_argument("--keys", default=None, help="key file written by 'medfool range keys add'")
+    q.add_argument("--api-key", default=None, help="one key given as text (at least 16 characters)")
+    q.add_argument("--answer", default="probs", choices=("probs", "rounded", "label"),
+                   help="what a caller gets: probabilities, probabilities rounded to 2 decimals, or the label")
+    q.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    q.add_argument("--port", type=int_in(1, 65535), default=8000)
+    q.add_argument("--rate", type=float, default=20.0, help="queries per second per key (default 20)")
+    q.add_argument("--burst", type=int_in(1), default=40, help="burst size of the token bucket (default 40)")
+    q.add_argument("--daily", type=int_in(0), default=100_000, help="queries per key per UTC day; 0: no budget")
+    q.add_argument("--max-bytes", type=int_in(1), default=4 << 20, help="largest request body (default 4 MiB)")
+    q.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    q.add_argument("--out", default="range", help="folder of the query log (default ./range)")
+    q.set_defaults(func=cmd_serve)
+    k = rsub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", metavar="ACTION")
+    k.required = True
+    a = k.add_parser("add", help="make a key; print it once, store its salted digest")
+    a.add_argument("name")
+    a.add_argument("--keys", required=True, help="key file (created if absent)")
+    a.set_defaults(func=cmd_add_key)
