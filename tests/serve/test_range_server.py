@@ -59,3 +59,16 @@ def test_acknowledged_queries_survive_a_sigkill(tiny_model: Path, tmp_path: Path
         proc.wait(timeout=30)
     with sqlite3.connect(tmp_path / "range" / "queries.sqlite") as db:
         assert db.execute("SELECT count(*) FROM queries").fetchone()[0] == answered
+
+
+@pytest.mark.parametrize(("extra", "pattern"), [
+    ([], "give exactly one of --keys FILE and --api-key KEY"),
+    (["--api-key", "short"], "--api-key: use at least 16 characters"),
+    (["--keys", "missing.jsonl"], r"missing\.jsonl: no key file here"),
+    (["--keys", "bad.jsonl"], r"bad\.jsonl, line 1: not a key record"),
+])
+def test_serve_refuses_bad_keys_in_one_line(extra: list[str], pattern: str, tiny_model: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, fails_cleanly) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    fails_cleanly(["range", "serve", "-m", str(tiny_model), *extra, "--out", str(tmp_path / "r")], pattern)
