@@ -24,7 +24,7 @@ from medfool.attacks.ensemble import members
 from medfool.defences.evaluation import Held, attack_defence, worst_case
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
-from medfool.runs.ray_start import ray_installed, start_ray
+from medfool.runs.ray_start import ray_installed, start_ray, threads_per_worker
 from medfool.utils.device import resolve_device
 from medfool.utils.progress import progress
 from medfool.vocab import Device, Preset
@@ -295,7 +295,7 @@ def choose_runner(workers: int | None, address: str | None, threads: int | None,
     if (not workers and not address) or not ray_installed(say):
         return InProcessChunks()
     n = workers or 1
-    per = threads or max(1, (os.cpu_count() or 1) // n)
+    per = threads or threads_per_worker(n)
     return RayChunks(n, per, "cuda" if resolve_device(device).type == "cuda" else "cpu", address)
 
 

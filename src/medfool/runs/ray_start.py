@@ -4,10 +4,17 @@ unreachable cluster and workers that cannot be placed look like to the user: one
 
 from __future__ import annotations
 
+import os
+
 from medfool.errors import ConfigError
 from medfool.runs.common import Say
 
-__all__ = ["ray_installed", "start_ray"]
+__all__ = ["ray_installed", "start_ray", "threads_per_worker"]
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of ``workers`` local workers: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def ray_installed(say: Say) -> bool:

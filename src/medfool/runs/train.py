@@ -4,7 +4,6 @@ poisoning experiments share this step."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from medfool.models import architectures, save_checkpoint
 from medfool.models.classifier import Classifier
 from medfool.models.train import Objective, TrainConfig, fit
 from medfool.runs.common import DataSource, Say, check_writable, log_epoch, to_log
+from medfool.runs.ray_start import threads_per_worker
 from medfool.runs.train_ray import Spread, train_on_ray
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
@@ -62,7 +62,7 @@ def choose_spread(workers: int | None, address: str | None, threads: int | None,
         say("note: Ray Train is not installed (pip install 'medfool[ray]'): training in this process")
         return None
     n = workers or 1
-    per = threads or max(1, (os.cpu_count() or 1) // n)
+    per = threads or threads_per_worker(n)
     return Spread(n, address, resolve_device(device).type, per)
 
 

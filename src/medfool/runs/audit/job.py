@@ -14,9 +14,10 @@ from medfool.models import load_classifier
 from medfool.report.html import render
 from medfool.runs.audit.cells import WorkerSpec
 from medfool.runs.audit.config import load_config
-from medfool.runs.audit.ray_pool import choose_executor, threads_per_worker
+from medfool.runs.audit.ray_pool import choose_executor
 from medfool.runs.audit.runner import STORE, estimate_audit, run_audit
 from medfool.runs.common import DataSource, Say, check_writable, match_model_to_data, to_log
+from medfool.runs.ray_start import threads_per_worker
 from medfool.utils.device import resolve_device
 from medfool.vocab import Device
 

@@ -9,7 +9,6 @@ the units it has.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +19,7 @@ from medfool.runs.audit.worker import AuditWorker
 from medfool.runs.common import Say
 from medfool.runs.ray_start import ray_installed, start_ray
 
-__all__ = ["RayWorkers", "choose_executor", "threads_per_worker"]
+__all__ = ["RayWorkers", "choose_executor"]
 
 log = logging.getLogger("medfool")
 
@@ -116,11 +115,6 @@ class RayWorkers:
                 commit(result)
                 done.add(result.name)
             idle.append(flight.worker)
-
-
-def threads_per_worker(workers: int) -> int:
-    """Torch threads for each of ``workers`` local workers: the cores shared out, at least one."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def choose_executor(workers: int | None, address: str | None, spec: WorkerSpec | None, say: Say) -> Executor:
