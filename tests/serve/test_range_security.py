@@ -105,8 +105,10 @@ def test_both_dialects_answer_the_models_probabilities(served) -> None:
         want = model.probabilities(x)[0].tolist()
     assert got == pytest.approx(want, abs=1e-6)
     assert client.get("/v2/health/ready").json() == {"ready": True}
-    meta = client.get("/v2/models/medfool").json()
+    assert client.get("/v2/models/medfool").status_code == 401  # what the model is, only to key holders
+    meta = client.get("/v2/models/medfool", headers=h).json()
     assert meta["inputs"][0]["shape"] == [-1, 3, 28, 28]
+    assert meta["parameters"]["task"] == "multi-class"
     body = {"inputs": [{"name": "image", "shape": [2, 3, 28, 28], "datatype": "FP32",
                         "data": torch.cat([x, x]).flatten().tolist()}]}
     r = client.post("/v2/models/medfool/infer", content=json.dumps(body), headers=h)

@@ -90,7 +90,7 @@ class AttackConfig:
 # -- results ------------------------------------------------------------------------------------
 # extras that hold one row per image (joined by AttackResult.concat)
 PER_IMAGE_EXTRAS = frozenset({"broken_by", "transform_success", "parameters", "mask", "candidate", "delta_e",
-                              "generations", "front", "front_candidates"})
+                              "generations", "front", "front_candidates", "refused"})
 
 @dataclass
 class AttackResult:
@@ -148,8 +148,11 @@ class AttackResult:
         chosen label flips); norms are measured on ``x_adv - x``."""
         goal, truth = Goal(task, y, target, label_mask), Goal(task, y, None, label_mask)
         delta = x_adv - x
+        # a served model refuses a query with a NaN row: no answer is neither correct nor fooled
+        answered_clean, answered_adv = torch.isfinite(clean).all(1), torch.isfinite(adv).all(1)
         return cls(
-            attack=attack, x_adv=x_adv, success=goal.success(adv), clean_correct=~truth.success(clean),
+            attack=attack, x_adv=x_adv, success=goal.success(adv) & answered_adv,
+            clean_correct=~truth.success(clean) & answered_clean,
             clean_pred=logits_to_labels(clean, task), adv_pred=logits_to_labels(adv, task), l0=l0(delta),
             l2=l2(delta), linf=linf(delta), gradients=gradients, queries=queries, wall_s=wall_s, config=config,
             target=target, extras=extras if extras is not None else {})

@@ -6,7 +6,10 @@ OUT/grid.png (original | adversarial | amplified perturbation with labels and co
 
 Black-box attacks (square, simba: probabilities; hsj, boundary: labels, --labels-only) query
 the model through a counter with a per-image budget (--queries); --model may be an ONNX file
-written by 'medfool export'. 'transfer' crafts a white-box attack (-o base=pgd) on --surrogate
+written by 'medfool export', or a model served by 'medfool range serve' (-m http://HOST:PORT
+--api-key KEY): the client batches, counts every query, waits out 429s, moves to the next key
+when one's daily budget is spent, and records what the server's detector refused.
+'transfer' crafts a white-box attack (-o base=pgd) on --surrogate
 and measures it on --model; 'fooling' evolves images of nothing that the model labels with
 >= 99 % confidence, one row per class in fooling_ENCODING.png.
 
@@ -25,10 +28,12 @@ from pathlib import Path
 from medfool.attacks import attack_names
 from medfool.attacks.patch.sweep import DEFAULT_AREAS
 from medfool.cli.common import (
-    MODEL_HELP,
+    URL_MODEL_HELP,
     add_data_options,
+    add_range_client_options,
     add_run_options,
     add_worker_options,
+    api_keys,
     command_record,
     data_source,
     float_in,
@@ -55,7 +60,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         target=args.target, batch_size=args.batch_size, craft_split=args.craft_split, n_craft=args.n_craft,
         surrogate=args.surrogate, sweep=None if args.sweep is None else tuple(args.sweep), queries=args.queries,
         labels_only=args.labels_only, command=command_record(args), workers=args.workers,
-        ray_address=args.ray_address, threads_per_worker=args.threads_per_worker)
+        ray_address=args.ray_address, threads_per_worker=args.threads_per_worker, api_keys=api_keys(args),
+        run_id=args.run_id)
     run_attack(job, say)
     return 0
 
@@ -68,7 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                               "written as k/255; several --eps values give a security curve. Success is counted "
                               "on the images the model classified correctly before the attack.")
     p.add_argument("name", help="attack name: " + ", ".join([*attack_names(), *EXPERIMENTS]))
-    p.add_argument("--model", "-m", required=True, type=model_path, help=MODEL_HELP)
+    p.add_argument("--model", "-m", required=True, type=model_path, help=URL_MODEL_HELP)
     add_data_options(p)
     add_run_options(p)
     p.add_argument("--eps", type=parse_eps, nargs="+", default=None, metavar="EPS",
@@ -98,6 +104,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--n", type=positive, default=256, help="number of images to attack (default 256)")
     p.add_argument("--batch-size", type=positive, default=128)
     p.add_argument("--out", default="medfool-attack", help="output folder (default medfool-attack)")
+    add_range_client_options(p)
     add_worker_options(p, "run the attack's chunks of --batch-size images on N Ray workers on this machine (per-image "
                           "attacks; each image's result is the same wherever it runs; universal perturbations, "
                           "patches, transfer and fooling images run in this process)")

@@ -64,6 +64,24 @@ def float_in(lo: float, hi: float) -> Callable[[str], float]:
 
 
 MODEL_HELP = "checkpoint (.safetensors, TorchScript or state dict), or the folder 'medfool train --out' wrote"
+URL_MODEL_HELP = (MODEL_HELP + "; for query-only attacks also a served model, http://HOST:PORT (KServe v2, "
+                  "batched) or http://HOST:PORT/model/predict (MAX, one image a request), with --api-key")
+
+
+def add_range_client_options(p: argparse.ArgumentParser) -> None:
+    """The attacker's side of the range: keys and the run's name in the server's log."""
+    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                   help="API key of a served model (-m http://...); repeat it to spread the queries over several "
+                        "keys in turn (a Sybil attacker); default $MEDFOOL_API_KEY")
+    p.add_argument("--run-id", default=None, metavar="NAME",
+                   help="the run's name in the server's query log (header X-Run-Id; default the --out folder's name)")
+
+
+def api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    import os
+
+    keys = tuple(args.api_key or ())
+    return keys or ((os.environ["MEDFOOL_API_KEY"],) if os.environ.get("MEDFOOL_API_KEY") else ())
 
 
 def model_path(text: str) -> str:
@@ -174,8 +192,10 @@ def parse_eps(text: str) -> float:
 
 
 def command_record(args: argparse.Namespace) -> dict[str, Any]:
-    """The parsed command line as stored with every result (the handler function left out)."""
-    return {k: [v.centre, v.width] if isinstance(v, Window) else v for k, v in vars(args).items() if k != "func"}
+    """The parsed command line as stored with every result (the handler function left out, API
+    keys masked)."""
+    return {k: [v.centre, v.width] if isinstance(v, Window) else
+            (["***"] * len(v) if k == "api_key" and v else v) for k, v in vars(args).items() if k != "func"}
 
 
 def emit_json(obj: Any) -> None:

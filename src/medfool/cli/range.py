@@ -13,11 +13,14 @@ __all__ = ["register"]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from medfool.data.windowing import Window
     from medfool.serve.run import RangeJob, serve
 
     serve(RangeJob(args.model, keys=args.keys, api_key=args.api_key, out=Path(args.out), host=args.host,
                    port=args.port, answer=args.answer, rate=args.rate, burst=args.burst, daily=args.daily,
-                   max_bytes=args.max_bytes, device=args.device))
+                   max_bytes=args.max_bytes, device=args.device, detector=args.detector, on_detect=args.on_detect,
+                   encoder=args.encoder, fpr=args.fpr, calibrate_on=args.calibrate_on,
+                   window=Window.parse(args.window) if args.window else None, seed=args.seed))
     return 0
 
 
@@ -54,6 +57,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--burst", type=int_in(1), default=40, help="burst size of the token bucket (default 40)")
     q.add_argument("--daily", type=int_in(0), default=100_000, help="queries per key per UTC day; 0: no budget")
     q.add_argument("--max-bytes", type=int_in(1), default=4 << 20, help="largest request body (default 4 MiB)")
+    q.add_argument("--detector", default=None, choices=("blacklight", "knn"),
+                   help="a stateful attack detector in front of the model: blacklight (Li et al. 2022; one hash "
+                        "table across keys) or knn (Chen, Carlini & Wagner 2019; per key, mean distance to the 50 "
+                        "nearest earlier queries)")
+    q.add_argument("--on-detect", default="reject", choices=("reject", "flag"),
+                   help="a flagged query is refused (reject, the default) or answered and only logged (flag)")
+    q.add_argument("--encoder", default="pixels", choices=("pixels", "features"),
+                   help="knn: the space distances are measured in (pixels, or the model's deep features)")
+    q.add_argument("--fpr", type=float, default=0.001,
+                   help="knn: false-positive rate its threshold is set for on training images (default 0.001)")
+    q.add_argument("--calibrate-on", default=None, metavar="DATASET",
+                   help="knn: the dataset whose training split sets the threshold (default: the model's own)")
+    q.add_argument("--window", default=None, metavar="CENTRE,WIDTH",
+                   help="DICOM uploads: the native-unit window mapped to [0, 1] (default: each file's own)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the knn calibration sample (default 0)")
     q.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     q.add_argument("--out", default="range", help="folder of the query log (default ./range)")
     q.set_defaults(func=cmd_serve)

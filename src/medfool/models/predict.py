@@ -38,6 +38,9 @@ class PredictModel(MetaView):
     meta: ModelMeta
     output: Output = "probs"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    may_refuse: bool = False
+    """A served model behind a detector may refuse a query: its row of ``predict`` is NaN, and so
+    is its row of ``probabilities`` and ``scores``."""
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
@@ -46,11 +49,10 @@ class PredictModel(MetaView):
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """(N, K) probabilities, or the one-hot (0/1 for multi-label) answer of a label-only model."""
         out = self.predict(x).float()
-        if self.output == "probs":
+        if self.output == "probs" or self.task == MULTI_LABEL:
             return out
-        if self.task == MULTI_LABEL:
-            return out
-        return torch.nn.functional.one_hot(out.long().flatten(), max(2, self.num_classes)).float()
+        return _refused_rows(out, lambda o: torch.nn.functional.one_hot(o.long().flatten(),
+                                                                        max(2, self.num_classes)).float())
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -65,10 +67,21 @@ class PredictModel(MetaView):
         if self.output == "labels":
             if self.task == MULTI_LABEL:
                 return out * 2 - 1
-            return torch.nn.functional.one_hot(out.long().flatten(), max(2, self.num_classes)).float()
+            return _refused_rows(out, lambda o: torch.nn.functional.one_hot(o.long().flatten(),
+                                                                            max(2, self.num_classes)).float())
         if self.task == MULTI_LABEL:
             return torch.logit(out.clamp(1e-7, 1 - 1e-7))
         return out.clamp_min(1e-30).log()
+
+
+def _refused_rows(labels: torch.Tensor, convert: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``convert`` the labels of the answered queries; refused ones (NaN) stay NaN rows."""
+    refused = torch.isnan(labels.reshape(labels.shape[0], -1)).any(1)
+    if not bool(refused.any()):
+        return convert(labels)
+    out = convert(torch.where(torch.isnan(labels), torch.zeros_like(labels), labels))
+    out[refused] = float("nan")
+    return out
 
 
 def from_classifier(model: Classifier, output: Output = "probs") -> PredictModel:

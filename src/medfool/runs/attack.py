@@ -9,6 +9,7 @@ per-budget summary, perceptibility, per-image rows), OUT/adversarial.npz and OUT
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from medfool.eval.perceptibility import perceptibility
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier, MetaView
 from medfool.models.predict import PredictModel, from_classifier
+from medfool.models.remote import RangeClient, connect, is_url
 from medfool.report.grid import class_grid
 from medfool.runs.chunks import (
     ADAPTIVE_EOT,
@@ -67,6 +69,11 @@ def run_attack(job: AttackJob, say: Say = to_log) -> None:
     except ValueError as exc:
         raise ConfigError(f"{exc}; also: {', '.join(EXPERIMENTS)}") from None
     queries_only = experiment or (cls is not None and cls.queries_only)
+    if is_url(job.model) and not queries_only:
+        raise ConfigError(f"{job.model}: a served model answers queries only; attack it with square, simba, hsj "
+                          "or boundary, or as the victim of transfer")
+    if is_url(job.model) and (job.workers or job.ray_address):
+        raise ConfigError("a served model is attacked from this process (the server takes the load): drop --workers")
     if job.model.endswith(".onnx") and not queries_only:
         raise ConfigError(f"{job.model}: {job.name} needs gradients; an ONNX model can be attacked with "
                           "square, simba, hsj, boundary, fooling, or as the victim of transfer")
@@ -92,8 +99,13 @@ def run_attack(job: AttackJob, say: Say = to_log) -> None:
         attacks = [get_attack(cls.name, **options, **({} if eps is None else {"eps": eps})) for eps in job.budgets]
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
-    model: Victim = load_victim(job.model, job.device, job.labels_only) if queries_only else \
-        load_classifier(job.model, device=resolve_device(job.device))[0]
+    client: RangeClient | None = None
+    model: Victim
+    if is_url(job.model):
+        model, client = connect_range(job)
+    else:
+        model = load_victim(job.model, job.device, job.labels_only) if queries_only else \
+            load_classifier(job.model, device=resolve_device(job.device))[0]
     images = select_images(job, model, say)
     say(f"{cls.name} on {images.index.numel()} {images.dataset.info.name} [{job.split}] images, model {job.model}")
     if cls.budget_kind == "area":
@@ -111,7 +123,28 @@ def run_attack(job: AttackJob, say: Say = to_log) -> None:
             say(f"  chunks of {job.batch_size} images on {runner.where}")
             runner.register("model", VictimSpec(job.model, (resolve_device(job.device).type == "cuda" and "cuda")
                                                 or "cpu", job.labels_only, queries_only))
-        return _run_attacks(job, cls.name, attacks, model, images, say, runner)
+        try:
+            return _run_attacks(job, cls.name, attacks, model, images, say, runner, client)
+        finally:
+            if client is not None:
+                client.close()
+
+
+def connect_range(job: AttackJob) -> tuple[PredictModel, RangeClient]:
+    """The served model at ``job.model`` and the client counting for it; the run is named in the
+    server's log by ``job.run_id`` or the output folder's name."""
+    run = job.run_id if job.run_id is not None else re.sub(r"[^A-Za-z0-9._-]", "_", job.out.resolve().name)[:64]
+    return connect(job.model, list(job.api_keys), output="labels" if job.labels_only else "probs", run=run)
+
+
+def client_summary(client: RangeClient) -> dict[str, Any]:
+    """The attacker's cost at the range, as results.json keeps it."""
+    st = client.stats
+    return {"url": client.base, "dialect": client.dialect, "run": client.run, "queries": st.queries,
+            "answered": st.answered, "refused": st.refused, "requests": st.requests,
+            "rate_limited": st.rate_limited, "waited_s": round(st.waited_s, 3), "reconnects": st.reconnects,
+            "keys": len(client.keys), "keys_spent": len(st.spent_keys),
+            "queries_per_key": [st.per_key.get(i, 0) for i in range(len(client.keys))]}
 
 
 def _fooling(job: AttackJob, say: Say) -> None:
@@ -209,7 +242,7 @@ def robust_breakdown(result: AttackResult, y: torch.Tensor, model: MetaView) -> 
 
 
 def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim, images: Images, say: Say,
-                 runner: ChunkRunner) -> None:
+                 runner: ChunkRunner, client: RangeClient | None = None) -> None:
     x, y, dataset = images.x, images.y, images.dataset
     device = x.device
     rows: list[dict[str, Any]] = []
@@ -263,21 +296,27 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
             f"SSIM {fmt(summary['mean_ssim'])}, {r.wall_s:.1f} s"
             + (f", changed pixels' CIEDE2000 to their neighbourhood {summary['mean_delta_e2000']:.1f}"
                if "mean_delta_e2000" in summary else ""))
-    _write_outputs(job, model, images, results, rows, sources)
+    served = client_summary(client) if client is not None else None
+    if served is not None:
+        say(f"  at {served['url']}: {served['queries']:,} queries in {served['requests']:,} requests, "
+            f"{served['refused']:,} refused by the service's detector, {served['rate_limited']} rate-limited "
+            f"({served['waited_s']:.1f} s waited), {served['keys_spent']} of {served['keys']} keys spent")
+    _write_outputs(job, model, images, results, rows, sources, served)
     say(f"wrote {job.out}/results.json, adversarial.npz, grid.png")
 
 
 def _write_outputs(job: AttackJob, model: Victim, images: Images, results: list[AttackResult],
-                   rows: list[dict[str, Any]], sources: list[Path] | None) -> None:
+                   rows: list[dict[str, Any]], sources: list[Path] | None, served: dict[str, Any] | None) -> None:
     index, x, y, info, out = images.index, images.x, images.y, images.dataset.info, job.out
     eps_list = job.budgets
     per_image = [
         {"index": int(i), "label": int(lab) if lab.dim() == 0 else lab.tolist(), "eps": eps,
          "success": bool(s), "clean_correct": bool(c), "l2": float(l2), "linf": float(li), "l0": int(l0),
-         "gradients": int(g), "queries": int(q)}
+         "gradients": int(g), "queries": int(q), **({"refused": int(r.extras["refused"][j])}
+                                                    if "refused" in r.extras else {})}
         for eps, r in zip(eps_list, results, strict=True)
-        for i, lab, s, c, l2, li, l0, g, q in zip(index, y.cpu(), r.success, r.clean_correct, r.l2, r.linf, r.l0,
-                                                   r.gradients, r.queries, strict=True)
+        for j, (i, lab, s, c, l2, li, l0, g, q) in enumerate(zip(index, y.cpu(), r.success, r.clean_correct, r.l2,
+                                                                r.linf, r.l0, r.gradients, r.queries, strict=True))
     ]
     native = native_budgets(info.window, eps_list)
     written = (write_back_dicom(job, info.window, results[-1], index, sources)
@@ -287,7 +326,7 @@ def _write_outputs(job: AttackJob, model: Victim, images: Images, results: list[
         "classes": list(info.class_names), "seed": job.seed, "target": job.target, "only_class": job.only_class,
         "summaries": rows, "images": per_image, "environment": environment(),
         "command": job.command, **({"native": native} if native else {}),
-        **({"dicom": written} if written else {}),
+        **({"dicom": written} if written else {}), **({"range": served} if served else {}),
     })
     arrays: dict[str, np.ndarray] = {"index": index.numpy(), "labels": y.cpu().numpy(),
                                      "clean": x.cpu().numpy(), "eps": np.array([e if e is not None else np.nan

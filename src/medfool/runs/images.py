@@ -50,6 +50,8 @@ class AttackJob:
     workers: int | None = None  # per-image attacks: chunks on N Ray workers
     ray_address: str | None = None  # ... or on the Ray cluster at this address
     threads_per_worker: int | None = None
+    api_keys: tuple[str, ...] = ()  # a served model (model is a URL): the attacker's keys
+    run_id: str | None = None  # ... and the run's name in the server's log (default: the out folder's)
 
     @property
     def budgets(self) -> list[float | None]:

@@ -1,5 +1,6 @@
-"""Request images to model input: PNG (8-bit grayscale or RGB) or NPY (float in [0, 1], C x H x W
-or N x C x H x W, never unpickled), checked against the model's input shape. Anything else is a
+"""Request images to model input: PNG (8-bit grayscale or RGB), NPY (float in [0, 1], C x H x W
+or N x C x H x W, never unpickled) or DICOM (through its modality LUT and a window: the server's,
+else the file's own), checked against the model's input shape. Anything else is a
 :class:`BadImage` (HTTP 422) with one line saying what was wrong."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import io
 
 import numpy as np
 import torch
+
+from medfool.data.windowing import Window
 
 __all__ = ["BadImage", "decode_image", "from_array"]
 
@@ -30,8 +33,33 @@ def from_array(arr: np.ndarray, shape: tuple[int, int, int]) -> torch.Tensor:
     return x
 
 
-def decode_image(data: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
-    """The image in ``data`` (PNG or NPY, told apart by their magic bytes) as model input."""
+def _dicom(data: bytes, shape: tuple[int, int, int], window: Window | None) -> torch.Tensor:
+    import tempfile
+    from pathlib import Path
+
+    from medfool.data.dicom import read_dicom
+    from medfool.errors import DataError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.dcm"
+        path.write_bytes(data)
+        try:
+            image = read_dicom(path)
+        except DataError as exc:
+            raise BadImage(str(exc).replace(f"{path}: ", "DICOM: ")) from None
+    use = window or image.file_window
+    if use is None and not image.colour:
+        raise BadImage("DICOM: the file states no window (Window Center / Width) and the range serves none "
+                       "(--window CENTRE,WIDTH)")
+    arr = image.pixels(use or Window(0.5, 1.0)).transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    return from_array(np.ascontiguousarray(arr), shape)
+
+
+def decode_image(data: bytes, shape: tuple[int, int, int], window: Window | None = None) -> torch.Tensor:
+    """The image in ``data`` (PNG, NPY or DICOM, told apart by their magic bytes) as model input;
+    ``window`` maps a greyscale DICOM's native units to [0, 1] (None: the file's own)."""
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return _dicom(data, shape, window)
     if data.startswith(b"\x93NUMPY"):
         try:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
@@ -54,4 +82,4 @@ def decode_image(data: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
         arr = np.asarray(img, dtype=np.float32) / 255.0
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return from_array(arr, shape)
-    raise BadImage("expected a PNG or NPY image")
+    raise BadImage("expected a PNG, NPY or DICOM image")

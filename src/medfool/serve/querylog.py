@@ -1,4 +1,5 @@
-"""The append-only query log: key, time, image digest, answer, detector verdict. A query is
+"""The append-only query log: key, time, image digest, answer, detector verdict and the run the
+caller named (header ``X-Run-Id``; empty if none). A query is
 answered only after its row is committed (WAL, synchronous=FULL), so a server killed with
 SIGKILL loses nothing it acknowledged."""
 
@@ -8,19 +9,34 @@ import json
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QueryLog"]
+__all__ = ["VERDICTS", "QueryLog", "Row"]
+
+VERDICTS = ("none", "pass", "flag", "reject")
+"""No detector; a detector let the query through; flagged it silently (answered); rejected it."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queries (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, time REAL NOT NULL,
-    digest TEXT NOT NULL, answer TEXT NOT NULL, verdict TEXT NOT NULL);
+    digest TEXT NOT NULL, answer TEXT NOT NULL, verdict TEXT NOT NULL, run TEXT NOT NULL DEFAULT '');
 CREATE TRIGGER IF NOT EXISTS queries_append_only_u BEFORE UPDATE ON queries
     BEGIN SELECT RAISE(ABORT, 'the query log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS queries_append_only_d BEFORE DELETE ON queries
     BEGIN SELECT RAISE(ABORT, 'the query log is append-only'); END;
 """
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    key: str
+    time: float
+    digest: str
+    answer: str
+    verdict: str
+    run: str
 
 
 class QueryLog:
@@ -30,17 +46,29 @@ class QueryLog:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(queries)")}
+        if "run" not in columns:  # a log written before runs were recorded
+            self._conn.execute("ALTER TABLE queries ADD COLUMN run TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
 
-    def append(self, key: str, digests: list[str], answers: list[Any], verdicts: list[str]) -> None:
+    def append(self, key: str, digests: list[str], answers: list[Any], verdicts: list[str], run: str = "") -> None:
         """One row per image of a request, committed before it returns."""
         now = time.time()
-        rows = [(key, now, d, json.dumps(a), v) for d, a, v in zip(digests, answers, verdicts, strict=True)]
+        rows = [(key, now, d, json.dumps(a), v, run) for d, a, v in zip(digests, answers, verdicts, strict=True)]
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany("INSERT INTO queries (key, time, digest, answer, verdict) VALUES (?, ?, ?, ?, ?)",
-                                   rows)
+            self._conn.executemany("INSERT INTO queries (key, time, digest, answer, verdict, run) "
+                                   "VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._conn.execute("COMMIT")
+
+    def rows(self, run: str | None = None) -> list[Row]:
+        """Every row in order (of one run, if given)."""
+        sql = "SELECT seq, key, time, digest, answer, verdict, run FROM queries"
+        args: tuple[str, ...] = ()
+        if run is not None:
+            sql, args = sql + " WHERE run = ?", (run,)
+        with self._lock:
+            return [Row(*r) for r in self._conn.execute(sql + " ORDER BY seq", args)]
 
     def count(self, key: str | None = None) -> int:
         with self._lock:

@@ -6,16 +6,19 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from medfool.data.windowing import Window
+from medfool.defences.stateful import StatefulDetector, build_detector
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
-from medfool.serve.app import Answer, create_app
+from medfool.models.classifier import Classifier
+from medfool.serve.app import Answer, OnDetect, create_app
 from medfool.serve.keys import KeyStore, new_key
 from medfool.serve.limits import Limits
 from medfool.serve.querylog import QueryLog
 from medfool.utils.device import resolve_device
 from medfool.vocab import Device
 
-__all__ = ["RangeJob", "add_key", "serve"]
+__all__ = ["RangeJob", "add_key", "make_detector", "serve"]
 
 log = logging.getLogger("medfool")
 
@@ -34,6 +37,30 @@ class RangeJob:
     daily: int = 100_000
     max_bytes: int = 4 << 20
     device: Device = "auto"
+    detector: str | None = None
+    on_detect: OnDetect = "reject"
+    encoder: str = "pixels"
+    fpr: float = 0.001
+    calibrate_on: str | None = None
+    window: Window | None = None
+    seed: int = 0
+
+
+def make_detector(job: RangeJob, model: Classifier) -> StatefulDetector | None:
+    """The job's detector; the knn one is calibrated on up to 2,000 training images of the
+    model's dataset (or ``calibrate_on``), drawn with the job's seed."""
+    if job.detector is None:
+        return None
+    benign = None
+    if job.detector == "knn":
+        from medfool.data import load_dataset
+
+        spec = job.calibrate_on or model.meta.dataset
+        if not spec:
+            raise ConfigError("the model does not name its dataset: give --calibrate-on DATASET for the knn detector")
+        train = load_dataset(spec, size=model.meta.input_shape[1]).split("train")
+        benign, _ = train.get(train.sample_index(min(2000, len(train)), seed=job.seed))
+    return build_detector(job.detector, model, benign, encoder=job.encoder, fpr=job.fpr)
 
 
 def add_key(path: str | Path, name: str) -> str:
@@ -52,11 +79,14 @@ def serve(job: RangeJob) -> None:
     keys = KeyStore.load(job.keys) if job.keys else KeyStore.single(job.api_key or "")
     model, _ = load_classifier(job.model, device=resolve_device(job.device))
     job.out.mkdir(parents=True, exist_ok=True)
+    detector = make_detector(job, model)
     queries = QueryLog(job.out / "queries.sqlite")
     app = create_app(model, keys, Limits(job.rate, job.burst, job.daily), queries, answer=job.answer,
-                     max_bytes=job.max_bytes)
+                     max_bytes=job.max_bytes, detector=detector, on_detect=job.on_detect, window=job.window)
     log.info("serving %s on http://%s:%d (MAX: POST /model/predict; KServe v2: /v2/models/medfool/infer; "
-             "schema: /openapi.json); queries logged to %s", job.model, job.host, job.port, job.out / "queries.sqlite")
+             "schema: /openapi.json); queries logged to %s%s", job.model, job.host, job.port,
+             job.out / "queries.sqlite",
+             f"; detector {detector.name} ({job.on_detect})" if detector is not None else "")
     try:
         uvicorn.run(app, host=job.host, port=job.port, log_level="warning")
     finally:

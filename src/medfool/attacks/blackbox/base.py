@@ -60,7 +60,8 @@ class BlackBoxAttack(Attack):
         """The attacker's first query: what does the model say now? (Always asked: a black-box
         attacker has no logits of its own.)"""
         assert isinstance(victim, PredictModel)
-        oracle = QueryCounter(victim, x.shape[0], self.query_budget(), x.device, used=counter.queries)
+        oracle = QueryCounter(victim, x.shape[0], self.query_budget(), x.device, used=counter.queries,
+                              refused=self._refused(victim, counter, x))
         return oracle.query(x, torch.arange(x.shape[0], device=x.device))
 
     def solve(self, victim: Victim, x: torch.Tensor, goal: Goal, rng: ImageStreams, counter: Counter,
@@ -68,9 +69,20 @@ class BlackBoxAttack(Attack):
         """:meth:`search` through a counter that tallies into ``counter.queries``; every returned
         image was queried, so its scores come from the search itself."""
         assert isinstance(victim, PredictModel)
-        oracle = QueryCounter(victim, x.shape[0], self.query_budget(), x.device, used=counter.queries)
+        oracle = QueryCounter(victim, x.shape[0], self.query_budget(), x.device, used=counter.queries,
+                              reference=clean, refused=self._refused(victim, counter, x))
         x_adv, scores = self.search(oracle, x, goal, clean, rng)
         return x_adv.detach(), scores
+
+    @staticmethod
+    def _refused(victim: PredictModel, counter: Counter, x: torch.Tensor) -> torch.Tensor | None:
+        """The per-image tally of refused queries (extra ``refused``), for a model that may
+        refuse them."""
+        if not victim.may_refuse:
+            return None
+        tally = counter.extras.setdefault("refused", torch.zeros(x.shape[0], dtype=torch.int64, device=x.device))
+        assert isinstance(tally, torch.Tensor)
+        return tally
 
     def query_budget(self) -> int | None:
         """Queries per image, the clean one included (None: unlimited)."""

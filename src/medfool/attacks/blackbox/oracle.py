@@ -28,12 +28,20 @@ class QueryCounter:
     """
 
     def __init__(self, model: PredictModel, n: int, budget: int | None, device: torch.device,
-                 used: torch.Tensor | None = None) -> None:
+                 used: torch.Tensor | None = None, *, reference: torch.Tensor | None = None,
+                 refused: torch.Tensor | None = None) -> None:
         """``used`` (n,) int64, when given, is the tally to count into (an attack's per-image
-        query counter), updated in place."""
+        query counter), updated in place.
+
+        A served model may refuse a query (a stateful detector): its row comes back NaN. The
+        attack then reads the image's clean scores (``reference`` (n, K)) for it, that is, no
+        progress, so a refused query can never be taken for a success; ``refused`` (n,) int64
+        counts them per image."""
         self.model = model
         self.budget = budget
         self.used = used if used is not None else torch.zeros(n, dtype=torch.int64, device=device)
+        self.reference = reference
+        self.refused = refused if refused is not None else torch.zeros(n, dtype=torch.int64, device=device)
 
     def remaining(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         left = (self.budget if self.budget is not None else 2**62) - self.used
@@ -48,8 +56,16 @@ class QueryCounter:
             raise BudgetExceeded(f"query budget {self.budget} per image exceeded (an image would reach {worst})")
         self.used += counts
         if x.shape[0] <= chunk:
-            return self.model.scores(x)
-        return torch.cat([self.model.scores(x[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
+            scores = self.model.scores(x)
+        else:
+            scores = torch.cat([self.model.scores(x[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
+        if self.model.may_refuse:
+            refused = torch.isnan(scores).any(1)
+            if bool(refused.any()):
+                self.refused.index_add_(0, idx[refused], torch.ones_like(idx[refused]))
+                if self.reference is not None:
+                    scores = torch.where(refused[:, None], self.reference[idx].to(scores), scores)
+        return scores
 
 
 def chunk_for(shape: tuple[int, ...]) -> int:

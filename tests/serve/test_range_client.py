@@ -1,0 +1,110 @@
+"""The attacker's side of the range: query-only attacks take a URL as the model, reach what they
+reach in process, and the server's log accounts for every query they report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from medfool.attacks import get_attack
+from medfool.data import make_synthetic
+from medfool.defences.stateful import Blacklight
+from medfool.errors import ConfigError
+from medfool.models import load_classifier
+from medfool.models.predict import from_classifier
+from medfool.models.remote import KeysSpent, connect
+from medfool.serve.limits import Limits
+
+
+def _images(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    split = make_synthetic(seed=0).split("test")
+    return split.get(list(range(n)))
+
+
+@pytest.mark.parametrize(("name", "options", "labels"), [
+    ("square", {"eps": 16 / 255, "queries": 60}, False),
+    ("hsj", {"queries": 80}, True),
+])
+def test_over_http_as_in_process_and_every_query_logged(name: str, options: dict[str, float], labels: bool,
+                                                       tiny_model: Path, serve_range) -> None:
+    x, y = _images()
+    model, _ = load_classifier(str(tiny_model))
+    attack = get_attack(name, **options)
+    local = attack(from_classifier(model, "labels" if labels else "probs"), x, y, seed=3)
+    with serve_range(tiny_model) as served:
+        remote, client = connect(served.url, served.keys, output="labels" if labels else "probs", run="t1", batch=16)
+        over = attack(remote, x, y, seed=3)
+        client.close()
+        assert torch.equal(over.success, local.success)
+        assert torch.equal(over.queries, local.queries)
+        assert torch.allclose(over.x_adv, local.x_adv, atol=1e-6)
+        assert int(local.success.sum()) > 0  # the comparison means something: some images fooled
+        # the log: every query the attack reported, no more, no fewer
+        assert served.log.count() == int(over.queries.sum()) == client.stats.queries
+        assert {r.run for r in served.log.rows()} == {"t1"}
+        assert int(over.extras["refused"].sum()) == 0
+
+
+def test_refused_queries_are_counted_and_never_a_success(tiny_model: Path, serve_range) -> None:
+    x, y = _images()
+    attack = get_attack("square", eps=16 / 255, queries=60)
+    with serve_range(tiny_model, detector=Blacklight()) as served:
+        remote, client = connect(served.url, served.keys, run="bl")
+        r = attack(remote, x, y, seed=3)
+        client.close()
+        rows = served.log.rows()
+    refused = sum(row.verdict == "reject" for row in rows)
+    assert refused > 0 and refused == int(r.extras["refused"].sum()) == client.stats.refused
+    assert len(rows) == int(r.queries.sum())
+    # an image whose last query was refused is not counted fooled: success comes from answers only
+    answered_last = r.success & r.clean_correct
+    assert int(answered_last.sum()) <= int(r.clean_correct.sum())
+    assert all(row.answer == "null" for row in rows if row.verdict == "reject")
+
+
+def test_flag_mode_answers_and_only_the_log_knows(tiny_model: Path, serve_range) -> None:
+    x, y = _images(3)
+    with serve_range(tiny_model, detector=Blacklight(), on_detect="flag") as served:
+        remote, client = connect(served.url, served.keys)
+        r = get_attack("square", eps=16 / 255, queries=40)(remote, x, y, seed=1)
+        client.close()
+        verdicts = [row.verdict for row in served.log.rows()]
+    assert "flag" in verdicts and "reject" not in verdicts
+    assert int(r.extras["refused"].sum()) == 0
+
+
+def test_sybil_spreads_queries_and_spent_keys_end_cleanly(tiny_model: Path, serve_range) -> None:
+    x, _ = _images(4)
+    with serve_range(tiny_model, n_keys=3, limits=Limits(1e6, 10**6, 10)) as served:
+        remote, client = connect(served.url, served.keys, batch=2)
+        remote.predict(x[:4])
+        remote.predict(x[:4])
+        remote.predict(x[:4])
+        assert sorted(client.stats.per_key.values()) == [4, 4, 4]  # in turn: 2 requests of 2 per key
+        remote.predict(x[:4])  # the first keys' budgets (10 a day) are spent as it goes
+        with pytest.raises(KeysSpent, match="every API key is over its daily budget"):
+            for _ in range(10):
+                remote.predict(x[:4])
+        client.close()
+        assert served.log.count() == client.stats.answered == 30
+
+
+def test_short_429_is_waited_out(tiny_model: Path, serve_range) -> None:
+    x, _ = _images(2)
+    with serve_range(tiny_model, limits=Limits(rate=2.0, burst=2, daily=0)) as served:
+        remote, client = connect(served.url, served.keys, batch=2)
+        for _ in range(3):
+            remote.predict(x)
+        client.close()
+    assert client.stats.rate_limited >= 1 and client.stats.waited_s >= 1
+    assert client.stats.answered == 6
+
+
+def test_a_bad_key_or_url_says_so(tiny_model: Path, serve_range) -> None:
+    with serve_range(tiny_model) as served:
+        with pytest.raises(ConfigError, match="HTTP 403"):
+            connect(served.url, ["mf_00000000_wrong"])
+        with pytest.raises(ConfigError, match="an API key is needed"):
+            connect(served.url, [])
