@@ -108,3 +108,24 @@ def test_a_bad_key_or_url_says_so(tiny_model: Path, serve_range) -> None:
             connect(served.url, ["mf_00000000_wrong"])
         with pytest.raises(ConfigError, match="an API key is needed"):
             connect(served.url, [])
+
+
+def test_attack_cli_on_a_url_refuses_what_a_url_cannot_give(fails_cleanly, tmp_path: Path) -> None:
+    url = "http://127.0.0.1:9"
+    fails_cleanly(["attack", "pgd", "-m", url, "-d", "synthetic", "--out", str(tmp_path / "o")],
+                  "a served model answers queries only", out=tmp_path / "o")
+    fails_cleanly(["attack", "square", "-m", url, "-d", "synthetic", "--workers", "2", "--out", str(tmp_path / "o")],
+                  "drop --workers", out=tmp_path / "o")
+
+
+def test_range_report_refuses_bad_input_in_one_line(fails_cleanly, tmp_path: Path) -> None:
+    fails_cleanly(["range", "report", str(tmp_path)], "no query log here")
+    from medfool.serve.querylog import QueryLog
+
+    QueryLog(tmp_path / "queries.sqlite").close()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text('{"attack": "pgd"}')
+    fails_cleanly(["range", "report", str(tmp_path), "--runs", str(tmp_path / "run")],
+                  "not an attack run against a served model")
+    (tmp_path / "run" / "results.json").write_text("{oops")
+    fails_cleanly(["range", "report", str(tmp_path), "--runs", str(tmp_path / "run")], r"results\.json: not JSON")

@@ -33,6 +33,18 @@ def cmd_add_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from medfool.serve.report import as_json, format_report, range_report
+    from medfool.utils.io import atomic_write_json
+
+    reports = range_report(Path(args.log), [Path(r) for r in args.runs or []])
+    say(format_report(reports))
+    if args.json:
+        atomic_write_json(Path(args.json), {"log": args.log, "runs": as_json(reports)})
+        say(f"wrote {args.json}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("range", help="serve a model over HTTP with API keys, rate limits and a query log",
                        description="The model served over HTTP as a hospital serves it, for attacks over the "
@@ -75,6 +87,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     q.add_argument("--out", default="range", help="folder of the query log (default ./range)")
     q.set_defaults(func=cmd_serve)
+    r = rsub.add_parser("report", help="per attack run: noticed after how many queries, refusals, keys burnt, "
+                                       "success",
+                        description="Read a range's query log: for each run (the X-Run-Id its client sent; 'medfool "
+                                    "attack' sends its --out folder's name) the queries it made, whether and after "
+                                    "how many of them the detector noticed it, the queries refused and the keys "
+                                    "burnt (flagged at least once). With --runs, each attack folder's success and "
+                                    "the queries the attack counted are set beside the log's count.")
+    r.add_argument("log", help="the range's --out folder, or its queries.sqlite")
+    r.add_argument("--runs", nargs="+", default=None, metavar="DIR", help="folders 'medfool attack --out' wrote")
+    r.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+    r.set_defaults(func=cmd_report)
     k = rsub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", metavar="ACTION")
     k.required = True
     a = k.add_parser("add", help="make a key; print it once, store its salted digest")

@@ -36,9 +36,10 @@ import torch
 from medfool.defences.detectors import FeatureTap
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
+from medfool.models.predict import PredictModel, from_classifier
 
 __all__ = ["DETECTOR_NAMES", "Blacklight", "KnnDetector", "StatefulDetector", "blacklight_fingerprint",
-           "build_detector", "feature_encoder", "knn_threshold", "pixel_encoder"]
+           "build_detector", "feature_encoder", "guarded", "knn_threshold", "pixel_encoder"]
 
 Repeats = Literal["pass", "check"]
 DETECTOR_NAMES = ("blacklight", "knn")
@@ -175,7 +176,8 @@ def feature_encoder(model: Classifier) -> Encoder:
     def encode(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), tap.tapping() as got:
             model(x.to(model.device))
-        return got["features"][-1].flatten(1).cpu()
+        # a padded forward (Classifier.padded) runs fixed-size chunks: every chunk's rows, then the real ones
+        return torch.cat([f.flatten(1) for f in got["features"]])[: x.shape[0]].cpu()
 
     return encode
 
@@ -193,3 +195,22 @@ def build_detector(name: str, model: Classifier, benign: torch.Tensor | None = N
         feats = torch.cat([enc(benign[s:s + 256]) for s in range(0, benign.shape[0], 256)]).float()
         return KnnDetector(enc, knn_threshold(feats, k, fpr), k=k)
     raise ConfigError(f"unknown detector {name!r}; choose from {', '.join(DETECTOR_NAMES)}")
+
+
+def guarded(model: Classifier, detector: StatefulDetector, *, output: str = "probs", account: str = "attacker",
+            reject: bool = True) -> PredictModel:
+    """``model`` as the range serves it behind ``detector``, in process: every query is judged
+    first; a flagged one is refused (a NaN row, as the HTTP client returns it) unless
+    ``reject`` is False (flagged silently). The same semantics as ``medfool range serve``,
+    without the network, for measurements that run many attacks."""
+    plain = from_classifier(model, "labels" if output == "labels" else "probs")
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        flagged = torch.tensor(detector.observe(x, account), dtype=torch.bool)
+        out = plain.predict(x).float()
+        if reject and bool(flagged.any()):
+            out = out.clone()
+            out[flagged.to(out.device)] = float("nan")
+        return out
+
+    return PredictModel(predict, model.meta, plain.output, model.device, may_refuse=reject)

@@ -83,10 +83,11 @@ def class_grid(path: Path, columns: Sequence[torch.Tensor], captions: Sequence[t
 
 
 def result_grid(path: Path, info: DatasetInfo, task: Task, x: torch.Tensor, y: torch.Tensor, result: AttackResult,
-                order: torch.Tensor, p_clean: torch.Tensor, p_adv: torch.Tensor, title: str) -> None:
+                order: torch.Tensor, p_clean: torch.Tensor | None, p_adv: torch.Tensor | None, title: str) -> None:
     """Example grid of the images at ``order``: original | adversarial | amplified difference,
     captioned with labels, the model's confidences (``p_clean``, ``p_adv``: (len(order), K),
-    computed by the caller) and the perturbation's size."""
+    computed by the caller; None for a served model, which is asked nothing beyond the attack's
+    own queries) and the perturbation's size."""
     names = [n if len(n) <= 22 else n[:20] + ".." for n in info.class_names]  # keep the confidence visible
     caps = []
     for j, i in enumerate(order.tolist()):
@@ -95,7 +96,8 @@ def result_grid(path: Path, info: DatasetInfo, task: Task, x: torch.Tensor, y: t
             caps.append(("original", "adversarial", size))
             continue
         cp, ap = int(result.clean_pred[i]), int(result.adv_pred[i])
-        caps.append((f"true {names[int(y[i])]}\npred {names[cp]} {float(p_clean[j, cp]):.2f}",
-                     f"adv {names[ap]} {float(p_adv[j, ap]):.2f}\n{'FOOLED' if bool(result.success[i]) else 'held'}",
-                     size))
+        c_conf = "" if p_clean is None else f" {float(p_clean[j, cp]):.2f}"
+        a_conf = "" if p_adv is None else f" {float(p_adv[j, ap]):.2f}"
+        caps.append((f"true {names[int(y[i])]}\npred {names[cp]}{c_conf}",
+                     f"adv {names[ap]}{a_conf}\n{'FOOLED' if bool(result.success[i]) else 'held'}", size))
     example_grid(x[order].cpu(), result.x_adv[order].cpu(), caps, path, title=title)

@@ -69,18 +69,7 @@ def run_attack(job: AttackJob, say: Say = to_log) -> None:
     except ValueError as exc:
         raise ConfigError(f"{exc}; also: {', '.join(EXPERIMENTS)}") from None
     queries_only = experiment or (cls is not None and cls.queries_only)
-    if is_url(job.model) and not queries_only:
-        raise ConfigError(f"{job.model}: a served model answers queries only; attack it with square, simba, hsj "
-                          "or boundary, or as the victim of transfer")
-    if is_url(job.model) and (job.workers or job.ray_address):
-        raise ConfigError("a served model is attacked from this process (the server takes the load): drop --workers")
-    if job.model.endswith(".onnx") and not queries_only:
-        raise ConfigError(f"{job.model}: {job.name} needs gradients; an ONNX model can be attacked with "
-                          "square, simba, hsj, boundary, fooling, or as the victim of transfer")
-    if job.labels_only and not queries_only:
-        raise ConfigError("--labels-only is for black-box attacks (hsj, boundary, transfer)")
-    if job.queries is not None and not queries_only:
-        raise ConfigError("--queries is the budget of black-box attacks (square, simba, hsj, boundary, fooling)")
+    _check_model(job, queries_only)
     if job.name == "fooling":
         return _fooling(job, say)
     options = dict(job.options)
@@ -99,13 +88,7 @@ def run_attack(job: AttackJob, say: Say = to_log) -> None:
         attacks = [get_attack(cls.name, **options, **({} if eps is None else {"eps": eps})) for eps in job.budgets]
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
-    client: RangeClient | None = None
-    model: Victim
-    if is_url(job.model):
-        model, client = connect_range(job)
-    else:
-        model = load_victim(job.model, job.device, job.labels_only) if queries_only else \
-            load_classifier(job.model, device=resolve_device(job.device))[0]
+    model, client = _victim(job, queries_only)
     images = select_images(job, model, say)
     say(f"{cls.name} on {images.index.numel()} {images.dataset.info.name} [{job.split}] images, model {job.model}")
     if cls.budget_kind == "area":
@@ -130,6 +113,31 @@ def run_attack(job: AttackJob, say: Say = to_log) -> None:
                 client.close()
 
 
+def _check_model(job: AttackJob, queries_only: bool) -> None:
+    """What the model (a URL, an ONNX file, a checkpoint) can be attacked with."""
+    if is_url(job.model) and not queries_only:
+        raise ConfigError(f"{job.model}: a served model answers queries only; attack it with square, simba, hsj "
+                          "or boundary, or as the victim of transfer")
+    if is_url(job.model) and (job.workers or job.ray_address):
+        raise ConfigError("a served model is attacked from this process (the server takes the load): drop --workers")
+    if job.model.endswith(".onnx") and not queries_only:
+        raise ConfigError(f"{job.model}: {job.name} needs gradients; an ONNX model can be attacked with "
+                          "square, simba, hsj, boundary, fooling, or as the victim of transfer")
+    if job.labels_only and not queries_only:
+        raise ConfigError("--labels-only is for black-box attacks (hsj, boundary, transfer)")
+    if job.queries is not None and not queries_only:
+        raise ConfigError("--queries is the budget of black-box attacks (square, simba, hsj, boundary, fooling)")
+
+
+def _victim(job: AttackJob, queries_only: bool) -> tuple[Victim, RangeClient | None]:
+    """The attacked model, and the client counting for it when it is served."""
+    if is_url(job.model):
+        return connect_range(job)
+    if queries_only:
+        return load_victim(job.model, job.device, job.labels_only), None
+    return load_classifier(job.model, device=resolve_device(job.device))[0], None
+
+
 def connect_range(job: AttackJob) -> tuple[PredictModel, RangeClient]:
     """The served model at ``job.model`` and the client counting for it; the run is named in the
     server's log by ``job.run_id`` or the output folder's name."""
@@ -137,9 +145,12 @@ def connect_range(job: AttackJob) -> tuple[PredictModel, RangeClient]:
     return connect(job.model, list(job.api_keys), output="labels" if job.labels_only else "probs", run=run)
 
 
-def client_summary(client: RangeClient) -> dict[str, Any]:
-    """The attacker's cost at the range, as results.json keeps it."""
+def client_summary(client: RangeClient, say: Say = to_log) -> dict[str, Any]:
+    """The attacker's cost at the range, as results.json keeps it (and said)."""
     st = client.stats
+    say(f"  at {client.base}: {st.queries:,} queries in {st.requests:,} requests, {st.refused:,} refused by the "
+        f"service's detector, {st.rate_limited} rate-limited ({st.waited_s:.1f} s waited), "
+        f"{len(st.spent_keys)} of {len(client.keys)} keys spent")
     return {"url": client.base, "dialect": client.dialect, "run": client.run, "queries": st.queries,
             "answered": st.answered, "refused": st.refused, "requests": st.requests,
             "rate_limited": st.rate_limited, "waited_s": round(st.waited_s, 3), "reconnects": st.reconnects,
@@ -296,11 +307,7 @@ def _run_attacks(job: AttackJob, name: str, attacks: list[Attack], model: Victim
             f"SSIM {fmt(summary['mean_ssim'])}, {r.wall_s:.1f} s"
             + (f", changed pixels' CIEDE2000 to their neighbourhood {summary['mean_delta_e2000']:.1f}"
                if "mean_delta_e2000" in summary else ""))
-    served = client_summary(client) if client is not None else None
-    if served is not None:
-        say(f"  at {served['url']}: {served['queries']:,} queries in {served['requests']:,} requests, "
-            f"{served['refused']:,} refused by the service's detector, {served['rate_limited']} rate-limited "
-            f"({served['waited_s']:.1f} s waited), {served['keys_spent']} of {served['keys']} keys spent")
+    served = client_summary(client, say) if client is not None else None
     _write_outputs(job, model, images, results, rows, sources, served)
     say(f"wrote {job.out}/results.json, adversarial.npz, grid.png")
 

@@ -173,9 +173,11 @@ def save_result_grid(path: Path, model: Classifier | PredictModel, info: Dataset
     """The example grid of ``result``: the model's confidences are computed here, the figure
     drawn by :func:`medfool.report.grid.result_grid` (which runs no model)."""
     order = result_order(result, rows)
-    with torch.no_grad():
-        p_clean = model.probabilities(x[order])
-        p_adv = model.probabilities(result.x_adv[order])
+    p_clean = p_adv = None
+    if not (isinstance(model, PredictModel) and model.may_refuse):  # a served model: no queries beyond the attack's
+        with torch.no_grad():
+            p_clean = model.probabilities(x[order])
+            p_adv = model.probabilities(result.x_adv[order])
     result_grid(path, info, model.task, x, y, result, order, p_clean, p_adv, title)
     return path
 

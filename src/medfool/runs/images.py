@@ -14,7 +14,7 @@ from medfool.attacks.base import TargetSpec, Victim
 from medfool.data.dataset import Dataset
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
-from medfool.models.predict import OnnxModel, from_classifier
+from medfool.models.predict import OnnxModel, PredictModel, from_classifier
 from medfool.runs.common import DataSource, Say, check_outputs, match_model_to_data
 from medfool.utils.device import resolve_device
 from medfool.utils.repro import seed_everything
@@ -110,5 +110,8 @@ def select_images(job: AttackJob, model: Victim, say: Say) -> Images:
     x, y = split.get(index.numpy())
     device = str(model.device)
     x, y = x.to(device), y.to(device)
-    check_outputs(model, x, job.model)
+    if not (isinstance(model, PredictModel) and model.may_refuse):
+        # a served model is not asked anything beyond the attack's own queries: each one costs
+        # budget and is seen by the service's detector
+        check_outputs(model, x, job.model)
     return Images(index, x, y, target, dataset)

@@ -192,7 +192,7 @@ def create_app(model: Classifier, keys: KeyStore, limits: Limits, log: QueryLog,
         if model_name != name:
             raise Refused(404, f"no model {model_name!r} here (this range serves {name!r})")
 
-    @app.post("/model/predict")
+    @app.post("/model/predict", openapi_extra=_MAX_BODY)
     async def predict(request: Request) -> dict[str, Any]:
         """The MAX dialect: one image (PNG or NPY) in the multipart field ``image``."""
         return await service.predict(request)
@@ -208,7 +208,7 @@ def create_app(model: Classifier, keys: KeyStore, limits: Limits, log: QueryLog,
         known(model_name)
         return service.metadata()
 
-    @app.post("/v2/models/{model_name}/infer")
+    @app.post("/v2/models/{model_name}/infer", openapi_extra=_V2_BODY)
     async def infer(model_name: str, request: Request) -> dict[str, Any]:
         """Open Inference Protocol v2: one FP32 input tensor N x C x H x W, values in [0, 1]."""
         service.caller(request)  # an unknown model name is not told to a caller without a key
@@ -216,6 +216,18 @@ def create_app(model: Classifier, keys: KeyStore, limits: Limits, log: QueryLog,
         return await service.infer(request)
 
     return app
+
+
+_MAX_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image"],
+    "properties": {"image": {"type": "string", "format": "binary", "description": "PNG, NPY or DICOM"}}}}}}}
+_V2_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["inputs"],
+    "properties": {"inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+        "type": "object", "required": ["name", "shape", "datatype", "data"],
+        "properties": {"name": {"type": "string"}, "datatype": {"type": "string", "enum": ["FP32"]},
+                       "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+                       "data": {"type": "array", "items": {"type": "number"}}}}}}}}}}}
 
 
 def _v2_input(body: bytes, shape: tuple[int, int, int]) -> torch.Tensor:
