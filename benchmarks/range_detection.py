@@ -297,18 +297,18 @@ def render(paths: list[str]) -> str:
             s = block["summary"]
             cells = [f"{s[d]['noticed']:.0%}, {_q(s[d]['median_queries_to_detection'])}" for d in Detectors.names]
             lines.append(f"| {data} | {label} | {s['success']:.0%} | " + " | ".join(cells) + " |")
-        for stream, row in res["false_positives"].items():
+        for stream, row in res.get("false_positives", {}).items():
             cells = [f"{row[d]['rate']:.2%} ({row[d]['flagged']})" for d in Detectors.names]
             fp.append(f"| {data} | {stream} | {row['queries']} | " + " | ".join(cells) + " |")
-        for label, row in res["adaptive"].items():
+        for label, row in res.get("adaptive", {}).items():
             for key, v in row.items():
                 ad.append(f"| {data} | {label} | {key} | {v['success']:.0%} [{v['ci95'][0]:.0%}, {v['ci95'][1]:.0%}]"
                           f" | {v['queries']:,} |")
     return "\n".join([*lines, "", *fp, "", *ad])
 
 
-def _q(v: float) -> str:
-    return "never" if v == float("inf") else f"{v:g}"
+def _q(v: float | None) -> str:
+    return "never" if v is None or v == float("inf") else f"{v:g}"  # JSON keeps infinity as null
 
 
 def main() -> None:

@@ -68,3 +68,12 @@ def test_knn_detector_is_per_account_and_needs_k_queries() -> None:
     new = [not any(torch.equal(stream[i], stream[j]) for j in range(i)) for i in range(len(stream))]
     assert all(v for v, fresh in zip(verdicts[k:], new[k:], strict=True) if fresh)  # exact repeats pass
     assert not all(new)  # (the stream holds a repeat, so the line above checks both kinds)
+
+
+def test_a_refused_query_sent_again_is_judged_again() -> None:
+    for det in (Blacklight(), KnnDetector(pixel_encoder, 1e9, k=1)):
+        x = _distinct(1)
+        near = (x + 1 / 255).clamp(0, 1)
+        det.observe(x, "a")
+        assert det.observe(near, "a") == [True]
+        assert det.observe(near, "a") == [True]  # not let through as a repeat of a refused query

@@ -18,6 +18,13 @@ from medfool.models.remote import KeysSpent, connect
 from medfool.serve.limits import Limits
 
 
+def load_classifier_tiny():
+    from medfool.data import make_synthetic as synth
+    from medfool.models.train import TrainConfig, fit
+
+    return fit(synth(seed=0), TrainConfig(arch_kwargs={"width": 4}, epochs=1, seed=0)).model
+
+
 def _images(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     split = make_synthetic(seed=0).split("test")
     return split.get(list(range(n)))
@@ -58,10 +65,33 @@ def test_refused_queries_are_counted_and_never_a_success(tiny_model: Path, serve
     refused = sum(row.verdict == "reject" for row in rows)
     assert refused > 0 and refused == int(r.extras["refused"].sum()) == client.stats.refused
     assert len(rows) == int(r.queries.sum())
-    # an image whose last query was refused is not counted fooled: success comes from answers only
-    answered_last = r.success & r.clean_correct
-    assert int(answered_last.sum()) <= int(r.clean_correct.sum())
     assert all(row.answer == "null" for row in rows if row.verdict == "reject")
+    # a success comes from an answer: the model itself gets every "fooled" image wrong
+    model, _ = load_classifier(str(tiny_model))
+    with torch.no_grad():
+        wrong = model(r.x_adv).argmax(1) != y
+    assert bool((wrong | ~r.success).all())
+
+
+def test_refused_rows_read_as_the_clean_answer_never_a_success() -> None:
+    """A model that refuses every query after the first: Square gets no answer it could call a
+    success, whatever it sends; the do-nothing reading (NaN as an answer) would count some."""
+    from medfool.models.predict import PredictModel
+
+    x, y = _images()
+    model, calls = from_classifier(load_classifier_tiny()), [0]
+
+    def predict(q: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        out = model.predict(q).clone()
+        if calls[0] > 1:
+            out[:] = float("nan")
+        return out
+
+    refusing = PredictModel(predict, model.meta, "probs", may_refuse=True)
+    r = get_attack("square", eps=0.5, queries=30)(refusing, x, y, seed=0)
+    assert bool(r.clean_correct.any()) and not bool((r.success & r.clean_correct).any())
+    assert int(r.extras["refused"].sum()) == int((r.queries - 1).sum()) > 0
 
 
 def test_flag_mode_answers_and_only_the_log_knows(tiny_model: Path, serve_range) -> None:
@@ -102,8 +132,25 @@ def test_short_429_is_waited_out(tiny_model: Path, serve_range) -> None:
     assert client.stats.answered == 6
 
 
+def test_a_batch_larger_than_the_burst_is_refused_and_the_client_keeps_under_it(tiny_model: Path,
+                                                                               serve_range) -> None:
+    import httpx
+
+    x, _ = _images(5)
+    with serve_range(tiny_model, limits=Limits(rate=1e6, burst=2, daily=0)) as served:
+        body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [3, 3, 28, 28],
+                            "data": x[:3].flatten().tolist()}]}
+        r = httpx.post(f"{served.url}/v2/models/medfool/infer", json=body, headers={"X-API-Key": served.keys[0]})
+        assert r.status_code == 413 and "at most 2" in r.json()["error"]
+        remote, client = connect(served.url, served.keys, batch=64)
+        assert remote.predict(x).shape == (5, 3) and client.batch == 2 and client.stats.requests == 3 + 1
+        client.close()
+
+
 def test_a_bad_key_or_url_says_so(tiny_model: Path, serve_range) -> None:
     with serve_range(tiny_model) as served:
+        with pytest.raises(ConfigError, match="no credentials in the URL"):
+            connect(served.url.replace("http://", "http://user:pw@"), served.keys)
         with pytest.raises(ConfigError, match="HTTP 403"):
             connect(served.url, ["mf_00000000_wrong"])
         with pytest.raises(ConfigError, match="an API key is needed"):
@@ -120,6 +167,8 @@ def test_attack_cli_on_a_url_refuses_what_a_url_cannot_give(fails_cleanly, tmp_p
 
 def test_range_report_refuses_bad_input_in_one_line(fails_cleanly, tmp_path: Path) -> None:
     fails_cleanly(["range", "report", str(tmp_path)], "no query log here")
+    (tmp_path / "notalog.sqlite").write_text("hello")
+    fails_cleanly(["range", "report", str(tmp_path / "notalog.sqlite")], "not a query log")
     from medfool.serve.querylog import QueryLog
 
     QueryLog(tmp_path / "queries.sqlite").close()

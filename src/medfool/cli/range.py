@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medfool.cli.common import MODEL_HELP, int_in, model_path, say
+from medfool.cli.common import MODEL_HELP, float_in, int_in, model_path, say
 from medfool.vocab import DEVICE_CHOICES
 
 __all__ = ["register"]
@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a flagged query is refused (reject, the default) or answered and only logged (flag)")
     q.add_argument("--encoder", default="pixels", choices=("pixels", "features"),
                    help="knn: the space distances are measured in (pixels, or the model's deep features)")
-    q.add_argument("--fpr", type=float, default=0.001,
+    q.add_argument("--fpr", type=float_in(0.0, 1.0), default=0.001,
                    help="knn: false-positive rate its threshold is set for on training images (default 0.001)")
     q.add_argument("--calibrate-on", default=None, metavar="DATASET",
                    help="knn: the dataset whose training split sets the threshold (default: the model's own)")

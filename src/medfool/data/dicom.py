@@ -25,8 +25,8 @@ from medfool.data.windowing import NativeImage, Window
 from medfool.errors import DataError
 from medfool.utils.io import atomic_open
 
-__all__ = ["DICOM_SUFFIXES", "StoredGrid", "dicom_header", "read_dicom", "stored_grid", "write_ct_phantoms",
-           "write_ct_slice", "write_dicom"]
+__all__ = ["DICOM_SUFFIXES", "StoredGrid", "dicom_header", "read_dicom", "stored_grid", "stored_size",
+           "write_ct_phantoms", "write_ct_slice", "write_dicom"]
 
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 
@@ -107,6 +107,16 @@ def read_dicom(path: Path) -> NativeImage:
         raise DataError(f"{path}: pixel data holds NaN or infinite values")
     unit = _unit(ds)
     return NativeImage(native, unit, photometric == "MONOCHROME1", _file_window(ds, unit, path))
+
+
+def stored_size(path: Path) -> tuple[int, int]:
+    """Rows and columns from the header alone (nothing decoded): a size check before a decode
+    that an upload could make expensive."""
+    ds = _dataset(path, pixels=False)
+    try:
+        return int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise DataError(f"{path}: no readable Rows / Columns in the header") from None
 
 
 def dicom_header(path: Path) -> tuple[Window | None, str, bool]:

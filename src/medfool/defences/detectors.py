@@ -84,10 +84,16 @@ class FeatureTap:
         channel at each tap: adversarial noise shows in early layers' statistics first."""
         with self.tapping() as got:
             logits = self.model(x)
-        stats = [torch.cat([a.mean(dim=(2, 3)), a.std(dim=(2, 3))], dim=1) for a in got["layers"]
+        n, chunks = x.shape[0], max(1, len(got["features"]))
+        # a padded forward (Classifier.padded) runs fixed-size chunks, zero images appended: join
+        # each tap's chunks in order and keep the real rows
+        per = len(got["layers"]) // chunks
+        layers = [torch.cat([got["layers"][c * per + t] for c in range(chunks)])[:n] for t in range(per)]
+        features = torch.cat(got["features"])[:n]
+        stats = [torch.cat([a.mean(dim=(2, 3)), a.std(dim=(2, 3))], dim=1) for a in layers
                  if a.dim() == 4 and a.shape[2] * a.shape[3] > 1]
-        feats = torch.cat([got["features"][-1].flatten(1), *stats], dim=1)
-        return feats, [a.flatten(1) for a in got["layers"]], logits
+        feats = torch.cat([features.flatten(1), *stats], dim=1)
+        return feats, [a.flatten(1) for a in layers], logits
 
 
 def _logistic(features: torch.Tensor, positive: torch.Tensor, steps: int = 200) -> nn.Linear:

@@ -15,9 +15,12 @@ does not. Both detectors here keep state across queries and give a verdict per q
   false-positive rate, the query is flagged. No verdict is possible before an account's
   ``k + 1``-th query.
 
-An exact repeat of an earlier query from the same account (same bytes) is never flagged by
-default (``repeats="pass"``): it tells the sender nothing new, and a hospital re-sends the same
-study. ``repeats="check"`` keeps the published behaviour.
+An exact repeat of an earlier query from the same account (same bytes) that was let through is
+let through again by default (``repeats="pass"``): it tells the sender nothing new, and a
+hospital re-sends the same study; a refused query sent again is judged again.
+``repeats="check"`` keeps the published behaviour. State is bounded: Blacklight keeps the last
+1,000 queries per hash, the k-NN detector the last 2,000 queries per account (the number its
+threshold is set on: a longer history brings nearer neighbours and more false positives).
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class Blacklight:
     quant: int = 50
     hits: int = 25
     repeats: Repeats = "pass"
+    per_hash: int = 1000       # earlier queries kept per hash (the most recent)
+    remember: int = 1_000_000  # exact repeats remembered (the oldest forgotten first)
     name: str = "blacklight"
     seconds: float = 0.0
     observed: int = 0
@@ -99,10 +104,17 @@ class Blacklight:
             shared: Tally[int] = Tally()
             for h in fp:
                 shared.update(self._table.get(h, ()))
-            out.append(bool(shared) and max(shared.values()) >= self.hits)
+            flagged = bool(shared) and max(shared.values()) >= self.hits
+            out.append(flagged)
             for h in fp:
-                self._table[h].append(self._n)
-            self._seen[(account, digest)] = self._n
+                ids = self._table[h]
+                ids.append(self._n)
+                if len(ids) > self.per_hash:  # a hash every image shares (a flat background) stays cheap
+                    del ids[: len(ids) - self.per_hash]
+            if not flagged:  # a refused query sent again is judged again
+                self._seen[(account, digest)] = self._n
+                if len(self._seen) > self.remember:
+                    del self._seen[next(iter(self._seen))]
             self._n += 1
         self.seconds += time.perf_counter() - start
         self.observed += len(out)
@@ -117,7 +129,10 @@ def knn_threshold(features: torch.Tensor, k: int, fpr: float) -> float:
     of each benign image's mean distance to its ``k`` nearest other benign images (Chen et al.'s
     calibration). Shape: features (N, D), N > k."""
     if features.shape[0] <= k:
-        raise ValueError(f"calibration needs more than k = {k} images, got {features.shape[0]}")
+        raise ConfigError(f"the knn detector's calibration needs more than k = {k} benign images, got "
+                          f"{features.shape[0]}")
+    if not 0.0 <= fpr <= 1.0:
+        raise ConfigError(f"a false-positive rate is in [0, 1], got {fpr:g}")
     d = torch.cdist(features, features)
     d.fill_diagonal_(float("inf"))
     mean_k = d.topk(k, dim=1, largest=False).values.mean(1)
@@ -131,7 +146,7 @@ class KnnDetector:
     encoder: Encoder
     threshold: float
     k: int = 50
-    history: int = 10_000
+    history: int = 2_000  # per account, the most recent (as many as the threshold was set on)
     repeats: Repeats = "pass"
     name: str = "knn"
     seconds: float = 0.0
@@ -156,8 +171,9 @@ class KnnDetector:
                 nearest = torch.cdist(f[None], buf)[0].topk(self.k, largest=False).values
                 flagged = float(nearest.mean()) < self.threshold
             out.append(flagged)
-            buf = torch.cat([buf, f[None]])[-self.history:]
-            seen.add(digest)
+            buf = torch.cat([buf[-(self.history - 1):], f[None]])
+            if not flagged:  # a refused query sent again is judged again
+                seen.add(digest)
         self._buffers[account] = buf
         self.seconds += time.perf_counter() - start
         self.observed += len(out)

@@ -7,10 +7,10 @@ attack takes a URL as the model. The :class:`RangeClient` behind it
 * sends batches through KServe v2 (``POST /v2/models/{name}/infer``, up to ``batch`` images a
   request), or one image a request in the MAX dialect (a URL ending in ``/model/predict``);
 * counts every image answered, refused or spent (``stats``);
-* on 429 waits what ``Retry-After`` says when that is at most ``max_wait`` seconds; a longer
-  wait means the key's daily budget is spent: the next key takes over, and when none is left
-  :class:`KeysSpent` ends the run cleanly (what finished is kept; run it again to resume);
-* retries a refused connection (a server restarting) for up to ``retry_for`` seconds;
+* on 429 waits what ``Retry-After`` says (at most ``max_wait`` seconds at a time) when the rate
+  is exceeded; when the key's daily budget is spent (``X-RateLimit-Scope: daily``), the next key
+  takes over, and when none is left :class:`KeysSpent` ends the run with one line;
+* retries a failed connection or request (a server restarting) for up to ``retry_for`` seconds;
 * spreads requests over its keys in turn (a Sybil attacker) when given several;
 * marks a query the server's detector refused as a NaN row (``may_refuse``), which the
   attacks read as "no progress".
@@ -73,6 +73,8 @@ class RangeClient:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"{url}: not an http(s) URL")
+        if parts.username or parts.password:
+            raise ConfigError("put no credentials in the URL: give the key with --api-key (it is never recorded)")
         self.base = f"{parts.scheme}://{parts.netloc}"
         path = parts.path.rstrip("/")
         self.dialect = "max" if path.endswith("/model/predict") else "v2"
@@ -98,14 +100,14 @@ class RangeClient:
             live = self._live_keys()
             if not live:
                 raise KeysSpent(f"{self.base}: every API key is over its daily budget "
-                                f"({self.stats.queries:,} queries made); run again later to resume")
+                                f"({self.stats.queries:,} queries made); start the run again when the budget renews")
             key = live[self._next % len(live)]
             headers = {"X-API-Key": self.keys[key]}
             if self.run:
                 headers["X-Run-Id"] = self.run
             try:
                 resp = self._http.request(method, self.base + path, headers=headers, **kwargs)
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            except httpx.TransportError as exc:
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > self.retry_for:
                     raise ConfigError(f"{self.base}: unreachable for {self.retry_for:g} s ({exc})") from None
@@ -117,9 +119,11 @@ class RangeClient:
             if resp.status_code == 429:
                 self.stats.rate_limited += 1
                 wait = float(resp.headers.get("retry-after", "1") or 1)
-                if wait > self.max_wait:  # the daily budget, not the rate
+                scope = resp.headers.get("x-ratelimit-scope") or ("daily" if wait > 3600 else "rate")
+                if scope == "daily":
                     self.stats.spent_keys.append(key)
                     continue
+                wait = min(wait, self.max_wait)
                 self.stats.waited_s += wait
                 time.sleep(wait)
                 continue
@@ -142,6 +146,7 @@ class RangeClient:
             params = body.get("parameters", {})
             classes = tuple(str(c) for c in params["classes"])
             task: Task = params.get("task", "multi-class")
+            self.batch = max(1, min(self.batch, int(params.get("max_batch", self.batch))))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{self.base}: the model's metadata is not what medfool serves ({exc})") from None
         if len(shape) != 3 or task not in TASKS:
@@ -158,6 +163,14 @@ class RangeClient:
         return torch.cat(parts) if parts else torch.zeros(0)
 
     def _predict(self, x: torch.Tensor, output: Output) -> torch.Tensor:
+        try:
+            return self._answer(x, output)
+        except MedfoolError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"{self.base}: an answer medfool cannot read ({type(exc).__name__}: {exc})") from None
+
+    def _answer(self, x: torch.Tensor, output: Output) -> torch.Tensor:
         n = x.shape[0]
         if self.dialect == "max":
             buf = io.BytesIO()

@@ -140,8 +140,12 @@ def _victim(job: AttackJob, queries_only: bool) -> tuple[Victim, RangeClient | N
 
 def connect_range(job: AttackJob) -> tuple[PredictModel, RangeClient]:
     """The served model at ``job.model`` and the client counting for it; the run is named in the
-    server's log by ``job.run_id`` or the output folder's name."""
-    run = job.run_id if job.run_id is not None else re.sub(r"[^A-Za-z0-9._-]", "_", job.out.resolve().name)[:64]
+    server's log by ``job.run_id``, else the output folder's name and a random suffix (two runs
+    into folders of the same name stay apart)."""
+    import secrets
+
+    run = job.run_id if job.run_id is not None else \
+        re.sub(r"[^A-Za-z0-9._-]", "_", job.out.resolve().name)[:55] + "-" + secrets.token_hex(4)
     return connect(job.model, list(job.api_keys), output="labels" if job.labels_only else "probs", run=run)
 
 

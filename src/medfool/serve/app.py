@@ -61,6 +61,8 @@ class Service:
         self.model, self.keys, self.limits, self.log = model.eval(), keys, limits, log
         self.name, self.answer, self.max_bytes, self.max_batch = name, answer, max_bytes, max_batch
         self.detector, self.on_detect, self.window = detector, on_detect, window
+        # a request larger than the token bucket could never be served: refuse it (413) at once
+        self.batch_limit = max(1, min(max_batch, limits.burst))
         self.shape: tuple[int, int, int] = tuple(model.meta.input_shape)  # type: ignore[assignment]
         self.classes = list(model.class_names)
         self.lock = threading.Lock()
@@ -93,12 +95,13 @@ class Service:
     def answer_for(self, x: torch.Tensor, who: str, run: str = "") -> tuple[list[Any], list[bool]]:
         """Spend the key's queries (429 over them), let the detector judge, predict, log every
         image, then answer: one answer per image (None where rejected) and the rejected mask."""
-        if x.shape[0] > self.max_batch:
-            raise Refused(413, f"{x.shape[0]} images in one request; at most {self.max_batch}")
-        wait = self.limits.take(who, x.shape[0])
+        if x.shape[0] > self.batch_limit:
+            raise Refused(413, f"{x.shape[0]} images in one request; at most {self.batch_limit}")
+        wait, scope = self.limits.take_scoped(who, x.shape[0])
         if wait:
-            raise Refused(429, f"key over its rate or daily budget; retry in {wait:g} s",
-                          {"Retry-After": str(max(1, int(wait + 0.999)))})
+            what = "daily budget is spent" if scope == "daily" else "rate is exceeded"
+            raise Refused(429, f"this key's {what}; retry in {wait:g} s",
+                          {"Retry-After": str(max(1, int(wait + 0.999))), "X-RateLimit-Scope": scope})
         with self.lock, torch.no_grad():
             flagged = self.detector.observe(x, who) if self.detector is not None else [False] * x.shape[0]
             probs = self.model.probabilities(x.to(self.model.device)).cpu()
@@ -152,7 +155,7 @@ class Service:
                 "outputs": [{"name": "label" if label else "probabilities", "datatype": "INT64" if label else "FP32",
                              "shape": [-1] if label else [-1, len(self.classes)]},
                             {"name": "rejected", "datatype": "BOOL", "shape": [-1]}],
-                "parameters": {"classes": self.classes, "task": self.model.task}}
+                "parameters": {"classes": self.classes, "task": self.model.task, "max_batch": self.batch_limit}}
 
     async def infer(self, request: Request) -> dict[str, Any]:
         """Open Inference Protocol v2: one FP32 input tensor N x C x H x W, values in [0, 1]."""

@@ -37,13 +37,16 @@ def _dicom(data: bytes, shape: tuple[int, int, int], window: Window | None) -> t
     import tempfile
     from pathlib import Path
 
-    from medfool.data.dicom import read_dicom
+    from medfool.data.dicom import read_dicom, stored_size
     from medfool.errors import DataError
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.dcm"
         path.write_bytes(data)
         try:
+            rows, cols = stored_size(path)  # from the header: nothing decoded yet
+            if (rows, cols) != tuple(shape[1:]):
+                raise BadImage(f"DICOM: the image is {rows} x {cols}; the model takes {shape[1]} x {shape[2]}")
             image = read_dicom(path)
         except DataError as exc:
             raise BadImage(str(exc).replace(f"{path}: ", "DICOM: ")) from None

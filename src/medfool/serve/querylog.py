@@ -57,9 +57,29 @@ class QueryLog:
         rows = [(key, now, d, json.dumps(a), v, run) for d, a, v in zip(digests, answers, verdicts, strict=True)]
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany("INSERT INTO queries (key, time, digest, answer, verdict, run) "
-                                   "VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.executemany("INSERT INTO queries (key, time, digest, answer, verdict, run) "
+                                       "VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._conn.execute("ROLLBACK")  # the next request starts clean; this one is refused (500)
+                raise
+
+    @staticmethod
+    def read(path: str | Path, run: str | None = None) -> list[Row]:
+        """Every row of the log at ``path`` in order, opened read-only (a live server's log is
+        neither locked nor changed)."""
+        conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(queries)")}
+            sql = "SELECT seq, key, time, digest, answer, verdict, " + ("run" if "run" in columns else "''") + \
+                " FROM queries"
+            args: tuple[str, ...] = ()
+            if run is not None:
+                sql, args = sql + " WHERE run = ?", (run,)
+            return [Row(*r) for r in conn.execute(sql + " ORDER BY seq", args)]
+        finally:
+            conn.close()
 
     def rows(self, run: str | None = None) -> list[Row]:
         """Every row in order (of one run, if given)."""

@@ -12,6 +12,7 @@ be compared.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,10 @@ def range_report(log_path: Path, runs: list[Path] | None = None) -> list[RunRepo
     path = log_path / "queries.sqlite" if log_path.is_dir() else log_path
     if not path.is_file():
         raise ConfigError(f"{path}: no query log here ('medfool range serve --out' writes queries.sqlite)")
-    log = QueryLog(path)
     try:
-        reports = _reports(log.rows())
-    finally:
-        log.close()
+        reports = _reports(QueryLog.read(path))
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path}: not a query log ({exc})") from None
     for folder in runs or []:
         run, record = _attack_record(folder)
         if run not in reports:

@@ -9,11 +9,12 @@ attack's L-inf ball around the clean image when one is given. The re-shaped imag
 back into the query the attack made (the attacks keep the images they queried, so an accepted
 step carries the re-shaping on, and later queries drift away from the ones already matched);
 every success is still judged on the deployed model reading the image the attack returns.
+The re-sends are queries the server sees but the attack's per-image budget does not count: the
+wrapper's ``resent`` does (benchmarks/range_detection.py adds them to the attack's queries).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +35,10 @@ class Reshaper:
 
 def reshaping(victim: PredictModel, gen: torch.Generator, *, x0: torch.Tensor | None = None,
               eps: float | None = None, reshaper: Reshaper | None = None) -> tuple[PredictModel, Reshaper]:
-    """``victim`` with refused queries re-shaped and re-sent; ``x0`` (C, H, W) and ``eps`` bound
-    the noise to the attack's L-inf ball."""
+    """``victim`` with refused queries re-shaped and re-sent; ``x0`` (C, H, W), the one image
+    under attack, and ``eps`` bound the noise to the attack's L-inf ball."""
+    if x0 is not None and x0.dim() != 3:
+        raise ValueError(f"x0 is the one image under attack, (C, H, W); got shape {tuple(x0.shape)}")
     state = reshaper or Reshaper()
 
     def predict(x: torch.Tensor) -> torch.Tensor:
@@ -51,10 +54,12 @@ def reshaping(victim: PredictModel, gen: torch.Generator, *, x0: torch.Tensor | 
             if x0 is not None and eps is not None:
                 xr = torch.minimum(torch.maximum(xr, x0 - eps), x0 + eps).clamp(0, 1)
             state.resent += int(refused.sum())
+            try:
+                x[refused] = xr  # the attack's own query tensor: it now holds what will be answered
+            except RuntimeError:  # an expanded (shared-memory) query cannot change: it stays refused
+                break
             out = out.clone()
             out[refused] = victim.predict(xr).float()
-            with contextlib.suppress(RuntimeError):  # an expanded (shared-memory) query stays as it was
-                x[refused] = xr  # the attack's own query tensor: it now holds what was answered
             scale *= state.grow
         state.still_refused += int(torch.isnan(out.reshape(out.shape[0], -1)).any(1).sum())
         return out
