@@ -46,7 +46,8 @@ def test_a_ct_slice_is_windowed_and_answered(grey_range) -> None:
 @pytest.mark.parametrize(("make", "message"), [
     (lambda p: write_ct_slice(p, np.zeros((28, 28)), window=None), "states no window"),
     (lambda p: write_ct_slice(p, np.zeros((32, 32))), r"DICOM: the image is 32 x 32; the model takes 28 x 28"),
-    (lambda p: p.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage"), r"DICOM: .*(unreadable|no pixel data|no readable Rows)"),
+    (lambda p: p.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage"),
+     r"DICOM: .*(unreadable|no pixel data|no readable Rows)"),
 ])
 def test_unreadable_dicom_is_a_422_in_one_line(grey_range, make, message: str) -> None:
     client, key, _, tmp = grey_range
@@ -57,3 +58,15 @@ def test_unreadable_dicom_is_a_422_in_one_line(grey_range, make, message: str) -
     err = r.json()["error"]
     assert "\n" not in err and str(tmp) not in err
     assert re.search(message, err), err
+
+
+def test_a_defence_is_served_in_front_of_the_model(tiny_model: Path) -> None:
+    from medfool.cli.defend import parse_transform
+    from medfool.serve.run import RangeJob, served_model
+
+    model = served_model(RangeJob(str(tiny_model), transforms=(parse_transform("median:size=3"),), device="cpu"))
+    assert [s["name"] for s in model.meta.preprocess][-1] == "median"
+    x = torch.rand(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain = served_model(RangeJob(str(tiny_model), device="cpu"))
+    with torch.no_grad():
+        assert not torch.allclose(model(x), plain(x))  # the served answers go through the defence

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medfool.data.windowing import Window
+from medfool.defences.input_transforms import with_transforms
 from medfool.defences.stateful import StatefulDetector, build_detector
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
@@ -18,7 +19,7 @@ from medfool.serve.querylog import QueryLog
 from medfool.utils.device import resolve_device
 from medfool.vocab import Device
 
-__all__ = ["RangeJob", "add_key", "make_detector", "serve"]
+__all__ = ["RangeJob", "add_key", "make_detector", "serve", "served_model"]
 
 log = logging.getLogger("medfool")
 
@@ -44,6 +45,7 @@ class RangeJob:
     calibrate_on: str | None = None
     window: Window | None = None
     seed: int = 0
+    transforms: tuple[dict[str, object], ...] = ()  # input-transform defences put in front of the model
 
 
 def make_detector(job: RangeJob, model: Classifier) -> StatefulDetector | None:
@@ -70,6 +72,12 @@ def add_key(path: str | Path, name: str) -> str:
     return key
 
 
+def served_model(job: RangeJob) -> Classifier:
+    """The model as served: the checkpoint behind the job's input-transform defences."""
+    model, _ = load_classifier(job.model, device=resolve_device(job.device))
+    return with_transforms(model, list(job.transforms)) if job.transforms else model
+
+
 def serve(job: RangeJob) -> None:
     """Serve until interrupted. The query log is OUT/queries.sqlite."""
     import uvicorn
@@ -77,7 +85,7 @@ def serve(job: RangeJob) -> None:
     if (job.keys is None) == (job.api_key is None):
         raise ConfigError("give exactly one of --keys FILE and --api-key KEY")
     keys = KeyStore.load(job.keys) if job.keys else KeyStore.single(job.api_key or "")
-    model, _ = load_classifier(job.model, device=resolve_device(job.device))
+    model = served_model(job)
     job.out.mkdir(parents=True, exist_ok=True)
     detector = make_detector(job, model)
     queries = QueryLog(job.out / "queries.sqlite")
