@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from medfool.defences.detectors import FeatureTap
 from medfool.defences.stateful import feature_encoder
 from medfool.models import load_classifier
+from medfool.models.features import FeatureTap
 
 
 def test_features_inside_a_padded_forward_match(tiny_model: Path) -> None:

@@ -36,9 +36,9 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from medfool.defences.detectors import FeatureTap
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
+from medfool.models.features import FeatureTap
 from medfool.models.predict import PredictModel, from_classifier
 
 __all__ = ["DETECTOR_NAMES", "Blacklight", "KnnDetector", "StatefulDetector", "blacklight_fingerprint",

@@ -16,10 +16,10 @@ from PIL import Image
 
 from medfool.utils.io import atomic_open
 
-__all__ = ["heatmap_row", "image_png", "line_chart"]
+__all__ = ["heatmap_row", "image_png", "line_chart", "save_figure"]
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     """Lay out, write atomically as PNG, and free the figure (also after an error)."""
     import matplotlib.pyplot as plt
 
@@ -60,7 +60,7 @@ def line_chart(path: Path, x: Sequence[float], series: Mapping[str, Sequence[flo
     except BaseException:
         plt.close(fig)
         raise
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -114,5 +114,5 @@ def heatmap_row(path: Path, panels: Sequence[tuple[str, torch.Tensor]], *, image
     except BaseException:
         plt.close(fig)
         raise
-    _save(fig, path)
+    save_figure(fig, path)
     return path

@@ -1,0 +1,126 @@
+"""Whole-slide jobs: ``medfool wsi build`` (mosaic slides of real tissue) and ``medfool wsi
+predict`` (a slide's diagnosis and its heat map)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfool.errors import ConfigError
+from medfool.models import load_classifier
+from medfool.models.classifier import Classifier
+from medfool.report.slides import slide_heatmap
+from medfool.runs.common import DataSource, Say, check_writable, to_log
+from medfool.utils.device import resolve_device
+from medfool.utils.io import atomic_write_json
+from medfool.utils.repro import environment
+from medfool.vocab import Device
+from medfool.wsi.aggregate import Aggregator, aggregate
+from medfool.wsi.build import Compression, MosaicSpec, build_slides
+from medfool.wsi.slide import open_slide
+from medfool.wsi.tiles import TileGrid, read_tiles, tile_grid
+
+__all__ = ["BuildJob", "PredictJob", "SlideReading", "read_slide", "run_build", "run_predict"]
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    data: DataSource
+    out: Path
+    split: str = "test"
+    n_benign: int = 10
+    n_malignant: int = 10
+    side: int = 4096
+    compression: Compression = "jpeg"
+    quality: int = 90
+    seed: int = 0
+
+
+def run_build(job: BuildJob, say: Say = to_log) -> None:
+    """Mosaic slides of ``job.split``'s tiles: benign tissue, and malignant slides with a region
+    of one cancer class."""
+    dataset = job.data.load()
+    info = dataset.info
+    if not info.critical_classes:
+        raise ConfigError(f"{info.name}: names no malignant (critical) classes to build malignant slides from")
+    benign = [c for c in range(info.num_classes) if c not in info.critical_classes]
+    if len(benign) != 1:
+        raise ConfigError(f"{info.name}: expected one benign class, got {len(benign)}")
+    split = dataset.split(job.split)  # type: ignore[arg-type]
+    tile = split.image_shape[-1]
+    check_writable(job.out)
+    say(f"building {job.n_benign} benign and {job.n_malignant} malignant slides of {job.side} px from "
+        f"{info.name} [{job.split}] tiles of {tile} px ({job.compression}"
+        f"{f' at quality {job.quality}' if job.compression == 'jpeg' else ''})")
+    records = build_slides(split, job.split, info.class_names, benign[0], tuple(info.critical_classes), job.out,
+                           n_benign=job.n_benign, n_malignant=job.n_malignant,
+                           spec=MosaicSpec(side=job.side, tile=tile), compression=job.compression,
+                           quality=job.quality, seed=job.seed)
+    say(f"wrote {len(records)} slides and slides.json to {job.out}")
+
+
+@dataclass(frozen=True)
+class SlideReading:
+    """What the pipeline read from one slide file."""
+
+    probability: float
+    tile_scores: np.ndarray
+    grid: TileGrid
+    thumbnail: np.ndarray
+    thumbnail_downsample: float
+
+
+def read_slide(path: Path, model: Classifier, aggregator: Aggregator, *, tile: int | None = None,
+               min_tissue: float = 0.5) -> SlideReading:
+    """The whole pipeline on the file: open, find tissue, tile at level 0 (tiles of the model's
+    input size), score, aggregate."""
+    tile = tile or model.meta.input_shape[-1]
+    with open_slide(path) as slide:
+        grid = tile_grid(slide, level=0, tile=tile, min_tissue=min_tissue)
+        if len(grid) == 0:
+            raise ConfigError(f"{path}: no tissue found (no tile with at least {min_tissue:.0%} tissue)")
+        tiles = read_tiles(slide, grid)
+        with torch.no_grad():
+            out = aggregate(aggregator, model, tiles)
+        level = slide.thumbnail_level(1024)
+        thumb, ds = slide.level_image(level), slide.downsamples[level]
+    return SlideReading(float(out.probability), out.tile_scores.cpu().numpy(), grid, thumb, ds)
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    slide: Path
+    model: str
+    out: Path
+    aggregator: Aggregator = "max"
+    threshold: float = 0.5
+    min_tissue: float = 0.5
+    device: Device = "auto"
+
+
+def run_predict(job: PredictJob, say: Say = to_log) -> dict[str, Any]:
+    """The slide's diagnosis (OUT/prediction.json) and heat map (OUT/heatmap.png)."""
+    model, _ = load_classifier(job.model, device=resolve_device(job.device))
+    check_writable(job.out)
+    reading = read_slide(job.slide, model, job.aggregator, min_tissue=job.min_tissue)
+    label = "malignant" if reading.probability >= job.threshold else "benign"
+    job.out.mkdir(parents=True, exist_ok=True)
+    slide_heatmap(job.out / "heatmap.png", reading.thumbnail, reading.thumbnail_downsample, reading.grid.origins,
+                  reading.grid.tile, np.clip(reading.tile_scores, 0, 1),
+                  title=f"{job.slide.name}: {label} (p = {reading.probability:.3f}, {job.aggregator})",
+                  label="tile malignancy" if job.aggregator != "attention" else "attention")
+    result = {"slide": str(job.slide), "model": job.model, "aggregator": job.aggregator, "label": label,
+              "probability_malignant": reading.probability, "threshold": job.threshold,
+              "tiles": len(reading.grid), "tile_px": reading.grid.tile, "min_tissue": job.min_tissue,
+              "top_tiles": [{"x": int(x), "y": int(y), "score": float(s)} for (x, y), s in
+                            sorted(zip(reading.grid.origins.tolist(), reading.tile_scores.tolist(), strict=True),
+                                   key=lambda t: -t[1])[:10]],
+              "environment": environment()}
+    atomic_write_json(job.out / "prediction.json", result)
+    say(f"{job.slide.name}: {label} (probability of malignancy {reading.probability:.3f}, {job.aggregator} over "
+        f"{len(reading.grid)} tissue tiles); wrote {job.out}/prediction.json and heatmap.png")
+    return result

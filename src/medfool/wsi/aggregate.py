@@ -1,0 +1,118 @@
+"""Slide models: a tile classifier (any medfool model) and an aggregator from its tiles to one
+slide diagnosis.
+
+* ``max`` (Campanella et al., "Clinical-grade computational pathology using weakly supervised
+  deep learning on whole slide images", Nature Medicine 2019): the slide is as malignant as its
+  most malignant tile;
+* ``mean``: the mean of the tiles' malignancy;
+* ``attention`` (Ilse, Tomczak & Welling, "Attention-based deep multiple instance learning",
+  ICML 2018): tiles' deep features weighted by a learned attention, pooled and classified;
+  trained on slides with slide labels only (the tile classifier stays frozen).
+
+A tile's malignancy is the probability the tile classifier gives its critical (malignant)
+classes together. Every aggregator returns the slide's probability of malignancy and a score per
+tile (malignancy, or attention weight) that the heat map draws and the slide attacks use to
+choose tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from medfool.errors import ConfigError
+from medfool.models.classifier import Classifier, logits_to_probs
+from medfool.models.features import FeatureTap
+
+__all__ = ["AGGREGATORS", "Aggregator", "AttentionMIL", "SlideOutput", "aggregate", "malignancy", "tile_features",
+           "train_attention"]
+
+Aggregator = Literal["max", "mean", "attention"]
+AGGREGATORS: tuple[Aggregator, ...] = ("max", "mean", "attention")
+
+
+@dataclass(frozen=True)
+class SlideOutput:
+    probability: torch.Tensor  # () the slide's probability of malignancy
+    tile_scores: torch.Tensor  # (N,) malignancy or attention per tile
+
+
+def malignancy(model: Classifier, tiles: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """(N,) each tile's probability of the model's critical classes together. Shape: tiles
+    (N, C, H, W) in [0, 1]."""
+    critical = list(model.meta.critical_classes)
+    if not critical:
+        raise ConfigError("the tile model names no malignant (critical) classes; a slide diagnosis needs them")
+    out = []
+    for s in range(0, tiles.shape[0], batch):
+        probs = logits_to_probs(model(tiles[s:s + batch].to(model.device)), model.task)
+        out.append(probs[:, critical].sum(1))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def tile_features(model: Classifier, tiles: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """(N, D) the tile classifier's deep features (the last linear layer's input)."""
+    tap = FeatureTap(model)
+    out = []
+    for s in range(0, tiles.shape[0], batch):
+        with tap.tapping() as got:
+            model(tiles[s:s + batch].to(model.device))
+        out.append(torch.cat([f.flatten(1) for f in got["features"]])[: tiles[s:s + batch].shape[0]])
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+class AttentionMIL(nn.Module):
+    """Ilse et al.'s attention pooling over a bag of tile features: a_k = softmax_k(w^T tanh(V h_k)),
+    z = sum_k a_k h_k, slide logit = u^T z + b."""
+
+    def __init__(self, dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.dim, self.hidden = dim, hidden
+        self.attention = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.classify = nn.Linear(dim, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slide logit (), attention weights (N,)) for features (N, D)."""
+        weights = torch.softmax(self.attention(features).squeeze(1), dim=0)
+        pooled = (weights[:, None] * features).sum(0)
+        return self.classify(pooled).squeeze(0), weights
+
+
+def aggregate(kind: Aggregator, model: Classifier, tiles: torch.Tensor,
+              mil: AttentionMIL | None = None) -> SlideOutput:
+    """The slide's output from its tiles (N, C, H, W) in [0, 1]; differentiable in the tiles."""
+    if kind == "attention":
+        if mil is None:
+            raise ConfigError("the attention aggregator needs a trained attention head ('medfool wsi train')")
+        logit, weights = mil(tile_features(model, tiles))
+        return SlideOutput(torch.sigmoid(logit), weights)
+    m = malignancy(model, tiles)
+    if kind == "max":
+        return SlideOutput(m.max() if m.numel() else torch.tensor(0.0), m)
+    if kind == "mean":
+        return SlideOutput(m.mean() if m.numel() else torch.tensor(0.0), m)
+    raise ConfigError(f"unknown aggregator {kind!r}; choose from {', '.join(AGGREGATORS)}")
+
+
+def train_attention(bags: list[torch.Tensor], labels: list[int], *, epochs: int = 40, lr: float = 1e-3,
+                    hidden: int = 64, seed: int = 0) -> AttentionMIL:
+    """An attention head trained on bags of tile features (D each) with slide labels (1:
+    malignant), one bag per step, Adam, binary cross-entropy."""
+    if not bags or len(bags) != len(labels):
+        raise ConfigError("attention MIL needs at least one slide with a label")
+    torch.manual_seed(seed)
+    mil = AttentionMIL(bags[0].shape[1], hidden)
+    opt = torch.optim.Adam(mil.parameters(), lr=lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = nn.BCEWithLogitsLoss()
+    for _ in range(epochs):
+        for i in torch.randperm(len(bags), generator=gen).tolist():
+            logit, _ = mil(bags[i])
+            loss = loss_fn(logit, torch.tensor(float(labels[i])))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return mil.eval()

@@ -1,0 +1,84 @@
+"""``medfool wsi predict``: the slide's answer comes from the pipeline read from the file, and a
+tile model that says "malignant" on the cancer tiles makes the malignant slide read malignant."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("tiffslide")
+
+from medfool.data import make_synthetic
+from medfool.models.checkpoint import save_checkpoint
+from medfool.models.train import TrainConfig, fit
+from medfool.wsi.aggregate import AttentionMIL, aggregate, malignancy, tile_features, train_attention
+from medfool.wsi.build import MosaicSpec, build_slides
+
+
+@pytest.fixture(scope="module")
+def tile_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    ds = make_synthetic(size=64, seed=0, per_split=(150, 30, 30))
+    ds.info = replace(ds.info, critical_classes=(1, 2))
+    model = fit(ds, TrainConfig(arch_kwargs={"width": 4}, epochs=3, batch_size=32, lr=1e-2, seed=0)).model
+    path = save_checkpoint(model, tmp_path_factory.mktemp("tile") / "model.safetensors", {"dataset": "synthetic"})
+    return path, ds
+
+
+def test_predict_reads_the_malignant_region(tile_model, tmp_path: Path, fails_cleanly) -> None:
+    from medfool.cli.main import main
+
+    path, ds = tile_model
+    build_slides(ds.split("test"), "test", ds.info.class_names, 0, (1, 2), tmp_path / "slides", n_benign=1,
+                 n_malignant=1, spec=MosaicSpec(side=1024, tile=64, cancer=0.3), compression="lossless", seed=0)
+    answers = {}
+    for name in ("test_000_benign.tif", "test_001_malignant.tif"):
+        out = tmp_path / name
+        assert main(["wsi", "predict", str(tmp_path / "slides" / name), "-m", str(path), "--out", str(out),
+                     "--aggregator", "mean", "--device", "cpu"]) == 0
+        answers[name] = json.loads((out / "prediction.json").read_text())
+        assert (out / "heatmap.png").stat().st_size > 1000
+    benign, malignant = answers["test_000_benign.tif"], answers["test_001_malignant.tif"]
+    assert benign["tiles"] > 50 and malignant["probability_malignant"] > benign["probability_malignant"]
+    fails_cleanly(["wsi", "predict", str(tmp_path / "missing.tif"), "-m", str(path), "--out", str(tmp_path / "o")],
+                  "no such slide file", out=tmp_path / "o")
+
+
+def test_aggregators_and_attention_mil(tile_model) -> None:
+    from medfool.models import load_classifier
+
+    path, ds = tile_model
+    model, _ = load_classifier(str(path))
+    x, y = ds.split("train").tensors()
+    benign, cancer = x[y == 0][:20], x[y == 1][:20]
+    m_b, m_c = malignancy(model, benign), malignancy(model, cancer)
+    assert float(m_c.mean()) > float(m_b.mean())
+    slide_b = benign
+    slide_m = torch.cat([benign[:15], cancer[:5]])
+    with torch.no_grad():
+        top, mean = aggregate("max", model, slide_m), aggregate("mean", model, slide_m)
+    assert float(top.probability) >= float(mean.probability)
+    # attention MIL trained on bags with slide labels only
+    gen = torch.Generator().manual_seed(0)
+    bags, labels = [], []
+    for i in range(16):
+        pick_b = torch.randint(0, benign.shape[0], (12,), generator=gen)
+        bag = benign[pick_b]
+        if i % 2:
+            bag = torch.cat([bag[:9], cancer[torch.randint(0, cancer.shape[0], (3,), generator=gen)]])
+        with torch.no_grad():
+            bags.append(tile_features(model, bag))
+        labels.append(i % 2)
+    mil = train_attention(bags, labels, epochs=30, seed=0)
+    assert isinstance(mil, AttentionMIL)
+    with torch.no_grad():
+        p = [float(torch.sigmoid(mil(b)[0])) for b in bags]
+    accuracy = np.mean([(q >= 0.5) == bool(lab) for q, lab in zip(p, labels, strict=True)])
+    assert accuracy >= 0.9
+    with torch.no_grad():
+        out = aggregate("attention", model, slide_b, mil)
+    assert out.tile_scores.shape == (20,) and abs(float(out.tile_scores.sum()) - 1) < 1e-5
