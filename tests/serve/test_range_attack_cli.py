@@ -54,7 +54,7 @@ def test_attack_survives_a_killed_server_and_the_report_accounts(tiny_model: Pat
     env = {**os.environ, "MEDFOOL_API_KEY": KEY}
     attack = subprocess.Popen([MEDFOOL, "attack", "square", "-m", f"http://127.0.0.1:{port}", "-d", "synthetic",
                                "--n", "8", "--queries", "400", "--eps", "4/255", "--device", "cpu",
-                               "--out", str(tmp_path / "sq"), "--seed", "1"],
+                               "--out", str(tmp_path / "sq"), "--seed", "1", "--run-id", "sq"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 120
