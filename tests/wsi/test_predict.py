@@ -82,3 +82,26 @@ def test_aggregators_and_attention_mil(tile_model) -> None:
     with torch.no_grad():
         out = aggregate("attention", model, slide_b, mil)
     assert out.tile_scores.shape == (20,) and abs(float(out.tile_scores.sum()) - 1) < 1e-5
+
+
+def test_wsi_train_then_predict_with_the_slide_model(tile_model, tmp_path: Path, fails_cleanly) -> None:
+    from medfool.cli.main import main
+
+    path, ds = tile_model
+    for split, folder in (("train", "tr"), ("val", "va")):
+        build_slides(ds.split(split), split, ds.info.class_names, 0, (1, 2), tmp_path / folder, n_benign=3,
+                     n_malignant=3, spec=MosaicSpec(side=512, tile=64, cancer=0.3), compression="lossless", seed=1)
+    out = tmp_path / "sm"
+    assert main(["wsi", "train", str(tmp_path / "tr"), "-m", str(path), "--val", str(tmp_path / "va"),
+                 "--epochs", "20", "--out", str(out), "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_slides"] == 6 and metrics["val_slides"] == 6
+    assert metrics["train_accuracy"] >= 5 / 6  # the bags separate: the head learnt the slide labels
+    assert main(["wsi", "predict", str(tmp_path / "va" / "val_005_malignant.tif"), "-m", str(out),
+                 "--out", str(tmp_path / "p"), "--device", "cpu"]) == 0
+    pred = json.loads((tmp_path / "p" / "prediction.json").read_text())
+    assert pred["aggregator"] == "attention"
+    (out / "attention.safetensors").write_bytes(b"not weights")
+    fails_cleanly(["wsi", "predict", str(tmp_path / "va" / "val_005_malignant.tif"), "-m", str(out),
+                   "--out", str(tmp_path / "p2")], r"attention\.safetensors: not the attention head",
+                  out=tmp_path / "p2")

@@ -30,6 +30,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from medfool.runs.wsi import TrainJob, run_train
+
+    run_train(TrainJob(Path(args.slides), args.model, Path(args.out), val=Path(args.val) if args.val else None,
+                       epochs=args.epochs, min_tissue=args.min_tissue, seed=args.seed, device=args.device), say)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("wsi", help="whole slides: build slides of real tissue, predict a slide's diagnosis",
                        description="Whole-slide images (pyramidal TIFF, SVS; needs the wsi extra: pip install "
@@ -52,15 +60,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--quality", type=int_in(1, 100), default=90, help="JPEG quality (default 90)")
     b.add_argument("--out", default="medfool-slides", help="output folder (default medfool-slides)")
     b.set_defaults(func=cmd_build)
+    t = wsub.add_parser("train", help="attention MIL on slides with slide labels only",
+                        description="Train an attention head (Ilse et al., ICML 2018) over the tile model's deep "
+                                    "features on the slides 'medfool wsi build' wrote (slide labels only; the tile "
+                                    "model stays frozen). Writes OUT/slide_model.json, OUT/attention.safetensors and "
+                                    "OUT/metrics.json; 'medfool wsi predict -m OUT' uses it.")
+    t.add_argument("slides", help="a folder 'medfool wsi build' wrote (train split)")
+    t.add_argument("--model", "-m", required=True, type=model_path, help="the tile model: " + MODEL_HELP)
+    t.add_argument("--val", default=None, metavar="FOLDER", help="slides to report accuracy on (val or test split)")
+    t.add_argument("--epochs", type=int_in(1), default=40, help="passes over the slides (default 40)")
+    t.add_argument("--min-tissue", type=float_in(0.0, 1.0), default=0.5)
+    t.add_argument("--seed", type=int_in(0), default=0)
+    t.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    t.add_argument("--out", default="medfool-slide-model", help="output folder (default medfool-slide-model)")
+    t.set_defaults(func=cmd_train)
     q = wsub.add_parser("predict", help="a slide's diagnosis and heat map",
                         description="Read SLIDE through the whole pipeline: CLAM's tissue mask, tiles of the model's "
                                     "input size at level 0 (those with at least --min-tissue tissue), the tile "
                                     "model, and the aggregator (max: Campanella et al. 2019; mean). Writes "
                                     "OUT/prediction.json and OUT/heatmap.png.")
     q.add_argument("slide", help="a slide file (pyramidal TIFF, SVS, ...)")
-    q.add_argument("--model", "-m", required=True, type=model_path, help="the tile model: " + MODEL_HELP)
+    q.add_argument("--model", "-m", required=True,
+                   help="the tile model (" + MODEL_HELP + "), or a slide model folder 'medfool wsi train' wrote")
     q.add_argument("--aggregator", default="max", choices=("max", "mean"),
-                   help="tiles to slide: the most malignant tile (max, default) or the mean")
+                   help="with a tile model: the most malignant tile (max, default) or the mean")
     q.add_argument("--threshold", type=float_in(0.0, 1.0), default=0.5,
                    help="probability of malignancy at which the slide reads malignant (default 0.5)")
     q.add_argument("--min-tissue", type=float_in(0.0, 1.0), default=0.5,

@@ -3,7 +3,7 @@ predict`` (a slide's diagnosis and its heat map)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,20 @@ from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
 from medfool.utils.repro import environment
 from medfool.vocab import Device
-from medfool.wsi.aggregate import Aggregator, aggregate
+from medfool.wsi.aggregate import Aggregator, AttentionMIL, aggregate, tile_features, train_attention
 from medfool.wsi.build import Compression, MosaicSpec, build_slides
 from medfool.wsi.slide import open_slide
+from medfool.wsi.slidemodel import (
+    SlideModelSpec,
+    is_slide_model,
+    load_slide_model,
+    save_slide_model,
+    tile_model_path,
+)
 from medfool.wsi.tiles import TileGrid, read_tiles, tile_grid
 
-__all__ = ["BuildJob", "PredictJob", "SlideReading", "read_slide", "run_build", "run_predict"]
+__all__ = ["BuildJob", "PredictJob", "SlideReading", "TrainJob", "read_slide", "run_build", "run_predict",
+           "run_train"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class SlideReading:
 
 
 def read_slide(path: Path, model: Classifier, aggregator: Aggregator, *, tile: int | None = None,
-               min_tissue: float = 0.5) -> SlideReading:
+               min_tissue: float = 0.5, mil: AttentionMIL | None = None) -> SlideReading:
     """The whole pipeline on the file: open, find tissue, tile at level 0 (tiles of the model's
     input size), score, aggregate."""
     tile = tile or model.meta.input_shape[-1]
@@ -85,7 +93,7 @@ def read_slide(path: Path, model: Classifier, aggregator: Aggregator, *, tile: i
             raise ConfigError(f"{path}: no tissue found (no tile with at least {min_tissue:.0%} tissue)")
         tiles = read_tiles(slide, grid)
         with torch.no_grad():
-            out = aggregate(aggregator, model, tiles)
+            out = aggregate(aggregator, model, tiles, mil)
         level = slide.thumbnail_level(1024)
         thumb, ds = slide.level_image(level), slide.downsamples[level]
     return SlideReading(float(out.probability), out.tile_scores.cpu().numpy(), grid, thumb, ds)
@@ -104,9 +112,14 @@ class PredictJob:
 
 def run_predict(job: PredictJob, say: Say = to_log) -> dict[str, Any]:
     """The slide's diagnosis (OUT/prediction.json) and heat map (OUT/heatmap.png)."""
-    model, _ = load_classifier(job.model, device=resolve_device(job.device))
+    aggregator, mil, min_tissue, tile_path = job.aggregator, None, job.min_tissue, job.model
+    if is_slide_model(job.model):  # what 'medfool wsi train' wrote
+        spec, mil = load_slide_model(job.model)
+        aggregator, min_tissue, tile_path = spec.aggregator, spec.min_tissue, tile_model_path(spec, Path(job.model))
+    model, _ = load_classifier(tile_path, device=resolve_device(job.device))
     check_writable(job.out)
-    reading = read_slide(job.slide, model, job.aggregator, min_tissue=job.min_tissue)
+    job = replace(job, aggregator=aggregator, min_tissue=min_tissue)
+    reading = read_slide(job.slide, model, aggregator, min_tissue=min_tissue, mil=mil)
     label = "malignant" if reading.probability >= job.threshold else "benign"
     job.out.mkdir(parents=True, exist_ok=True)
     slide_heatmap(job.out / "heatmap.png", reading.thumbnail, reading.thumbnail_downsample, reading.grid.origins,
@@ -124,3 +137,72 @@ def run_predict(job: PredictJob, say: Say = to_log) -> dict[str, Any]:
     say(f"{job.slide.name}: {label} (probability of malignancy {reading.probability:.3f}, {job.aggregator} over "
         f"{len(reading.grid)} tissue tiles); wrote {job.out}/prediction.json and heatmap.png")
     return result
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    slides: Path
+    model: str
+    out: Path
+    val: Path | None = None
+    epochs: int = 40
+    min_tissue: float = 0.5
+    seed: int = 0
+    device: Device = "auto"
+
+
+def _bags(folder: Path, model: Classifier, min_tissue: float, say: Say) -> tuple[list[torch.Tensor], list[int]]:
+    """Each slide of ``folder`` (its slides.json) as a bag of tile features, with its label."""
+    from tqdm import tqdm
+
+    from medfool.utils.io import read_json_object
+
+    manifest = read_json_object(folder / "slides.json", ConfigError, "slide list ('medfool wsi build' writes it)")
+    slides = manifest.get("slides")
+    if not isinstance(slides, list) or not slides:
+        raise ConfigError(f"{folder / 'slides.json'}: no 'slides' listed")
+    bags, labels = [], []
+    for rec in tqdm(slides, desc=f"tiles of {folder.name}", unit="slide", leave=False):
+        try:
+            name, label = str(rec["file"]), str(rec["label"])
+        except (KeyError, TypeError):
+            raise ConfigError(f"{folder / 'slides.json'}: a slide without 'file' and 'label'") from None
+        path = (folder / name).resolve()
+        if folder.resolve() not in path.parents:
+            raise ConfigError(f"{folder / 'slides.json'}: {name!r} lies outside the folder")
+        with open_slide(path) as slide:
+            grid = tile_grid(slide, level=0, tile=model.meta.input_shape[-1], min_tissue=min_tissue)
+            with torch.no_grad():
+                bags.append(tile_features(model, read_tiles(slide, grid)))
+        labels.append(int(label == "malignant"))
+    say(f"  {folder}: {len(bags)} slides, {sum(labels)} malignant, {sum(b.shape[0] for b in bags):,} tiles")
+    return bags, labels
+
+
+def _accuracy(mil: AttentionMIL, bags: list[torch.Tensor], labels: list[int]) -> float:
+    with torch.no_grad():
+        right = [(float(mil(b)[0]) >= 0) == bool(y) for b, y in zip(bags, labels, strict=True)]
+    return sum(right) / len(right)
+
+
+def run_train(job: TrainJob, say: Say = to_log) -> dict[str, Any]:
+    """Attention MIL (Ilse et al. 2018) on slides with slide labels only, the tile model frozen:
+    OUT/slide_model.json, OUT/attention.safetensors and OUT/metrics.json."""
+    model, _ = load_classifier(job.model, device=resolve_device(job.device))
+    check_writable(job.out)
+    bags, labels = _bags(job.slides, model, job.min_tissue, say)
+    if len(set(labels)) < 2:
+        raise ConfigError(f"{job.slides}: training needs benign and malignant slides")
+    mil = train_attention(bags, labels, epochs=job.epochs, seed=job.seed)
+    metrics: dict[str, Any] = {"train_slides": len(bags), "train_accuracy": _accuracy(mil, bags, labels),
+                               "epochs": job.epochs, "seed": job.seed, "tile_model": str(Path(job.model).resolve())}
+    if job.val is not None:
+        vb, vl = _bags(job.val, model, job.min_tissue, say)
+        metrics.update(val_slides=len(vb), val_accuracy=_accuracy(mil, vb, vl))
+    save_slide_model(job.out, SlideModelSpec(str(Path(job.model).resolve()), "attention", job.min_tissue,
+                                             dim=bags[0].shape[1]), mil)
+    atomic_write_json(job.out / "metrics.json", {**metrics, "environment": environment()})
+    say(f"attention MIL: train accuracy {metrics['train_accuracy']:.3f}"
+        + (f", val accuracy {metrics['val_accuracy']:.3f} on {metrics['val_slides']} slides" if job.val else "")
+        + f"; wrote {job.out}/slide_model.json and attention.safetensors")
+    return metrics
