@@ -13,6 +13,14 @@ from medfool.vocab import DEVICE_CHOICES
 __all__ = ["register"]
 
 
+def slide_model_path(text: str) -> str:
+    """A slide model folder ('medfool wsi train' wrote) as it is, else any tile model."""
+    return text if (Path(text) / "slide_model.json").is_file() else model_path(text)
+
+
+slide_model_path.__name__ = "model"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from medfool.runs.wsi import BuildJob, run_build
 
@@ -80,7 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "model, and the aggregator (max: Campanella et al. 2019; mean). Writes "
                                     "OUT/prediction.json and OUT/heatmap.png.")
     q.add_argument("slide", help="a slide file (pyramidal TIFF, SVS, ...)")
-    q.add_argument("--model", "-m", required=True,
+    q.add_argument("--model", "-m", required=True, type=slide_model_path,
                    help="the tile model (" + MODEL_HELP + "), or a slide model folder 'medfool wsi train' wrote")
     q.add_argument("--aggregator", default="max", choices=("max", "mean"),
                    help="with a tile model: the most malignant tile (max, default) or the mean")
