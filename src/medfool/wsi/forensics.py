@@ -1,0 +1,63 @@
+"""Writing an attack into a slide, and the check a hospital can run for it.
+
+:func:`write_back` copies a slide with level 0 changed (pixels set at level-0 coordinates),
+either leaving the lower levels as they were (``rewrite_levels=False``: what a pixel edit of
+the full-resolution image leaves behind) or computing them again from the new level 0 (an
+attacker who rewrites every level), in the source's compression.
+
+:func:`pyramid_consistency` compares each level with the box-downsampled level above it, tile
+by tile: an honest pyramid differs only by the resampling and the codec; a level 0 edited after
+the pyramid was made leaves its lower levels stale where it changed. The score is the largest
+mean absolute difference (0-255) over tiles of ``tile`` pixels of the lower level (``tile=1``:
+the largest single pixel's, the sharpest for lossless slides; larger tiles average a lossy
+codec's noise away).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medfool.wsi.build import Compression, pyramid_levels, write_pyramid
+from medfool.wsi.slide import Slide, open_slide
+
+__all__ = ["downsample2", "pyramid_consistency", "write_back"]
+
+
+def downsample2(rgb: np.ndarray) -> np.ndarray:
+    """2x box downsampling of (H, W, 3) uint8 (odd edges dropped), as the pyramids here are made."""
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    out: np.ndarray = rgb[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).astype(np.float32).mean(axis=(1, 3))
+    return out
+
+
+def pyramid_consistency(slide: Slide, tile: int = 32) -> float:
+    """The largest tile-wise mean |level L - downsample(level L-1)| over the pyramid's levels."""
+    worst = 0.0
+    above = slide.level_image(0)
+    for level in range(1, slide.level_count):
+        below = slide.level_image(level).astype(np.float32)
+        expected = downsample2(above)
+        h, w = min(below.shape[0], expected.shape[0]), min(below.shape[1], expected.shape[1])
+        diff = np.abs(below[:h, :w] - expected[:h, :w]).mean(axis=2)
+        th, tw = h // tile, w // tile
+        if th and tw:
+            per_tile = diff[: th * tile, : tw * tile].reshape(th, tile, tw, tile).mean(axis=(1, 3))
+            worst = max(worst, float(per_tile.max()))
+        above = below.round().astype(np.uint8)
+    return worst
+
+
+def write_back(source: Path, target: Path, points: np.ndarray, colours: np.ndarray, *,
+               compression: Compression, quality: int = 90, rewrite_levels: bool = False) -> Path:
+    """A copy of ``source`` at ``target`` with level-0 pixels ``points`` (N, 2) (x, y) set to
+    ``colours`` (N, 3) uint8; the lower levels stale, or rewritten from the new level 0."""
+    with open_slide(source) as slide:
+        levels = [slide.level_image(level) for level in range(slide.level_count)]
+        mpp = slide.mpp or 0.5
+    level0 = levels[0].copy()
+    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    level0[pts[:, 1], pts[:, 0]] = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+    pyramid = pyramid_levels(level0, min_side=min(levels[-1].shape[:2])) if rewrite_levels else [level0, *levels[1:]]
+    return write_pyramid(target, level0, compression=compression, quality=quality, mpp=mpp, levels=pyramid)
