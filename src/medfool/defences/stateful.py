@@ -190,10 +190,8 @@ def feature_encoder(model: Classifier) -> Encoder:
     tap = FeatureTap(model)
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), tap.tapping() as got:
-            model(x.to(model.device))
-        # a padded forward (Classifier.padded) runs fixed-size chunks: every chunk's rows, then the real ones
-        return torch.cat([f.flatten(1) for f in got["features"]])[: x.shape[0]].cpu()
+        with torch.no_grad():
+            return tap.deep(x).cpu()
 
     return encode
 

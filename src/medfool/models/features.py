@@ -42,6 +42,13 @@ class FeatureTap:
             for h in hooks:
                 h.remove()
 
+    def deep(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D): the last linear layer's input alone, for ``x`` (moved to the model's device)."""
+        with self.tapping() as got:
+            self.model(x.to(self.model.device))
+        # a padded forward (Classifier.padded) runs fixed-size chunks: every chunk's rows, then the real ones
+        return torch.cat([f.flatten(1) for f in got["features"]])[: x.shape[0]]
+
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(deep features (N, D), flattened activations per tap, logits). The deep features are
         the last linear layer's input followed by the mean and standard deviation of every

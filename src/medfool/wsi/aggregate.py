@@ -56,11 +56,7 @@ def malignancy(model: Classifier, tiles: torch.Tensor, batch: int = 256) -> torc
 def tile_features(model: Classifier, tiles: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """(N, D) the tile classifier's deep features (the last linear layer's input)."""
     tap = FeatureTap(model)
-    out = []
-    for s in range(0, tiles.shape[0], batch):
-        with tap.tapping() as got:
-            model(tiles[s:s + batch].to(model.device))
-        out.append(torch.cat([f.flatten(1) for f in got["features"]])[: tiles[s:s + batch].shape[0]])
+    out = [tap.deep(tiles[s:s + batch]) for s in range(0, tiles.shape[0], batch)]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
