@@ -244,8 +244,7 @@ def adaptive(model: Classifier, dets: Detectors, x: torch.Tensor, y: torch.Tenso
                         victim = from_classifier(model, output)
                     else:
                         det = dets.fresh(d)
-                        victim = guarded(model, det, output=output) if mode != "sybil" else \
-                            _sybil(model, det, output, keys=10)
+                        victim = guarded(model, det, output=output, keys=10 if mode == "sybil" else 1)
                         if mode == "reshape":
                             victim, state = reshaping(victim, gen, x0=x[i] if label == "square" else None,
                                                       eps=opts.get("eps"))
@@ -262,26 +261,6 @@ def adaptive(model: Classifier, dets: Detectors, x: torch.Tensor, y: torch.Tenso
                 print(f"  adaptive {label} {key}: success {n_fooled}/{n}", flush=True)
         out[label] = row
     return out
-
-
-def _sybil(model: Classifier, det: StatefulDetector, output: str, keys: int) -> Any:
-    """The guarded model with each query sent from the next of ``keys`` accounts."""
-    from medfool.models.predict import PredictModel
-
-    plain = from_classifier(model, output)  # type: ignore[arg-type]
-    turn = [0]
-
-    def predict(xq: torch.Tensor) -> torch.Tensor:
-        flagged = []
-        for row in xq:
-            flagged += det.observe(row[None], f"k{turn[0] % keys}")
-            turn[0] += 1
-        outp = plain.predict(xq).float().clone()
-        mask = torch.tensor(flagged, dtype=torch.bool)
-        outp[mask] = float("nan")
-        return outp
-
-    return PredictModel(predict, model.meta, plain.output, model.device, may_refuse=True)
 
 
 def render(paths: list[str]) -> str:

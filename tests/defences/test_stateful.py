@@ -77,3 +77,17 @@ def test_a_refused_query_sent_again_is_judged_again() -> None:
         det.observe(x, "a")
         assert det.observe(near, "a") == [True]
         assert det.observe(near, "a") == [True]  # not let through as a repeat of a refused query
+
+
+def test_guarded_sybil_spreads_queries_over_accounts_in_turn(tiny_model) -> None:
+    from medfool.defences.stateful import guarded
+    from medfool.models import load_classifier
+
+    model, _ = load_classifier(str(tiny_model))
+    stream = _attack_stream(_distinct(1)[0], 30, torch.Generator().manual_seed(2))
+    for keys, first_possible in ((1, 5), (3, 15)):  # k = 5 earlier queries per account before a verdict
+        det = KnnDetector(pixel_encoder, 1e9, k=5)  # any neighbour is near: every possible verdict is "flag"
+        out = guarded(model, det, keys=keys).predict(stream)
+        refused = torch.isnan(out).any(1).tolist()
+        assert refused.index(True) == first_possible
+        assert sorted(det._buffers) == sorted({f"attacker-{i}" for i in range(keys)} if keys > 1 else {"attacker"})

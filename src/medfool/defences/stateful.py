@@ -212,15 +212,26 @@ def build_detector(name: str, model: Classifier, benign: torch.Tensor | None = N
 
 
 def guarded(model: Classifier, detector: StatefulDetector, *, output: str = "probs", account: str = "attacker",
-            reject: bool = True) -> PredictModel:
+            reject: bool = True, keys: int = 1) -> PredictModel:
     """``model`` as the range serves it behind ``detector``, in process: every query is judged
     first; a flagged one is refused (a NaN row, as the HTTP client returns it) unless
     ``reject`` is False (flagged silently). The same semantics as ``medfool range serve``,
-    without the network, for measurements that run many attacks."""
+    without the network, for measurements that run many attacks. ``keys`` > 1: a Sybil
+    attacker, each query sent from the next of that many accounts in turn."""
     plain = from_classifier(model, "labels" if output == "labels" else "probs")
+    turn = [0]
+
+    def judge(x: torch.Tensor) -> list[bool]:
+        if keys == 1:
+            return detector.observe(x, account)
+        flagged: list[bool] = []
+        for row in x:
+            flagged += detector.observe(row[None], f"{account}-{turn[0] % keys}")
+            turn[0] += 1
+        return flagged
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        flagged = torch.tensor(detector.observe(x, account), dtype=torch.bool)
+        flagged = torch.tensor(judge(x), dtype=torch.bool)
         out = plain.predict(x).float()
         if reject and bool(flagged.any()):
             out = out.clone()
