@@ -39,6 +39,17 @@ class Row:
     run: str
 
 
+def _select(conn: sqlite3.Connection, run: str | None) -> list[Row]:
+    """The rows in order (of one run, if given); a log written before runs were recorded has
+    them all under the empty run."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(queries)")}
+    sql = "SELECT seq, key, time, digest, answer, verdict, " + ("run" if "run" in columns else "''") + " FROM queries"
+    args: tuple[str, ...] = ()
+    if run is not None:
+        sql, args = sql + " WHERE run = ?", (run,)
+    return [Row(*r) for r in conn.execute(sql + " ORDER BY seq", args)]
+
+
 class QueryLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -71,24 +82,14 @@ class QueryLog:
         neither locked nor changed)."""
         conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
         try:
-            columns = {r[1] for r in conn.execute("PRAGMA table_info(queries)")}
-            sql = "SELECT seq, key, time, digest, answer, verdict, " + ("run" if "run" in columns else "''") + \
-                " FROM queries"
-            args: tuple[str, ...] = ()
-            if run is not None:
-                sql, args = sql + " WHERE run = ?", (run,)
-            return [Row(*r) for r in conn.execute(sql + " ORDER BY seq", args)]
+            return _select(conn, run)
         finally:
             conn.close()
 
     def rows(self, run: str | None = None) -> list[Row]:
         """Every row in order (of one run, if given)."""
-        sql = "SELECT seq, key, time, digest, answer, verdict, run FROM queries"
-        args: tuple[str, ...] = ()
-        if run is not None:
-            sql, args = sql + " WHERE run = ?", (run,)
         with self._lock:
-            return [Row(*r) for r in self._conn.execute(sql + " ORDER BY seq", args)]
+            return _select(self._conn, run)
 
     def count(self, key: str | None = None) -> int:
         with self._lock:
