@@ -21,7 +21,7 @@ from medfool.utils.repro import environment
 from medfool.vocab import Device
 from medfool.wsi.aggregate import Aggregator, AttentionMIL, aggregate, tile_features, train_attention
 from medfool.wsi.build import Compression, MosaicSpec, build_slides
-from medfool.wsi.slide import open_slide
+from medfool.wsi.slide import Slide, open_slide
 from medfool.wsi.slidemodel import (
     SlideModelSpec,
     is_slide_model,
@@ -32,7 +32,7 @@ from medfool.wsi.slidemodel import (
 from medfool.wsi.tiles import TileGrid, read_tiles, tile_grid
 
 __all__ = ["BuildJob", "PredictJob", "SlideReading", "TrainJob", "read_slide", "run_build", "run_predict",
-           "run_train"]
+           "run_train", "tissue_tiles"]
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,20 @@ class SlideReading:
     thumbnail_downsample: float
 
 
+def tissue_tiles(slide: Slide, tile: int, min_tissue: float) -> tuple[TileGrid, torch.Tensor]:
+    """The slide's tissue tiles at level 0 and their pixels: what every slide model reads."""
+    grid = tile_grid(slide, level=0, tile=tile, min_tissue=min_tissue)
+    if len(grid) == 0:
+        raise ConfigError(f"{slide.path}: no tissue found (no tile with at least {min_tissue:.0%} tissue)")
+    return grid, read_tiles(slide, grid)
+
+
 def read_slide(path: Path, model: Classifier, aggregator: Aggregator, *, tile: int | None = None,
                min_tissue: float = 0.5, mil: AttentionMIL | None = None) -> SlideReading:
     """The whole pipeline on the file: open, find tissue, tile at level 0 (tiles of the model's
     input size), score, aggregate."""
-    tile = tile or model.meta.input_shape[-1]
     with open_slide(path) as slide:
-        grid = tile_grid(slide, level=0, tile=tile, min_tissue=min_tissue)
-        if len(grid) == 0:
-            raise ConfigError(f"{path}: no tissue found (no tile with at least {min_tissue:.0%} tissue)")
-        tiles = read_tiles(slide, grid)
+        grid, tiles = tissue_tiles(slide, tile or model.meta.input_shape[-1], min_tissue)
         with torch.no_grad():
             out = aggregate(aggregator, model, tiles, mil)
         level = slide.thumbnail_level(1024)
@@ -171,9 +175,9 @@ def _bags(folder: Path, model: Classifier, min_tissue: float, say: Say) -> tuple
         if folder.resolve() not in path.parents:
             raise ConfigError(f"{folder / 'slides.json'}: {name!r} lies outside the folder")
         with open_slide(path) as slide:
-            grid = tile_grid(slide, level=0, tile=model.meta.input_shape[-1], min_tissue=min_tissue)
-            with torch.no_grad():
-                bags.append(tile_features(model, read_tiles(slide, grid)))
+            _, tiles = tissue_tiles(slide, model.meta.input_shape[-1], min_tissue)
+        with torch.no_grad():
+            bags.append(tile_features(model, tiles))
         labels.append(int(label == "malignant"))
     say(f"  {folder}: {len(bags)} slides, {sum(labels)} malignant, {sum(b.shape[0] for b in bags):,} tiles")
     return bags, labels
