@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -64,3 +66,35 @@ def serve_range(tmp_path: Path) -> Callable[..., object]:
     def start(model_path: Path, **options: object) -> object:
         return serving(model_path, tmp_path, **options)  # type: ignore[arg-type]
     return start
+
+
+@pytest.fixture
+def range_process() -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], int]]]:
+    """``start(model, out, key, *extra, port=None)``: ``medfool range serve`` as its own process
+    on loopback, returned once it answers ``/v2/health/ready``; killed at the end if still up."""
+    import httpx
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(model: Path, out: Path, key: str, *extra: str,
+              port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+        port = port or free_port()
+        proc = subprocess.Popen([shutil.which("medfool") or "medfool", "range", "serve", "-m", str(model),
+                                 "--api-key", key, "--port", str(port), "--device", "cpu", "--out", str(out),
+                                 *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        started.append(proc)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                    return proc, port
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+            time.sleep(0.2)
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)

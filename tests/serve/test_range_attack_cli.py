@@ -8,38 +8,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 MEDFOOL = shutil.which("medfool") or "medfool"
 KEY = "r" * 24
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(model: Path, port: int, out: Path, *extra: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([MEDFOOL, "range", "serve", "-m", str(model), "--api-key", KEY, "--port", str(port),
-                             "--device", "cpu", "--out", str(out), "--rate", "500", "--burst", "500", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
-        time.sleep(0.2)
+def _serve(start, model: Path, out: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    return start(model, out, KEY, "--rate", "500", "--burst", "500", "--detector", "blacklight",
+                 "--on-detect", "flag", port=port)
 
 
 def _rows(out: Path, run: str) -> int:
@@ -48,9 +30,10 @@ def _rows(out: Path, run: str) -> int:
 
 
 @pytest.mark.slow
-def test_attack_survives_a_killed_server_and_the_report_accounts(tiny_model: Path, tmp_path: Path) -> None:
-    port, served = _free_port(), tmp_path / "range"
-    server = _serve(tiny_model, port, served, "--detector", "blacklight", "--on-detect", "flag")
+def test_attack_survives_a_killed_server_and_the_report_accounts(tiny_model: Path, tmp_path: Path,
+                                                                   range_process) -> None:
+    served = tmp_path / "range"
+    server, port = _serve(range_process, tiny_model, served)
     env = {**os.environ, "MEDFOOL_API_KEY": KEY}
     attack = subprocess.Popen([MEDFOOL, "attack", "square", "-m", f"http://127.0.0.1:{port}", "-d", "synthetic",
                                "--n", "8", "--queries", "400", "--eps", "4/255", "--device", "cpu",
@@ -65,11 +48,9 @@ def test_attack_survives_a_killed_server_and_the_report_accounts(tiny_model: Pat
         server.wait(timeout=30)
         before = _rows(served, "sq")
         time.sleep(1.0)
-        server = _serve(tiny_model, port, served, "--detector", "blacklight", "--on-detect", "flag")
+        server, _ = _serve(range_process, tiny_model, served, port=port)
         out, _ = attack.communicate(timeout=300)
     finally:
-        os.kill(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
         if attack.poll() is None:
             attack.kill()
     text = out.decode()

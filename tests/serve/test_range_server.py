@@ -5,45 +5,21 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-MEDFOOL = shutil.which("medfool") or "medfool"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.mark.slow
-def test_acknowledged_queries_survive_a_sigkill(tiny_model: Path, tmp_path: Path) -> None:
-    port = _free_port()
+def test_acknowledged_queries_survive_a_sigkill(tiny_model: Path, tmp_path: Path, range_process) -> None:
     key = "k" * 20
-    proc = subprocess.Popen([MEDFOOL, "range", "serve", "-m", str(tiny_model), "--api-key", key, "--port", str(port),
-                             "--device", "cpu", "--out", str(tmp_path / "range")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, port = range_process(tiny_model, tmp_path / "range", key)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
-            time.sleep(0.2)
         buf = io.BytesIO()
         np.save(buf, np.random.default_rng(0).random((3, 28, 28)).astype(np.float32))
         answered = 0
