@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,8 @@ class RangeClient:
                  retry_for: float = 120.0, timeout: float = 60.0) -> None:
         import httpx
 
+        # httpx logs every request at INFO: thousands of lines for one attack
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         if not keys:
             raise ConfigError(f"{url}: an API key is needed (--api-key KEY; several for a Sybil attacker)")
         parts = urlsplit(url)
