@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from medfool.defences.stateful import StatefulDetector
-from medfool.models import load_classifier
+from medfool.models import Classifier, load_classifier
 from medfool.serve.app import Answer, OnDetect, create_app
 from medfool.serve.keys import KeyStore, new_key
 from medfool.serve.limits import Limits
@@ -33,12 +33,12 @@ class Served:
 
 
 @contextmanager
-def serving(model_path: Path, folder: Path, *, n_keys: int = 1, limits: Limits | None = None,
+def serving(model_path: Path | Classifier, folder: Path, *, n_keys: int = 1, limits: Limits | None = None,
             detector: StatefulDetector | None = None, on_detect: OnDetect = "reject",
             answer: Answer = "probs") -> Iterator[Served]:
     import uvicorn
 
-    model, _ = load_classifier(str(model_path))
+    model = model_path if isinstance(model_path, Classifier) else load_classifier(str(model_path))[0]
     keys, records = zip(*(new_key(f"k{i}") for i in range(n_keys)), strict=True)
     log = QueryLog(folder / "queries.sqlite")
     app = create_app(model, KeyStore(list(records)), limits or Limits(1e6, 10**6, 0), log, detector=detector,
