@@ -13,7 +13,7 @@ pytest.importorskip("tiffslide")
 
 from medfool.data import make_synthetic
 from medfool.wsi.build import MosaicSpec, mosaic, write_pyramid
-from medfool.wsi.forensics import pyramid_consistency, write_back
+from medfool.wsi.forensics import SlideEdit, pyramid_consistency, write_back
 from medfool.wsi.slide import open_slide
 
 
@@ -24,8 +24,9 @@ def test_write_back_and_consistency(tmp_path: Path) -> None:
     rows, cols = np.nonzero(cells >= 0)
     pts = np.stack([cols[:40] * 64 + 10, rows[:40] * 64 + 20], axis=1)  # 40 pixels in tissue tiles
     colours = np.tile(np.array([[0, 255, 0]], dtype=np.uint8), (40, 1))
-    stale = write_back(clean, tmp_path / "stale.tif", pts, colours, compression="lossless")
-    fresh = write_back(clean, tmp_path / "fresh.tif", pts, colours, compression="lossless", rewrite_levels=True)
+    edits = SlideEdit.points(pts, colours)
+    stale = write_back(clean, tmp_path / "stale.tif", edits, compression="lossless")
+    fresh = write_back(clean, tmp_path / "fresh.tif", edits, compression="lossless", rewrite_levels=True)
     with open_slide(stale) as s:
         level0 = s.level_image(0)
         assert np.array_equal(level0[pts[:, 1], pts[:, 0]], colours)  # lossless: survives exactly

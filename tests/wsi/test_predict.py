@@ -4,7 +4,6 @@ tile model that says "malignant" on the cancer tiles makes the malignant slide r
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,8 @@ import torch
 
 pytest.importorskip("tiffslide")
 
-from medfool.data import make_synthetic
-from medfool.models.checkpoint import save_checkpoint
-from medfool.models.train import TrainConfig, fit
 from medfool.wsi.aggregate import AttentionMIL, aggregate, malignancy, tile_features, train_attention
 from medfool.wsi.build import MosaicSpec, build_slides
-
-
-@pytest.fixture(scope="module")
-def tile_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    ds = make_synthetic(size=64, seed=0, per_split=(150, 30, 30))
-    ds.info = replace(ds.info, critical_classes=(1, 2))
-    model = fit(ds, TrainConfig(arch_kwargs={"width": 4}, epochs=3, batch_size=32, lr=1e-2, seed=0)).model
-    path = save_checkpoint(model, tmp_path_factory.mktemp("tile") / "model.safetensors", {"dataset": "synthetic"})
-    return path, ds
 
 
 def test_predict_reads_the_malignant_region(tile_model, tmp_path: Path, fails_cleanly) -> None:

@@ -46,6 +46,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    from medfool.runs.wsi_attack import AttackSpec, SlideAttackJob, run_slide_attack
+
+    spec = AttackSpec(args.attack, pixels=args.pixels, order=args.order, population=args.population,
+                      generations=args.generations, max_tiles=args.max_tiles, patch=args.patch_size,
+                      fraction=args.fraction, eps=args.eps / 255, seed=args.seed)
+    run_slide_attack(SlideAttackJob(Path(args.slide), args.model, Path(args.out), spec, aggregator=args.aggregator,
+                                    threshold=args.threshold, min_tissue=args.min_tissue, quality=args.quality,
+                                    device=args.device), say)
+    return 0
+
+
+def _pipeline_options(p: argparse.ArgumentParser) -> None:
+    """The options every command that reads a slide through a model shares."""
+    p.add_argument("--model", "-m", required=True, type=slide_model_path,
+                   help="the tile model (" + MODEL_HELP + "), or a slide model folder 'medfool wsi train' wrote")
+    p.add_argument("--aggregator", default="max", choices=("max", "mean"),
+                   help="with a tile model: the most malignant tile (max, default) or the mean")
+    p.add_argument("--threshold", type=float_in(0.0, 1.0), default=0.5,
+                   help="probability of malignancy at which the slide reads malignant (default 0.5)")
+    p.add_argument("--min-tissue", type=float_in(0.0, 1.0), default=0.5,
+                   help="share of a tile that must be tissue to be read (default 0.5)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+
+
+def _attack_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pixels", type=int_in(1), default=1, help="pixels: how many pixels may change (default 1)")
+    p.add_argument("--order", default="guided", choices=("guided", "uniform"),
+                   help="pixels: try tiles by the aggregator's own signal (guided, default) or at random")
+    p.add_argument("--population", type=int_in(4), default=100, help="pixels: DE population per tile (default 100)")
+    p.add_argument("--generations", type=int_in(0), default=10, help="pixels: DE generations per tile (default 10)")
+    p.add_argument("--max-tiles", type=int_in(1), default=20, help="pixels: tiles tried at most (default 20)")
+    p.add_argument("--patch-size", type=int_in(1), default=16, help="patch: side in pixels (default 16)")
+    p.add_argument("--fraction", type=float_in(0.0, 1.0), default=0.01,
+                   help="fraction: share of tissue tiles perturbed (default 0.01)")
+    p.add_argument("--eps", type=float_in(0.0, 255.0), default=8.0, help="fraction: L-inf budget in k/255 (default 8)")
+    p.add_argument("--quality", type=int_in(1, 100), default=None,
+                   help="JPEG quality of the re-encoded copy (default: the source's, from slides.json beside it, "
+                        "else 90)")
+    p.add_argument("--seed", type=int_in(0), default=0)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("wsi", help="whole slides: build slides of real tissue, predict a slide's diagnosis",
                        description="Whole-slide images (pyramidal TIFF, SVS; needs the wsi extra: pip install "
@@ -66,6 +108,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--compression", default="jpeg", choices=("jpeg", "lossless"),
                    help="tile compression (default jpeg)")
     b.add_argument("--quality", type=int_in(1, 100), default=90, help="JPEG quality (default 90)")
+    b.add_argument("--seed", type=int_in(0), default=0, help="seed of the slides' layout and tiles (default 0)")
     b.add_argument("--out", default="medfool-slides", help="output folder (default medfool-slides)")
     b.set_defaults(func=cmd_build)
     t = wsub.add_parser("train", help="attention MIL on slides with slide labels only",
@@ -88,14 +131,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "model, and the aggregator (max: Campanella et al. 2019; mean). Writes "
                                     "OUT/prediction.json and OUT/heatmap.png.")
     q.add_argument("slide", help="a slide file (pyramidal TIFF, SVS, ...)")
-    q.add_argument("--model", "-m", required=True, type=slide_model_path,
-                   help="the tile model (" + MODEL_HELP + "), or a slide model folder 'medfool wsi train' wrote")
-    q.add_argument("--aggregator", default="max", choices=("max", "mean"),
-                   help="with a tile model: the most malignant tile (max, default) or the mean")
-    q.add_argument("--threshold", type=float_in(0.0, 1.0), default=0.5,
-                   help="probability of malignancy at which the slide reads malignant (default 0.5)")
-    q.add_argument("--min-tissue", type=float_in(0.0, 1.0), default=0.5,
-                   help="share of a tile that must be tissue to be read (default 0.5)")
-    q.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    _pipeline_options(q)
     q.add_argument("--out", default="medfool-slide", help="output folder (default medfool-slide)")
     q.set_defaults(func=cmd_predict)
+    a = wsub.add_parser("attack", help="fool a slide's diagnosis; write the change back and re-read the file",
+                        description="One attack on SLIDE's diagnosis (a benign slide pushed to malignant, a "
+                                    "malignant one to benign): 'pixels' is one- or k-pixel differential evolution "
+                                    "(Su et al. 2019) in one tile at a time, tiles tried by the aggregator's own "
+                                    "signal or at random, a query being one slide answer; 'patch' an adversarial "
+                                    "patch on one tile and 'fraction' PGD on a share of the tiles, both white-box "
+                                    "through the aggregator. A success is written into level 0 of a lossless copy "
+                                    "and a JPEG copy (lower levels left stale) and judged by reading those files "
+                                    "again. Writes OUT/result.json, OUT/attacked_lossless.tif, "
+                                    "OUT/attacked_jpeg.tif, OUT/before.png and OUT/after.png.")
+    a.add_argument("slide", help="a slide file (pyramidal TIFF, SVS, ...)")
+    a.add_argument("--attack", default="pixels", choices=("pixels", "patch", "fraction"),
+                   help="pixels (black-box, default), patch or fraction (white-box)")
+    _pipeline_options(a)
+    _attack_options(a)
+    a.add_argument("--out", default="medfool-slide-attack", help="output folder (default medfool-slide-attack)")
+    a.set_defaults(func=cmd_attack)

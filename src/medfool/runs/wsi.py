@@ -31,8 +31,8 @@ from medfool.wsi.slidemodel import (
 )
 from medfool.wsi.tiles import TileGrid, read_tiles, tile_grid
 
-__all__ = ["BuildJob", "PredictJob", "SlideReading", "TrainJob", "read_slide", "run_build", "run_predict",
-           "run_train", "tissue_tiles"]
+__all__ = ["BuildJob", "PredictJob", "SlidePipeline", "SlideReading", "TrainJob", "load_pipeline", "read_slide",
+           "run_build", "run_predict", "run_train", "tissue_tiles"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,28 @@ def read_slide(path: Path, model: Classifier, aggregator: Aggregator, *, tile: i
 
 
 @dataclass(frozen=True)
+class SlidePipeline:
+    """What reads a slide: the tile model, the aggregator (with its attention head) and the
+    share of tissue a tile needs."""
+
+    model: Classifier
+    aggregator: Aggregator
+    mil: AttentionMIL | None
+    min_tissue: float
+
+
+def load_pipeline(model: str, aggregator: Aggregator, min_tissue: float, device: Device) -> SlidePipeline:
+    """A tile model with the aggregator asked for, or a slide model folder ('medfool wsi
+    train' wrote it), whose own aggregator and tissue share win."""
+    mil, tile_path = None, model
+    if is_slide_model(model):
+        spec, mil = load_slide_model(model)
+        aggregator, min_tissue, tile_path = spec.aggregator, spec.min_tissue, tile_model_path(spec, Path(model))
+    tile_model, _ = load_classifier(tile_path, device=resolve_device(device))
+    return SlidePipeline(tile_model, aggregator, mil, min_tissue)
+
+
+@dataclass(frozen=True)
 class PredictJob:
     slide: Path
     model: str
@@ -116,14 +138,10 @@ class PredictJob:
 
 def run_predict(job: PredictJob, say: Say = to_log) -> dict[str, Any]:
     """The slide's diagnosis (OUT/prediction.json) and heat map (OUT/heatmap.png)."""
-    aggregator, mil, min_tissue, tile_path = job.aggregator, None, job.min_tissue, job.model
-    if is_slide_model(job.model):  # what 'medfool wsi train' wrote
-        spec, mil = load_slide_model(job.model)
-        aggregator, min_tissue, tile_path = spec.aggregator, spec.min_tissue, tile_model_path(spec, Path(job.model))
-    model, _ = load_classifier(tile_path, device=resolve_device(job.device))
+    pipe = load_pipeline(job.model, job.aggregator, job.min_tissue, job.device)
     check_writable(job.out)
-    job = replace(job, aggregator=aggregator, min_tissue=min_tissue)
-    reading = read_slide(job.slide, model, aggregator, min_tissue=min_tissue, mil=mil)
+    job = replace(job, aggregator=pipe.aggregator, min_tissue=pipe.min_tissue)
+    reading = read_slide(job.slide, pipe.model, pipe.aggregator, min_tissue=pipe.min_tissue, mil=pipe.mil)
     label = "malignant" if reading.probability >= job.threshold else "benign"
     job.out.mkdir(parents=True, exist_ok=True)
     slide_heatmap(job.out / "heatmap.png", reading.thumbnail, reading.thumbnail_downsample, reading.grid.origins,

@@ -15,14 +15,33 @@ codec's noise away).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from medfool.errors import ConfigError
 from medfool.wsi.build import Compression, pyramid_levels, write_pyramid
 from medfool.wsi.slide import Slide, open_slide
 
-__all__ = ["downsample2", "pyramid_consistency", "write_back"]
+__all__ = ["SlideEdit", "downsample2", "pyramid_consistency", "write_back"]
+
+
+@dataclass(frozen=True)
+class SlideEdit:
+    """Pixels to write at level 0: ``pixels`` (h, w, 3) uint8 with its top-left corner at (x, y)."""
+
+    x: int
+    y: int
+    pixels: np.ndarray
+
+    @staticmethod
+    def points(points: np.ndarray, colours: np.ndarray) -> list[SlideEdit]:
+        """Single pixels: ``points`` (N, 2) (x, y) set to ``colours`` (N, 3) uint8."""
+        pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+        cols = np.asarray(colours, dtype=np.uint8).reshape(-1, 1, 1, 3)
+        return [SlideEdit(int(x), int(y), c) for (x, y), c in zip(pts, cols, strict=True)]
 
 
 def downsample2(rgb: np.ndarray) -> np.ndarray:
@@ -49,15 +68,18 @@ def pyramid_consistency(slide: Slide, tile: int = 32) -> float:
     return worst
 
 
-def write_back(source: Path, target: Path, points: np.ndarray, colours: np.ndarray, *,
-               compression: Compression, quality: int = 90, rewrite_levels: bool = False) -> Path:
-    """A copy of ``source`` at ``target`` with level-0 pixels ``points`` (N, 2) (x, y) set to
-    ``colours`` (N, 3) uint8; the lower levels stale, or rewritten from the new level 0."""
+def write_back(source: Path, target: Path, edits: Sequence[SlideEdit], *, compression: Compression,
+               quality: int = 90, rewrite_levels: bool = False) -> Path:
+    """A copy of ``source`` at ``target`` with ``edits`` written into level 0; the lower levels
+    stale (as the source had them), or rewritten from the new level 0."""
     with open_slide(source) as slide:
         levels = [slide.level_image(level) for level in range(slide.level_count)]
         mpp = slide.mpp or 0.5
     level0 = levels[0].copy()
-    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
-    level0[pts[:, 1], pts[:, 0]] = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+    for e in edits:
+        h, w = e.pixels.shape[:2]
+        if not (e.x >= 0 and e.y >= 0 and e.x + w <= level0.shape[1] and e.y + h <= level0.shape[0]):
+            raise ConfigError(f"{source}: an edit at ({e.x}, {e.y}) of {w}x{h} px lies outside level 0")
+        level0[e.y:e.y + h, e.x:e.x + w] = e.pixels
     pyramid = pyramid_levels(level0, min_side=min(levels[-1].shape[:2])) if rewrite_levels else [level0, *levels[1:]]
     return write_pyramid(target, level0, compression=compression, quality=quality, mpp=mpp, levels=pyramid)

@@ -34,9 +34,10 @@ class TileGrid:
 def tile_grid(slide: Slide, *, level: int = 0, tile: int = 64, stride: int | None = None,
               min_tissue: float = 0.25, mask_level: int | None = None, otsu: bool = True) -> TileGrid:
     """The grid's tiles whose share of tissue (CLAM's mask at ``mask_level``, by default the
-    level a thumbnail of at most 2,048 px would use) is at least ``min_tissue``."""
+    level a thumbnail of at most 1,024 px would use: CLAM segments at a low level too) is at
+    least ``min_tissue``."""
     stride = stride or tile
-    mlevel = slide.thumbnail_level() if mask_level is None else mask_level
+    mlevel = slide.thumbnail_level(1024) if mask_level is None else mask_level
     mask = tissue_mask(slide.level_image(mlevel), otsu=otsu)
     ds_tile, ds_mask = slide.downsamples[level], slide.downsamples[mlevel]
     w, h = slide.dimensions[level]
@@ -56,11 +57,22 @@ def tile_grid(slide: Slide, *, level: int = 0, tile: int = 64, stride: int | Non
     return TileGrid(origins[keep].round().astype(np.int64), frac[keep], level, tile, stride, mask, mlevel)
 
 
-def read_tiles(slide: Slide, grid: TileGrid, index: np.ndarray | None = None) -> torch.Tensor:
-    """(N, 3, tile, tile) float32 in [0, 1]: the grid's tiles (those at ``index``)."""
+def read_tiles(slide: Slide, grid: TileGrid, index: np.ndarray | None = None, block: int = 2048) -> torch.Tensor:
+    """(N, 3, tile, tile) float32 in [0, 1]: the grid's tiles (those at ``index``), read a block
+    of about ``block`` level pixels at a time (one decode per stored tile, not one per grid tile)."""
     rows = grid.origins if index is None else grid.origins[index]
-    tiles = [slide.read((int(x), int(y)), grid.level, (grid.tile, grid.tile)) for x, y in rows]
-    if not tiles:
+    if len(rows) == 0:
         return torch.zeros(0, 3, grid.tile, grid.tile)
-    arr = np.stack(tiles).astype(np.float32) / 255.0  # (N, H, W, 3)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    ds = slide.downsamples[grid.level]
+    at = np.floor(rows / ds).astype(np.int64)  # origins in this level's pixels
+    out = np.empty((len(rows), grid.tile, grid.tile, 3), dtype=np.uint8)
+    key = at // block
+    for bx, by in np.unique(key, axis=0):
+        which = np.nonzero((key[:, 0] == bx) & (key[:, 1] == by))[0]
+        x0, y0 = at[which].min(axis=0)
+        x1, y1 = at[which].max(axis=0) + grid.tile
+        region = slide.read((round(x0 * ds), round(y0 * ds)), grid.level, (int(x1 - x0), int(y1 - y0)))
+        for j in which:
+            x, y = at[j] - (x0, y0)
+            out[j] = region[y:y + grid.tile, x:x + grid.tile]
+    return torch.from_numpy(out.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
