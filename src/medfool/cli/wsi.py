@@ -41,7 +41,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from medfool.runs.wsi import TrainJob, run_train
 
-    run_train(TrainJob(Path(args.slides), args.model, Path(args.out), val=Path(args.val) if args.val else None,
+    run_train(TrainJob(Path(args.slides), args.model, Path(args.out), aggregator=args.aggregator,
+                       val=Path(args.val) if args.val else None,
                        epochs=args.epochs, min_tissue=args.min_tissue, seed=args.seed, device=args.device), say)
     return 0
 
@@ -58,14 +59,24 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from medfool.runs.wsi_audit import SlideAuditJob, run_slide_audit
+
+    run_slide_audit(SlideAuditJob(Path(args.slides), args.model, Path(args.out), attacks=args.attacks,
+                                  aggregator=args.aggregator, threshold=args.threshold, min_tissue=args.min_tissue,
+                                  limit=args.limit, seed=args.seed, device=args.device), say)
+    return 0
+
+
 def _pipeline_options(p: argparse.ArgumentParser) -> None:
     """The options every command that reads a slide through a model shares."""
     p.add_argument("--model", "-m", required=True, type=slide_model_path,
                    help="the tile model (" + MODEL_HELP + "), or a slide model folder 'medfool wsi train' wrote")
     p.add_argument("--aggregator", default="max", choices=("max", "mean"),
                    help="with a tile model: the most malignant tile (max, default) or the mean")
-    p.add_argument("--threshold", type=float_in(0.0, 1.0), default=0.5,
-                   help="probability of malignancy at which the slide reads malignant (default 0.5)")
+    p.add_argument("--threshold", type=float_in(0.0, 1.0), default=None,
+                   help="probability of malignancy at which the slide reads malignant (default: the slide model's "
+                        "own, chosen on its training slides; 0.5 for a bare tile model)")
     p.add_argument("--min-tissue", type=float_in(0.0, 1.0), default=0.5,
                    help="share of a tile that must be tissue to be read (default 0.5)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -111,13 +122,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--seed", type=int_in(0), default=0, help="seed of the slides' layout and tiles (default 0)")
     b.add_argument("--out", default="medfool-slides", help="output folder (default medfool-slides)")
     b.set_defaults(func=cmd_build)
-    t = wsub.add_parser("train", help="attention MIL on slides with slide labels only",
-                        description="Train an attention head (Ilse et al., ICML 2018) over the tile model's deep "
-                                    "features on the slides 'medfool wsi build' wrote (slide labels only; the tile "
-                                    "model stays frozen). Writes OUT/slide_model.json, OUT/attention.safetensors and "
-                                    "OUT/metrics.json; 'medfool wsi predict -m OUT' uses it.")
+    t = wsub.add_parser("train", help="a slide model from slides with slide labels only",
+                        description="A slide model over a frozen tile model, from the slides 'medfool wsi build' "
+                                    "wrote (slide labels only): attention MIL (Ilse et al., ICML 2018; default) "
+                                    "learns an attention head over the tile model's deep features; max (Campanella "
+                                    "et al. 2019) and mean pooling learn nothing but their operating threshold, the "
+                                    "one with the best balanced accuracy on the training slides (max pooling over "
+                                    "thousands of tiles reads a benign slide malignant when any one tile is misread "
+                                    "at 0.5). Writes OUT/slide_model.json (with attention.safetensors) and "
+                                    "OUT/metrics.json; 'medfool wsi predict|attack|audit -m OUT' use it.")
     t.add_argument("slides", help="a folder 'medfool wsi build' wrote (train split)")
     t.add_argument("--model", "-m", required=True, type=model_path, help="the tile model: " + MODEL_HELP)
+    t.add_argument("--aggregator", default="attention", choices=("attention", "max", "mean"),
+                   help="attention MIL (default), or max / mean pooling with a chosen threshold")
     t.add_argument("--val", default=None, metavar="FOLDER", help="slides to report accuracy on (val or test split)")
     t.add_argument("--epochs", type=int_in(1), default=40, help="passes over the slides (default 40)")
     t.add_argument("--min-tissue", type=float_in(0.0, 1.0), default=0.5)
@@ -151,3 +168,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _attack_options(a)
     a.add_argument("--out", default="medfool-slide-attack", help="output folder (default medfool-slide-attack)")
     a.set_defaults(func=cmd_attack)
+    u = wsub.add_parser("audit", help="the slide threats on a folder of slides, one HTML report",
+                        description="Every slide of SLIDES (those its slides.json lists, with their labels, else "
+                                    "every .tif/.tiff/.svs) read once; each attack of --attacks on the slides read "
+                                    "correctly; every success written into a lossless and a JPEG copy and read back "
+                                    "through the whole pipeline; pyramid consistency of clean and attacked files. "
+                                    "Writes OUT/report.html (thumbnails and heat maps before and after, the changed "
+                                    "pixels ringed), OUT/results.json, and OUT/slides/*.json as each slide finishes "
+                                    "(a rerun resumes from them).")
+    u.add_argument("slides", help="a folder of slides ('medfool wsi build' writes one)")
+    _pipeline_options(u)
+    u.add_argument("--attacks", default="pixels:1,pixels:10,patch:16,fraction:0.01",
+                   help="comma-separated pixels:K (K-pixel DE, guided), patch:SIDE (px), fraction:SHARE (PGD "
+                        "8/255 on that share of tiles) (default pixels:1,pixels:10,patch:16,fraction:0.01)")
+    u.add_argument("--limit", type=int_in(1), default=None, help="audit only the first N slides")
+    u.add_argument("--seed", type=int_in(0), default=0)
+    u.add_argument("--out", default="medfool-slide-audit", help="output folder (default medfool-slide-audit)")
+    u.set_defaults(func=cmd_audit)

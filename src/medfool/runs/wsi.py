@@ -19,7 +19,15 @@ from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
 from medfool.utils.repro import environment
 from medfool.vocab import Device
-from medfool.wsi.aggregate import Aggregator, AttentionMIL, aggregate, tile_features, train_attention
+from medfool.wsi.aggregate import (
+    Aggregator,
+    AttentionMIL,
+    aggregate,
+    calibrate_threshold,
+    malignancy,
+    tile_features,
+    train_attention,
+)
 from medfool.wsi.build import Compression, MosaicSpec, build_slides
 from medfool.wsi.slide import Slide, open_slide
 from medfool.wsi.slidemodel import (
@@ -112,17 +120,21 @@ class SlidePipeline:
     aggregator: Aggregator
     mil: AttentionMIL | None
     min_tissue: float
+    threshold: float
 
 
-def load_pipeline(model: str, aggregator: Aggregator, min_tissue: float, device: Device) -> SlidePipeline:
-    """A tile model with the aggregator asked for, or a slide model folder ('medfool wsi
-    train' wrote it), whose own aggregator and tissue share win."""
-    mil, tile_path = None, model
+def load_pipeline(model: str, aggregator: Aggregator, min_tissue: float, device: Device,
+                  threshold: float | None = None) -> SlidePipeline:
+    """A tile model with the aggregator asked for (threshold 0.5 unless given), or a slide
+    model folder ('medfool wsi train' wrote it), whose own aggregator, tissue share and
+    threshold win (a threshold given here still overrides its threshold)."""
+    mil, tile_path, chosen = None, model, 0.5
     if is_slide_model(model):
         spec, mil = load_slide_model(model)
         aggregator, min_tissue, tile_path = spec.aggregator, spec.min_tissue, tile_model_path(spec, Path(model))
+        chosen = spec.threshold
     tile_model, _ = load_classifier(tile_path, device=resolve_device(device))
-    return SlidePipeline(tile_model, aggregator, mil, min_tissue)
+    return SlidePipeline(tile_model, aggregator, mil, min_tissue, chosen if threshold is None else threshold)
 
 
 @dataclass(frozen=True)
@@ -131,18 +143,18 @@ class PredictJob:
     model: str
     out: Path
     aggregator: Aggregator = "max"
-    threshold: float = 0.5
+    threshold: float | None = None
     min_tissue: float = 0.5
     device: Device = "auto"
 
 
 def run_predict(job: PredictJob, say: Say = to_log) -> dict[str, Any]:
     """The slide's diagnosis (OUT/prediction.json) and heat map (OUT/heatmap.png)."""
-    pipe = load_pipeline(job.model, job.aggregator, job.min_tissue, job.device)
+    pipe = load_pipeline(job.model, job.aggregator, job.min_tissue, job.device, job.threshold)
     check_writable(job.out)
-    job = replace(job, aggregator=pipe.aggregator, min_tissue=pipe.min_tissue)
+    job = replace(job, aggregator=pipe.aggregator, min_tissue=pipe.min_tissue, threshold=pipe.threshold)
     reading = read_slide(job.slide, pipe.model, pipe.aggregator, min_tissue=pipe.min_tissue, mil=pipe.mil)
-    label = "malignant" if reading.probability >= job.threshold else "benign"
+    label = "malignant" if reading.probability >= pipe.threshold else "benign"
     job.out.mkdir(parents=True, exist_ok=True)
     slide_heatmap(job.out / "heatmap.png", reading.thumbnail, reading.thumbnail_downsample, reading.grid.origins,
                   reading.grid.tile, np.clip(reading.tile_scores, 0, 1),
@@ -166,6 +178,7 @@ class TrainJob:
     slides: Path
     model: str
     out: Path
+    aggregator: Aggregator = "attention"
     val: Path | None = None
     epochs: int = 40
     min_tissue: float = 0.5
@@ -173,8 +186,10 @@ class TrainJob:
     device: Device = "auto"
 
 
-def _bags(folder: Path, model: Classifier, min_tissue: float, say: Say) -> tuple[list[torch.Tensor], list[int]]:
-    """Each slide of ``folder`` (its slides.json) as a bag of tile features, with its label."""
+def _bags(folder: Path, model: Classifier, min_tissue: float, features: bool,
+          say: Say) -> tuple[list[torch.Tensor], list[int]]:
+    """Each slide of ``folder`` (its slides.json) as a bag of tile features (or tile
+    malignancy), with its label."""
     from tqdm import tqdm
 
     from medfool.utils.io import read_json_object
@@ -195,36 +210,54 @@ def _bags(folder: Path, model: Classifier, min_tissue: float, say: Say) -> tuple
         with open_slide(path) as slide:
             _, tiles = tissue_tiles(slide, model.meta.input_shape[-1], min_tissue)
         with torch.no_grad():
-            bags.append(tile_features(model, tiles))
+            bags.append(tile_features(model, tiles) if features else malignancy(model, tiles))
         labels.append(int(label == "malignant"))
     say(f"  {folder}: {len(bags)} slides, {sum(labels)} malignant, {sum(b.shape[0] for b in bags):,} tiles")
     return bags, labels
 
 
-def _accuracy(mil: AttentionMIL, bags: list[torch.Tensor], labels: list[int]) -> float:
+def _slide_probabilities(aggregator: Aggregator, bags: list[torch.Tensor], mil: AttentionMIL | None) -> list[float]:
     with torch.no_grad():
-        right = [(float(mil(b)[0]) >= 0) == bool(y) for b, y in zip(bags, labels, strict=True)]
-    return sum(right) / len(right)
+        if mil is not None:
+            return [float(torch.sigmoid(mil(b)[0])) for b in bags]
+        return [float(b.max() if aggregator == "max" else b.mean()) for b in bags]
+
+
+def _accuracy(probabilities: list[float], labels: list[int], threshold: float) -> dict[str, float]:
+    per = {c: [(p >= threshold) == bool(c) for p, y in zip(probabilities, labels, strict=True) if y == c]
+           for c in (0, 1)}
+    right = per[0] + per[1]
+    return {"accuracy": sum(right) / len(right),
+            "benign_accuracy": sum(per[0]) / max(len(per[0]), 1),
+            "malignant_accuracy": sum(per[1]) / max(len(per[1]), 1)}
 
 
 def run_train(job: TrainJob, say: Say = to_log) -> dict[str, Any]:
-    """Attention MIL (Ilse et al. 2018) on slides with slide labels only, the tile model frozen:
-    OUT/slide_model.json, OUT/attention.safetensors and OUT/metrics.json."""
+    """A slide model on slides with slide labels only, the tile model frozen: attention MIL
+    (Ilse et al. 2018) learnt, or max / mean pooling whose operating threshold is chosen on the
+    training slides. OUT/slide_model.json (+ attention.safetensors) and OUT/metrics.json."""
     model, _ = load_classifier(job.model, device=resolve_device(job.device))
     check_writable(job.out)
-    bags, labels = _bags(job.slides, model, job.min_tissue, say)
+    attention = job.aggregator == "attention"
+    bags, labels = _bags(job.slides, model, job.min_tissue, attention, say)
     if len(set(labels)) < 2:
         raise ConfigError(f"{job.slides}: training needs benign and malignant slides")
-    mil = train_attention(bags, labels, epochs=job.epochs, seed=job.seed)
-    metrics: dict[str, Any] = {"train_slides": len(bags), "train_accuracy": _accuracy(mil, bags, labels),
-                               "epochs": job.epochs, "seed": job.seed, "tile_model": str(Path(job.model).resolve())}
+    mil = train_attention(bags, labels, epochs=job.epochs, seed=job.seed) if attention else None
+    probs = _slide_probabilities(job.aggregator, bags, mil)
+    threshold = 0.5 if attention else calibrate_threshold(probs, labels)
+    metrics: dict[str, Any] = {"aggregator": job.aggregator, "threshold": threshold, "train_slides": len(bags),
+                               **{f"train_{k}": v for k, v in _accuracy(probs, labels, threshold).items()},
+                               "epochs": job.epochs if attention else 0, "seed": job.seed,
+                               "tile_model": str(Path(job.model).resolve())}
     if job.val is not None:
-        vb, vl = _bags(job.val, model, job.min_tissue, say)
-        metrics.update(val_slides=len(vb), val_accuracy=_accuracy(mil, vb, vl))
-    save_slide_model(job.out, SlideModelSpec(str(Path(job.model).resolve()), "attention", job.min_tissue,
-                                             dim=bags[0].shape[1]), mil)
+        vb, vl = _bags(job.val, model, job.min_tissue, attention, say)
+        metrics["val_slides"] = len(vb)
+        metrics.update({f"val_{k}": v for k, v in _accuracy(_slide_probabilities(job.aggregator, vb, mil), vl,
+                                                              threshold).items()})
+    save_slide_model(job.out, SlideModelSpec(str(Path(job.model).resolve()), job.aggregator, job.min_tissue,
+                                             dim=bags[0].shape[1] if attention else 0, threshold=threshold), mil)
     atomic_write_json(job.out / "metrics.json", {**metrics, "environment": environment()})
-    say(f"attention MIL: train accuracy {metrics['train_accuracy']:.3f}"
+    say(f"{job.aggregator} slide model: threshold {threshold:.3f}, train accuracy {metrics['train_accuracy']:.3f}"
         + (f", val accuracy {metrics['val_accuracy']:.3f} on {metrics['val_slides']} slides" if job.val else "")
-        + f"; wrote {job.out}/slide_model.json and attention.safetensors")
+        + f"; wrote {job.out}/slide_model.json")
     return metrics

@@ -27,12 +27,12 @@ from medfool.utils.repro import environment
 from medfool.vocab import Device
 from medfool.wsi.aggregate import Aggregator
 from medfool.wsi.attacks import Order, SlideAttackResult, fraction_attack, patch_attack, pixel_search
-from medfool.wsi.forensics import SlideEdit, pyramid_consistency, write_back
+from medfool.wsi.forensics import SlideEdit, consistency_scores, write_back
 from medfool.wsi.scorer import SlideScorer
 from medfool.wsi.slide import open_slide
 from medfool.wsi.tiles import TileGrid
 
-__all__ = ["AttackSpec", "SlideAttackJob", "attack_tiles", "run_slide_attack", "shown", "source_quality",
+__all__ = ["AttackSpec", "SlideAttackJob", "attack_tiles", "marks", "run_slide_attack", "shown", "source_quality",
            "write_and_check"]
 
 AttackKind = Literal["pixels", "patch", "fraction"]
@@ -90,12 +90,12 @@ def source_quality(slide: Path, default: int = 90) -> int:
 def shown(scores: np.ndarray, aggregator: Aggregator) -> np.ndarray:
     """Tile scores on the heat map's 0-1 scale: malignancy as it is, attention as a share of
     the largest weight (the weights sum to one over thousands of tiles)."""
-    if aggregator == "attention":
-        return scores / max(float(scores.max()), 1e-12)
-    return np.clip(scores, 0, 1)
+    top = max(float(scores.max()), 1e-12) if aggregator == "attention" and scores.size else 1.0
+    out: np.ndarray = np.clip(scores / top, 0, 1)
+    return out
 
 
-def _marks(edits: list[SlideEdit]) -> np.ndarray:
+def marks(edits: list[SlideEdit]) -> np.ndarray:
     """(M, 2) level-0 centres of the edits, for rings on the thumbnails."""
     return np.array([[e.x + e.pixels.shape[1] / 2, e.y + e.pixels.shape[0] / 2] for e in edits]).reshape(-1, 2)
 
@@ -106,14 +106,14 @@ def write_and_check(source: Path, out: Path, result: SlideAttackResult, pipe: Sl
     through the whole pipeline, and score every file's pyramid consistency."""
     checks: dict[str, Any] = {}
     with open_slide(source) as s:
-        checks["source_consistency"] = pyramid_consistency(s)
+        checks["source_consistency"] = consistency_scores(s)
     for name, compression in (("lossless", "lossless"), ("jpeg", "jpeg")):
         path = out / f"attacked_{name}.tif"
         write_back(source, path, result.edits, compression=compression, quality=quality)  # type: ignore[arg-type]
         reading = read_slide(path, pipe.model, pipe.aggregator, min_tissue=pipe.min_tissue, mil=pipe.mil)
         fooled = (reading.probability >= threshold) == result.to_malignant
         with open_slide(path) as s:
-            consistency = pyramid_consistency(s)
+            consistency = consistency_scores(s)
         checks[name] = {"file": path.name, "probability": reading.probability, "fooled": bool(fooled),
                         "consistency": consistency, **({"quality": quality} if name == "jpeg" else {})}
         if name == "lossless":
@@ -130,7 +130,7 @@ class SlideAttackJob:
     out: Path
     spec: AttackSpec = AttackSpec()
     aggregator: Aggregator = "max"
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the slide model's own (0.5 for a bare tile model)
     min_tissue: float = 0.5
     quality: int | None = None
     device: Device = "auto"
@@ -139,7 +139,8 @@ class SlideAttackJob:
 def run_slide_attack(job: SlideAttackJob, say: Say = to_log) -> dict[str, Any]:
     """The attack on the slide, its copies written and re-read: OUT/result.json, OUT/attacked_*.tif,
     OUT/before.png and OUT/after.png."""
-    pipe = load_pipeline(job.model, job.aggregator, job.min_tissue, job.device)
+    pipe = load_pipeline(job.model, job.aggregator, job.min_tissue, job.device, job.threshold)
+    threshold = pipe.threshold
     check_writable(job.out)
     with open_slide(job.slide) as slide:
         grid, tiles = tissue_tiles(slide, pipe.model.meta.input_shape[-1], pipe.min_tissue)
@@ -147,26 +148,26 @@ def run_slide_attack(job: SlideAttackJob, say: Say = to_log) -> dict[str, Any]:
         thumb, ds = slide.level_image(level), slide.downsamples[level]
     scorer = SlideScorer(pipe.aggregator, pipe.model, tiles, pipe.mil)
     before = scorer.probability()
-    say(f"{job.slide.name}: reads {'malignant' if before >= job.threshold else 'benign'} (p = {before:.3f}, "
+    say(f"{job.slide.name}: reads {'malignant' if before >= threshold else 'benign'} (p = {before:.3f}, "
         f"{pipe.aggregator} over {len(grid):,} tiles); running {job.spec.name}")
-    result = attack_tiles(scorer, tiles, grid, job.spec, job.threshold)
+    result = attack_tiles(scorer, tiles, grid, job.spec, threshold)
     job.out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"slide": str(job.slide), "model": job.model, "aggregator": pipe.aggregator,
-                              "threshold": job.threshold, "tiles": len(grid), "spec": asdict(job.spec),
+                              "threshold": threshold, "tiles": len(grid), "spec": asdict(job.spec),
                               **result.summary()}
     label = "tile malignancy" if pipe.aggregator != "attention" else "attention (share of the largest)"
     slide_heatmap(job.out / "before.png", thumb, ds, grid.origins, grid.tile,
                   shown(scorer.scores.cpu().numpy(), pipe.aggregator),
-                  title=f"{job.slide.name}: before (p = {before:.3f})", label=label, marks=_marks(result.edits))
+                  title=f"{job.slide.name}: before (p = {before:.3f})", label=label, marks=marks(result.edits))
     if result.success:
         quality = job.quality or source_quality(job.slide)
-        checks = write_and_check(job.slide, job.out, result, pipe, threshold=job.threshold, quality=quality)
+        checks = write_and_check(job.slide, job.out, result, pipe, threshold=threshold, quality=quality)
         reading = checks.pop("reading")
         record["written"] = checks
         slide_heatmap(job.out / "after.png", thumb, ds, reading.grid.origins, reading.grid.tile,
                       shown(reading.tile_scores, pipe.aggregator),
                       title=f"{job.slide.name}: attacked file (p = {reading.probability:.3f})", label=label,
-                      marks=_marks(result.edits))
+                      marks=marks(result.edits))
         lossless, jpeg = checks["lossless"], checks["jpeg"]
         say(f"  fooled with {result.pixels_changed} pixel(s) in {len(result.tiles_changed)} tile(s) after "
             f"{result.queries:,} queries / {result.gradients} gradients; from the written files: lossless "

@@ -18,6 +18,7 @@ choose tiles.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 import torch
@@ -27,8 +28,8 @@ from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier, logits_to_probs
 from medfool.models.features import FeatureTap
 
-__all__ = ["AGGREGATORS", "Aggregator", "AttentionMIL", "SlideOutput", "aggregate", "malignancy", "tile_features",
-           "train_attention"]
+__all__ = ["AGGREGATORS", "Aggregator", "AttentionMIL", "SlideOutput", "aggregate", "calibrate_threshold",
+           "malignancy", "tile_features", "train_attention"]
 
 Aggregator = Literal["max", "mean", "attention"]
 AGGREGATORS: tuple[Aggregator, ...] = ("max", "mean", "attention")
@@ -112,3 +113,25 @@ def train_attention(bags: list[torch.Tensor], labels: list[int], *, epochs: int 
             loss.backward()
             opt.step()
     return mil.eval()
+
+
+def calibrate_threshold(probabilities: list[float], labels: list[int]) -> float:
+    """The slide-level operating point: of the thresholds between consecutive slide
+    probabilities, the one with the best balanced accuracy on these (training) slides, ties
+    broken by the widest gap (the middle of it). Max pooling over thousands of tiles reads a
+    benign slide as malignant when any one tile is misread, so its threshold cannot stay at 0.5
+    (Campanella et al. chose theirs on validation slides too)."""
+    if len(set(labels)) < 2 or len(probabilities) != len(labels):
+        raise ConfigError("choosing a threshold needs benign and malignant slides")
+    values = sorted(set(probabilities))
+    cuts = [0.5 * (a + b) for a, b in pairwise(values)] or [values[0]]
+    gaps = [b - a for a, b in pairwise(values)] or [0.0]
+
+    def balanced(t: float) -> float:
+        per = []
+        for c in (0, 1):
+            member = [p for p, y in zip(probabilities, labels, strict=True) if y == c]
+            per.append(sum((p >= t) == bool(c) for p in member) / len(member))
+        return sum(per) / 2
+
+    return max(zip(cuts, gaps, strict=True), key=lambda cg: (balanced(cg[0]), cg[1]))[0]

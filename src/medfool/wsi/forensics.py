@@ -25,7 +25,7 @@ from medfool.errors import ConfigError
 from medfool.wsi.build import Compression, pyramid_levels, write_pyramid
 from medfool.wsi.slide import Slide, open_slide
 
-__all__ = ["SlideEdit", "downsample2", "pyramid_consistency", "write_back"]
+__all__ = ["SlideEdit", "consistency_scores", "downsample2", "pyramid_consistency", "write_back"]
 
 
 @dataclass(frozen=True)
@@ -51,21 +51,28 @@ def downsample2(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def pyramid_consistency(slide: Slide, tile: int = 32) -> float:
-    """The largest tile-wise mean |level L - downsample(level L-1)| over the pyramid's levels."""
-    worst = 0.0
+def consistency_scores(slide: Slide, tiles: tuple[int, ...] = (1, 4, 32)) -> dict[str, float]:
+    """For each tile size (the key, as text, as JSON keeps it): the largest tile-wise mean
+    |level L - downsample(level L-1)| (0-255, the channels' mean) over the pyramid's levels."""
+    worst = dict.fromkeys(tiles, 0.0)
     above = slide.level_image(0)
     for level in range(1, slide.level_count):
         below = slide.level_image(level).astype(np.float32)
         expected = downsample2(above)
         h, w = min(below.shape[0], expected.shape[0]), min(below.shape[1], expected.shape[1])
         diff = np.abs(below[:h, :w] - expected[:h, :w]).mean(axis=2)
-        th, tw = h // tile, w // tile
-        if th and tw:
-            per_tile = diff[: th * tile, : tw * tile].reshape(th, tile, tw, tile).mean(axis=(1, 3))
-            worst = max(worst, float(per_tile.max()))
+        for tile in tiles:
+            th, tw = h // tile, w // tile
+            if th and tw:
+                per_tile = diff[: th * tile, : tw * tile].reshape(th, tile, tw, tile).mean(axis=(1, 3))
+                worst[tile] = max(worst[tile], float(per_tile.max()))
         above = below.round().astype(np.uint8)
-    return worst
+    return {str(t): v for t, v in worst.items()}
+
+
+def pyramid_consistency(slide: Slide, tile: int = 32) -> float:
+    """The largest tile-wise mean |level L - downsample(level L-1)| over the pyramid's levels."""
+    return consistency_scores(slide, (tile,))[str(tile)]
 
 
 def write_back(source: Path, target: Path, edits: Sequence[SlideEdit], *, compression: Compression,

@@ -1,5 +1,6 @@
-"""A trained slide model on disk: the tile model it reads (a path), the aggregator, and for
-attention MIL the head's weights (safetensors, never pickle).
+"""A trained slide model on disk: the tile model it reads (a path), the aggregator, the
+operating threshold chosen on training slides, and for attention MIL the head's weights
+(safetensors, never pickle).
 
 ``OUT/slide_model.json`` holds the description, ``OUT/attention.safetensors`` the head."""
 
@@ -28,6 +29,7 @@ class SlideModelSpec:
     min_tissue: float = 0.5
     dim: int = 0
     hidden: int = 64
+    threshold: float = 0.5  # probability of malignancy at which the slide reads malignant
 
 
 def is_slide_model(path: str | Path) -> bool:
@@ -49,9 +51,11 @@ def load_slide_model(folder: str | Path) -> tuple[SlideModelSpec, AttentionMIL |
     try:
         spec = SlideModelSpec(tile_model=str(data["tile_model"]), aggregator=data["aggregator"],
                               min_tissue=float(data.get("min_tissue", 0.5)), dim=int(data.get("dim", 0)),
-                              hidden=int(data.get("hidden", 64)))
+                              hidden=int(data.get("hidden", 64)), threshold=float(data.get("threshold", 0.5)))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a slide model description ({exc})") from None
+    if not 0.0 <= spec.threshold <= 1.0:
+        raise CheckpointError(f"{path}: threshold {spec.threshold} is not a probability")
     if spec.aggregator not in AGGREGATORS:
         raise CheckpointError(f"{path}: unknown aggregator {spec.aggregator!r}")
     if spec.aggregator != "attention":

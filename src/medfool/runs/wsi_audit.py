@@ -1,0 +1,162 @@
+"""``medfool wsi audit``: the slide threats on a set of slides, one HTML report.
+
+Every slide is read once (tissue, tiles, model, aggregator); each attack of the audit runs on
+it, and every success is written into a lossless and a JPEG copy (lower levels stale) that are
+read back through the whole pipeline. The copies are scored for pyramid consistency beside the
+clean files, which gives the forensic check's ROC. One JSON per slide is written as it finishes
+(OUT/slides/NAME.json), so an interrupted audit resumes where it stopped; the report
+(OUT/report.html, OUT/results.json) is rendered from those files.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from medfool.errors import ConfigError
+from medfool.report.slides import slide_heatmap
+from medfool.report.slides_html import render_slide_audit
+from medfool.runs.common import Say, check_writable, to_log
+from medfool.runs.wsi import SlidePipeline, load_pipeline, tissue_tiles
+from medfool.runs.wsi_attack import AttackSpec, attack_tiles, marks, shown, source_quality, write_and_check
+from medfool.utils.io import atomic_write_json
+from medfool.utils.repro import environment
+from medfool.vocab import Device
+from medfool.wsi.aggregate import Aggregator
+from medfool.wsi.forensics import consistency_scores
+from medfool.wsi.scorer import SlideScorer
+from medfool.wsi.slide import open_slide
+
+__all__ = ["DEFAULT_ATTACKS", "SlideAuditJob", "parse_attacks", "run_slide_audit", "slide_files"]
+
+DEFAULT_ATTACKS = "pixels:1,pixels:10,patch:16,fraction:0.01"
+
+
+def parse_attacks(text: str, seed: int = 0) -> list[AttackSpec]:
+    """'pixels:1,pixels:10,patch:16,fraction:0.01' -> the attacks (k pixels, patch side in px,
+    share of tiles)."""
+    specs = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        kind, _, value = part.partition(":")
+        try:
+            if kind == "pixels":
+                specs.append(AttackSpec("pixels", pixels=int(value or 1), seed=seed))
+            elif kind == "patch":
+                specs.append(AttackSpec("patch", patch=int(value or 16), seed=seed))
+            elif kind == "fraction":
+                specs.append(AttackSpec("fraction", fraction=float(value or 0.01), seed=seed))
+            else:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"--attacks: {part!r} is not pixels:K, patch:SIDE or fraction:SHARE") from None
+    if not specs:
+        raise ConfigError("--attacks: name at least one attack")
+    return specs
+
+
+def slide_files(folder: Path) -> list[tuple[Path, str | None]]:
+    """The slides of ``folder`` with their labels: those slides.json lists (paths confined to
+    the folder), else every .tif/.tiff/.svs in it, unlabelled."""
+    manifest = folder / "slides.json"
+    if not manifest.is_file():
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".svs"))
+        return [(p, None) for p in found]
+    try:
+        records = json.loads(manifest.read_text())["slides"]
+        pairs: list[tuple[Path, str | None]] = [((folder / str(r["file"])).resolve(), str(r["label"])) for r in records]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{manifest}: not a slide list ('medfool wsi build' writes one)") from None
+    for path, _ in pairs:
+        if folder.resolve() not in path.parents:
+            raise ConfigError(f"{manifest}: {path.name!r} lies outside the folder")
+    return pairs
+
+
+@dataclass(frozen=True)
+class SlideAuditJob:
+    slides: Path
+    model: str
+    out: Path
+    attacks: str = DEFAULT_ATTACKS
+    aggregator: Aggregator = "max"
+    threshold: float | None = None  # None: the slide model's own (0.5 for a bare tile model)
+    min_tissue: float = 0.5
+    limit: int | None = None
+    seed: int = 0
+    device: Device = "auto"
+
+
+def _audit_slide(path: Path, label: str | None, pipe: SlidePipeline, specs: list[AttackSpec], job: SlideAuditJob,
+                 figures: Path) -> dict[str, Any]:
+    """Every attack on one slide, successes written back and re-read; figures into ``figures``."""
+    with open_slide(path) as slide:
+        grid, tiles = tissue_tiles(slide, pipe.model.meta.input_shape[-1], pipe.min_tissue)
+        level = slide.thumbnail_level(1024)
+        thumb, ds = slide.level_image(level), slide.downsamples[level]
+        consistency = consistency_scores(slide)
+    scorer = SlideScorer(pipe.aggregator, pipe.model, tiles, pipe.mil)
+    before = scorer.probability()
+    rec: dict[str, Any] = {"slide": path.name, "label": label, "probability": before, "tiles": len(grid),
+                           "read_as": "malignant" if before >= pipe.threshold else "benign",
+                           "consistency": consistency, "attacks": []}
+    quality = source_quality(path)
+    label_txt = "tile malignancy" if pipe.aggregator != "attention" else "attention (share of the largest)"
+    slide_heatmap(figures / f"{path.stem}.before.png", thumb, ds, grid.origins, grid.tile,
+                  shown(scorer.scores.cpu().numpy(), pipe.aggregator), label=label_txt,
+                  title=f"{path.name}: {rec['read_as']} (p = {before:.3f})")
+    if label is not None and label != rec["read_as"]:
+        rec["skipped"] = f"not attacked: read {rec['read_as']}, labelled {label}"
+        return rec
+    for i, spec in enumerate(specs):
+        result = attack_tiles(scorer, tiles, grid, spec, pipe.threshold)
+        entry: dict[str, Any] = {"spec": asdict(spec), "name": spec.name, **result.summary()}
+        if result.success:
+            with tempfile.TemporaryDirectory(dir=figures) as tmp:
+                checks = write_and_check(path, Path(tmp), result, pipe, threshold=pipe.threshold, quality=quality,
+                                         keep=False)
+            reading = checks.pop("reading")
+            entry["written"] = checks
+            entry["figure"] = f"{path.stem}.{i}.after.png"
+            slide_heatmap(figures / entry["figure"], thumb, ds, reading.grid.origins, reading.grid.tile,
+                          shown(reading.tile_scores, pipe.aggregator), label=label_txt, marks=marks(result.edits),
+                          title=f"{path.name} after {spec.name}: p = {reading.probability:.3f} from the file")
+        rec["attacks"].append(entry)
+    return rec
+
+
+def run_slide_audit(job: SlideAuditJob, say: Say = to_log) -> dict[str, Any]:
+    """Audit every slide of ``job.slides``; OUT/report.html and OUT/results.json."""
+    from tqdm import tqdm
+
+    specs = parse_attacks(job.attacks, job.seed)
+    pairs = slide_files(job.slides)[: job.limit]
+    if not pairs:
+        raise ConfigError(f"{job.slides}: no slides (.tif, .tiff, .svs) found")
+    pipe = load_pipeline(job.model, job.aggregator, job.min_tissue, job.device, job.threshold)
+    check_writable(job.out)
+    done_dir, figures = job.out / "slides", job.out / "figures"
+    done_dir.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(exist_ok=True)
+    config = {"slides": str(job.slides), "model": job.model, "aggregator": pipe.aggregator, "attacks": job.attacks,
+              "threshold": pipe.threshold, "min_tissue": pipe.min_tissue, "seed": job.seed}
+    records = []
+    for path, label in tqdm(pairs, desc="slides", unit="slide"):
+        done = done_dir / f"{path.stem}.json"
+        if done.is_file():
+            stored = json.loads(done.read_text())
+            if stored.get("config") == config:
+                records.append(stored["record"])
+                continue
+        rec = _audit_slide(path, label, pipe, specs, job, figures)
+        atomic_write_json(done, {"config": config, "record": rec})
+        records.append(rec)
+        fooled = sum(a["success"] for a in rec["attacks"])
+        say(f"{path.name}: read {rec['read_as']} (p = {rec['probability']:.3f}); fooled by {fooled} of "
+            f"{len(specs)} attacks")
+    results = {"config": config, "slides": records, "environment": environment()}
+    render_slide_audit(job.out, results)
+    say(f"wrote {job.out}/report.html and results.json")
+    return results
