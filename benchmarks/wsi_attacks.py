@@ -57,8 +57,9 @@ def budget_for(queries: list[float], share: float) -> float:
 def _attacks(args: argparse.Namespace) -> list[AttackSpec]:
     specs = []
     for k in PIXELS:
-        specs.append(AttackSpec("pixels", pixels=k, order="guided", max_tiles=args.guided_tiles, seed=args.seed))
-        specs.append(AttackSpec("pixels", pixels=k, order="uniform", max_tiles=args.uniform_tiles, seed=args.seed))
+        for order, tiles in (("guided", args.guided_tiles), ("uniform", args.uniform_tiles)):
+            specs.append(AttackSpec("pixels", pixels=k, order=order, max_tiles=tiles, population=args.population,
+                                    generations=args.generations, seed=args.seed))
     specs.append(AttackSpec("patch", patch=16, seed=args.seed))
     specs += [AttackSpec("fraction", fraction=f, seed=args.seed) for f in FRACTIONS]
     return specs
@@ -67,6 +68,7 @@ def _attacks(args: argparse.Namespace) -> list[AttackSpec]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     pipe = load_pipeline(args.model, args.aggregator, 0.5, "cpu")
+    threshold = pipe.threshold
     pairs = slide_files(Path(args.slides))[: args.limit]
     specs = _attacks(args)
     slides: list[dict[str, Any]] = []
@@ -78,29 +80,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             consistency = consistency_scores(s)
         scorer = SlideScorer(pipe.aggregator, pipe.model, tiles, pipe.mil)
         p = scorer.probability()
-        read_as = "malignant" if p >= 0.5 else "benign"
-        above = int((scorer.scores >= 0.5).sum()) if pipe.aggregator == "max" else None
+        read_as = "malignant" if p >= threshold else "benign"
+        above = int((scorer.scores >= threshold).sum()) if pipe.aggregator == "max" else None
         rec: dict[str, Any] = {"slide": path.name, "label": label, "probability": p, "read_as": read_as,
                                "tiles": len(grid), "tiles_above_threshold": above, "consistency": consistency,
                                "attacks": []}
         if read_as == label:
             for spec in specs:
                 t1 = time.perf_counter()
-                result = attack_tiles(scorer, tiles, grid, spec, 0.5)
+                result = attack_tiles(scorer, tiles, grid, spec, threshold)
                 entry = {"name": spec.name, "kind": spec.kind, "pixels": spec.pixels, "order": spec.order,
                          "fraction": spec.fraction, **result.summary(), "seconds": time.perf_counter() - t1}
                 if result.success:
-                    checks = write_and_check(path, scratch, result, pipe, threshold=0.5,
+                    checks = write_and_check(path, scratch, result, pipe, threshold=threshold,
                                              quality=source_quality(path), keep=False)
                     checks.pop("reading")
                     entry["written"] = checks
                 rec["attacks"].append(entry)
         slides.append(rec)
         print(f"{path.name}: {label}, read {read_as} (p = {p:.3f}, {len(grid)} tiles"
-              f"{f', {above} above 0.5' if above is not None else ''}); "
+              f"{f', {above} above {threshold:.3f}' if above is not None else ''}); "
               f"fooled by {[a['name'] for a in rec['attacks'] if a['success']]} ({time.perf_counter() - t0:.0f} s)",
               flush=True)
-    return {"config": {**vars(args), "tile_model": args.model}, "slides": slides, "environment": environment()}
+    return {"config": {**vars(args), "threshold": threshold, "aggregator": pipe.aggregator}, "slides": slides,
+            "environment": environment()}
 
 
 def _share(k: int, n: int) -> str:
@@ -124,7 +127,9 @@ def _rows(results: dict[str, Any], direction: str) -> list[str]:
         med = f"{statistics.median(cost):,.0f}" if cost else "-"
         unit = "gradients" if items and items[0]["kind"] != "pixels" else "queries"
         px = f"{statistics.median([a['pixels_changed'] for a in won]):,.0f}" if won else "-"
-        out.append(f"| {name} | {_share(len(won), len(items))} | {lossless}/{len(won)} | {jpeg}/{len(won)} | "
+        out_of_reach = sum(bool(a["impossible"]) for a in items)
+        note = f" ({out_of_reach} out of reach)" if out_of_reach else ""
+        out.append(f"| {name} | {_share(len(won), len(items))}{note} | {lossless}/{len(won)} | {jpeg}/{len(won)} | "
                    f"{px} | {med} {unit} |")
     return out
 
@@ -154,7 +159,8 @@ def render(results: dict[str, Any]) -> str:
     cfg = results["config"]
     labelled = [r for r in slides if r["label"]]
     right = sum(r["read_as"] == r["label"] for r in labelled)
-    lines = [f"Aggregator **{slides and cfg['aggregator']}** over `{cfg['tile_model']}`; {len(slides)} slides of "
+    lines = [f"Aggregator **{cfg['aggregator']}** (`{cfg['model']}`, threshold {cfg['threshold']:.3f}); "
+             f"{len(slides)} slides of "
              f"`{cfg['slides']}`; clean slide accuracy {_share(right, len(labelled))} "
              f"(benign {sum(r['read_as'] == r['label'] == 'benign' for r in labelled)}/"
              f"{sum(r['label'] == 'benign' for r in labelled)}, malignant "
@@ -163,7 +169,7 @@ def render(results: dict[str, Any]) -> str:
     above = [r["tiles_above_threshold"] for r in slides if r["label"] == "malignant" and r["read_as"] == "malignant"
              and r["tiles_above_threshold"] is not None]
     if above:
-        lines += [f"Malignant slides read correctly hold {min(above)}-{max(above)} tiles above 0.5 (median "
+        lines += [f"Malignant slides read correctly hold {min(above)}-{max(above)} tiles above the threshold (median "
                   f"{statistics.median(above):.0f}).", ""]
     for direction in ("benign->malignant", "malignant->benign"):
         rows = _rows(results, direction)
@@ -176,13 +182,14 @@ def render(results: dict[str, Any]) -> str:
                   "", "| direction | pixels | share fooled | guided | uniform | uniform / guided |",
                   "|---|---|---|---|---|---|", *eq, ""]
     for copy in ("lossless", "jpeg"):
-        auc, n_att, n_clean = consistency_auc(slides, copy)
-        clean = [r["consistency"] for r in slides]
-        att = [a["written"][copy]["consistency"] for r in slides for a in r["attacks"] if a["success"]]
-        lines.append(f"Pyramid consistency, attacked {copy} copies (lower levels stale) against clean files: "
-                     f"ROC-AUC {auc:.3f} ({n_att} attacked, {n_clean} clean; clean scores "
-                     f"{min(clean):.2f}-{max(clean):.2f}, attacked {min(att, default=math.nan):.2f}-"
-                     f"{max(att, default=math.nan):.2f}).")
+        for tile in ("1", "32"):
+            auc, n_att, n_clean = consistency_auc(slides, copy, tile)
+            clean = [r["consistency"][tile] for r in slides]
+            att = [a["written"][copy]["consistency"][tile] for r in slides for a in r["attacks"] if a["success"]]
+            lines.append(f"Pyramid consistency over {tile} px, attacked {copy} copies (lower levels stale) against "
+                         f"clean files: ROC-AUC {auc:.3f} ({n_att} attacked, {n_clean} clean; clean scores "
+                         f"{min(clean):.1f}-{max(clean):.1f}, attacked {min(att, default=math.nan):.1f}-"
+                         f"{max(att, default=math.nan):.1f}).")
     return "\n".join(lines)
 
 
@@ -191,6 +198,8 @@ def main() -> None:
     ap.add_argument("--slides", default="runs/slides-test")
     ap.add_argument("--model", default="runs/lung64-s0")
     ap.add_argument("--aggregator", default="max", choices=("max", "mean"))
+    ap.add_argument("--population", type=int, default=100)
+    ap.add_argument("--generations", type=int, default=10)
     ap.add_argument("--guided-tiles", type=int, default=20)
     ap.add_argument("--uniform-tiles", type=int, default=60)
     ap.add_argument("--limit", type=int, default=None)
@@ -202,10 +211,8 @@ def main() -> None:
         print(render(json.loads(Path(args.render).read_text())))
         return
     results = run(args)
-    kind = "attention" if (Path(args.model) / "slide_model.json").is_file() else args.aggregator
-    out = Path(args.json or f"benchmarks/results/wsi_attacks_{kind}.json")
+    out = Path(args.json or f"benchmarks/results/wsi_attacks_{results['config']['aggregator']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    results["config"]["aggregator"] = kind
     out.write_text(json.dumps(results, indent=1))
     print(render(results))
     print(f"\nwrote {out}")

@@ -130,3 +130,17 @@ def test_a_patch_on_one_tile_turns_a_benign_bag_malignant(slide) -> None:
     with torch.no_grad():
         p = float(aggregate("max", model, _apply(benign, origins[:36], result)).probability)
     assert p >= threshold and 0 < result.pixels_changed <= 24 * 24
+
+
+def test_max_pooling_out_of_reach_is_said_not_searched(slide) -> None:
+    """Under max pooling a malignant slide reads benign only when every tile above the threshold
+    falls below it: a change confined to one tile cannot do it when two or more are above."""
+    model, _, tiles, origins, _ = slide
+    scorer = SlideScorer("max", model, tiles)
+    above = int((scorer.scores >= 0.5).sum())
+    assert above >= 2  # the four cancer tiles
+    result = pixel_search(scorer, tiles, origins, pixels=10, threshold=0.5)
+    assert not result.success and result.queries == 0 and f"{above} tiles read malignant" in result.impossible
+    assert patch_attack(scorer, tiles, origins, threshold=0.5).impossible
+    # a fraction that covers every tile above the threshold is tried
+    assert not fraction_attack(scorer, tiles, origins, fraction=above / len(tiles), threshold=0.5).impossible

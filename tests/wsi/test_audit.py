@@ -27,6 +27,7 @@ def test_the_threshold_separates_the_training_slides_by_the_widest_gap() -> None
         calibrate_threshold([0.1, 0.2], [0, 0])
 
 
+@pytest.mark.slow
 def test_wsi_train_max_then_audit(tile_model, tmp_path: Path, fails_cleanly) -> None:
     from medfool.cli.main import main
 

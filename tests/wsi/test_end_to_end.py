@@ -16,6 +16,7 @@ from medfool.wsi.build import MosaicSpec, build_slides
 from medfool.wsi.slide import open_slide
 
 
+@pytest.mark.slow
 def test_predict_attack_and_write_back_of_a_4096_px_slide_in_a_minute(tile_model, tmp_path: Path,
                                                                       fails_cleanly) -> None:
     from medfool.cli.main import main

@@ -173,6 +173,8 @@ def run_slide_attack(job: SlideAttackJob, say: Say = to_log) -> dict[str, Any]:
             f"{result.queries:,} queries / {result.gradients} gradients; from the written files: lossless "
             f"{'fooled' if lossless['fooled'] else 'NOT fooled'} (p = {lossless['probability']:.3f}), "
             f"JPEG q{quality} {'fooled' if jpeg['fooled'] else 'not fooled'} (p = {jpeg['probability']:.3f})")
+    elif result.impossible:
+        say(f"  not attacked: {result.impossible}")
     else:
         say(f"  not fooled after {result.queries:,} queries / {result.gradients} gradients over "
             f"{result.tiles_tried} tile(s) (p = {result.probability_after:.3f})")

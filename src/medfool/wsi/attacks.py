@@ -32,7 +32,7 @@ from medfool.utils.rng import GeneratorDraw
 from medfool.wsi.forensics import SlideEdit
 from medfool.wsi.scorer import SlideScorer
 
-__all__ = ["Order", "SlideAttackResult", "fraction_attack", "patch_attack", "pixel_search",
+__all__ = ["Order", "SlideAttackResult", "fraction_attack", "out_of_reach", "patch_attack", "pixel_search",
            "quantise", "tile_order"]
 
 Order = Literal["guided", "uniform"]
@@ -53,13 +53,14 @@ class SlideAttackResult:
     pixels_changed: int = 0
     tiles_changed: list[int] = field(default_factory=list)
     edits: list[SlideEdit] = field(default_factory=list)
+    impossible: str = ""        # why no change of this reach can flip the slide (then nothing was tried)
 
     def summary(self) -> dict[str, object]:
         return {"attack": self.attack, "direction": "benign->malignant" if self.to_malignant else "malignant->benign",
                 "probability_before": self.probability_before, "probability_after": self.probability_after,
                 "success": self.success, "queries": self.queries, "gradients": self.gradients,
                 "tiles_tried": self.tiles_tried, "pixels_changed": self.pixels_changed,
-                "tiles_changed": self.tiles_changed}
+                "tiles_changed": self.tiles_changed, "impossible": self.impossible}
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +70,18 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 def _fooled(p: torch.Tensor, to_malignant: bool, threshold: float) -> torch.Tensor:
     return p >= threshold if to_malignant else p < threshold
+
+
+def out_of_reach(scorer: SlideScorer, tiles: int, threshold: float) -> str:
+    """Why changing ``tiles`` tiles cannot read a malignant slide as benign under max pooling
+    (every tile at or above the threshold must fall below it), or "" when it might."""
+    if scorer.kind != "max":
+        return ""
+    above = int((scorer.scores >= threshold).sum())
+    if above <= tiles or scorer.probability() < threshold:
+        return ""
+    return (f"{above} tiles read malignant and max pooling needs every one below the threshold; this attack "
+            f"changes at most {tiles}")
 
 
 def tile_order(scorer: SlideScorer, order: Order, seed: int) -> np.ndarray:
@@ -143,7 +156,10 @@ def pixel_search(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
         raise ConfigError("pixel search: pixels >= 1, population >= 4 and max_tiles >= 1")
     before = scorer.probability()
     to_malignant = before < threshold
-    result = SlideAttackResult(f"{pixels}-pixel DE ({order})", to_malignant, before, before, False)
+    result = SlideAttackResult(f"{pixels}-pixel DE ({order})", to_malignant, before, before, False,
+                               impossible=out_of_reach(scorer, 1, threshold))
+    if result.impossible:
+        return result
     for i in tile_order(scorer, order, seed)[:max_tiles].tolist():
         result.tiles_tried += 1
         found, spent, reached = _tile_de(scorer, tiles[i:i + 1], i, pixels=pixels, to_malignant=to_malignant,
@@ -180,7 +196,10 @@ def patch_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
         raise ConfigError(f"patch size must be between 1 and the tile's {min(h, w)} px")
     before = scorer.probability()
     to_malignant = before < threshold
-    result = SlideAttackResult(f"patch {size}x{size} px", to_malignant, before, before, False)
+    result = SlideAttackResult(f"patch {size}x{size} px", to_malignant, before, before, False,
+                               impossible=out_of_reach(scorer, 1, threshold))
+    if result.impossible:
+        return result
     r0, c0 = (h - size) // 2, (w - size) // 2
     torch.manual_seed(seed)
     for i in tile_order(scorer, "guided", seed)[:candidates].tolist():
@@ -223,7 +242,10 @@ def fraction_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarra
     adv = x.clone()
     alpha = max(eps / 4, 1 / 255)
     result = SlideAttackResult(f"PGD {eps * 255:.0f}/255 on {fraction:.1%} of tiles", to_malignant, before, before,
-                               False, tiles_tried=t)
+                               False, tiles_tried=t, impossible=out_of_reach(scorer, t, threshold))
+    if result.impossible:
+        result.tiles_tried = 0
+        return result
     for _ in range(steps):
         adv.requires_grad_(True)
         p = scorer.with_tiles(idx, adv)
