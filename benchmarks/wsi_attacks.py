@@ -65,11 +65,14 @@ def _attacks(args: argparse.Namespace) -> list[AttackSpec]:
     return specs
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, partial: Path | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     pipe = load_pipeline(args.model, args.aggregator, 0.5, "cpu")
     threshold = pipe.threshold
-    pairs = slide_files(Path(args.slides))[: args.limit]
+    pairs = slide_files(Path(args.slides))
+    if args.per_class:
+        pairs = [pr for label in ("benign", "malignant")
+                 for pr in [q for q in pairs if q[1] == label][: args.per_class]]
     specs = _attacks(args)
     slides: list[dict[str, Any]] = []
     scratch = Path(tempfile.mkdtemp(prefix="wsi-bench-"))
@@ -92,12 +95,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 entry = {"name": spec.name, "kind": spec.kind, "pixels": spec.pixels, "order": spec.order,
                          "fraction": spec.fraction, **result.summary(), "seconds": time.perf_counter() - t1}
                 if result.success:
-                    checks = write_and_check(path, scratch, result, pipe, threshold=threshold,
-                                             quality=source_quality(path), keep=False)
-                    checks.pop("reading")
-                    entry["written"] = checks
+                    entry["written"], _ = write_and_check(path, scratch, result, pipe, quality=source_quality(path),
+                                                          keep=False)
                 rec["attacks"].append(entry)
         slides.append(rec)
+        if partial is not None:  # what is done so far, for a run cut short
+            partial.write_text(json.dumps({"config": vars(args), "slides": slides}, indent=1))
         print(f"{path.name}: {label}, read {read_as} (p = {p:.3f}, {len(grid)} tiles"
               f"{f', {above} above {threshold:.3f}' if above is not None else ''}); "
               f"fooled by {[a['name'] for a in rec['attacks'] if a['success']]} ({time.perf_counter() - t0:.0f} s)",
@@ -202,7 +205,7 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=10)
     ap.add_argument("--guided-tiles", type=int, default=20)
     ap.add_argument("--uniform-tiles", type=int, default=60)
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--per-class", type=int, default=None, help="only the first N benign and N malignant slides")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     ap.add_argument("--render", default=None, metavar="RESULTS.json")
@@ -210,9 +213,10 @@ def main() -> None:
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
         return
-    results = run(args)
-    out = Path(args.json or f"benchmarks/results/wsi_attacks_{results['config']['aggregator']}.json")
+    out = Path(args.json or f"benchmarks/results/wsi_attacks_{args.aggregator}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    results = run(args, out.with_suffix(".partial.json"))
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(render(results))
     print(f"\nwrote {out}")

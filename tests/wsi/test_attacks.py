@@ -50,13 +50,15 @@ def _apply(tiles: torch.Tensor, origins: np.ndarray, result: SlideAttackResult) 
 
 
 @pytest.mark.parametrize("kind", ["max", "mean", "attention"])
-def test_the_scorer_is_the_aggregator(kind: str, slide) -> None:
+@pytest.mark.parametrize("copies", [1, 12])
+def test_the_scorer_is_the_aggregator(kind: str, copies: int, slide) -> None:
     model, _, tiles, _, mil = slide
+    tiles = tiles.repeat(copies, 1, 1, 1)  # also a bag of 480 tiles, where one tile is a small share
     scorer = SlideScorer(kind, model, tiles, mil)  # type: ignore[arg-type]
     with torch.no_grad():
         assert scorer.probability() == pytest.approx(float(aggregate(kind, model, tiles, mil).probability), abs=1e-5)
         gen = torch.Generator().manual_seed(1)
-        index = torch.tensor([0, 5, 39, int(scorer.scores.argmax())])
+        index = torch.tensor([0, 5, len(tiles) - 1, int(scorer.scores.argmax())])
         new = torch.rand(4, *tiles.shape[1:], generator=gen)
         one_each = scorer.replaced(index, new)
         for j, i in enumerate(index.tolist()):
@@ -107,9 +109,12 @@ def test_white_box_attacks_hold_from_their_edits(kind: str, slide) -> None:
     scorer = SlideScorer(kind, model, tiles, mil)  # type: ignore[arg-type]
     before = scorer.probability()
     threshold = 0.5
-    for result in (fraction_attack(scorer, tiles, origins, fraction=0.1, eps=16 / 255, steps=30,
-                                   threshold=threshold),
-                   patch_attack(scorer, tiles, origins, size=24, steps=60, threshold=threshold)):
+    patch = patch_attack(scorer, tiles, origins, size=24, steps=60, threshold=threshold)
+    # under max pooling the four cancer tiles each hold the answer: one patched tile cannot flip it
+    assert bool(patch.impossible) == (kind == "max")
+    pgd = fraction_attack(scorer, tiles, origins, fraction=0.1, eps=16 / 255, steps=30, threshold=threshold)
+    assert not pgd.impossible and pgd.success, pgd.summary()
+    for result in (pgd, patch):
         with torch.no_grad():
             p = float(aggregate(kind, model, _apply(tiles, origins, result), mil).probability)  # type: ignore[arg-type]
         assert result.success == ((p >= threshold) == (before < threshold))

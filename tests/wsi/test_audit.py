@@ -43,7 +43,7 @@ def test_wsi_train_max_then_audit(tile_model, tmp_path: Path, fails_cleanly) -> 
     assert spec["aggregator"] == "max" and spec["threshold"] == metrics["threshold"]
     assert metrics["train_accuracy"] >= 0.75 and not (sm / "attention.safetensors").exists()
     out = tmp_path / "audit"
-    argv = ["wsi", "audit", str(tmp_path / "te"), "-m", str(sm), "--attacks", "pixels:1,fraction:0.1",
+    argv = ["wsi", "audit", str(tmp_path / "te"), "-m", str(sm), "--attacks", "pixels:1,patch:48,fraction:0.1",
             "--out", str(out), "--device", "cpu"]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
@@ -51,16 +51,27 @@ def test_wsi_train_max_then_audit(tile_model, tmp_path: Path, fails_cleanly) -> 
     assert len(results["slides"]) == 4
     page = (out / "report.html").read_text()
     assert page.count("<img") >= 4 and "Forensics: pyramid consistency" in page and "<script" not in page
-    for rec in results["slides"]:
-        for a in rec["attacks"]:  # every success was read back from a written file
-            assert not a["success"] or "written" in a
+    won = [a for rec in results["slides"] for a in rec["attacks"] if a["success"]]
+    assert won and all("written" in a for a in won)  # every success was read back from a written file
     # a rerun resumes from the per-slide records instead of attacking again
     done = sorted((out / "slides").glob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in done]
     assert main(argv) == 0
     assert [p.stat().st_mtime_ns for p in done] == stamps
-    fails_cleanly(["wsi", "audit", str(tmp_path / "te"), "-m", str(sm), "--attacks", "pixels:x",
-                   "--out", str(tmp_path / "o2")], r"--attacks: 'pixels:x'", out=tmp_path / "o2")
+    # a changed slide file is audited again; a damaged record counts as none
+    slide = tmp_path / "te" / "test_000_benign.tif"
+    slide.write_bytes(slide.read_bytes())
+    done[1].write_text("{not json")
+    assert main(argv) == 0
+    now = [p.stat().st_mtime_ns for p in done]
+    assert now[0] != stamps[0] and now[1] != stamps[1] and now[2:] == stamps[2:]
+    for bad in ("pixels:x", "pixels:0", "fraction:7", "patch:-3"):
+        fails_cleanly(["wsi", "audit", str(tmp_path / "te"), "-m", str(sm), "--attacks", bad,
+                       "--out", str(tmp_path / "o2")], f"--attacks: '{bad}'", out=tmp_path / "o2")
+    fails_cleanly(["wsi", "audit", str(tmp_path / "te"), "-m", str(sm), "--attacks", "patch:999",
+                   "--out", str(tmp_path / "o2")], "a patch of 1 to 64 px", out=tmp_path / "o2")
+    fails_cleanly(["wsi", "audit", str(tmp_path / "nowhere"), "-m", str(sm), "--out", str(tmp_path / "o2")],
+                  "not a folder of slides", out=tmp_path / "o2")
 
 
 def test_wsi_build_from_the_command_line(real_data: Path, tmp_path: Path) -> None:
@@ -72,3 +83,11 @@ def test_wsi_build_from_the_command_line(real_data: Path, tmp_path: Path) -> Non
     manifest = json.loads((out / "slides.json").read_text())
     assert [s["label"] for s in manifest["slides"]] == ["benign", "malignant"]
     assert {s["seed"] for s in manifest["slides"]} == {3} and manifest["tile"] == 64
+
+
+@pytest.mark.parametrize("sub", ["build", "train", "predict", "attack", "audit"])
+def test_every_wsi_subcommand_explains_itself(sub: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from medfool.cli.main import main
+
+    assert main(["wsi", sub, "--help"]) == 0
+    assert f"usage: medfool wsi {sub}" in capsys.readouterr().out

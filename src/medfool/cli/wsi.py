@@ -99,12 +99,7 @@ def _attack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int_in(0), default=0)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("wsi", help="whole slides: build slides of real tissue, predict a slide's diagnosis",
-                       description="Whole-slide images (pyramidal TIFF, SVS; needs the wsi extra: pip install "
-                                   "'medfool[wsi]'). See 'medfool wsi SUBCOMMAND --help'.")
-    wsub = p.add_subparsers(dest="wsi_command", metavar="SUBCOMMAND")
-    wsub.required = True
+def _add_build(wsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b = wsub.add_parser("build", help="write mosaic slides of a dataset's real tiles as pyramidal TIFFs",
                         description="Benign slides of benign tiles, malignant slides with a region of one cancer "
                                     "class, on glass with margins, from one split of a dataset with a benign and "
@@ -122,6 +117,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.add_argument("--seed", type=int_in(0), default=0, help="seed of the slides' layout and tiles (default 0)")
     b.add_argument("--out", default="medfool-slides", help="output folder (default medfool-slides)")
     b.set_defaults(func=cmd_build)
+
+
+def _add_train(wsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = wsub.add_parser("train", help="a slide model from slides with slide labels only",
                         description="A slide model over a frozen tile model, from the slides 'medfool wsi build' "
                                     "wrote (slide labels only): attention MIL (Ilse et al., ICML 2018; default) "
@@ -142,6 +140,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     t.add_argument("--out", default="medfool-slide-model", help="output folder (default medfool-slide-model)")
     t.set_defaults(func=cmd_train)
+
+
+def _add_predict(wsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = wsub.add_parser("predict", help="a slide's diagnosis and heat map",
                         description="Read SLIDE through the whole pipeline: CLAM's tissue mask, tiles of the model's "
                                     "input size at level 0 (those with at least --min-tissue tissue), the tile "
@@ -151,6 +152,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _pipeline_options(q)
     q.add_argument("--out", default="medfool-slide", help="output folder (default medfool-slide)")
     q.set_defaults(func=cmd_predict)
+
+
+def _add_attack(wsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = wsub.add_parser("attack", help="fool a slide's diagnosis; write the change back and re-read the file",
                         description="One attack on SLIDE's diagnosis (a benign slide pushed to malignant, a "
                                     "malignant one to benign): 'pixels' is one- or k-pixel differential evolution "
@@ -168,6 +172,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _attack_options(a)
     a.add_argument("--out", default="medfool-slide-attack", help="output folder (default medfool-slide-attack)")
     a.set_defaults(func=cmd_attack)
+
+
+def _add_audit(wsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     u = wsub.add_parser("audit", help="the slide threats on a folder of slides, one HTML report",
                         description="Every slide of SLIDES (those its slides.json lists, with their labels, else "
                                     "every .tif/.tiff/.svs) read once; each attack of --attacks on the slides read "
@@ -185,3 +192,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     u.add_argument("--seed", type=int_in(0), default=0)
     u.add_argument("--out", default="medfool-slide-audit", help="output folder (default medfool-slide-audit)")
     u.set_defaults(func=cmd_audit)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("wsi", help="whole slides: build slides of real tissue, slide models, diagnosis, attacks, audit",
+                       description="Whole-slide images (pyramidal TIFF, SVS; needs the wsi extra: pip install "
+                                   "'medfool[wsi]'). See 'medfool wsi SUBCOMMAND --help'.")
+    wsub = p.add_subparsers(dest="wsi_command", metavar="SUBCOMMAND")
+    wsub.required = True
+    for add in (_add_build, _add_train, _add_predict, _add_attack, _add_audit):
+        add(wsub)

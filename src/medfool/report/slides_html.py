@@ -44,9 +44,11 @@ def summary_rows(slides: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for a in rec["attacks"]:
             groups.setdefault((a["name"], a["direction"]), []).append(a)
     rows = []
-    for (name, direction), items in groups.items():
+    for (name, direction), every in groups.items():
+        items = [a for a in every if not a.get("impossible")]
         won = [a for a in items if a["success"]]
         rows.append({"attack": name, "direction": direction, "attacked": len(items), "fooled": len(won),
+                     "out_of_reach": len(every) - len(items),
                      "fooled_lossless": sum(a["written"]["lossless"]["fooled"] for a in won),
                      "fooled_jpeg": sum(a["written"]["jpeg"]["fooled"] for a in won),
                      "jpeg_quality": next((a["written"]["jpeg"]["quality"] for a in won), None),
@@ -58,7 +60,7 @@ def summary_rows(slides: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def consistency_auc(slides: list[dict[str, Any]], copy: str, tile: str = "1") -> tuple[float, int, int]:
     """ROC-AUC of the pyramid-consistency score over ``tile`` px tiles, attacked copies
     (``copy``: lossless or jpeg, lower levels stale) against the clean files, with the two counts."""
-    clean = [rec["consistency"][tile] for rec in slides]
+    clean = [rec["consistency"][tile] for rec in slides if "consistency" in rec]
     attacked = [a["written"][copy]["consistency"][tile] for rec in slides for a in rec["attacks"] if a["success"]]
     if not clean or not attacked:
         return math.nan, len(attacked), len(clean)
@@ -74,8 +76,9 @@ def _summary_table(slides: list[dict[str, Any]]) -> str:
     body = []
     for r in summary_rows(slides):
         q = f" (q{r['jpeg_quality']})" if r["jpeg_quality"] else ""
+        reach = f" <span class=muted>({r['out_of_reach']} out of reach)</span>" if r["out_of_reach"] else ""
         body.append(f"<tr><td class=l>{html.escape(r['attack'])}</td><td class=l>{r['direction']}</td>"
-                    f"<td>{_share(r['fooled'], r['attacked'])}</td>"
+                    f"<td>{_share(r['fooled'], r['attacked'])}{reach}</td>"
                     f"<td>{_share(r['fooled_lossless'], r['fooled'])}</td>"
                     f"<td>{_share(r['fooled_jpeg'], r['fooled'])}{q}</td>"
                     f"<td>{_median(r['pixels'])}</td><td>{_median(r['queries'])}</td>"
@@ -84,7 +87,7 @@ def _summary_table(slides: list[dict[str, Any]]) -> str:
 
 
 def _clean_section(slides: list[dict[str, Any]], threshold: float) -> str:
-    labelled = [r for r in slides if r["label"] in ("benign", "malignant")]
+    labelled = [r for r in slides if r["label"] in ("benign", "malignant") and "read_as" in r]
     lines = [f"<p>{len(slides)} slides; a slide reads malignant at p &ge; {threshold}.</p>"]
     if labelled:
         right = {c: sum(r["read_as"] == c for r in labelled if r["label"] == c) for c in ("benign", "malignant")}
@@ -116,11 +119,13 @@ def _forensic_section(slides: list[dict[str, Any]]) -> str:
 
 
 def _slide_section(rec: dict[str, Any], figures: Path) -> str:
+    if "probability" not in rec:
+        return f"<h3>{html.escape(rec['slide'])}</h3><p class=muted>skipped: {html.escape(rec['skipped'])}</p>"
     parts = [f"<h3>{html.escape(rec['slide'])}: {html.escape(str(rec['label']))}, read {rec['read_as']} "
              f"(p = {rec['probability']:.3f}, {rec['tiles']:,} tiles)</h3>"]
     if rec.get("skipped"):
         parts.append(f"<p class=muted>{html.escape(rec['skipped'])}</p>")
-    imgs = [_img(figures / f"{Path(rec['slide']).stem}.before.png", "before")]
+    imgs = [_img(figures / rec["figure"], "before")] if rec.get("figure") else []
     items = []
     for a in rec["attacks"]:
         if a["success"]:
@@ -129,6 +134,9 @@ def _slide_section(rec: dict[str, Any], figures: Path) -> str:
                          f"{len(a['tiles_changed'])} tile(s); from the files: lossless p = "
                          f"{w['lossless']['probability']:.3f}, JPEG p = {w['jpeg']['probability']:.3f}</li>")
             imgs.append(_img(figures / a["figure"], a["name"]))
+        elif a.get("impossible"):
+            items.append(f"<li>{html.escape(a['name'])}: out of reach, not tried ({html.escape(a['impossible'])})"
+                         "</li>")
         else:
             items.append(f"<li>{html.escape(a['name'])}: not fooled (p reached {a['probability_after']:.3f})</li>")
     return "".join(parts) + f"<ul>{''.join(items)}</ul><div class=figs>{''.join(imgs)}</div>"

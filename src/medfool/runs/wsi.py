@@ -121,6 +121,7 @@ class SlidePipeline:
     mil: AttentionMIL | None
     min_tissue: float
     threshold: float
+    files: tuple[Path, ...] = ()  # the model's files on disk (slide model and tile model)
 
 
 def load_pipeline(model: str, aggregator: Aggregator, min_tissue: float, device: Device,
@@ -128,13 +129,16 @@ def load_pipeline(model: str, aggregator: Aggregator, min_tissue: float, device:
     """A tile model with the aggregator asked for (threshold 0.5 unless given), or a slide
     model folder ('medfool wsi train' wrote it), whose own aggregator, tissue share and
     threshold win (a threshold given here still overrides its threshold)."""
-    mil, tile_path, chosen = None, model, 0.5
+    mil, tile_path, chosen, files = None, model, 0.5, []
     if is_slide_model(model):
         spec, mil = load_slide_model(model)
         aggregator, min_tissue, tile_path = spec.aggregator, spec.min_tissue, tile_model_path(spec, Path(model))
         chosen = spec.threshold
+        files = [Path(model) / "slide_model.json", Path(model) / "attention.safetensors"]
     tile_model, _ = load_classifier(tile_path, device=resolve_device(device))
-    return SlidePipeline(tile_model, aggregator, mil, min_tissue, chosen if threshold is None else threshold)
+    files.append(Path(tile_path))
+    return SlidePipeline(tile_model, aggregator, mil, min_tissue, chosen if threshold is None else threshold,
+                         tuple(f for f in files if f.is_file()))
 
 
 @dataclass(frozen=True)

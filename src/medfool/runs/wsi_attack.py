@@ -11,6 +11,7 @@ tiles, model, aggregator) and the pyramid-consistency score of source and copies
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,12 +22,13 @@ import torch
 from medfool.errors import ConfigError
 from medfool.report.slides import slide_heatmap
 from medfool.runs.common import Say, check_writable, to_log
-from medfool.runs.wsi import SlidePipeline, load_pipeline, read_slide, tissue_tiles
+from medfool.runs.wsi import SlidePipeline, SlideReading, load_pipeline, read_slide, tissue_tiles
 from medfool.utils.io import atomic_write_json
 from medfool.utils.repro import environment
 from medfool.vocab import Device
 from medfool.wsi.aggregate import Aggregator
 from medfool.wsi.attacks import Order, SlideAttackResult, fraction_attack, patch_attack, pixel_search
+from medfool.wsi.build import Compression
 from medfool.wsi.forensics import SlideEdit, consistency_scores, write_back
 from medfool.wsi.scorer import SlideScorer
 from medfool.wsi.slide import open_slide
@@ -53,8 +55,20 @@ class AttackSpec:
     eps: float = 8 / 255
     seed: int = 0
 
+    def validate(self, tile: int) -> None:
+        """Fail before any work on settings no attack can run with (``tile``: the tile's side)."""
+        bad = {"pixels": self.pixels < 1 or self.population < 4 or self.max_tiles < 1 or self.generations < 0,
+               "patch": not 1 <= self.patch <= tile,
+               "fraction": not 0 < self.fraction <= 1 or not 0 < self.eps <= 1}
+        if self.kind not in bad:
+            raise ConfigError(f"unknown slide attack {self.kind!r} (pixels, patch, fraction)")
+        if bad[self.kind]:
+            raise ConfigError(f"{self.kind}: pixels >= 1, a patch of 1 to {tile} px, a fraction in (0, 1] and eps "
+                              f"in (0, 255]/255 (got {self.name})")
+
     @property
     def name(self) -> str:
+        """How reports name the attack."""
         if self.kind == "pixels":
             return f"{self.pixels}-pixel DE ({self.order})"
         if self.kind == "patch":
@@ -100,27 +114,30 @@ def marks(edits: list[SlideEdit]) -> np.ndarray:
     return np.array([[e.x + e.pixels.shape[1] / 2, e.y + e.pixels.shape[0] / 2] for e in edits]).reshape(-1, 2)
 
 
-def write_and_check(source: Path, out: Path, result: SlideAttackResult, pipe: SlidePipeline, *, threshold: float,
-                    quality: int, keep: bool = True) -> dict[str, Any]:
+def write_and_check(source: Path, out: Path, result: SlideAttackResult, pipe: SlidePipeline, *,
+                    quality: int, keep: bool = True) -> tuple[dict[str, Any], SlideReading]:
     """Write the attack into a lossless and a JPEG copy (lower levels stale), read both back
-    through the whole pipeline, and score every file's pyramid consistency."""
+    through the whole pipeline, and score every file's pyramid consistency: the checks, and
+    the reading of the lossless copy."""
     checks: dict[str, Any] = {}
     with open_slide(source) as s:
         checks["source_consistency"] = consistency_scores(s)
-    for name, compression in (("lossless", "lossless"), ("jpeg", "jpeg")):
+    copies: tuple[tuple[str, Compression], ...] = (("lossless", "lossless"), ("jpeg", "jpeg"))
+    lossless: SlideReading | None = None
+    for name, compression in copies:
         path = out / f"attacked_{name}.tif"
-        write_back(source, path, result.edits, compression=compression, quality=quality)  # type: ignore[arg-type]
+        write_back(source, path, result.edits, compression=compression, quality=quality)
         reading = read_slide(path, pipe.model, pipe.aggregator, min_tissue=pipe.min_tissue, mil=pipe.mil)
-        fooled = (reading.probability >= threshold) == result.to_malignant
+        fooled = (reading.probability >= pipe.threshold) == result.to_malignant
         with open_slide(path) as s:
             consistency = consistency_scores(s)
         checks[name] = {"file": path.name, "probability": reading.probability, "fooled": bool(fooled),
                         "consistency": consistency, **({"quality": quality} if name == "jpeg" else {})}
-        if name == "lossless":
-            checks["reading"] = reading
+        lossless = lossless or reading
         if not keep:
             path.unlink()
-    return checks
+    assert lossless is not None
+    return checks, lossless
 
 
 @dataclass(frozen=True)
@@ -136,11 +153,15 @@ class SlideAttackJob:
     device: Device = "auto"
 
 
+OUTPUTS = ("result.json", "before.png", "after.png", "attacked_lossless.tif", "attacked_jpeg.tif")
+
+
 def run_slide_attack(job: SlideAttackJob, say: Say = to_log) -> dict[str, Any]:
     """The attack on the slide, its copies written and re-read: OUT/result.json, OUT/attacked_*.tif,
-    OUT/before.png and OUT/after.png."""
+    OUT/before.png and OUT/after.png (made in a scratch folder beside OUT and moved in at the end:
+    a failed run leaves nothing of its own, and no file of an earlier run beside a new result)."""
     pipe = load_pipeline(job.model, job.aggregator, job.min_tissue, job.device, job.threshold)
-    threshold = pipe.threshold
+    job.spec.validate(pipe.model.meta.input_shape[-1])
     check_writable(job.out)
     with open_slide(job.slide) as slide:
         grid, tiles = tissue_tiles(slide, pipe.model.meta.input_shape[-1], pipe.min_tissue)
@@ -148,36 +169,48 @@ def run_slide_attack(job: SlideAttackJob, say: Say = to_log) -> dict[str, Any]:
         thumb, ds = slide.level_image(level), slide.downsamples[level]
     scorer = SlideScorer(pipe.aggregator, pipe.model, tiles, pipe.mil)
     before = scorer.probability()
-    say(f"{job.slide.name}: reads {'malignant' if before >= threshold else 'benign'} (p = {before:.3f}, "
-        f"{pipe.aggregator} over {len(grid):,} tiles); running {job.spec.name}")
-    result = attack_tiles(scorer, tiles, grid, job.spec, threshold)
-    job.out.mkdir(parents=True, exist_ok=True)
+    say(f"{job.slide.name}: reads {'malignant' if before >= pipe.threshold else 'benign'} (p = {before:.3f} at "
+        f"threshold {pipe.threshold:.3f}, {pipe.aggregator} over {len(grid):,} tiles); running {job.spec.name}")
+    result = attack_tiles(scorer, tiles, grid, job.spec, pipe.threshold)
     record: dict[str, Any] = {"slide": str(job.slide), "model": job.model, "aggregator": pipe.aggregator,
-                              "threshold": threshold, "tiles": len(grid), "spec": asdict(job.spec),
+                              "threshold": pipe.threshold, "tiles": len(grid), "spec": asdict(job.spec),
                               **result.summary()}
     label = "tile malignancy" if pipe.aggregator != "attention" else "attention (share of the largest)"
-    slide_heatmap(job.out / "before.png", thumb, ds, grid.origins, grid.tile,
-                  shown(scorer.scores.cpu().numpy(), pipe.aggregator),
-                  title=f"{job.slide.name}: before (p = {before:.3f})", label=label, marks=marks(result.edits))
-    if result.success:
-        quality = job.quality or source_quality(job.slide)
-        checks = write_and_check(job.slide, job.out, result, pipe, threshold=threshold, quality=quality)
-        reading = checks.pop("reading")
-        record["written"] = checks
-        slide_heatmap(job.out / "after.png", thumb, ds, reading.grid.origins, reading.grid.tile,
-                      shown(reading.tile_scores, pipe.aggregator),
-                      title=f"{job.slide.name}: attacked file (p = {reading.probability:.3f})", label=label,
-                      marks=marks(result.edits))
-        lossless, jpeg = checks["lossless"], checks["jpeg"]
-        say(f"  fooled with {result.pixels_changed} pixel(s) in {len(result.tiles_changed)} tile(s) after "
-            f"{result.queries:,} queries / {result.gradients} gradients; from the written files: lossless "
-            f"{'fooled' if lossless['fooled'] else 'NOT fooled'} (p = {lossless['probability']:.3f}), "
-            f"JPEG q{quality} {'fooled' if jpeg['fooled'] else 'not fooled'} (p = {jpeg['probability']:.3f})")
-    elif result.impossible:
-        say(f"  not attacked: {result.impossible}")
-    else:
-        say(f"  not fooled after {result.queries:,} queries / {result.gradients} gradients over "
-            f"{result.tiles_tried} tile(s) (p = {result.probability_after:.3f})")
-    record["environment"] = environment()
-    atomic_write_json(job.out / "result.json", record)
+    rings = marks(result.edits) if result.success else None
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=job.out.parent, prefix=f".{job.out.name}.") as tmp:
+        work = Path(tmp)
+        slide_heatmap(work / "before.png", thumb, ds, grid.origins, grid.tile,
+                      shown(scorer.scores.cpu().numpy(), pipe.aggregator),
+                      title=f"{job.slide.name}: before (p = {before:.3f})", label=label, marks=rings)
+        if result.success:
+            quality = job.quality or source_quality(job.slide)
+            checks, reading = write_and_check(job.slide, work, result, pipe, quality=quality)
+            record["written"] = checks
+            slide_heatmap(work / "after.png", thumb, ds, reading.grid.origins, reading.grid.tile,
+                          shown(reading.tile_scores, pipe.aggregator),
+                          title=f"{job.slide.name}: attacked file (p = {reading.probability:.3f})", label=label,
+                          marks=rings)
+            _say_written(say, result, checks, quality)
+        elif result.impossible:
+            say(f"  not attacked: {result.impossible}")
+        else:
+            say(f"  not fooled after {result.queries:,} queries / {result.gradients} gradients over "
+                f"{result.tiles_tried} tile(s) (p = {result.probability_after:.3f})")
+        record["environment"] = environment()
+        atomic_write_json(work / "result.json", record)
+        job.out.mkdir(exist_ok=True)
+        for name in OUTPUTS:
+            (job.out / name).unlink(missing_ok=True)
+        for name in OUTPUTS[::-1]:  # result.json last
+            if (work / name).is_file():
+                (work / name).replace(job.out / name)
     return record
+
+
+def _say_written(say: Say, result: SlideAttackResult, checks: dict[str, Any], quality: int) -> None:
+    lossless, jpeg = checks["lossless"], checks["jpeg"]
+    say(f"  fooled with {result.pixels_changed} pixel(s) in {len(result.tiles_changed)} tile(s) after "
+        f"{result.queries:,} queries / {result.gradients} gradients; from the written files: lossless "
+        f"{'fooled' if lossless['fooled'] else 'NOT fooled'} (p = {lossless['probability']:.3f}), "
+        f"JPEG q{quality} {'fooled' if jpeg['fooled'] else 'not fooled'} (p = {jpeg['probability']:.3f})")

@@ -11,12 +11,13 @@ clean files, which gives the forensic check's ROC. One JSON per slide is written
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from medfool.errors import ConfigError
+from medfool.errors import ConfigError, MedfoolError
 from medfool.report.slides import slide_heatmap
 from medfool.report.slides_html import render_slide_audit
 from medfool.runs.common import Say, check_writable, to_log
@@ -50,8 +51,13 @@ def parse_attacks(text: str, seed: int = 0) -> list[AttackSpec]:
                 specs.append(AttackSpec("fraction", fraction=float(value or 0.01), seed=seed))
             else:
                 raise ValueError
+            ok = {"pixels": specs[-1].pixels >= 1, "patch": specs[-1].patch >= 1,
+                  "fraction": 0 < specs[-1].fraction <= 1}[kind]
+            if not ok:
+                raise ValueError
         except ValueError:
-            raise ConfigError(f"--attacks: {part!r} is not pixels:K, patch:SIDE or fraction:SHARE") from None
+            raise ConfigError(f"--attacks: {part!r} is not pixels:K (K >= 1), patch:SIDE (px >= 1) or "
+                              "fraction:SHARE (in (0, 1])") from None
     if not specs:
         raise ConfigError("--attacks: name at least one attack")
     return specs
@@ -60,6 +66,8 @@ def parse_attacks(text: str, seed: int = 0) -> list[AttackSpec]:
 def slide_files(folder: Path) -> list[tuple[Path, str | None]]:
     """The slides of ``folder`` with their labels: those slides.json lists (paths confined to
     the folder), else every .tif/.tiff/.svs in it, unlabelled."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: not a folder of slides")
     manifest = folder / "slides.json"
     if not manifest.is_file():
         found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".svs"))
@@ -69,10 +77,38 @@ def slide_files(folder: Path) -> list[tuple[Path, str | None]]:
         pairs: list[tuple[Path, str | None]] = [((folder / str(r["file"])).resolve(), str(r["label"])) for r in records]
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"{manifest}: not a slide list ('medfool wsi build' writes one)") from None
-    for path, _ in pairs:
+    for path, label in pairs:
         if folder.resolve() not in path.parents:
             raise ConfigError(f"{manifest}: {path.name!r} lies outside the folder")
+        if label not in ("benign", "malignant"):
+            raise ConfigError(f"{manifest}: {path.name!r} has label {label!r}; expected benign or malignant")
     return pairs
+
+
+def _record_name(folder: Path, path: Path) -> str:
+    """A file name for a slide's record and figures, unique within the folder (the relative path
+    with separators and dots replaced)."""
+    rel = path.resolve().relative_to(folder.resolve()).as_posix()
+    return re.sub(r"[^A-Za-z0-9_-]", "_", rel)
+
+
+def _fingerprint(path: Path) -> dict[str, object]:
+    """What a stored record must match to stand for the file now: its name, size and time."""
+    st = path.stat()
+    return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _stored(done: Path, key: dict[str, object]) -> dict[str, Any] | None:
+    """The record stored for this slide under the same settings and files, else None (an
+    unreadable record counts as none)."""
+    try:
+        stored = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("key") != key or not isinstance(stored.get("record"), dict):
+        return None
+    record: dict[str, Any] = stored["record"]
+    return record
 
 
 @dataclass(frozen=True)
@@ -89,8 +125,8 @@ class SlideAuditJob:
     device: Device = "auto"
 
 
-def _audit_slide(path: Path, label: str | None, pipe: SlidePipeline, specs: list[AttackSpec], job: SlideAuditJob,
-                 figures: Path) -> dict[str, Any]:
+def _audit_slide(path: Path, label: str | None, pipe: SlidePipeline, specs: list[AttackSpec], figures: Path,
+                 name: str) -> dict[str, Any]:
     """Every attack on one slide, successes written back and re-read; figures into ``figures``."""
     with open_slide(path) as slide:
         grid, tiles = tissue_tiles(slide, pipe.model.meta.input_shape[-1], pipe.min_tissue)
@@ -104,7 +140,8 @@ def _audit_slide(path: Path, label: str | None, pipe: SlidePipeline, specs: list
                            "consistency": consistency, "attacks": []}
     quality = source_quality(path)
     label_txt = "tile malignancy" if pipe.aggregator != "attention" else "attention (share of the largest)"
-    slide_heatmap(figures / f"{path.stem}.before.png", thumb, ds, grid.origins, grid.tile,
+    rec["figure"] = f"{name}.before.png"
+    slide_heatmap(figures / rec["figure"], thumb, ds, grid.origins, grid.tile,
                   shown(scorer.scores.cpu().numpy(), pipe.aggregator), label=label_txt,
                   title=f"{path.name}: {rec['read_as']} (p = {before:.3f})")
     if label is not None and label != rec["read_as"]:
@@ -115,16 +152,23 @@ def _audit_slide(path: Path, label: str | None, pipe: SlidePipeline, specs: list
         entry: dict[str, Any] = {"spec": asdict(spec), "name": spec.name, **result.summary()}
         if result.success:
             with tempfile.TemporaryDirectory(dir=figures) as tmp:
-                checks = write_and_check(path, Path(tmp), result, pipe, threshold=pipe.threshold, quality=quality,
-                                         keep=False)
-            reading = checks.pop("reading")
+                checks, reading = write_and_check(path, Path(tmp), result, pipe, quality=quality, keep=False)
             entry["written"] = checks
-            entry["figure"] = f"{path.stem}.{i}.after.png"
+            entry["figure"] = f"{name}.{i}.after.png"
             slide_heatmap(figures / entry["figure"], thumb, ds, reading.grid.origins, reading.grid.tile,
                           shown(reading.tile_scores, pipe.aggregator), label=label_txt, marks=marks(result.edits),
                           title=f"{path.name} after {spec.name}: p = {reading.probability:.3f} from the file")
         rec["attacks"].append(entry)
     return rec
+
+
+def _say_slide(say: Say, rec: dict[str, Any], n_attacks: int) -> None:
+    if "probability" not in rec:
+        say(f"{rec['slide']}: skipped ({rec['skipped']})")
+        return
+    fooled = sum(a["success"] for a in rec["attacks"])
+    say(f"{rec['slide']}: read {rec['read_as']} (p = {rec['probability']:.3f}); fooled by {fooled} of "
+        f"{n_attacks} attacks")
 
 
 def run_slide_audit(job: SlideAuditJob, say: Say = to_log) -> dict[str, Any]:
@@ -136,26 +180,29 @@ def run_slide_audit(job: SlideAuditJob, say: Say = to_log) -> dict[str, Any]:
     if not pairs:
         raise ConfigError(f"{job.slides}: no slides (.tif, .tiff, .svs) found")
     pipe = load_pipeline(job.model, job.aggregator, job.min_tissue, job.device, job.threshold)
+    for spec in specs:
+        spec.validate(pipe.model.meta.input_shape[-1])
     check_writable(job.out)
     done_dir, figures = job.out / "slides", job.out / "figures"
     done_dir.mkdir(parents=True, exist_ok=True)
     figures.mkdir(exist_ok=True)
     config = {"slides": str(job.slides), "model": job.model, "aggregator": pipe.aggregator, "attacks": job.attacks,
               "threshold": pipe.threshold, "min_tissue": pipe.min_tissue, "seed": job.seed}
+    model_key = [_fingerprint(p) for p in pipe.files]
     records = []
     for path, label in tqdm(pairs, desc="slides", unit="slide"):
-        done = done_dir / f"{path.stem}.json"
-        if done.is_file():
-            stored = json.loads(done.read_text())
-            if stored.get("config") == config:
-                records.append(stored["record"])
-                continue
-        rec = _audit_slide(path, label, pipe, specs, job, figures)
-        atomic_write_json(done, {"config": config, "record": rec})
+        name = _record_name(job.slides, path)
+        done = done_dir / f"{name}.json"
+        key = {"config": config, "slide": _fingerprint(path), "label": label, "model": model_key}
+        rec = _stored(done, key)
+        if rec is None:
+            try:
+                rec = _audit_slide(path, label, pipe, specs, figures, name)
+            except MedfoolError as exc:  # one damaged slide, or one without tissue, is reported, not fatal
+                rec = {"slide": path.name, "label": label, "skipped": str(exc), "attacks": []}
+            atomic_write_json(done, {"key": key, "record": rec})
+            _say_slide(say, rec, len(specs))
         records.append(rec)
-        fooled = sum(a["success"] for a in rec["attacks"])
-        say(f"{path.name}: read {rec['read_as']} (p = {rec['probability']:.3f}); fooled by {fooled} of "
-            f"{len(specs)} attacks")
     results = {"config": config, "slides": records, "environment": environment()}
     render_slide_audit(job.out, results)
     say(f"wrote {job.out}/report.html and results.json")

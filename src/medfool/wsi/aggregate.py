@@ -48,16 +48,18 @@ def malignancy(model: Classifier, tiles: torch.Tensor, batch: int = 256) -> torc
     if not critical:
         raise ConfigError("the tile model names no malignant (critical) classes; a slide diagnosis needs them")
     out = []
-    for s in range(0, tiles.shape[0], batch):
-        probs = logits_to_probs(model(tiles[s:s + batch].to(model.device)), model.task)
-        out.append(probs[:, critical].sum(1))
+    with model.padded():  # a tile's score never depends on how many tiles share its batch
+        for s in range(0, tiles.shape[0], batch):
+            probs = logits_to_probs(model(tiles[s:s + batch].to(model.device)), model.task)
+            out.append(probs[:, critical].sum(1))
     return torch.cat(out) if out else torch.zeros(0)
 
 
 def tile_features(model: Classifier, tiles: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """(N, D) the tile classifier's deep features (the last linear layer's input)."""
     tap = FeatureTap(model)
-    out = [tap.deep(tiles[s:s + batch]) for s in range(0, tiles.shape[0], batch)]
+    with model.padded():
+        out = [tap.deep(tiles[s:s + batch]) for s in range(0, tiles.shape[0], batch)]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 

@@ -3,7 +3,9 @@
 * :func:`pixel_search`: one- and k-pixel differential evolution (Su, Vargas & Sakurai, IEEE TEVC
   2019) on the slide, as Korpihalkola et al. ran it on patches of TUPAC16 slides, lifted to the
   slide: tiles are tried one after another, and in each a DE/rand/1 population of k-pixel
-  candidates is scored by the *slide's* probability of malignancy. ``order="guided"`` tries the
+  candidates is scored by the *slide's* probability of malignancy. A tile whose first population
+  does not move the slide's answer at all is left after that population (under max pooling a
+  tile below the others is silent: evolution has no signal to follow). ``order="guided"`` tries the
   tiles the aggregator itself points at first (the most malignant tiles; the most attended for
   attention MIL), ``order="uniform"`` in a seeded random order: the baseline that says how much
   the aggregator's own signal gives away. Black-box: a query is one slide answer.
@@ -56,6 +58,7 @@ class SlideAttackResult:
     impossible: str = ""        # why no change of this reach can flip the slide (then nothing was tried)
 
     def summary(self) -> dict[str, object]:
+        """The result as JSON-ready fields (the edits, being pixels, are left out)."""
         return {"attack": self.attack, "direction": "benign->malignant" if self.to_malignant else "malignant->benign",
                 "probability_before": self.probability_before, "probability_after": self.probability_after,
                 "success": self.success, "queries": self.queries, "gradients": self.gradients,
@@ -69,6 +72,7 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 def _fooled(p: torch.Tensor, to_malignant: bool, threshold: float) -> torch.Tensor:
+    """Whether the slide probability ``p`` reads the other way than before."""
     return p >= threshold if to_malignant else p < threshold
 
 
@@ -122,13 +126,17 @@ def _tile_de(scorer: SlideScorer, tile: torch.Tensor, index: int, *, pixels: int
 
     def score(cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
-            p = scorer.replaced(idx, write_pixels(tile, owner, cand[0], pixels))
+            p = scorer.replaced(idx, write_pixels(tile, owner, cand[0], pixels).to(tile.device)).cpu()
         return (-p if to_malignant else p)[None], _fooled(p, to_malignant, threshold)
 
     pos = draw.rand(1, population, pixels, 2) * torch.tensor([float(h), float(w)])
     colour = 0.5 + 0.5 * draw.randn(1, population, pixels, c)  # Su et al.: N(128, 127)
     pop = clip(torch.cat([pos, colour], dim=-1).view(1, population, candidate_size(pixels, c)))
     fit, won = score(pop)
+    if scorer.kind == "max" and not won.any() and bool((fit == fit[0, 0]).all()):
+        # a silent tile: no candidate moved the slide's answer at all (under max pooling a tile
+        # below the others never does), so evolution has nothing to follow; the attacker moves on
+        return None, population, float(-fit.min() if to_malignant else fit.min())
     queries = 0
     for g in range(generations + 1):
         if g:
@@ -166,17 +174,16 @@ def pixel_search(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
                                 threshold=threshold, population=population, generations=generations,
                                 seed=seed * 1_000_003 + i)
         result.queries += spent
-        if found is None:
-            result.probability_after = max(result.probability_after, reached) if to_malignant \
-                else min(result.probability_after, reached)
-        else:
-            edit, changed = _changed(origins[i], tiles[i], found[0])
+        if found is not None:
             with torch.no_grad():
-                p = float(scorer.replaced(torch.tensor([i]), found)[0])
-            result.probability_after, result.pixels_changed = p, changed
-            result.success = bool(_fooled(torch.tensor(p), to_malignant, threshold))
-            result.tiles_changed, result.edits = [i], [edit]
-            break
+                reached = float(scorer.replaced(torch.tensor([i]), found)[0])
+            if bool(_fooled(torch.tensor(reached), to_malignant, threshold)):
+                edit, changed = _changed(origins[i], tiles[i], found[0])
+                result.probability_after, result.pixels_changed, result.success = reached, changed, True
+                result.tiles_changed, result.edits = [i], [edit]
+                break
+        result.probability_after = max(result.probability_after, reached) if to_malignant \
+            else min(result.probability_after, reached)
     return result
 
 
@@ -192,8 +199,8 @@ def patch_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
     """A ``size`` x ``size`` patch of any colours at the centre of one tile, optimised with Adam
     through the aggregator; the ``candidates`` tiles the aggregator points at are tried in turn."""
     h, w = tiles.shape[-2:]
-    if not 1 <= size <= min(h, w):
-        raise ConfigError(f"patch size must be between 1 and the tile's {min(h, w)} px")
+    if not 1 <= size <= min(h, w) or steps < 1:
+        raise ConfigError(f"patch size must be between 1 and the tile's {min(h, w)} px, steps >= 1")
     before = scorer.probability()
     to_malignant = before < threshold
     result = SlideAttackResult(f"patch {size}x{size} px", to_malignant, before, before, False,
@@ -201,7 +208,6 @@ def patch_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
     if result.impossible:
         return result
     r0, c0 = (h - size) // 2, (w - size) // 2
-    torch.manual_seed(seed)
     for i in tile_order(scorer, "guided", seed)[:candidates].tolist():
         result.tiles_tried += 1
         param = torch.logit(tiles[i:i + 1, :, r0:r0 + size, c0:c0 + size].clamp(0.02, 0.98)).requires_grad_(True)
@@ -219,11 +225,11 @@ def patch_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
                 result.success, result.probability_after, result.pixels_changed = True, float(pq), changed
                 result.tiles_changed, result.edits = [i], [edit]
                 return result
-            opt.zero_grad()
-            (-_objective(p, to_malignant)).backward()
+            (param.grad,) = torch.autograd.grad(-_objective(p, to_malignant), [param])  # no grads left on weights
             opt.step()
-        result.probability_after = min(result.probability_after, float(pq)) if not to_malignant \
-            else max(result.probability_after, float(pq))
+            reached = float(pq)
+            result.probability_after = min(result.probability_after, reached) if not to_malignant \
+                else max(result.probability_after, reached)
     return result
 
 
@@ -232,14 +238,15 @@ def fraction_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarra
     """PGD within ``eps`` (L-inf) on ``fraction`` of the tissue tiles (at least one), those the
     aggregator points at, through the aggregator. For max pooling every changed tile is also
     pushed on its own, so the gradient reaches every tile that holds the slide's answer."""
-    if not 0 < fraction <= 1:
-        raise ConfigError("the fraction of tiles must be in (0, 1]")
+    if not 0 < fraction <= 1 or not eps > 0 or steps < 1:
+        raise ConfigError("PGD on tiles: the fraction must be in (0, 1], eps > 0 and steps >= 1")
     before = scorer.probability()
     to_malignant = before < threshold
     t = max(1, round(fraction * scorer.n))
     idx = torch.from_numpy(tile_order(scorer, "guided", 0)[:t].copy())
     x = tiles[idx]
-    adv = x.clone()
+    lo, hi = torch.ceil((x - eps) * 255 - 1e-6) / 255, torch.floor((x + eps) * 255 + 1e-6) / 255
+    adv, q, pq = x.clone(), x.clone(), before
     alpha = max(eps / 4, 1 / 255)
     result = SlideAttackResult(f"PGD {eps * 255:.0f}/255 on {fraction:.1%} of tiles", to_malignant, before, before,
                                False, tiles_tried=t, impossible=out_of_reach(scorer, t, threshold))
@@ -257,7 +264,7 @@ def fraction_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarra
         result.gradients += 1
         with torch.no_grad():
             adv = torch.minimum(torch.maximum(adv + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
-            q = quantise(adv)
+            q = torch.minimum(torch.maximum(quantise(adv), lo), hi)  # uint8 values within eps of x
             pq = float(scorer.with_tiles(idx, q))
         if bool(_fooled(torch.tensor(pq), to_malignant, threshold)):
             break

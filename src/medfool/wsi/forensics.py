@@ -44,21 +44,28 @@ class SlideEdit:
         return [SlideEdit(int(x), int(y), c) for (x, y), c in zip(pts, cols, strict=True)]
 
 
-def downsample2(rgb: np.ndarray) -> np.ndarray:
-    """2x box downsampling of (H, W, 3) uint8 (odd edges dropped), as the pyramids here are made."""
-    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
-    out: np.ndarray = rgb[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).astype(np.float32).mean(axis=(1, 3))
+def downsample2(rgb: np.ndarray, factor: int = 2) -> np.ndarray:
+    """``factor`` x box downsampling of (H, W, 3) uint8 (edges that do not fill a box dropped), as
+    the pyramids here are made (2x per level; SVS files often step 4x)."""
+    h, w = rgb.shape[0] // factor * factor, rgb.shape[1] // factor * factor
+    out: np.ndarray = rgb[:h, :w].reshape(h // factor, factor, w // factor, factor, 3).astype(np.float32) \
+        .mean(axis=(1, 3))
     return out
 
 
 def consistency_scores(slide: Slide, tiles: tuple[int, ...] = (1, 4, 32)) -> dict[str, float]:
     """For each tile size (the key, as text, as JSON keeps it): the largest tile-wise mean
-    |level L - downsample(level L-1)| (0-255, the channels' mean) over the pyramid's levels."""
+    |level L - downsample(level L-1)| (0-255, the channels' mean) over the pyramid's levels.
+    Reads whole levels: level 0 of a gigapixel slide needs its width x height x 3 bytes."""
     worst = dict.fromkeys(tiles, 0.0)
     above = slide.level_image(0)
     for level in range(1, slide.level_count):
+        ratio = slide.downsamples[level] / slide.downsamples[level - 1]
+        if abs(ratio - round(ratio)) > 0.01 or round(ratio) < 2:
+            raise ConfigError(f"{slide.path}: level {level} is {ratio:.3g}x level {level - 1}; the pyramid check "
+                              "needs whole-number steps")
         below = slide.level_image(level).astype(np.float32)
-        expected = downsample2(above)
+        expected = downsample2(above, round(ratio))
         h, w = min(below.shape[0], expected.shape[0]), min(below.shape[1], expected.shape[1])
         diff = np.abs(below[:h, :w] - expected[:h, :w]).mean(axis=2)
         for tile in tiles:

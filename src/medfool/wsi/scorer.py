@@ -65,15 +65,16 @@ class SlideScorer:
             if self.n == 1:
                 rest = torch.zeros_like(new)
             return torch.maximum(rest, new)
-        if self.kind == "mean":
-            return (self.scores.sum() - self.scores[index] + new) / self.n
+        if self.kind == "mean":  # in float64: a one-pixel change moves the sum of thousands by little
+            total = self.scores.double().sum() - self.scores[index].double()
+            return ((total + new.double()) / self.n).to(new.dtype)
         assert self.mil is not None and feats is not None
         shift = torch.maximum(self.logits.max(), new.detach())                   # (m,)
-        e_all = torch.exp(self.logits[None, :] - shift[:, None])                 # (m, N)
-        e_old = e_all.gather(1, index[:, None]).squeeze(1)
+        e_rest = torch.exp(self.logits[None, :] - shift[:, None])                # (m, N)
+        e_rest = e_rest.scatter(1, index[:, None], 0.0)                          # the others only, summed afresh
         e_new = torch.exp(new - shift)
-        num = e_all @ self.features - e_old[:, None] * self.features[index] + e_new[:, None] * feats
-        den = e_all.sum(1) - e_old + e_new
+        num = e_rest @ self.features + e_new[:, None] * feats
+        den = e_rest.sum(1) + e_new
         return torch.sigmoid(self.mil.classify(num / den[:, None]).squeeze(1))
 
     def with_tiles(self, index: torch.Tensor, tiles: torch.Tensor | None) -> torch.Tensor:

@@ -64,7 +64,7 @@ def read_tiles(slide: Slide, grid: TileGrid, index: np.ndarray | None = None, bl
     if len(rows) == 0:
         return torch.zeros(0, 3, grid.tile, grid.tile)
     ds = slide.downsamples[grid.level]
-    at = np.floor(rows / ds).astype(np.int64)  # origins in this level's pixels
+    at = np.rint(rows / ds).astype(np.int64)  # origins in this level's pixels
     out = np.empty((len(rows), grid.tile, grid.tile, 3), dtype=np.uint8)
     key = at // block
     for bx, by in np.unique(key, axis=0):
