@@ -35,11 +35,11 @@ from medfool.report.slides_html import consistency_auc
 from medfool.runs.wsi import load_pipeline, tissue_tiles
 from medfool.runs.wsi_attack import AttackSpec, attack_tiles, source_quality, write_and_check
 from medfool.runs.wsi_audit import slide_files
-from medfool.utils.repro import environment
 from medfool.utils.stats import wilson
 from medfool.wsi.forensics import consistency_scores
 from medfool.wsi.scorer import SlideScorer
 from medfool.wsi.slide import open_slide
+from record import default_path, write_results
 
 PIXELS = (1, 3, 10)
 FRACTIONS = (0.001, 0.01, 0.1)
@@ -56,7 +56,7 @@ def budget_for(queries: list[float], share: float) -> float:
 
 def _attacks(args: argparse.Namespace) -> list[AttackSpec]:
     specs = []
-    for k in PIXELS:
+    for k in PIXELS if not args.white_box_only else ():
         for order, tiles in (("guided", args.guided_tiles), ("uniform", args.uniform_tiles)):
             specs.append(AttackSpec("pixels", pixels=k, order=order, max_tiles=tiles, population=args.population,
                                     generations=args.generations, seed=args.seed))
@@ -105,8 +105,7 @@ def run(args: argparse.Namespace, partial: Path | None = None) -> dict[str, Any]
               f"{f', {above} above {threshold:.3f}' if above is not None else ''}); "
               f"fooled by {[a['name'] for a in rec['attacks'] if a['success']]} ({time.perf_counter() - t0:.0f} s)",
               flush=True)
-    return {"config": {**vars(args), "threshold": threshold, "aggregator": pipe.aggregator}, "slides": slides,
-            "environment": environment()}
+    return {"config": {**vars(args), "threshold": threshold, "aggregator": pipe.aggregator}, "slides": slides}
 
 
 def _share(k: int, n: int) -> str:
@@ -122,7 +121,8 @@ def _rows(results: dict[str, Any], direction: str) -> list[str]:
     names = [a["name"] for a in attacked[0]["attacks"]] if attacked else []
     out = []
     for name in names:
-        items = [next(a for a in r["attacks"] if a["name"] == name) for r in attacked]
+        every = [next(a for a in r["attacks"] if a["name"] == name) for r in attacked]
+        items = [a for a in every if not a["impossible"]]
         won = [a for a in items if a["success"]]
         lossless = sum(a["written"]["lossless"]["fooled"] for a in won)
         jpeg = sum(a["written"]["jpeg"]["fooled"] for a in won)
@@ -130,30 +130,41 @@ def _rows(results: dict[str, Any], direction: str) -> list[str]:
         med = f"{statistics.median(cost):,.0f}" if cost else "-"
         unit = "gradients" if items and items[0]["kind"] != "pixels" else "queries"
         px = f"{statistics.median([a['pixels_changed'] for a in won]):,.0f}" if won else "-"
-        out_of_reach = sum(bool(a["impossible"]) for a in items)
+        out_of_reach = len(every) - len(items)
         note = f" ({out_of_reach} out of reach)" if out_of_reach else ""
+        lost = [a for a in items if not a["success"]]
+        best = f"{statistics.median([a['probability_after'] for a in lost]):.3f}" if lost else "-"
+        spent = f"{statistics.median([a['queries'] or a['gradients'] for a in lost]):,.0f}" if lost else "-"
         out.append(f"| {name} | {_share(len(won), len(items))}{note} | {lossless}/{len(won)} | {jpeg}/{len(won)} | "
-                   f"{px} | {med} {unit} |")
+                   f"{px} | {med} {unit} | {best} after {spent} |")
     return out
 
 
 def _equal_success(results: dict[str, Any]) -> list[str]:
-    """Per k: the per-slide budget guided and uniform need to reach the same share of slides."""
+    """Per k: the per-slide query budget with which guided search fools the share of slides it
+    fools, and what uniform search needs for that share (when it never gets there, more than
+    the most it spent on one slide: a lower bound)."""
     out = []
     for direction in ("benign->malignant", "malignant->benign"):
         attacked = [r for r in results["slides"] if r["attacks"] and r["attacks"][0]["direction"] == direction]
         for k in PIXELS:
             q: dict[str, list[float]] = {}
+            spent: dict[str, float] = {}
             for order in ("guided", "uniform"):
-                name = f"{k}-pixel DE ({order})"
-                items = [next(a for a in r["attacks"] if a["name"] == name) for r in attacked]
+                items = [a for r in attacked for a in r["attacks"] if a["name"] == f"{k}-pixel DE ({order})"]
+                items = [a for a in items if not a["impossible"]]
                 q[order] = [a["queries"] if a["success"] else math.inf for a in items]
-            if not attacked:
+                spent[order] = max((a["queries"] for a in items), default=0)
+            if not q["guided"]:
                 continue
-            share = min(sum(math.isfinite(v) for v in q[o]) for o in q) / len(attacked)
+            share = sum(math.isfinite(v) for v in q["guided"]) / len(q["guided"])
+            if share == 0:
+                out.append(f"| {direction} | {k} | 0 of {len(q['guided'])} | - | - | - |")
+                continue
             g, u = budget_for(q["guided"], share), budget_for(q["uniform"], share)
-            ratio = "-" if share == 0 else f"{u / g:.1f}x" if g else "-"
-            out.append(f"| {direction} | {k} | {share:.0%} | {g:,.0f} | {u:,.0f} | {ratio} |")
+            u_txt, ratio = (f"{u:,.0f}", f"{u / g:.1f}x") if math.isfinite(u) else \
+                (f"> {spent['uniform']:,.0f} (never)", f"> {spent['uniform'] / g:.1f}x")
+            out.append(f"| {direction} | {k} | {share:.0%} of {len(q['guided'])} | {g:,.0f} | {u_txt} | {ratio} |")
     return out
 
 
@@ -178,11 +189,13 @@ def render(results: dict[str, Any]) -> str:
         rows = _rows(results, direction)
         if rows:
             lines += [f"**{direction}**", "", "| attack | fooled | from the lossless file | survives JPEG q90 | "
-                      "median pixels | median cost |", "|---|---|---|---|---|---|", *rows, ""]
+                      "median pixels | median cost | failures: median p reached, after |",
+                      "|---|---|---|---|---|---|---|", *rows, ""]
     eq = _equal_success(results)
     if eq:
-        lines += ["Guided against uniform tile choice at equal success (per-slide query budget to fool that share):",
-                  "", "| direction | pixels | share fooled | guided | uniform | uniform / guided |",
+        lines += ["Guided against uniform tile choice at equal success (the per-slide query budget that fools the "
+                  "share of slides guided search fools):",
+                  "", "| direction | pixels | share fooled (guided) | guided | uniform | uniform / guided |",
                   "|---|---|---|---|---|---|", *eq, ""]
     for copy in ("lossless", "jpeg"):
         for tile in ("1", "32"):
@@ -207,19 +220,20 @@ def main() -> None:
     ap.add_argument("--uniform-tiles", type=int, default=60)
     ap.add_argument("--per-class", type=int, default=None, help="only the first N benign and N malignant slides")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--white-box-only", action="store_true", help="only the patch and PGD (e.g. for the forensics "
+                    "on lossless slides)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--render", default=None, metavar="RESULTS.json")
     args = ap.parse_args()
     if args.render:
         print(render(json.loads(Path(args.render).read_text())))
         return
-    out = Path(args.json or f"benchmarks/results/wsi_attacks_{args.aggregator}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    results = run(args, out.with_suffix(".partial.json"))
-    out.with_suffix(".partial.json").unlink(missing_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    name = f"wsi_attacks_{args.aggregator}"
+    partial = (Path(args.json) if args.json else default_path(name)).with_suffix(".partial.json")
+    results = run(args, partial)
     print(render(results))
-    print(f"\nwrote {out}")
+    write_results(name, results, args.json)
+    partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
