@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "utils", "vocab"),
     ("data",),
     ("models",),
-    ("attacks", "wsi"),
+    ("attacks", "wsi", "generative"),
     ("defences",),
     ("eval",),
     ("report",),

@@ -12,7 +12,7 @@ import pytest
 from medfool.cli.main import build_parser, main
 
 SUBCOMMANDS = ["demo", "datasets", "download", "train", "evaluate", "info", "attack", "analyze", "audit", "report",
-               "export", "poison", "defend", "describe", "range", "wsi"]
+               "export", "poison", "defend", "describe", "range", "wsi", "generate"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from medfool import __version__
-from medfool.cli import analyze, attack, audit, commands, defend, demo, describe, export, poison, wsi
+from medfool.cli import analyze, attack, audit, commands, defend, demo, describe, export, generate, poison, wsi
 from medfool.cli import range as range_cmd
 from medfool.cli.common import Parser
 from medfool.errors import MedfoolError
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.register(sub)
     range_cmd.register(sub)
     wsi.register(sub)
+    generate.register(sub)
     describe.register(sub)
     poison.register(sub)
     defend.register(sub)

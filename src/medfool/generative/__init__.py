@@ -1,0 +1,1 @@
+"""Generative threats: fake images made by a GAN, and how real they look."""
