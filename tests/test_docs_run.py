@@ -61,6 +61,10 @@ SMALLER: dict[tuple[str, ...], list[str]] = {
     ("defend", "evaluate"): ["--n", "4", "--preset", "fast", "--eps", "8/255"],
     ("defend", "detector"): ["--n", "8", "--train-images", "32", "--steps", "3"],
     ("defend", "certify"): ["--n", "4", "--samples", "100"],
+    ("wsi", "build"): ["--side", "512", "--benign", "1", "--malignant", "1", "--no-download"],
+    ("wsi", "attack"): ["--max-tiles", "2", "--population", "20", "--generations", "2"],
+    ("wsi", "audit"): ["--attacks", "pixels:1,patch:16"],
+    ("generate", "train"): ["--epochs", "1", "--n", "8", "--no-download"],
 }
 # commands that read a dataset and so take --no-download (nothing is fetched in a test)
 READS_DATA = {"train", "evaluate", "attack", "analyze", "audit", "poison", "defend", "demo"}

@@ -98,9 +98,10 @@ def train_gan(images: torch.Tensor, cfg: GanConfig = GanConfig(),
               progress: Callable[[int, dict[str, float]], None] | None = None) -> GanResult:
     """Train on ``images`` (N, C, H, W) in [0, 1]; stops after ``cfg.epochs`` or
     ``cfg.max_minutes``, whichever comes first."""
-    if images.ndim != 4 or images.shape[0] < cfg.batch_size:
-        raise ConfigError(f"a GAN needs at least {cfg.batch_size} images (N, C, H, W); got {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[0] < 8:
+        raise ConfigError(f"a GAN needs at least 8 images (N, C, H, W); got {tuple(images.shape)}")
     n, c, h, w = images.shape
+    batch = min(cfg.batch_size, n)
     side = _side(h, w)
     torch.manual_seed(cfg.seed)
     gen, disc = Generator(cfg.latent, c, side, cfg.width), _Discriminator(c, side, cfg.width)
@@ -114,9 +115,9 @@ def train_gan(images: torch.Tensor, cfg: GanConfig = GanConfig(),
     for epoch in range(1, cfg.epochs + 1):
         d_sum = g_sum = 0.0
         order = torch.randperm(n, generator=gen_rng)
-        steps = n // cfg.batch_size
+        steps = n // batch
         for s in range(steps):
-            real = x[order[s * cfg.batch_size:(s + 1) * cfg.batch_size]]
+            real = x[order[s * batch:(s + 1) * batch]]
             fake = gen(torch.randn(real.shape[0], cfg.latent, generator=gen_rng))
             d_loss = F.softplus(-disc(real)).mean() + F.softplus(disc(fake.detach())).mean()
             opt_d.zero_grad()
