@@ -46,7 +46,8 @@ def test_the_gan_learns_the_colour_of_its_class() -> None:
     result = train_gan(x, GanConfig(width=8, epochs=15, batch_size=32, lr=1e-3, seed=0))
     fakes = generate(result.generator, 64, result.size, seed=1)
     assert fakes.shape == (64, 3, 28, 28) and float(fakes.min()) >= 0 and float(fakes.max()) <= 1
-    assert (fakes.mean(dim=(0, 2, 3)) - colour.flatten()).abs().max() < 0.1
+    # seeds 0-2 land within 0.04-0.08 here; mid-grey is 0.3 away from the red channel
+    assert (fakes.mean(dim=(0, 2, 3)) - colour.flatten()).abs().max() < 0.15
 
 
 def test_generate_train_end_to_end(tiny_model: Path, tmp_path: Path, fails_cleanly) -> None:
