@@ -29,7 +29,7 @@ def test_predict_attack_and_write_back_of_a_4096_px_slide_in_a_minute(tile_model
     assert main(["wsi", "predict", str(slide), "-m", str(path), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 0
     p = json.loads((tmp_path / "p" / "prediction.json").read_text())["probability_malignant"]
     # an operating point just above the slide's reading: the small synthetic tile model moves little per pixel
-    threshold = min(p + 5e-4, 1.0)
+    threshold = min(p + 2e-4, 1.0)  # one pixel reaches about +6e-4 here: a margin for other CPUs
     out = tmp_path / "a"
     assert main(["wsi", "attack", str(slide), "-m", str(path), "--out", str(out), "--pixels", "1",
                  "--threshold", f"{threshold}", "--population", "40", "--generations", "3", "--max-tiles", "3",
