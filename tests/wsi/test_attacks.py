@@ -10,7 +10,8 @@ import torch
 pytest.importorskip("tiffslide")
 
 from medfool.models import load_classifier
-from medfool.wsi.aggregate import AttentionMIL, aggregate, tile_features, train_attention
+from medfool.models.features import deep_features
+from medfool.wsi.aggregate import AttentionMIL, aggregate, train_attention
 from medfool.wsi.attacks import SlideAttackResult, fraction_attack, patch_attack, pixel_search, tile_order
 from medfool.wsi.scorer import SlideScorer
 
@@ -31,7 +32,7 @@ def slide(tile_model) -> tuple[object, torch.Tensor, torch.Tensor, np.ndarray, A
         if i % 2:
             bag = torch.cat([bag[:7], cancer[torch.randint(0, 4, (3,), generator=gen)]])
         with torch.no_grad():
-            bags.append(tile_features(model, bag))
+            bags.append(deep_features(model, bag))
         labels.append(i % 2)
     mil = train_attention(bags, labels, epochs=20, seed=0)
     return model, benign, torch.cat([benign, cancer]), origins, mil

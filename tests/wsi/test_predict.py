@@ -12,7 +12,8 @@ import torch
 
 pytest.importorskip("tiffslide")
 
-from medfool.wsi.aggregate import AttentionMIL, aggregate, malignancy, tile_features, train_attention
+from medfool.models.features import deep_features
+from medfool.wsi.aggregate import AttentionMIL, aggregate, malignancy, train_attention
 from medfool.wsi.build import MosaicSpec, build_slides
 
 
@@ -58,7 +59,7 @@ def test_aggregators_and_attention_mil(tile_model) -> None:
         if i % 2:
             bag = torch.cat([bag[:9], cancer[torch.randint(0, cancer.shape[0], (3,), generator=gen)]])
         with torch.no_grad():
-            bags.append(tile_features(model, bag))
+            bags.append(deep_features(model, bag))
         labels.append(i % 2)
     mil = train_attention(bags, labels, epochs=30, seed=0)
     assert isinstance(mil, AttentionMIL)

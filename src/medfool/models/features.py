@@ -12,7 +12,7 @@ from torch import nn
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
 
-__all__ = ["FeatureTap"]
+__all__ = ["FeatureTap", "deep_features"]
 
 
 class FeatureTap:
@@ -65,3 +65,12 @@ class FeatureTap:
                  if a.dim() == 4 and a.shape[2] * a.shape[3] > 1]
         feats = torch.cat([features.flatten(1), *stats], dim=1)
         return feats, [a.flatten(1) for a in layers], logits
+
+
+def deep_features(model: Classifier, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """(N, D) the model's deep features (the last linear layer's input) for many images, in
+    padded chunks of ``batch`` (an image's features never depend on its batch); differentiable."""
+    tap = FeatureTap(model)
+    with model.padded():
+        out = [tap.deep(x[s:s + batch]) for s in range(0, x.shape[0], batch)]
+    return torch.cat(out) if out else torch.zeros(0, 0)

@@ -16,8 +16,8 @@ from medfool.errors import ConfigError
 from medfool.generative.dcgan import GanConfig, generate, train_gan
 from medfool.generative.realism import frechet_distance, nearest_distances, two_sample_accuracy
 from medfool.models import load_classifier
-from medfool.models.classifier import Classifier, logits_to_probs
-from medfool.models.features import FeatureTap
+from medfool.models.classifier import Classifier
+from medfool.models.features import deep_features
 from medfool.runs.common import DataSource, Say, check_writable, to_log
 from medfool.utils.device import resolve_device
 from medfool.utils.io import atomic_write_json
@@ -40,33 +40,26 @@ class GenerateJob:
     device: Device = "auto"
 
 
-def _features(model: Classifier, x: torch.Tensor) -> torch.Tensor:
-    tap = FeatureTap(model)
+def _probabilities(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """(N, K) class probabilities, one padded forward pass over ``x`` (two columns for a binary
+    model with one logit)."""
     with torch.no_grad(), model.padded():
-        return torch.cat([tap.deep(x[s:s + 256]) for s in range(0, x.shape[0], 256)]).cpu()
-
-
-def _reads_as(model: Classifier, x: torch.Tensor, cls: int) -> tuple[float, float, float]:
-    """(share read as ``cls``, share read as it with confidence >= 0.9, median confidence)."""
-    with torch.no_grad(), model.padded():
-        probs = torch.cat([logits_to_probs(model(x[s:s + 256].to(model.device)), model.task).cpu()
+        probs = torch.cat([model.probabilities(x[s:s + 256].to(model.device)).cpu()
                            for s in range(0, x.shape[0], 256)])
-    if probs.shape[1] == 1:  # binary with one logit: the probability of class 1
-        probs = torch.cat([1 - probs, probs], dim=1)
+    return torch.cat([1 - probs, probs], dim=1) if probs.shape[1] == 1 else probs
+
+
+def _reads_as(probs: torch.Tensor, cls: int) -> tuple[float, float, float]:
+    """(share read as ``cls``, share read as it with confidence >= 0.9, median confidence)."""
     hit = probs.argmax(1) == cls
     conf = probs[:, cls]
     return float(hit.float().mean()), float((hit & (conf >= 0.9)).float().mean()), float(conf.median())
 
 
-def _malignant(model: Classifier, x: torch.Tensor) -> tuple[float, float]:
-    """(share read as one of the model's critical classes, share with their probability >= 0.9)."""
-    critical = list(model.meta.critical_classes)
-    with torch.no_grad(), model.padded():
-        probs = torch.cat([logits_to_probs(model(x[s:s + 256].to(model.device)), model.task).cpu()
-                           for s in range(0, x.shape[0], 256)])
-    p = probs[:, critical].sum(1)
+def _malignant(probs: torch.Tensor, critical: list[int]) -> tuple[float, float]:
+    """(share read as one of the critical classes, share with their probability >= 0.9)."""
     read = torch.isin(probs.argmax(1), torch.tensor(critical))
-    return float(read.float().mean()), float((p >= 0.9).float().mean())
+    return float(read.float().mean()), float((probs[:, critical].sum(1) >= 0.9).float().mean())
 
 
 def _realism(model: Classifier, fakes: torch.Tensor, held: torch.Tensor, train: torch.Tensor,
@@ -74,7 +67,8 @@ def _realism(model: Classifier, fakes: torch.Tensor, held: torch.Tensor, train: 
     """Each figure for the fakes and for held-out real images of the class, side by side."""
     gen = torch.Generator().manual_seed(seed)
     ref = train[torch.randperm(train.shape[0], generator=gen)[: max(held.shape[0], 2)]]
-    f_fake, f_held, f_ref = _features(model, fakes), _features(model, held), _features(model, ref)
+    with torch.no_grad():
+        f_fake, f_held, f_ref = (deep_features(model, x.to(model.device)).cpu() for x in (fakes, held, ref))
     nn_fake, nn_held = nearest_distances(fakes, train), nearest_distances(held, train)
     return {"fid": frechet_distance(f_fake, f_held), "fid_real_reference": frechet_distance(f_ref, f_held),
             "two_sample": two_sample_accuracy(f_held, f_fake, seed=seed),
@@ -136,15 +130,16 @@ def run_generate(job: GenerateJob, say: Say = to_log) -> dict[str, Any]:
                               "fakes": int(fakes.shape[0]), "epochs_run": result.epochs_run,
                               "train_seconds": result.seconds, "config": asdict(cfg),
                               **_realism(model, fakes, held, x_tr, job.seed)}
+    p_fake, p_held = _probabilities(model, fakes), _probabilities(model, held)
     if cls is not None:
-        share, sure, conf = _reads_as(model, fakes, cls)
-        r_share, r_sure, r_conf = _reads_as(model, held, cls)
+        share, sure, conf = _reads_as(p_fake, cls)
+        r_share, r_sure, r_conf = _reads_as(p_held, cls)
         record["read_as_class"] = {"fakes": share, "fakes_confidence_0_9": sure, "fakes_median_confidence": conf,
                                    "held_out_real": r_share, "held_out_real_confidence_0_9": r_sure,
                                    "held_out_real_median_confidence": r_conf}
     if model.meta.critical_classes and model.task != "multi-label":
-        share, sure = _malignant(model, fakes)
-        r_share, r_sure = _malignant(model, held)
+        share, sure = _malignant(p_fake, list(model.meta.critical_classes))
+        r_share, r_sure = _malignant(p_held, list(model.meta.critical_classes))
         record["read_as_malignant"] = {"fakes": share, "fakes_confidence_0_9": sure, "held_out_real": r_share,
                                        "held_out_real_confidence_0_9": r_sure}
     _write_outputs(job.out, fakes, held, result.generator, f"{dataset.info.name} ({name})")

@@ -13,6 +13,7 @@ import torch
 from medfool.errors import ConfigError
 from medfool.models import load_classifier
 from medfool.models.classifier import Classifier
+from medfool.models.features import deep_features
 from medfool.report.slides import slide_heatmap
 from medfool.runs.common import DataSource, Say, check_writable, to_log
 from medfool.utils.device import resolve_device
@@ -25,7 +26,6 @@ from medfool.wsi.aggregate import (
     aggregate,
     calibrate_threshold,
     malignancy,
-    tile_features,
     train_attention,
 )
 from medfool.wsi.build import Compression, MosaicSpec, build_slides
@@ -214,7 +214,7 @@ def _bags(folder: Path, model: Classifier, min_tissue: float, features: bool,
         with open_slide(path) as slide:
             _, tiles = tissue_tiles(slide, model.meta.input_shape[-1], min_tissue)
         with torch.no_grad():
-            bags.append(tile_features(model, tiles) if features else malignancy(model, tiles))
+            bags.append(deep_features(model, tiles) if features else malignancy(model, tiles))
         labels.append(int(label == "malignant"))
     say(f"  {folder}: {len(bags)} slides, {sum(labels)} malignant, {sum(b.shape[0] for b in bags):,} tiles")
     return bags, labels

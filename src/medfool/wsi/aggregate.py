@@ -26,10 +26,10 @@ import torch.nn as nn
 
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier, logits_to_probs
-from medfool.models.features import FeatureTap
+from medfool.models.features import deep_features
 
 __all__ = ["AGGREGATORS", "Aggregator", "AttentionMIL", "SlideOutput", "aggregate", "calibrate_threshold",
-           "malignancy", "tile_features", "train_attention"]
+           "malignancy", "train_attention"]
 
 Aggregator = Literal["max", "mean", "attention"]
 AGGREGATORS: tuple[Aggregator, ...] = ("max", "mean", "attention")
@@ -55,14 +55,6 @@ def malignancy(model: Classifier, tiles: torch.Tensor, batch: int = 256) -> torc
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def tile_features(model: Classifier, tiles: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """(N, D) the tile classifier's deep features (the last linear layer's input)."""
-    tap = FeatureTap(model)
-    with model.padded():
-        out = [tap.deep(tiles[s:s + batch]) for s in range(0, tiles.shape[0], batch)]
-    return torch.cat(out) if out else torch.zeros(0, 0)
-
-
 class AttentionMIL(nn.Module):
     """Ilse et al.'s attention pooling over a bag of tile features: a_k = softmax_k(w^T tanh(V h_k)),
     z = sum_k a_k h_k, slide logit = u^T z + b."""
@@ -86,7 +78,7 @@ def aggregate(kind: Aggregator, model: Classifier, tiles: torch.Tensor,
     if kind == "attention":
         if mil is None:
             raise ConfigError("the attention aggregator needs a trained attention head ('medfool wsi train')")
-        logit, weights = mil(tile_features(model, tiles))
+        logit, weights = mil(deep_features(model, tiles))
         return SlideOutput(torch.sigmoid(logit), weights)
     m = malignancy(model, tiles)
     if kind == "max":

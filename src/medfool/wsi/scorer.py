@@ -18,7 +18,8 @@ import torch
 
 from medfool.errors import ConfigError
 from medfool.models.classifier import Classifier
-from medfool.wsi.aggregate import Aggregator, AttentionMIL, malignancy, tile_features
+from medfool.models.features import deep_features
+from medfool.wsi.aggregate import Aggregator, AttentionMIL, malignancy
 
 __all__ = ["SlideScorer"]
 
@@ -35,7 +36,7 @@ class SlideScorer:
         self.n = int(tiles.shape[0])
         with torch.no_grad():
             if mil is not None and kind == "attention":
-                self.features = tile_features(model, tiles)                    # (N, D)
+                self.features = deep_features(model, tiles)                    # (N, D)
                 self.logits = mil.attention(self.features).squeeze(1)          # (N,) attention before softmax
                 self.scores = torch.softmax(self.logits, 0)
             else:
@@ -50,7 +51,7 @@ class SlideScorer:
         """(score or attention logit (m,), features (m, D) or None) of new tiles; differentiable."""
         if self.kind == "attention":
             assert self.mil is not None
-            feats = tile_features(self.model, tiles)
+            feats = deep_features(self.model, tiles)
             return self.mil.attention(feats).squeeze(1), feats
         return malignancy(self.model, tiles), None
 
