@@ -74,8 +74,10 @@ def test_wsi_train_max_then_audit(tile_model, tmp_path: Path, fails_cleanly) -> 
                   "not a folder of slides", out=tmp_path / "o2")
 
 
-def test_wsi_build_from_the_command_line(real_data: Path, tmp_path: Path) -> None:
+def test_wsi_build_from_the_command_line(real_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from medfool.cli.main import main
+
+    monkeypatch.setenv("MEDFOOL_DATA_DIR", str(real_data))
 
     out = tmp_path / "slides"
     assert main(["wsi", "build", "-d", "lc25000_lung", "--size", "64", "--no-download", "--split", "val",
