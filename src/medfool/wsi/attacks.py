@@ -57,6 +57,11 @@ class SlideAttackResult:
     edits: list[SlideEdit] = field(default_factory=list)
     impossible: str = ""        # why no change of this reach can flip the slide (then nothing was tried)
 
+    def nearest(self, p: float) -> None:
+        """Keep ``p`` as ``probability_after`` when it is nearer the other answer than before."""
+        self.probability_after = max(self.probability_after, p) if self.to_malignant \
+            else min(self.probability_after, p)
+
     def summary(self) -> dict[str, object]:
         """The result as JSON-ready fields (the edits, being pixels, are left out)."""
         return {"attack": self.attack, "direction": "benign->malignant" if self.to_malignant else "malignant->benign",
@@ -86,6 +91,14 @@ def out_of_reach(scorer: SlideScorer, tiles: int, threshold: float) -> str:
         return ""
     return (f"{above} tiles read malignant and max pooling needs every one below the threshold; this attack "
             f"changes at most {tiles}")
+
+
+def _begin(scorer: SlideScorer, name: str, threshold: float, reach: int) -> SlideAttackResult:
+    """The result an attack starts from: the slide's reading, the direction that changes it, and
+    whether changing ``reach`` tiles can (see :func:`out_of_reach`)."""
+    before = scorer.probability()
+    return SlideAttackResult(name, before < threshold, before, before, False,
+                             impossible=out_of_reach(scorer, reach, threshold))
 
 
 def tile_order(scorer: SlideScorer, order: Order, seed: int) -> np.ndarray:
@@ -162,12 +175,10 @@ def pixel_search(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
     ``max_tiles`` tiles have each spent ``population * (generations + 1)`` queries."""
     if pixels < 1 or population < 4 or max_tiles < 1:
         raise ConfigError("pixel search: pixels >= 1, population >= 4 and max_tiles >= 1")
-    before = scorer.probability()
-    to_malignant = before < threshold
-    result = SlideAttackResult(f"{pixels}-pixel DE ({order})", to_malignant, before, before, False,
-                               impossible=out_of_reach(scorer, 1, threshold))
+    result = _begin(scorer, f"{pixels}-pixel DE ({order})", threshold, 1)
     if result.impossible:
         return result
+    to_malignant = result.to_malignant
     for i in tile_order(scorer, order, seed)[:max_tiles].tolist():
         result.tiles_tried += 1
         found, spent, reached = _tile_de(scorer, tiles[i:i + 1], i, pixels=pixels, to_malignant=to_malignant,
@@ -182,8 +193,7 @@ def pixel_search(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
                 result.probability_after, result.pixels_changed, result.success = reached, changed, True
                 result.tiles_changed, result.edits = [i], [edit]
                 break
-        result.probability_after = max(result.probability_after, reached) if to_malignant \
-            else min(result.probability_after, reached)
+        result.nearest(reached)
     return result
 
 
@@ -201,12 +211,10 @@ def patch_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
     h, w = tiles.shape[-2:]
     if not 1 <= size <= min(h, w) or steps < 1:
         raise ConfigError(f"patch size must be between 1 and the tile's {min(h, w)} px, steps >= 1")
-    before = scorer.probability()
-    to_malignant = before < threshold
-    result = SlideAttackResult(f"patch {size}x{size} px", to_malignant, before, before, False,
-                               impossible=out_of_reach(scorer, 1, threshold))
+    result = _begin(scorer, f"patch {size}x{size} px", threshold, 1)
     if result.impossible:
         return result
+    to_malignant = result.to_malignant
     r0, c0 = (h - size) // 2, (w - size) // 2
     for i in tile_order(scorer, "guided", seed)[:candidates].tolist():
         result.tiles_tried += 1
@@ -227,9 +235,7 @@ def patch_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarray, 
                 return result
             (param.grad,) = torch.autograd.grad(-_objective(p, to_malignant), [param])  # no grads left on weights
             opt.step()
-            reached = float(pq)
-            result.probability_after = min(result.probability_after, reached) if not to_malignant \
-                else max(result.probability_after, reached)
+            result.nearest(float(pq))
     return result
 
 
@@ -240,19 +246,16 @@ def fraction_attack(scorer: SlideScorer, tiles: torch.Tensor, origins: np.ndarra
     pushed on its own, so the gradient reaches every tile that holds the slide's answer."""
     if not 0 < fraction <= 1 or not eps > 0 or steps < 1:
         raise ConfigError("PGD on tiles: the fraction must be in (0, 1], eps > 0 and steps >= 1")
-    before = scorer.probability()
-    to_malignant = before < threshold
     t = max(1, round(fraction * scorer.n))
+    result = _begin(scorer, f"PGD {eps * 255:.0f}/255 on {fraction:.1%} of tiles", threshold, t)
+    if result.impossible:
+        return result
+    result.tiles_tried, to_malignant = t, result.to_malignant
     idx = torch.from_numpy(tile_order(scorer, "guided", 0)[:t].copy())
     x = tiles[idx]
     lo, hi = torch.ceil((x - eps) * 255 - 1e-6) / 255, torch.floor((x + eps) * 255 + 1e-6) / 255
-    adv, q, pq = x.clone(), x.clone(), before
+    adv, q, pq = x.clone(), x.clone(), result.probability_before
     alpha = max(eps / 4, 1 / 255)
-    result = SlideAttackResult(f"PGD {eps * 255:.0f}/255 on {fraction:.1%} of tiles", to_malignant, before, before,
-                               False, tiles_tried=t, impossible=out_of_reach(scorer, t, threshold))
-    if result.impossible:
-        result.tiles_tried = 0
-        return result
     for _ in range(steps):
         adv.requires_grad_(True)
         p = scorer.with_tiles(idx, adv)
