@@ -32,9 +32,8 @@ from typing import Any
 import torch
 
 from medfool.report.slides_html import consistency_auc
-from medfool.runs.wsi import load_pipeline, tissue_tiles
+from medfool.runs.wsi import load_pipeline, slide_files, tissue_tiles
 from medfool.runs.wsi_attack import AttackSpec, attack_tiles, source_quality, write_and_check
-from medfool.runs.wsi_audit import slide_files
 from medfool.utils.stats import wilson
 from medfool.wsi.forensics import consistency_scores
 from medfool.wsi.scorer import SlideScorer

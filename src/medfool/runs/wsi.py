@@ -3,6 +3,7 @@ predict`` (a slide's diagnosis and its heat map)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ from medfool.wsi.slidemodel import (
 )
 from medfool.wsi.tiles import TileGrid, read_tiles, tile_grid
 
-__all__ = ["BuildJob", "PredictJob", "SlidePipeline", "SlideReading", "TrainJob", "load_pipeline", "read_slide",
-           "run_build", "run_predict", "run_train", "tissue_tiles"]
+__all__ = ["BuildJob", "PredictJob", "SlidePipeline", "SlideReading", "SlideTiles", "TrainJob", "load_pipeline",
+           "read_slide", "run_build", "run_predict", "run_train", "slide_files", "slide_tiles", "tissue_tiles"]
 
 
 @dataclass(frozen=True)
@@ -98,17 +99,33 @@ def tissue_tiles(slide: Slide, tile: int, min_tissue: float) -> tuple[TileGrid, 
     return grid, read_tiles(slide, grid)
 
 
+@dataclass(frozen=True)
+class SlideTiles:
+    """A slide as the attacks and the heat maps take it: its tissue tiles and a thumbnail."""
+
+    grid: TileGrid
+    tiles: torch.Tensor
+    thumbnail: np.ndarray
+    thumbnail_downsample: float
+
+
+def slide_tiles(slide: Slide, tile: int, min_tissue: float) -> SlideTiles:
+    """The open slide's tissue tiles (:func:`tissue_tiles`) and a thumbnail of at most 1,024 px."""
+    grid, tiles = tissue_tiles(slide, tile, min_tissue)
+    level = slide.thumbnail_level(1024)
+    return SlideTiles(grid, tiles, slide.level_image(level), slide.downsamples[level])
+
+
 def read_slide(path: Path, model: Classifier, aggregator: Aggregator, *, tile: int | None = None,
                min_tissue: float = 0.5, mil: AttentionMIL | None = None) -> SlideReading:
     """The whole pipeline on the file: open, find tissue, tile at level 0 (tiles of the model's
     input size), score, aggregate."""
     with open_slide(path) as slide:
-        grid, tiles = tissue_tiles(slide, tile or model.meta.input_shape[-1], min_tissue)
-        with torch.no_grad():
-            out = aggregate(aggregator, model, tiles, mil)
-        level = slide.thumbnail_level(1024)
-        thumb, ds = slide.level_image(level), slide.downsamples[level]
-    return SlideReading(float(out.probability), out.tile_scores.cpu().numpy(), grid, thumb, ds)
+        view = slide_tiles(slide, tile or model.meta.input_shape[-1], min_tissue)
+    with torch.no_grad():
+        out = aggregate(aggregator, model, view.tiles, mil)
+    return SlideReading(float(out.probability), out.tile_scores.cpu().numpy(), view.grid, view.thumbnail,
+                        view.thumbnail_downsample)
 
 
 @dataclass(frozen=True)
@@ -190,27 +207,41 @@ class TrainJob:
     device: Device = "auto"
 
 
+def slide_files(folder: Path) -> list[tuple[Path, str | None]]:
+    """The slides of ``folder`` with their labels: those slides.json lists (paths confined to
+    the folder), else every .tif/.tiff/.svs in it, unlabelled."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: not a folder of slides")
+    manifest = folder / "slides.json"
+    if not manifest.is_file():
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".svs"))
+        return [(p, None) for p in found]
+    try:
+        records = json.loads(manifest.read_text())["slides"]
+        pairs: list[tuple[Path, str | None]] = [((folder / str(r["file"])).resolve(), str(r["label"])) for r in records]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{manifest}: not a slide list ('medfool wsi build' writes one)") from None
+    for path, label in pairs:
+        if folder.resolve() not in path.parents:
+            raise ConfigError(f"{manifest}: {path.name!r} lies outside the folder")
+        if label not in ("benign", "malignant"):
+            raise ConfigError(f"{manifest}: {path.name!r} has label {label!r}; expected benign or malignant")
+    return pairs
+
+
 def _bags(folder: Path, model: Classifier, min_tissue: float, features: bool,
           say: Say) -> tuple[list[torch.Tensor], list[int]]:
     """Each slide of ``folder`` (its slides.json) as a bag of tile features (or tile
     malignancy), with its label."""
     from tqdm import tqdm
 
-    from medfool.utils.io import read_json_object
-
-    manifest = read_json_object(folder / "slides.json", ConfigError, "slide list ('medfool wsi build' writes it)")
-    slides = manifest.get("slides")
-    if not isinstance(slides, list) or not slides:
+    if not (folder / "slides.json").is_file():
+        raise ConfigError(f"{folder / 'slides.json'}: no slide list ('medfool wsi build' writes it)")
+    pairs = slide_files(folder)  # paths confined to the folder, labels benign or malignant
+    if not pairs:
         raise ConfigError(f"{folder / 'slides.json'}: no 'slides' listed")
     bags, labels = [], []
-    for rec in tqdm(slides, desc=f"tiles of {folder.name}", unit="slide", leave=False):
-        try:
-            name, label = str(rec["file"]), str(rec["label"])
-        except (KeyError, TypeError):
-            raise ConfigError(f"{folder / 'slides.json'}: a slide without 'file' and 'label'") from None
-        path = (folder / name).resolve()
-        if folder.resolve() not in path.parents:
-            raise ConfigError(f"{folder / 'slides.json'}: {name!r} lies outside the folder")
+    for path, label in tqdm(pairs, desc=f"tiles of {folder.name}", unit="slide", leave=False):
         with open_slide(path) as slide:
             _, tiles = tissue_tiles(slide, model.meta.input_shape[-1], min_tissue)
         with torch.no_grad():

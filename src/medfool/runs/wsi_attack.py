@@ -22,7 +22,7 @@ import torch
 from medfool.errors import ConfigError
 from medfool.report.slides import slide_heatmap
 from medfool.runs.common import Say, check_writable, to_log
-from medfool.runs.wsi import SlidePipeline, SlideReading, load_pipeline, read_slide, tissue_tiles
+from medfool.runs.wsi import SlidePipeline, SlideReading, load_pipeline, read_slide, slide_tiles
 from medfool.utils.io import atomic_write_json
 from medfool.utils.repro import environment
 from medfool.vocab import Device
@@ -34,8 +34,8 @@ from medfool.wsi.scorer import SlideScorer
 from medfool.wsi.slide import open_slide
 from medfool.wsi.tiles import TileGrid
 
-__all__ = ["AttackSpec", "SlideAttackJob", "attack_tiles", "marks", "run_slide_attack", "shown", "source_quality",
-           "write_and_check"]
+__all__ = ["AttackSpec", "SlideAttackJob", "attack_tiles", "heat_label", "marks", "run_slide_attack", "shown",
+           "source_quality", "write_and_check"]
 
 AttackKind = Literal["pixels", "patch", "fraction"]
 
@@ -101,6 +101,11 @@ def source_quality(slide: Path, default: int = 90) -> int:
     return int(q) if isinstance(q, int) and 1 <= q <= 100 else default
 
 
+def heat_label(aggregator: Aggregator) -> str:
+    """What a heat map's colours mean for this aggregator (see :func:`shown`)."""
+    return "tile malignancy" if aggregator != "attention" else "attention (share of the largest)"
+
+
 def shown(scores: np.ndarray, aggregator: Aggregator) -> np.ndarray:
     """Tile scores on the heat map's 0-1 scale: malignancy as it is, attention as a share of
     the largest weight (the weights sum to one over thousands of tiles)."""
@@ -164,9 +169,8 @@ def run_slide_attack(job: SlideAttackJob, say: Say = to_log) -> dict[str, Any]:
     job.spec.validate(pipe.model.meta.input_shape[-1])
     check_writable(job.out)
     with open_slide(job.slide) as slide:
-        grid, tiles = tissue_tiles(slide, pipe.model.meta.input_shape[-1], pipe.min_tissue)
-        level = slide.thumbnail_level(1024)
-        thumb, ds = slide.level_image(level), slide.downsamples[level]
+        view = slide_tiles(slide, pipe.model.meta.input_shape[-1], pipe.min_tissue)
+    grid, tiles, thumb, ds = view.grid, view.tiles, view.thumbnail, view.thumbnail_downsample
     scorer = SlideScorer(pipe.aggregator, pipe.model, tiles, pipe.mil)
     before = scorer.probability()
     say(f"{job.slide.name}: reads {'malignant' if before >= pipe.threshold else 'benign'} (p = {before:.3f} at "
@@ -175,7 +179,7 @@ def run_slide_attack(job: SlideAttackJob, say: Say = to_log) -> dict[str, Any]:
     record: dict[str, Any] = {"slide": str(job.slide), "model": job.model, "aggregator": pipe.aggregator,
                               "threshold": pipe.threshold, "tiles": len(grid), "spec": asdict(job.spec),
                               **result.summary()}
-    label = "tile malignancy" if pipe.aggregator != "attention" else "attention (share of the largest)"
+    label = heat_label(pipe.aggregator)
     rings = marks(result.edits) if result.success else None
     job.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=job.out.parent, prefix=f".{job.out.name}.") as tmp:

@@ -21,8 +21,16 @@ from medfool.errors import ConfigError, MedfoolError
 from medfool.report.slides import slide_heatmap
 from medfool.report.slides_html import render_slide_audit
 from medfool.runs.common import Say, check_writable, to_log
-from medfool.runs.wsi import SlidePipeline, load_pipeline, tissue_tiles
-from medfool.runs.wsi_attack import AttackSpec, attack_tiles, marks, shown, source_quality, write_and_check
+from medfool.runs.wsi import SlidePipeline, load_pipeline, slide_files, slide_tiles
+from medfool.runs.wsi_attack import (
+    AttackSpec,
+    attack_tiles,
+    heat_label,
+    marks,
+    shown,
+    source_quality,
+    write_and_check,
+)
 from medfool.utils.io import atomic_write_json
 from medfool.utils.repro import environment
 from medfool.vocab import Device
@@ -61,28 +69,6 @@ def parse_attacks(text: str, seed: int = 0) -> list[AttackSpec]:
     if not specs:
         raise ConfigError("--attacks: name at least one attack")
     return specs
-
-
-def slide_files(folder: Path) -> list[tuple[Path, str | None]]:
-    """The slides of ``folder`` with their labels: those slides.json lists (paths confined to
-    the folder), else every .tif/.tiff/.svs in it, unlabelled."""
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: not a folder of slides")
-    manifest = folder / "slides.json"
-    if not manifest.is_file():
-        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".svs"))
-        return [(p, None) for p in found]
-    try:
-        records = json.loads(manifest.read_text())["slides"]
-        pairs: list[tuple[Path, str | None]] = [((folder / str(r["file"])).resolve(), str(r["label"])) for r in records]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"{manifest}: not a slide list ('medfool wsi build' writes one)") from None
-    for path, label in pairs:
-        if folder.resolve() not in path.parents:
-            raise ConfigError(f"{manifest}: {path.name!r} lies outside the folder")
-        if label not in ("benign", "malignant"):
-            raise ConfigError(f"{manifest}: {path.name!r} has label {label!r}; expected benign or malignant")
-    return pairs
 
 
 def _record_name(folder: Path, path: Path) -> str:
@@ -129,17 +115,16 @@ def _audit_slide(path: Path, label: str | None, pipe: SlidePipeline, specs: list
                  name: str) -> dict[str, Any]:
     """Every attack on one slide, successes written back and re-read; figures into ``figures``."""
     with open_slide(path) as slide:
-        grid, tiles = tissue_tiles(slide, pipe.model.meta.input_shape[-1], pipe.min_tissue)
-        level = slide.thumbnail_level(1024)
-        thumb, ds = slide.level_image(level), slide.downsamples[level]
+        view = slide_tiles(slide, pipe.model.meta.input_shape[-1], pipe.min_tissue)
         consistency = consistency_scores(slide)
+    grid, tiles, thumb, ds = view.grid, view.tiles, view.thumbnail, view.thumbnail_downsample
     scorer = SlideScorer(pipe.aggregator, pipe.model, tiles, pipe.mil)
     before = scorer.probability()
     rec: dict[str, Any] = {"slide": path.name, "label": label, "probability": before, "tiles": len(grid),
                            "read_as": "malignant" if before >= pipe.threshold else "benign",
                            "consistency": consistency, "attacks": []}
     quality = source_quality(path)
-    label_txt = "tile malignancy" if pipe.aggregator != "attention" else "attention (share of the largest)"
+    label_txt = heat_label(pipe.aggregator)
     rec["figure"] = f"{name}.before.png"
     slide_heatmap(figures / rec["figure"], thumb, ds, grid.origins, grid.tile,
                   shown(scorer.scores.cpu().numpy(), pipe.aggregator), label=label_txt,
