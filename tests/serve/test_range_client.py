@@ -180,35 +180,13 @@ def test_range_report_refuses_bad_input_in_one_line(fails_cleanly, tmp_path: Pat
     fails_cleanly(["range", "report", str(tmp_path), "--runs", str(tmp_path / "run")], r"results\.json: not JSON")
 
 
-def _task_model(task: str):
-    from torch import nn
-
-    from medfool.models import Classifier, ModelMeta
-    from medfool.models.train import TrainConfig, fit
-
-    fast = TrainConfig(arch_kwargs={"width": 8}, epochs=3, batch_size=64, lr=1e-2)
-    ds = make_synthetic(task="multi-label", n_classes=4, seed=3) if task == "multi-label" else \
-        make_synthetic(task="binary", channels=1, seed=2) if task.startswith("binary") else make_synthetic(seed=1)
-    model = fit(ds, fast).model
-    if task == "binary-one-logit":
-        class OneLogit(nn.Module):
-            def __init__(self, net: nn.Module) -> None:
-                super().__init__()
-                self.net = net
-
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                z = self.net(x)
-                return z[:, 1:2] - z[:, 0:1]
-
-        meta = ModelMeta(**{**model.meta.__dict__, "num_outputs": 1, "arch": None, "arch_kwargs": {}})
-        model = Classifier(OneLogit(model.network), meta).eval()
-    x, y = ds.split("test").get(range(24))
-    return model, x, y
+TASK_FIXTURES = {"multi-class": "multiclass", "binary-two-logits": "binary_two_logit",
+                 "binary-one-logit": "binary_one_logit", "multi-label": "multilabel"}
 
 
 @pytest.mark.parametrize("task", ["multi-class", "binary-two-logits", "binary-one-logit", "multi-label"])
-def test_every_task_type_over_http_as_in_process(task: str, serve_range) -> None:
-    model, x, y = _task_model(task)
+def test_every_task_type_over_http_as_in_process(task: str, serve_range, request: pytest.FixtureRequest) -> None:
+    model, x, y = request.getfixturevalue(TASK_FIXTURES[task])  # tests/conftest.py
     attack = get_attack("square", eps=0.3, queries=60)
     local = attack(from_classifier(model), x, y, seed=5)
     with serve_range(model) as served:
