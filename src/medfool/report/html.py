@@ -34,7 +34,7 @@ from medfool.utils.stats import is_imbalanced
 from medfool.vocab import MULTI_LABEL
 
 __all__ = ["CSS", "INLINE_CLASSES", "THREATS", "breakdown_table", "breakdown_tables", "collect", "ensemble_members",
-           "page", "render"]
+           "img_tag", "page", "render"]
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;
@@ -68,7 +68,8 @@ THREATS = {
 }
 
 
-def _img(data: bytes, alt: str) -> str:
+def img_tag(data: bytes, alt: str) -> str:
+    """A PNG embedded as a data URI (the report is one self-contained file)."""
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
@@ -368,7 +369,7 @@ def _backdoor_section(bd: dict[str, Any], figure: tuple[str, bytes] | None) -> s
         parts.append(f"<p>Neural Cleanse: smallest reversed trigger for class {nc['smallest']} (the attack's target: "
                      f"{nc['true_target']}); labels flagged as infected (anomaly index &gt; 2): {infected}.</p>")
     if figure:
-        parts.append(f"<div class='figs'>{_img(figure[1], 'trigger')}</div>")
+        parts.append(f"<div class='figs'>{img_tag(figure[1], 'trigger')}</div>")
     return "".join(parts)
 
 
@@ -474,7 +475,7 @@ def _attack_section(data: dict[str, Any]) -> str:
     parts.append("<h2 id='attacks'>Attacks</h2>")
     curve = _curve_png(summaries, len(classes))
     if curve:
-        parts.append(f"<div class='figs'>{_img(curve, 'robust accuracy vs epsilon')}</div>")
+        parts.append(f"<div class='figs'>{img_tag(curve, 'robust accuracy vs epsilon')}</div>")
     shown = [s for s in summaries if s["stage"] != "corruption"]
 
     def lead(s: dict[str, Any]) -> list[str]:
@@ -534,7 +535,7 @@ def _corruption_section(store: ResultStore, data: dict[str, Any]) -> str:
                      f"correct ({_pct(n_clean / max(1, len(meta['images'] or [])))}).</p>")
         fig = store.artifact("corruptions-png")
         if fig:
-            parts.append(f"<div class='figs'>{_img(fig[1], 'one tile under each corruption')}</div>")
+            parts.append(f"<div class='figs'>{img_tag(fig[1], 'one tile under each corruption')}</div>")
     return "\n".join(parts)
 
 
@@ -565,18 +566,18 @@ def _figure_sections(store: ResultStore, data: dict[str, Any]) -> str:
     if grids:
         parts.append("<h2 id='examples'>Examples</h2><p class='muted'>original | adversarial | difference amplified "
                      "to full range; successful examples first.</p><div class='figs'>"
-                     + "".join(_img(d, n) for n, _, d in grids) + "</div>")
+                     + "".join(img_tag(d, n) for n, _, d in grids) + "</div>")
     patch = store.artifact("patch-png")
     if patch:
         parts.append(f"<h2 id='patch'>Patch</h2><p>The universal patch (target: "
                      f"{html.escape(str(meta.get('patch_target_name')))}), crafted on training images and pasted on "
-                     f"held-out ones:</p><div class='figs'>{_img(patch[1], 'adversarial patch')}</div>")
+                     f"held-out ones:</p><div class='figs'>{img_tag(patch[1], 'adversarial patch')}</div>")
     maps = [(n, d) for n, _, d in store.artifacts("map-") if n.endswith("-png")]
     if maps:
         parts.append("<h2 id='maps'>One-pixel vulnerability maps</h2><p class='muted'>For every pixel, the largest "
                      "drop in the true class's probability when that pixel alone takes one of the colours tried, and "
                      "where that alone flips the prediction.</p><div class='figs'>"
-                     + "".join(_img(d, n) for n, d in maps) + "</div>")
+                     + "".join(img_tag(d, n) for n, d in maps) + "</div>")
     return "\n".join(parts)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from medfool.models.metrics import binary_auc
-from medfool.report.html import CSS
+from medfool.report.html import CSS, img_tag
 from medfool.utils.io import atomic_write_bytes, atomic_write_json, json_safe
 from medfool.utils.stats import wilson
 
@@ -19,10 +19,7 @@ __all__ = ["consistency_auc", "render_slide_audit", "summary_rows"]
 
 
 def _img(path: Path, alt: str) -> str:
-    import base64
-
-    data = base64.b64encode(path.read_bytes()).decode() if path.is_file() else ""
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return img_tag(path.read_bytes() if path.is_file() else b"", alt)
 
 
 def _share(k: int, n: int) -> str:
